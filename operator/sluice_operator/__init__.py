@@ -1,0 +1,1 @@
+"""Sluice operator: API models, CRD generator, compiler, webhook and kopf handlers."""

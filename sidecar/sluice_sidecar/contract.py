@@ -1,0 +1,356 @@
+"""The versioned contract between the operator and the sidecar.
+
+Owns two documents and nothing else:
+
+* ``SidecarConfig`` – what the operator compiles from a namespace's resources and hands to every
+  sidecar of that namespace (as a ConfigMap file and over the control-plane push). It carries no
+  secret values, only where to read them (``CredentialRef.file`` relative to the sidecar's secrets
+  directory).
+* ``UsageReport`` – what a sidecar sends back: usage counters, backend health and the config hash it
+  runs.
+
+This is the only module of the sidecar that the operator imports. It must stay free of IO and of
+any import from the operator, kopf or kubernetes. Durations are seconds (floats); money is USD.
+JSON field names are camelCase (Kubernetes style); Python attributes are snake_case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+CONFIG_API_VERSION = "sluice.dev/sidecar-config/v1"
+REPORT_API_VERSION = "sluice.dev/usage-report/v1"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class Provider(StrEnum):
+    """Upstream provider kinds the sidecar can talk to."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+    MISTRAL = "mistral"
+    OPENAI_COMPATIBLE = "openai-compatible"
+    MOCK = "mock"
+
+
+class Strategy(StrEnum):
+    """How a route picks among its healthy backends."""
+
+    FAILOVER = "Failover"
+    WEIGHTED = "Weighted"
+    LEAST_LATENCY = "LeastLatency"
+    LEAST_COST = "LeastCost"
+
+
+class FailureClass(StrEnum):
+    """The classes every upstream failure is sorted into; retry and fallback rules name them."""
+
+    CONNECT_ERROR = "connectError"
+    TIMEOUT = "timeout"
+    SERVER_ERROR = "5xx"
+    RATE_LIMITED = "429"
+    CONTEXT_WINDOW_EXCEEDED = "contextWindowExceeded"
+    CONTENT_FILTER = "contentFilter"
+
+
+class MidStreamFailure(StrEnum):
+    ERROR = "Error"
+    CONTINUE = "Continue"
+
+
+class CredentialRef(_Model):
+    """Where a backend's API key lives: a Secret key, mounted as a file."""
+
+    secret_name: str
+    key: str
+    file: str = Field(description="Path relative to the sidecar's secrets directory.")
+
+
+class Pricing(_Model):
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+    cached_input_per_mtok: float = 0.0
+
+
+class RateLimits(_Model):
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+class MockBehaviour(_Model):
+    """Behaviour of the built-in ``mock`` provider (demos and tests)."""
+
+    latency_ms: float = 0.0
+    failure_rate: float = 0.0
+    completion_tokens: int = 16
+    reply: str | None = None
+
+
+class Backend(_Model):
+    name: str
+    provider: Provider
+    model: str
+    base_url: str | None = None
+    credentials: CredentialRef | None = None
+    weight: int = 1
+    priority: int = 0
+    pricing: Pricing = Pricing()
+    limits: RateLimits = RateLimits()
+    context_window: int | None = None
+    mock: MockBehaviour | None = None
+
+
+class Retry(_Model):
+    attempts: int = 2
+    backoff_base: float = 0.1
+    backoff_max: float = 2.0
+    retry_on: tuple[FailureClass, ...] = (
+        FailureClass.CONNECT_ERROR,
+        FailureClass.SERVER_ERROR,
+        FailureClass.RATE_LIMITED,
+        FailureClass.TIMEOUT,
+    )
+    budget_ratio: float = 0.2
+    budget_min_per_second: float = 3.0
+
+
+class Fallback(_Model):
+    on: tuple[FailureClass, ...] = (
+        FailureClass.CONNECT_ERROR,
+        FailureClass.TIMEOUT,
+        FailureClass.SERVER_ERROR,
+        FailureClass.RATE_LIMITED,
+    )
+    respect_retry_after: bool = True
+    max_retry_after: float = 10.0
+
+
+class Timeouts(_Model):
+    connect: float = 5.0
+    first_token: float = 30.0
+    idle: float = 30.0
+    total: float = 120.0
+
+
+class CircuitBreaker(_Model):
+    consecutive_failures: int = 5
+    base_ejection: float = 30.0
+    max_ejection: float = 300.0
+
+
+class Route(_Model):
+    """One ModelRoute, compiled: the virtual model name apps send, and how to serve it."""
+
+    name: str = Field(description="The virtual model name apps put in the request's `model`.")
+    source: str = Field(description="Name of the ModelRoute resource this came from.")
+    strategy: Strategy = Strategy.FAILOVER
+    backends: tuple[Backend, ...]
+    retry: Retry = Retry()
+    fallback: Fallback = Fallback()
+    timeouts: Timeouts = Timeouts()
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
+    mid_stream_failure: MidStreamFailure = MidStreamFailure.ERROR
+    workload_selector: dict[str, str] = Field(default_factory=dict)
+
+
+class PromptVariable(_Model):
+    required: bool = False
+    default: str | None = None
+    max_length: int | None = None
+
+
+class PromptMessage(_Model):
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str
+
+
+class PromptVersion(_Model):
+    version: int
+    hash: str
+    messages: tuple[PromptMessage, ...]
+    variables: dict[str, PromptVariable] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    route: str | None = None
+
+
+class Prompt(_Model):
+    """A PromptTemplate, compiled: its versions and which version each label points at."""
+
+    name: str
+    versions: tuple[PromptVersion, ...]
+    labels: dict[str, int] = Field(default_factory=dict)
+    split: dict[str, int] = Field(
+        default_factory=dict,
+        description="label -> percent of `production` traffic that goes to that label instead.",
+    )
+
+
+class Selector(_Model):
+    """Which traffic a Budget or GuardrailPolicy applies to. Empty matches everything."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    routes: tuple[str, ...] = ()
+
+
+class WindowKind(StrEnum):
+    DAY = "Day"
+    WEEK = "Week"
+    MONTH = "Month"
+    ROLLING = "Rolling"
+
+
+class BudgetLimit(_Model):
+    window: WindowKind
+    rolling_seconds: float | None = None
+    timezone: str = "UTC"
+    usd: float | None = None
+    tokens: int | None = None
+    requests: int | None = None
+
+
+class ExceededAction(StrEnum):
+    BLOCK = "Block"
+    DOWNGRADE = "Downgrade"
+    ALERT_ONLY = "AlertOnly"
+
+
+class BudgetRule(_Model):
+    name: str
+    selector: Selector = Selector()
+    limits: tuple[BudgetLimit, ...] = ()
+    rate_limits: RateLimits = RateLimits()
+    alert_thresholds: tuple[int, ...] = (50, 80, 100)
+    on_exceeded: ExceededAction = ExceededAction.BLOCK
+    downgrade_route: str | None = None
+
+
+class GuardAction(StrEnum):
+    REDACT = "Redact"
+    BLOCK = "Block"
+    LOG = "Log"
+
+
+class PiiRule(_Model):
+    entities: tuple[str, ...]
+    action: GuardAction = GuardAction.REDACT
+
+
+class InjectionRule(_Model):
+    action: GuardAction = GuardAction.BLOCK
+    threshold: float = 0.5
+
+
+class DenyRule(_Model):
+    regex: str
+    action: GuardAction = GuardAction.BLOCK
+
+
+class ExternalCheck(_Model):
+    url: str
+    timeout: float = 1.0
+    failure_mode: Literal["Open", "Closed"] = "Closed"
+
+
+class GuardStage(_Model):
+    pii: PiiRule | None = None
+    prompt_injection: InjectionRule | None = None
+    deny: tuple[DenyRule, ...] = ()
+    max_chars: int | None = None
+    external: ExternalCheck | None = None
+
+
+class Guardrail(_Model):
+    name: str
+    selector: Selector = Selector()
+    mode: Literal["Enforce", "Monitor"] = "Enforce"
+    input: GuardStage = GuardStage()
+    output: GuardStage = GuardStage()
+    streaming_mode: Literal["Holdback", "Buffer", "Audit"] = "Holdback"
+    holdback_chars: int = 64
+
+
+class Limits(_Model):
+    """Sidecar-wide request limits."""
+
+    max_request_bytes: int = 10 * 1024 * 1024
+    default_max_tokens: int = 4096
+
+
+class SidecarConfig(_Model):
+    """Everything one namespace's sidecars need; produced by the operator's compiler."""
+
+    api_version: Literal["sluice.dev/sidecar-config/v1"] = CONFIG_API_VERSION
+    namespace: str
+    routes: tuple[Route, ...] = ()
+    prompts: tuple[Prompt, ...] = ()
+    budgets: tuple[BudgetRule, ...] = ()
+    guardrails: tuple[Guardrail, ...] = ()
+    limits: Limits = Limits()
+
+    def canonical_json(self) -> str:
+        """Stable JSON (sorted keys, aliases, no whitespace): the input of ``content_hash``."""
+        return json.dumps(
+            self.model_dump(mode="json", by_alias=True),
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    def content_hash(self) -> str:
+        """A short, stable hash of the config's content; the same config gives the same hash."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+
+class BackendState(StrEnum):
+    HEALTHY = "Healthy"
+    EJECTED = "Ejected"
+    COOLING_DOWN = "CoolingDown"
+
+
+class BackendHealth(_Model):
+    route: str
+    backend: str
+    state: BackendState
+    until: float | None = Field(default=None, description="Unix time the ejection/cool-down ends.")
+
+
+class UsageEntry(_Model):
+    route: str
+    backend: str
+    prompt: str | None = None
+    requests: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_p50_ms: float | None = None
+    ttft_p50_ms: float | None = None
+
+
+class UsageReport(_Model):
+    """What one sidecar reports: idempotent by ``(pod, seq)``."""
+
+    api_version: Literal["sluice.dev/usage-report/v1"] = REPORT_API_VERSION
+    namespace: str
+    pod: str
+    config_hash: str
+    seq: int
+    window_start: float
+    window_end: float
+    usage: tuple[UsageEntry, ...] = ()
+    health: tuple[BackendHealth, ...] = ()
