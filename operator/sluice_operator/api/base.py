@@ -1,0 +1,194 @@
+"""Shared building blocks of the four Sluice API kinds.
+
+Owns: the base model (camelCase JSON, unknown fields rejected), the standard status shape
+(``observedGeneration`` + ``conditions``), the ``Rule`` mechanism that states a cross-field rule once
+and gets both a CEL ``x-kubernetes-validations`` entry in the CRD and the same check in Python, and
+small field types (durations, names, strings that must not hold an inline API key).
+
+Purely computational: no IO, no Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+GROUP = "sluice.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# --- inline secrets -------------------------------------------------------------------------------
+
+# Provider API keys: OpenAI (`sk-…`, `sk-proj-…`), Anthropic (`sk-ant-…`), Google (`AIza…`).
+# RE2 and Python agree on this syntax, so the CEL rule and the Python check are the same regex.
+INLINE_KEY_REGEX = r"(sk-[A-Za-z0-9_-]{16,}|AIza[A-Za-z0-9_-]{20,})"
+_INLINE_KEY = re.compile(INLINE_KEY_REGEX)
+INLINE_KEY_MESSAGE = (
+    "looks like an inline API key; put the key in a Secret and reference it with "
+    "credentials.secretRef"
+)
+NO_INLINE_KEY_MARK = "x-sluice-no-inline-key"
+
+
+def _no_inline_key(value: str) -> str:
+    if _INLINE_KEY.search(value):
+        raise ValueError(INLINE_KEY_MESSAGE)
+    return value
+
+
+def text(max_length: int, description: str, **kwargs: Any) -> Any:
+    """A free-text field: bounded length, and rejected if it contains an inline API key."""
+    return Field(
+        max_length=max_length,
+        description=description,
+        json_schema_extra={NO_INLINE_KEY_MARK: True},
+        **kwargs,
+    )
+
+
+SafeStr = Annotated[str, AfterValidator(_no_inline_key)]
+
+# --- names and durations --------------------------------------------------------------------------
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NAME_REGEX = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+DURATION_REGEX = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str) -> float:
+    """``"1m30s"`` → 90.0 seconds. The value is assumed to match ``DURATION_REGEX``."""
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+
+
+def duration(description: str, **kwargs: Any) -> Any:
+    """A duration field such as ``500ms``, ``30s``, ``5m`` or ``1h30m``."""
+    return Field(pattern=DURATION_REGEX, max_length=32, description=description, **kwargs)
+
+
+# --- cross-field rules: one statement, two checks --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A validation rule written once: CEL for the apiserver, a Python predicate for ``render``.
+
+    ``field`` (optional) is the child field the message is about, relative to the model the rule is
+    attached to; it becomes the CEL ``fieldPath`` and the Python error location.
+    """
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+    field: str | None = None
+    transition: bool = False  # uses oldSelf; only the apiserver can check it
+
+    def to_crd(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.cel, "message": self.message}
+        if self.field:
+            out["fieldPath"] = f".{self.field}"
+        return out
+
+
+class RuleError(ValueError):
+    """A failed ``Rule``; carries the child field it is about."""
+
+    def __init__(self, message: str, field: str | None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class SluiceModel(BaseModel):
+    """Base for every API model: camelCase JSON, unknown fields rejected, rules enforced."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_enum_values=False,
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        if cls.rules:
+            target = handler.resolve_ref_schema(schema)
+            target["x-kubernetes-validations"] = [rule.to_crd() for rule in cls.rules]
+        return schema
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> SluiceModel:
+        for rule in type(self).rules:
+            if not rule.transition and not rule.check(self):
+                raise RuleError(rule.message, rule.field)
+        return self
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+
+class Condition(SluiceModel):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(max_length=316, description="Condition type, e.g. Ready or ResolvedRefs.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        max_length=1024, description="One CamelCase word saying why, e.g. RouteNotFound."
+    )
+    message: str = Field(
+        default="", max_length=32768, description="What a person should know or do."
+    )
+    last_transition_time: str = Field(
+        description="When the status last changed (RFC 3339).", json_schema_extra={"format": "date-time"}
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation this condition was set for."
+    )
+
+
+class CommonStatus(SluiceModel):
+    """Fields every kind's status has; kind-specific status models extend it."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation the operator last acted on."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Ready, ResolvedRefs and kind-specific conditions in the standard shape.",
+    )
+
+
+class Selector(SluiceModel):
+    """Which traffic a policy applies to. Empty means every injected workload of the namespace."""
+
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Pod labels a workload must carry (all of them) for the policy to apply.",
+    )
+    routes: list[Annotated[str, Field(max_length=253, pattern=NAME_REGEX)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="ModelRoute names the policy applies to; empty means every route.",
+    )

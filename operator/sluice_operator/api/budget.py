@@ -1,0 +1,162 @@
+"""The Budget kind: money, token and request limits over calendar or rolling windows.
+
+Owns the spec and status models. No IO.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from .base import NAME_REGEX, CommonStatus, Rule, Selector, SluiceModel, duration
+
+
+class Window(StrEnum):
+    DAY = "Day"
+    WEEK = "Week"
+    MONTH = "Month"
+    ROLLING = "Rolling"
+
+
+class Limit(SluiceModel):
+    """One limit over one window. Set at least one of usd, tokens, requests."""
+
+    window: Window = Field(description="Day, Week, Month (calendar, in timezone) or Rolling.")
+    duration: str | None = duration("Length of a Rolling window, e.g. 1h.", default=None)
+    timezone: str = Field(
+        default="UTC",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_+\-/]+$",
+        description="IANA time zone where calendar windows start, e.g. Europe/Berlin.",
+    )
+    usd: float | None = Field(default=None, gt=0, description="Spend limit in US dollars.")
+    tokens: int | None = Field(default=None, ge=1, description="Token limit (input + output).")
+    requests: int | None = Field(default=None, ge=1, description="Request limit.")
+
+    rules = (
+        Rule(
+            cel="has(self.usd) || has(self.tokens) || has(self.requests)",
+            message="set at least one of usd, tokens or requests",
+            check=lambda l: l.usd is not None or l.tokens is not None or l.requests is not None,
+        ),
+        Rule(
+            cel="self.window == 'Rolling' ? has(self.duration) : !has(self.duration)",
+            message="duration is required for a Rolling window and only allowed there",
+            check=lambda l: (l.window == Window.ROLLING) == (l.duration is not None),
+            field="duration",
+        ),
+    )
+
+
+class RateLimits(SluiceModel):
+    """Token-bucket rate limits."""
+
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute.")
+
+
+class Alerts(SluiceModel):
+    """Percentages of a limit at which Sluice raises an Event, a condition and a metric."""
+
+    thresholds: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [50, 80, 100],
+        max_length=10,
+        description="Ascending percentages in 1..100.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+    rules = (
+        Rule(
+            cel="self.thresholds.isSorted()",
+            message="thresholds must be in ascending order",
+            check=lambda a: a.thresholds == sorted(a.thresholds),
+            field="thresholds",
+        ),
+        Rule(
+            cel="self.thresholds.all(a, self.thresholds.exists_one(b, b == a))",
+            message="thresholds must be unique",
+            check=lambda a: len(set(a.thresholds)) == len(a.thresholds),
+            field="thresholds",
+        ),
+    )
+
+
+class Action(StrEnum):
+    BLOCK = "Block"
+    DOWNGRADE = "Downgrade"
+    ALERT_ONLY = "AlertOnly"
+
+
+class OnExceeded(SluiceModel):
+    """What happens when a limit is reached."""
+
+    action: Action = Field(
+        default=Action.BLOCK,
+        description="Block (429 with Retry-After to the window's reset), Downgrade (use route) "
+        "or AlertOnly.",
+    )
+    route: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=NAME_REGEX,
+        description="ModelRoute to downgrade to; required for Downgrade.",
+    )
+
+    rules = (
+        Rule(
+            cel="self.action != 'Downgrade' || has(self.route)",
+            message="action Downgrade needs route",
+            check=lambda o: o.action != Action.DOWNGRADE or o.route is not None,
+            field="route",
+        ),
+    )
+
+
+class BudgetSpec(SluiceModel):
+    """Limits on what selected workloads may spend."""
+
+    selector: Selector | None = Field(
+        default=None, description="Workloads and routes the budget covers; empty = namespace."
+    )
+    limits: list[Limit] | None = Field(
+        default=None, max_length=8, description="Limits, all enforced at once."
+    )
+    rate_limits: RateLimits | None = Field(default=None, description="Rate limits.")
+    alerts: Alerts | None = Field(default=None, description="Alert thresholds.")
+    on_exceeded: OnExceeded | None = Field(default=None, description="Default: Block.")
+
+    rules = (
+        Rule(
+            cel="(has(self.limits) && size(self.limits) > 0) || has(self.rateLimits)",
+            message="a Budget needs at least one entry in limits (or rateLimits)",
+            check=lambda s: bool(s.limits) or s.rate_limits is not None,
+            field="limits",
+        ),
+    )
+
+
+class WindowStatus(SluiceModel):
+    window: str = Field(description="Window kind.")
+    start: str | None = Field(default=None, description="Window start.")
+    resets_at: str | None = Field(default=None, description="Next reset.")
+    spent_usd: float = Field(default=0.0, alias="spentUSD", description="Spend in the window.")
+    tokens: int = Field(default=0, description="Tokens in the window.")
+    requests: int = Field(default=0, description="Requests in the window.")
+    percent: float = Field(default=0.0, description="Highest share of a limit used, in percent.")
+
+
+class RouteSpend(SluiceModel):
+    route: str = Field(description="Route name.")
+    model: str | None = Field(default=None, description="Provider model.")
+    usd: float = Field(default=0.0, description="Spend.")
+    tokens: int = Field(default=0, description="Tokens.")
+
+
+class BudgetStatus(CommonStatus):
+    """Observed spend."""
+
+    state: str | None = Field(default=None, description="Ok, Warning or Exhausted.")
+    windows: list[WindowStatus] = Field(default_factory=list, description="Per-window usage.")
+    spend_by_route: list[RouteSpend] = Field(default_factory=list, description="Spend breakdown.")

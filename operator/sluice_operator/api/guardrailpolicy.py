@@ -1,0 +1,134 @@
+"""The GuardrailPolicy kind: input and output filters (PII, prompt injection, deny lists).
+
+Owns the spec and status models. No IO.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from .base import CommonStatus, Rule, Selector, SluiceModel, duration, text
+
+
+class Entity(StrEnum):
+    EMAIL = "EMAIL"
+    PHONE = "PHONE"
+    CREDIT_CARD = "CREDIT_CARD"
+    IBAN = "IBAN"
+    US_SSN = "US_SSN"
+    IP_ADDRESS = "IP_ADDRESS"
+    API_KEY = "API_KEY"
+
+
+class GuardAction(StrEnum):
+    REDACT = "Redact"
+    BLOCK = "Block"
+    LOG = "Log"
+
+
+class Pii(SluiceModel):
+    """Detect personal data of the listed kinds."""
+
+    entities: list[Entity] = Field(
+        min_length=1,
+        max_length=16,
+        description="Entity kinds to act on: EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, "
+        "IP_ADDRESS, API_KEY.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    action: GuardAction = Field(default=GuardAction.REDACT, description="Redact, Block or Log.")
+
+
+class PromptInjection(SluiceModel):
+    """Detect prompt-injection attempts (canonicalised: Base64, zero-width, homoglyphs)."""
+
+    action: GuardAction = Field(default=GuardAction.BLOCK, description="Block or Log.")
+    threshold: float = Field(default=0.5, ge=0, le=1, description="Score above which it acts.")
+
+    rules = (
+        Rule(
+            cel="self.action != 'Redact'",
+            message="prompt injection cannot be redacted; use Block or Log",
+            check=lambda p: p.action != GuardAction.REDACT,
+            field="action",
+        ),
+    )
+
+
+class Deny(SluiceModel):
+    """A regular expression that must not match."""
+
+    regex: str = Field(max_length=1024, description="Python/RE2-compatible regular expression.")
+    action: GuardAction = Field(default=GuardAction.BLOCK, description="Redact, Block or Log.")
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class External(SluiceModel):
+    """A classifier service of your own, called with the text."""
+
+    url: str = text(2048, "URL of the classifier.", pattern=r"^https?://")
+    timeout: str = duration("Call timeout.", default="1s")
+    failure_mode: Literal["Open", "Closed"] = Field(
+        default="Closed", description="Closed blocks when the service fails; Open lets it pass."
+    )
+
+
+class Stage(SluiceModel):
+    """Checks on one direction of traffic."""
+
+    pii: Pii | None = Field(default=None, description="Personal data detection.")
+    prompt_injection: PromptInjection | None = Field(default=None, description="Injection check.")
+    deny: list[Deny] | None = Field(default=None, max_length=32, description="Deny patterns.")
+    max_chars: int | None = Field(default=None, ge=1, description="Longest accepted text.")
+    external: External | None = Field(default=None, description="External classifier.")
+
+
+class Streaming(SluiceModel):
+    """How streamed output is checked."""
+
+    mode: Literal["Holdback", "Buffer", "Audit"] = Field(
+        default="Holdback",
+        description="Holdback releases text once no match can span it; Buffer waits for the "
+        "whole answer; Audit checks after sending (never blocks).",
+    )
+    holdback_chars: int = Field(default=64, ge=1, le=4096, description="Holdback window size.")
+
+
+class GuardrailPolicySpec(SluiceModel):
+    """Filters applied to requests and answers of selected workloads."""
+
+    selector: Selector | None = Field(default=None, description="Workloads and routes covered.")
+    mode: Literal["Enforce", "Monitor"] = Field(
+        default="Enforce", description="Enforce applies actions; Monitor only logs and counts."
+    )
+    input: Stage | None = Field(default=None, description="Checks on the request.")
+    output: Stage | None = Field(default=None, description="Checks on the answer.")
+    streaming: Streaming | None = Field(default=None, description="Streamed output checking.")
+
+    rules = (
+        Rule(
+            cel="has(self.input) || has(self.output)",
+            message="set input or output checks",
+            check=lambda s: s.input is not None or s.output is not None,
+        ),
+    )
+
+
+class GuardrailPolicyStatus(CommonStatus):
+    """Verdict counts over a recent window."""
+
+    blocked: int = Field(default=0, description="Requests or answers blocked.")
+    redacted: int = Field(default=0, description="Redactions made.")
+    flagged: int = Field(default=0, description="Findings logged without action.")

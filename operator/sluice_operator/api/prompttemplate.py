@@ -1,0 +1,202 @@
+"""The PromptTemplate kind: append-only prompt versions with movable labels.
+
+Owns the spec and status models. Existing versions are immutable and cannot be removed (CEL
+transition rules, checked by the apiserver); labels must point at existing versions. No IO.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from .base import DNS_LABEL, NAME_REGEX, CommonStatus, Rule, SluiceModel, text
+
+LabelName = Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]
+VariableName = Annotated[str, Field(max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class Message(SluiceModel):
+    """One chat message of the template; `{{name}}` placeholders are filled from variables."""
+
+    role: Literal["system", "developer", "user", "assistant"] = Field(
+        description="system, developer, user or assistant."
+    )
+    content: str = text(32768, "Message text with {{variable}} placeholders.")
+
+
+class Variable(SluiceModel):
+    """A template variable."""
+
+    required: bool = Field(default=False, description="The request must supply it.")
+    default: str | None = text(4096, "Value used when the request does not supply one.", default=None)
+    max_length: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Longest accepted value, in characters."
+    )
+
+
+class PromptVersion(SluiceModel):
+    """One immutable version of the prompt."""
+
+    version: int = Field(ge=1, le=1_000_000, description="Version number, unique in the template.")
+    messages: list[Message] = Field(
+        min_length=1, max_length=32, description="The messages this version renders."
+    )
+    variables: dict[VariableName, Variable] | None = Field(
+        default=None, max_length=32, description="Variables the messages use."
+    )
+    params: dict[str, Any] | None = Field(
+        default=None,
+        description="Request parameters applied with this version (temperature, max_tokens, ...).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    route: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=NAME_REGEX,
+        description="ModelRoute used when the request does not name one.",
+    )
+
+
+class Check(SluiceModel):
+    """One evaluation check applied to each case's answer."""
+
+    type: Literal["contains", "regex", "jsonSchema", "judge"] = Field(
+        description="contains, regex, jsonSchema or judge."
+    )
+    value: str | None = text(8192, "The text, pattern or JSON schema to check against.", default=None)
+
+
+class Case(SluiceModel):
+    """One inline evaluation case."""
+
+    variables: dict[str, str] | None = Field(default=None, description="Variables for the case.")
+    expect: str | None = text(8192, "Expected content, for contains checks.", default=None)
+
+
+class ConfigMapKeyRef(SluiceModel):
+    name: str = Field(max_length=253, pattern=DNS_LABEL, description="ConfigMap name.")
+    key: str = Field(max_length=253, description="Key holding JSON lines of cases.")
+
+
+class Dataset(SluiceModel):
+    """Evaluation cases: inline or from a ConfigMap."""
+
+    config_map_ref: ConfigMapKeyRef | None = Field(default=None, description="Cases in a ConfigMap.")
+    cases: list[Case] | None = Field(default=None, max_length=100, description="Inline cases.")
+
+
+class Judge(SluiceModel):
+    """An LLM judge scoring answers with a rubric."""
+
+    route: str = Field(max_length=253, pattern=NAME_REGEX, description="ModelRoute of the judge.")
+    rubric: str = text(8192, "What the judge scores.")
+    scale: int = Field(default=5, ge=2, le=100, description="Top of the score scale.")
+
+
+class Evaluation(SluiceModel):
+    """Checks a version must pass before a gated label moves to it."""
+
+    dataset: Dataset | None = Field(default=None, description="Evaluation cases.")
+    checks: list[Check] | None = Field(default=None, max_length=16, description="Checks.")
+    judge: Judge | None = Field(default=None, description="Judge settings for judge checks.")
+    threshold: float = Field(default=1.0, ge=0, le=1, description="Pass rate needed.")
+    gate: list[Annotated[str, Field(max_length=130)]] | None = Field(
+        default=None,
+        max_length=8,
+        description="Label moves that need a pass, e.g. canary->production.",
+    )
+
+
+class PromptTemplateSpec(SluiceModel):
+    """Versions of a prompt and labels (production, canary, ...) that point at them."""
+
+    versions: list[PromptVersion] = Field(
+        min_length=1,
+        max_length=64,
+        description="Append-only list of versions; existing versions cannot change or go away.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["version"],
+            "x-sluice-item-validations": [
+                {
+                    "rule": "self == oldSelf",
+                    "message": "an existing version is immutable; add a new version instead",
+                }
+            ],
+        },
+    )
+    labels: dict[LabelName, int] | None = Field(
+        default=None,
+        max_length=16,
+        description="Label -> version, e.g. production: 3. Apps ask for name@label.",
+    )
+    split: dict[LabelName, Annotated[int, Field(ge=0, le=100)]] | None = Field(
+        default=None,
+        max_length=8,
+        description="Label -> percent of production traffic served by that label's version.",
+    )
+    evaluation: Evaluation | None = Field(default=None, description="Evaluation gate.")
+
+    rules = (
+        Rule(
+            cel="self.versions.all(a, self.versions.exists_one(b, b.version == a.version))",
+            message="version numbers must be unique",
+            check=lambda s: len({v.version for v in s.versions}) == len(s.versions),
+            field="versions",
+        ),
+        Rule(
+            cel="!has(self.labels) || self.labels.all(l, "
+            "self.versions.exists(v, v.version == self.labels[l]))",
+            message="every label must point at an existing version",
+            check=lambda s: all(
+                any(v.version == n for v in s.versions) for n in (s.labels or {}).values()
+            ),
+            field="labels",
+        ),
+        Rule(
+            cel="!has(self.split) || self.split.all(k, has(self.labels) && k in self.labels)",
+            message="every split key must be a label",
+            check=lambda s: all(k in (s.labels or {}) for k in (s.split or {})),
+            field="split",
+        ),
+        Rule(
+            cel="!has(oldSelf.versions) || oldSelf.versions.all(o, "
+            "self.versions.exists(v, v.version == o.version))",
+            message="existing versions cannot be removed",
+            check=lambda s: True,
+            field="versions",
+            transition=True,
+        ),
+    )
+
+
+class VersionEvaluation(SluiceModel):
+    score: float | None = Field(default=None, description="Pass rate or judge score.")
+    passed: bool | None = Field(default=None, description="Whether the version passed.")
+    at: str | None = Field(default=None, description="When it was evaluated.")
+
+
+class VersionStatus(SluiceModel):
+    version: int = Field(description="Version number.")
+    hash: str = Field(description="Content hash of the version.")
+    first_seen: str | None = Field(default=None, description="When the operator first saw it.")
+    evaluation: VersionEvaluation | None = Field(default=None, description="Evaluation result.")
+
+
+class LabelMove(SluiceModel):
+    label: str = Field(description="Label that moved.")
+    version: int = Field(description="Version it moved to.")
+    at: str = Field(description="When.")
+
+
+class PromptTemplateStatus(CommonStatus):
+    """Observed state of a PromptTemplate."""
+
+    production_version: int | None = Field(
+        default=None, description="Version the production label serves."
+    )
+    versions: list[VersionStatus] = Field(default_factory=list, description="Per-version facts.")
+    label_history: list[LabelMove] = Field(
+        default_factory=list, description="Label moves, newest last: what ran when."
+    )

@@ -1,0 +1,204 @@
+"""The ``sluice`` command line: thin entry points over the packages, nothing else.
+
+Subcommands:
+  render  validate manifests and print the compiled sidecar config
+  crds    print (or --write / --check) the generated CustomResourceDefinitions
+  run     compile manifests and serve the sidecar locally, reloading on change
+  demo    serve the built-in quickstart with the mock provider
+  dev     developer helpers (``sluice dev cluster``: a local kube-apiserver)
+
+Heavy or optional imports (the sidecar server, kopf) happen inside the subcommand that needs them,
+so ``sluice render`` starts fast and works without the ``[operator]`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from . import crdgen, manifests
+from .compile import CompileResult, compile_namespace
+
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def compile_paths(
+    paths: Sequence[str | Path], err: TextIO
+) -> list[CompileResult] | None:
+    """Load, validate and compile manifests; print errors and return None when any is invalid."""
+    resources, errors = manifests.load_paths(paths)
+    if errors:
+        for error in errors:
+            print(f"error: {error}", file=err)
+        print(
+            f"{len(errors)} error(s); nothing was compiled. Fix the fields named above.",
+            file=err,
+        )
+        return None
+    namespaces = sorted({r.namespace for r in resources})
+    if not namespaces:
+        print(
+            "error: no Sluice resources (apiVersion sluice.dev/v1alpha1) found in "
+            + ", ".join(map(str, paths)),
+            file=err,
+        )
+        return None
+    results = [compile_namespace(ns, resources) for ns in namespaces]
+    for result in results:
+        for problem in result.problems:
+            print(f"warning: namespace {result.config.namespace}: {problem}", file=err)
+    return results
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    results = compile_paths(args.paths, sys.stderr)
+    if results is None:
+        return EXIT_INVALID
+    if args.output == "json":
+        docs = [r.config.model_dump(mode="json", by_alias=True) for r in results]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    else:
+        parts = [
+            f"# namespace {r.config.namespace}, config hash {r.hash}\n"
+            + yaml.safe_dump(
+                r.config.model_dump(mode="json", by_alias=True), sort_keys=False, width=100
+            )
+            for r in results
+        ]
+        sys.stdout.write("---\n".join(parts))
+    return 0
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    rendered = crdgen.render_all()
+    if args.check or args.write:
+        target = Path(args.dir)
+        stale = [n for n, t in rendered.items() if not _same(target / n, t)]
+        extra = sorted(
+            p.name for p in target.glob("*.yaml") if p.name not in rendered
+        ) if target.is_dir() else []
+        if args.check:
+            for name in stale + extra:
+                print(f"{target / name}: out of date; run `sluice crds --write`", file=sys.stderr)
+            return EXIT_INVALID if stale or extra else 0
+        target.mkdir(parents=True, exist_ok=True)
+        for name, text in rendered.items():
+            (target / name).write_text(text, encoding="utf-8")
+        for name in extra:
+            (target / name).unlink()
+        print(f"wrote {len(rendered)} CRDs to {target}/", file=sys.stderr)
+        return 0
+    sys.stdout.write(crdgen.render_stream())
+    return 0
+
+
+def _same(path: Path, text: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except OSError:
+        return False
+
+
+def quickstart_dir() -> Path:
+    """The quickstart manifests: from the source tree, or the copy packaged in the wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parents[1] / "examples" / "01-quickstart", here / "examples" / "01-quickstart"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("the quickstart examples are not installed")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import localrun
+
+    return localrun.run(
+        [Path(p) for p in args.paths],
+        host=args.host,
+        port=args.port,
+        admin_port=args.admin_port,
+        secrets_dir=Path(args.secrets_dir),
+        namespace=args.namespace,
+        banner=False,
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import localrun
+
+    return localrun.run(
+        [quickstart_dir()],
+        host="127.0.0.1",
+        port=args.port,
+        admin_port=args.admin_port,
+        secrets_dir=Path(args.secrets_dir),
+        namespace=None,
+        banner=True,
+    )
+
+
+def cmd_dev_cluster(args: argparse.Namespace) -> int:
+    from . import devcluster
+
+    return devcluster.main_dev_cluster([args.workdir] if args.workdir else [])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sluice", description="Kubernetes-native LLM traffic control."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    render = sub.add_parser("render", help="validate manifests and print the compiled config")
+    render.add_argument("paths", nargs="+", help="YAML files or folders of them")
+    render.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    render.set_defaults(func=cmd_render)
+
+    crds = sub.add_parser("crds", help="print the CustomResourceDefinitions")
+    crds.add_argument("--write", action="store_true", help="write them to --dir")
+    crds.add_argument("--check", action="store_true", help="fail if --dir is out of date")
+    crds.add_argument("--dir", default="crds", help="folder for --write/--check (default crds)")
+    crds.set_defaults(func=cmd_crds)
+
+    def serve_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--port", type=int, default=4000, help="API port (default 4000)")
+        p.add_argument("--admin-port", type=int, default=4001, help="metrics/health port")
+        p.add_argument(
+            "--secrets-dir",
+            default=".secrets",
+            help="folder with <secret-name>/<key> files holding API keys (default .secrets)",
+        )
+
+    run = sub.add_parser("run", help="compile manifests and serve the sidecar locally")
+    run.add_argument("paths", nargs="+", help="YAML files or folders of them")
+    run.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    run.add_argument("--namespace", default=None, help="namespace to serve if several")
+    serve_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="serve the quickstart with the mock provider")
+    serve_flags(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    dev = sub.add_parser("dev", help="developer tools")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    cluster = dev_sub.add_parser("cluster", help="start a local etcd + kube-apiserver")
+    cluster.add_argument("--workdir", default=None, help="folder for certs, data and kubeconfig")
+    cluster.set_defaults(func=cmd_dev_cluster)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

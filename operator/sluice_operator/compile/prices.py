@@ -1,0 +1,42 @@
+"""Built-in price table: USD per million tokens for well-known provider models.
+
+Owns default prices used when a backend sets no ``pricing``. Prices are list prices at the time of
+writing and change; set ``spec.backends[].pricing`` to be exact. Lookup is by longest matching
+prefix, so dated snapshots (``gpt-4o-2024-08-06``) find their family. Pure data and one function.
+"""
+
+from __future__ import annotations
+
+# model prefix: (input, output, cached input) USD per million tokens
+PRICES: dict[str, tuple[float, float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60, 0.075),
+    "gpt-4o": (2.50, 10.00, 1.25),
+    "gpt-4.1-nano": (0.10, 0.40, 0.025),
+    "gpt-4.1-mini": (0.40, 1.60, 0.10),
+    "gpt-4.1": (2.00, 8.00, 0.50),
+    "gpt-5-nano": (0.05, 0.40, 0.005),
+    "gpt-5-mini": (0.25, 2.00, 0.025),
+    "gpt-5": (1.25, 10.00, 0.125),
+    "o4-mini": (1.10, 4.40, 0.275),
+    "text-embedding-3-small": (0.02, 0.0, 0.0),
+    "text-embedding-3-large": (0.13, 0.0, 0.0),
+    "claude-opus-4": (15.00, 75.00, 1.50),
+    "claude-sonnet-4": (3.00, 15.00, 0.30),
+    "claude-haiku-4": (1.00, 5.00, 0.10),
+    "claude-3-5-haiku": (0.80, 4.00, 0.08),
+    "gemini-2.5-pro": (1.25, 10.00, 0.31),
+    "gemini-2.5-flash-lite": (0.10, 0.40, 0.025),
+    "gemini-2.5-flash": (0.30, 2.50, 0.075),
+    "mistral-large": (2.00, 6.00, 2.00),
+    "mistral-medium": (0.40, 2.00, 0.40),
+    "mistral-small": (0.10, 0.30, 0.10),
+}
+
+
+def default_price(model: str) -> tuple[float, float, float]:
+    """(input, output, cached input) USD per million tokens; zeros for unknown models."""
+    best = ""
+    for prefix in PRICES:
+        if model.startswith(prefix) and len(prefix) > len(best):
+            best = prefix
+    return PRICES[best] if best else (0.0, 0.0, 0.0)

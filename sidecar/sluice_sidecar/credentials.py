@@ -1,0 +1,74 @@
+"""Provider API keys, read from files in the secrets directory (Secret volumes) and re-read on rotation.
+
+Owns the key cache. A key is the stripped content of ``<secrets_dir>/<CredentialRef.file>``. Each
+file is stat-ed at most once per ``recheck_seconds`` (the kubelet swaps a ``..data`` symlink on
+rotation, which changes the inode behind the path) and re-read only when its identity changed, so
+the hot path costs a dictionary look-up. A missing, empty or escaping path raises
+``MissingCredential`` for that backend only. Keys are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .clock import Clock
+from .contract import CredentialRef
+from .errors import MissingCredential
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: str | None
+    signature: tuple[int, int, int] | None
+    checked_at: float
+
+
+class Credentials:
+    def __init__(self, secrets_dir: str | None, clock: Clock, recheck_seconds: float = 1.0):
+        self._dir = secrets_dir
+        self._clock = clock
+        self._recheck = recheck_seconds
+        self._cache: dict[str, _Entry] = {}
+
+    def get(self, ref: CredentialRef, backend: str) -> str:
+        """The key for ``ref``; raises ``MissingCredential`` naming the backend and file."""
+        now = self._clock.now()
+        entry = self._cache.get(ref.file)
+        if entry is None or now - entry.checked_at >= self._recheck:
+            entry = self._refresh(ref.file, entry, now)
+        if entry.value is None:
+            raise MissingCredential(
+                f"No API key for backend '{backend}': file '{ref.file}' (Secret "
+                f"'{ref.secret_name}', key '{ref.key}') is missing or empty in the secrets "
+                "directory.",
+                backend=backend,
+            )
+        return entry.value
+
+    def _refresh(self, rel: str, old: _Entry | None, now: float) -> _Entry:
+        path = self._path(rel)
+        signature: tuple[int, int, int] | None = None
+        value: str | None = None
+        if path is not None:
+            try:
+                st = os.stat(path)
+                signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+                if old is not None and old.signature == signature:
+                    old.checked_at = now
+                    return old
+                with open(path, encoding="utf-8") as fh:
+                    value = fh.read().strip() or None
+            except (OSError, UnicodeDecodeError):
+                value, signature = None, None
+        entry = _Entry(value, signature, now)
+        self._cache[rel] = entry
+        return entry
+
+    def _path(self, rel: str) -> str | None:
+        if self._dir is None or os.path.isabs(rel):
+            return None
+        norm = os.path.normpath(rel)
+        if norm.startswith(".."):
+            return None
+        return os.path.join(self._dir, norm)

@@ -1,0 +1,280 @@
+"""Every error the sidecar can answer with, and how each becomes an HTTP status and an OpenAI body.
+
+Owns the exception tree and the single mapping from exception to status, headers and body. Pure:
+no IO. Transport exceptions (aiohttp, OSError, timeouts) are translated into this tree at the edge
+(``providers``), never here.
+
+    SluiceError                     status, type, code, param, message
+    ├── RequestError                the client's request is wrong; never sent upstream
+    │   ├── InvalidJSON             400 invalid_request_error / invalid_json
+    │   ├── InvalidField            400 invalid_request_error / invalid_value, param = field path
+    │   ├── ContextLengthExceeded   400 invalid_request_error / context_length_exceeded
+    │   ├── UnknownModel            404 invalid_request_error / model_not_found
+    │   ├── PayloadTooLarge         413 invalid_request_error / request_too_large
+    │   └── RateLimited             429 rate_limit_exceeded (budgets, later)
+    ├── NotReady                    503 service_unavailable: no valid config loaded
+    ├── NoBackendAvailable          503 service_unavailable + Retry-After: every backend ejected
+    └── UpstreamError               one try against one backend failed; carries its FailureClass
+        ├── UpstreamConnectError    502 connectError  (refused, reset before any byte, DNS)
+        ├── UpstreamTLSError        502 connectError, never retried against the same host
+        ├── UpstreamTimeout         504 timeout
+        ├── UpstreamStatusError     the provider answered non-2xx: 429 → 429, 5xx → 502,
+        │                           4xx → same status (not retried); message sanitised
+        ├── BadUpstreamResponse     502 5xx class (HTML page, non-JSON, broken stream)
+        ├── UpstreamStreamError     502: the provider failed inside a 200 (in-band error event)
+        ├── MissingCredential       503, this backend only (falls over to the next one)
+        └── UnsupportedProvider     502: the config names a provider this sidecar cannot speak
+
+``FailureClass`` (from the contract) drives retry and fallback; ``None`` means "do not retry".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .contract import FailureClass
+
+_MAX_UPSTREAM_MESSAGE = 300
+
+
+class SluiceError(Exception):
+    """Base: a failure that ends as an HTTP error response (or a terminal SSE error event)."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class RequestError(SluiceError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class InvalidJSON(RequestError):
+    code = "invalid_json"
+
+
+class InvalidField(RequestError):
+    code = "invalid_value"
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"Invalid value for '{param}': {message}", param=param)
+
+
+class ContextLengthExceeded(RequestError):
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="messages")
+
+
+class UnknownModel(RequestError):
+    status = 404
+    code = "model_not_found"
+
+    def __init__(self, model: str, known: list[str]) -> None:
+        hint = ", ".join(sorted(known)[:20]) or "none configured"
+        super().__init__(
+            f"The model '{model}' does not exist on this Sluice sidecar. Known models: {hint}.",
+            param="model",
+        )
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    code = "request_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Request body is larger than the limit of {limit} bytes (limits.maxRequestBytes)."
+        )
+
+
+class RateLimited(SluiceError):
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return _retry_after_header(self.retry_after)
+
+
+class NotReady(SluiceError):
+    status = 503
+    type = "service_unavailable"
+    code = "config_not_loaded"
+
+
+class NoBackendAvailable(SluiceError):
+    status = 503
+    type = "service_unavailable"
+    code = "no_backend_available"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return _retry_after_header(self.retry_after)
+
+
+class UpstreamError(SluiceError):
+    """One try against one backend failed. ``failure`` decides retry/fallback (None: never)."""
+
+    status = 502
+    type = "upstream_error"
+    failure: FailureClass | None = FailureClass.SERVER_ERROR
+    #: False when trying the same backend again can only fail the same way (TLS, bad key).
+    retry_same_backend: bool = True
+    #: Whether this counts against the backend's circuit breaker.
+    counts_for_breaker: bool = True
+
+    def __init__(self, message: str, *, backend: str = "", retry_after: float | None = None):
+        super().__init__(message)
+        self.backend = backend
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return _retry_after_header(self.retry_after)
+
+
+class UpstreamConnectError(UpstreamError):
+    code = "upstream_connect_error"
+    failure = FailureClass.CONNECT_ERROR
+
+
+class UpstreamTLSError(UpstreamError):
+    code = "upstream_tls_error"
+    failure = FailureClass.CONNECT_ERROR
+    retry_same_backend = False
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    failure = FailureClass.TIMEOUT
+
+
+class BadUpstreamResponse(UpstreamError):
+    code = "bad_upstream_response"
+    failure = FailureClass.SERVER_ERROR
+
+
+class UpstreamStreamError(UpstreamError):
+    code = "upstream_stream_error"
+    failure = FailureClass.SERVER_ERROR
+
+
+class MissingCredential(UpstreamError):
+    status = 503
+    type = "service_unavailable"
+    code = "missing_credential"
+    failure = FailureClass.CONNECT_ERROR
+    retry_same_backend = False
+    counts_for_breaker = False
+
+
+class UnsupportedProvider(UpstreamError):
+    code = "unsupported_provider"
+    failure = FailureClass.CONNECT_ERROR
+    retry_same_backend = False
+    counts_for_breaker = False
+
+
+class UpstreamStatusError(UpstreamError):
+    """The provider answered with a non-2xx status; ``upstream_status`` keeps it."""
+
+    def __init__(
+        self,
+        upstream_status: int,
+        message: str,
+        *,
+        backend: str = "",
+        retry_after: float | None = None,
+        upstream_code: str | None = None,
+        upstream_type: str | None = None,
+    ) -> None:
+        super().__init__(message, backend=backend, retry_after=retry_after)
+        self.upstream_status = upstream_status
+        self.failure = classify_status(upstream_status, upstream_code, message)
+        self.counts_for_breaker = self.failure in (
+            FailureClass.SERVER_ERROR,
+            FailureClass.TIMEOUT,
+        )
+        self.retry_same_backend = upstream_status not in (401, 403)
+        if upstream_status == 429:
+            self.status, self.type, self.code = 429, "rate_limit_exceeded", "rate_limit_exceeded"
+        elif upstream_status >= 500:
+            self.status, self.type, self.code = 502, "upstream_error", f"upstream_{upstream_status}"
+        else:
+            self.status = upstream_status
+            self.type = upstream_type or "invalid_request_error"
+            self.code = upstream_code or f"upstream_{upstream_status}"
+
+
+def classify_status(status: int, code: str | None, message: str) -> FailureClass | None:
+    """Sort a provider's non-2xx answer into a FailureClass; None: the request itself is wrong.
+
+    A purely computational function with no side-effects.
+    """
+    if status == 429:
+        return FailureClass.RATE_LIMITED
+    if status in (408, 504):
+        return FailureClass.TIMEOUT
+    if status >= 500:
+        return FailureClass.SERVER_ERROR
+    text = f"{code or ''} {message}".lower()
+    if "context_length" in text or "context window" in text or "maximum context" in text:
+        return FailureClass.CONTEXT_WINDOW_EXCEEDED
+    if "content_filter" in text or "content_policy" in text or "content management" in text:
+        return FailureClass.CONTENT_FILTER
+    return None
+
+
+def sanitise(text: str) -> str:
+    """An upstream message made safe to show: one line, printable, bounded, no HTML markup."""
+    if "<" in text and ">" in text:
+        return "the provider returned a non-JSON (HTML) error page"
+    cleaned = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if len(cleaned) > _MAX_UPSTREAM_MESSAGE:
+        cleaned = cleaned[:_MAX_UPSTREAM_MESSAGE] + "…"
+    return cleaned
+
+
+def error_object(err: SluiceError) -> dict[str, Any]:
+    """The OpenAI-shaped ``{"error": {...}}`` object for ``err``."""
+    return {
+        "error": {
+            "message": err.message,
+            "type": err.type,
+            "param": err.param,
+            "code": err.code,
+        }
+    }
+
+
+def error_body(err: SluiceError) -> bytes:
+    return json.dumps(error_object(err), ensure_ascii=False).encode()
+
+
+def internal_error() -> SluiceError:
+    return SluiceError("Internal error in the Sluice sidecar; see its logs.")
+
+
+def _retry_after_header(seconds: float | None) -> dict[str, str]:
+    if seconds is None:
+        return {}
+    return {"Retry-After": str(max(1, int(seconds + 0.999)))}

@@ -1,0 +1,359 @@
+"""Which backend serves a try, and whether a failed try is tried again: strategies and resilience.
+
+Owns the routing decisions of one route: ordering its backends by strategy (Failover, Weighted,
+LeastLatency on an EWMA of time to first token, LeastCost), per-backend circuit breakers (open after
+N consecutive failures, ejection growing with every ejection and jittered, one half-open probe),
+429 cool-downs that honour ``Retry-After`` but never take the only backend away, a retry budget
+(a ratio of recent requests with a floor per second) and the retry/fallback decision for a failed
+try under one total deadline.
+
+A purely computational module with no side-effects beyond the state objects handed to it: time
+(``now``, monotonic seconds) and randomness (``rng``) are arguments; the caller performs the IO and
+the sleeping. ``RouteState`` objects are owned by the caller and mutated only by these functions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+
+from .contract import Backend, BackendState, FailureClass, Route, Strategy
+
+EWMA_ALPHA = 0.3
+BUDGET_WINDOW_SECONDS = 10
+EJECTION_JITTER = 0.1
+
+
+@dataclass(slots=True)
+class BackendHealth:
+    """Mutable health of one backend of one route."""
+
+    consecutive_failures: int = 0
+    ejections: int = 0
+    ejected_until: float = 0.0
+    probing: bool = False
+    cooldown_until: float = 0.0
+    ewma_ttft: float | None = None
+    requests: int = 0
+    failures: int = 0
+
+
+class RetryBudget:
+    """Retries allowed in the last ``BUDGET_WINDOW_SECONDS``: max(ratio x requests, floor/s x window).
+
+    Counted in one-second buckets of the caller's clock, so it costs O(1) per request.
+    """
+
+    __slots__ = ("_floor", "_ratio", "_requests", "_retries", "_stamps")
+
+    def __init__(self, ratio: float, min_per_second: float) -> None:
+        self._ratio = ratio
+        self._floor = min_per_second * BUDGET_WINDOW_SECONDS
+        self._stamps = [-1] * BUDGET_WINDOW_SECONDS
+        self._requests = [0] * BUDGET_WINDOW_SECONDS
+        self._retries = [0] * BUDGET_WINDOW_SECONDS
+
+    def _slot(self, now: float) -> int:
+        second = int(now)
+        slot = second % BUDGET_WINDOW_SECONDS
+        if self._stamps[slot] != second:
+            self._stamps[slot] = second
+            self._requests[slot] = 0
+            self._retries[slot] = 0
+        return slot
+
+    def record_request(self, now: float) -> None:
+        self._requests[self._slot(now)] += 1
+
+    def try_withdraw(self, now: float) -> bool:
+        """Take one retry from the budget; False (and nothing taken) when it is spent."""
+        slot = self._slot(now)
+        oldest = int(now) - BUDGET_WINDOW_SECONDS
+        requests = retries = 0
+        for i in range(BUDGET_WINDOW_SECONDS):
+            if self._stamps[i] > oldest:
+                requests += self._requests[i]
+                retries += self._retries[i]
+        if retries + 1 > max(self._floor, self._ratio * requests):
+            return False
+        self._retries[slot] += 1
+        return True
+
+
+@dataclass(slots=True)
+class RouteState:
+    """Everything routing remembers about one route between requests."""
+
+    budget: RetryBudget
+    health: dict[str, BackendHealth] = field(default_factory=dict)
+
+    def of(self, backend: Backend) -> BackendHealth:
+        h = self.health.get(backend.name)
+        if h is None:
+            h = self.health[backend.name] = BackendHealth()
+        return h
+
+
+def new_state(route: Route) -> RouteState:
+    return RouteState(RetryBudget(route.retry.budget_ratio, route.retry.budget_min_per_second))
+
+
+# --- availability -------------------------------------------------------------------------------
+
+
+def state_of(h: BackendHealth, now: float) -> BackendState:
+    if now < h.ejected_until:
+        return BackendState.EJECTED
+    if now < h.cooldown_until:
+        return BackendState.COOLING_DOWN
+    return BackendState.HEALTHY
+
+
+def available(h: BackendHealth, now: float) -> bool:
+    """Can a try be sent now? A backend past its ejection admits exactly one probe at a time."""
+    if now < h.ejected_until or now < h.cooldown_until:
+        return False
+    return not h.probing
+
+
+def half_open(h: BackendHealth, now: float) -> bool:
+    return h.ejections > 0 and now >= h.ejected_until and h.consecutive_failures > 0
+
+
+def next_available_in(route: Route, state: RouteState, now: float) -> float:
+    """Seconds until some backend of ``route`` can take a try again (0 if one can now)."""
+    best = math.inf
+    for b in route.backends:
+        h = state.of(b)
+        if available(h, now):
+            return 0.0
+        best = min(best, max(h.ejected_until, h.cooldown_until) - now)
+    return max(0.0, best) if best != math.inf else 1.0
+
+
+# --- ordering -----------------------------------------------------------------------------------
+
+
+def order(route: Route, state: RouteState, now: float, rng: random.Random) -> list[Backend]:
+    """The available backends of ``route``, best first, by its strategy.
+
+    Failover: ascending ``priority``, then declaration order. Weighted: a weighted random draw
+    without replacement. LeastLatency: ascending EWMA of time to first token; never-measured
+    backends first so they get measured. LeastCost: ascending list price (input + output per
+    million tokens), then priority.
+    """
+    backends = [b for b in route.backends if available(state.of(b), now)]
+    if len(backends) <= 1:
+        return backends
+    strategy = route.strategy
+    if strategy is Strategy.WEIGHTED:
+        return _weighted(backends, rng)
+    if strategy is Strategy.LEAST_LATENCY:
+
+        def latency(b: Backend) -> tuple[float, int]:
+            ewma = state.of(b).ewma_ttft
+            return (-1.0 if ewma is None else ewma, b.priority)
+
+        return sorted(backends, key=latency)
+    if strategy is Strategy.LEAST_COST:
+        return sorted(
+            backends,
+            key=lambda b: (b.pricing.input_per_mtok + b.pricing.output_per_mtok, b.priority),
+        )
+    return sorted(backends, key=lambda b: b.priority)
+
+
+def _weighted(backends: list[Backend], rng: random.Random) -> list[Backend]:
+    pool = [b for b in backends if b.weight > 0]
+    rest = [b for b in backends if b.weight <= 0]
+    out: list[Backend] = []
+    while pool:
+        total = sum(b.weight for b in pool)
+        pick = rng.random() * total
+        for i, b in enumerate(pool):
+            pick -= b.weight
+            if pick < 0 or i == len(pool) - 1:
+                out.append(pool.pop(i))
+                break
+    return out + rest
+
+
+# --- outcomes -----------------------------------------------------------------------------------
+
+
+def on_dispatch(h: BackendHealth, now: float) -> None:
+    """A try is about to go to this backend; a half-open backend's try becomes its probe."""
+    h.requests += 1
+    if half_open(h, now):
+        h.probing = True
+
+
+def on_success(h: BackendHealth, ttft: float | None) -> None:
+    """The try succeeded: close the breaker, forget past ejections, feed the latency EWMA."""
+    h.consecutive_failures = 0
+    h.probing = False
+    h.ejections = 0
+    h.ejected_until = 0.0
+    if ttft is not None:
+        h.ewma_ttft = ttft if h.ewma_ttft is None else (
+            EWMA_ALPHA * ttft + (1 - EWMA_ALPHA) * h.ewma_ttft
+        )
+
+
+def on_abandon(h: BackendHealth) -> None:
+    """The try ended without a verdict (the client went away): free the half-open probe slot."""
+    h.probing = False
+
+
+def ejection_seconds(route: Route, ejections: int, rng: random.Random) -> float:
+    """base x N (N = how many times ejected in a row), capped at max, minus up to 10% jitter."""
+    cb = route.circuit_breaker
+    base = min(cb.base_ejection * max(1, ejections), cb.max_ejection)
+    return base * (1.0 - EJECTION_JITTER * rng.random())
+
+
+def on_failure(
+    route: Route,
+    h: BackendHealth,
+    *,
+    failure: FailureClass | None,
+    counts_for_breaker: bool,
+    retry_after: float | None,
+    now: float,
+    rng: random.Random,
+) -> bool:
+    """Record a failed try. Returns True when this failure ejected the backend (breaker opened).
+
+    A 429 cools the backend down for its ``Retry-After`` (capped at ``maxRetryAfter``; default
+    back-off when absent or unparseable), unless it is the route's only backend: a cool-down must
+    never make a route unavailable. 429s never count towards the breaker.
+    """
+    h.failures += 1
+    was_probe = h.probing
+    h.probing = False
+    if failure is FailureClass.RATE_LIMITED:
+        if len(route.backends) > 1:
+            wait = retry_after if retry_after is not None and route.fallback.respect_retry_after \
+                else backoff(1, route.retry.backoff_base, route.retry.backoff_max, rng)
+            h.cooldown_until = max(h.cooldown_until, now + min(wait, route.fallback.max_retry_after))
+        return False
+    if not counts_for_breaker:
+        return False
+    h.consecutive_failures += 1
+    if was_probe or h.consecutive_failures >= route.circuit_breaker.consecutive_failures:
+        h.ejections += 1
+        h.ejected_until = now + ejection_seconds(route, h.ejections, rng)
+        return True
+    return False
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential back-off with equal jitter: half fixed, half random; ``attempt`` counts from 1."""
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    return ceiling / 2 + rng.random() * ceiling / 2
+
+
+def parse_retry_after(value: str | None, now_wall: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (RFC 9110: delay-seconds or HTTP-date).
+
+    Returns None when absent or unparseable (the caller then uses its default back-off); a date in
+    the past gives 0. Capping is the caller's (it knows ``maxRetryAfter``). Decimal seconds, which
+    some providers send, are accepted.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isascii() and text.replace(".", "", 1).isdigit():
+        seconds = float(text)
+        return seconds if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now_wall)
+
+
+# --- the retry / fallback decision --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    backend: Backend
+    delay: float
+    fallback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    reason: str
+
+
+def next_try(
+    route: Route,
+    state: RouteState,
+    *,
+    failed: Backend,
+    failure: FailureClass | None,
+    retry_same_backend: bool,
+    retry_after: float | None,
+    tries: Mapping[str, int],
+    now: float,
+    deadline: float,
+    rng: random.Random,
+) -> Attempt | GiveUp:
+    """After a failed try: which backend next, after how long, or why not at all.
+
+    Fallback first (failure in ``fallback.on``: the next untried available backend, at once),
+    then retry (failure in ``retry.retryOn``: a backend with fewer than ``retry.attempts`` tries,
+    after jittered back-off, or after ``Retry-After`` for a 429 on a backend that was not cooled
+    down). Every extra try must fit before ``deadline`` and be granted by the retry budget.
+    """
+    if failure is None:
+        return GiveUp("not retryable")
+    if now >= deadline:
+        return GiveUp("deadline exceeded")
+    candidates = order(route, state, now, rng)
+    choice: Attempt | None = None
+    if failure in route.fallback.on:
+        for b in candidates:
+            if b.name != failed.name and tries.get(b.name, 0) == 0:
+                choice = Attempt(b, 0.0, fallback=True)
+                break
+    if choice is None and failure in route.retry.retry_on:
+        eligible = [
+            b
+            for b in candidates
+            if tries.get(b.name, 0) < route.retry.attempts
+            and (b.name != failed.name or retry_same_backend)
+            and (b.name == failed.name or failure in route.fallback.on)
+        ]
+        if eligible:
+            b = eligible[0]
+            delay = backoff(tries.get(b.name, 0), route.retry.backoff_base,
+                            route.retry.backoff_max, rng)
+            if failure is FailureClass.RATE_LIMITED and b.name == failed.name \
+                    and retry_after is not None and route.fallback.respect_retry_after:
+                if retry_after > route.fallback.max_retry_after:
+                    return GiveUp("Retry-After exceeds maxRetryAfter")
+                delay = retry_after
+            choice = Attempt(b, delay, fallback=b.name != failed.name)
+    if choice is None:
+        return GiveUp("no backend left to try")
+    if now + choice.delay >= deadline:
+        return GiveUp("deadline exceeded")
+    if not state.budget.try_withdraw(now):
+        return GiveUp("retry budget exhausted")
+    return choice
+
+
+def health_report(
+    route: Route, state: RouteState, now: float
+) -> Sequence[tuple[Backend, BackendState, BackendHealth]]:
+    return [(b, state_of(state.of(b), now), state.of(b)) for b in route.backends]

@@ -1,0 +1,1 @@
+"""Tests against a real etcd + kube-apiserver (see docs/local-cluster.md)."""
