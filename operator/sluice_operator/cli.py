@@ -29,9 +29,7 @@ EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 
-def compile_paths(
-    paths: Sequence[str | Path], err: TextIO
-) -> list[CompileResult] | None:
+def compile_paths(paths: Sequence[str | Path], err: TextIO) -> list[CompileResult] | None:
     """Load, validate and compile manifests; print errors and return None when any is invalid."""
     resources, errors = manifests.load_paths(paths)
     if errors:
@@ -81,9 +79,11 @@ def cmd_crds(args: argparse.Namespace) -> int:
     if args.check or args.write:
         target = Path(args.dir)
         stale = [n for n, t in rendered.items() if not _same(target / n, t)]
-        extra = sorted(
-            p.name for p in target.glob("*.yaml") if p.name not in rendered
-        ) if target.is_dir() else []
+        extra = (
+            sorted(p.name for p in target.glob("*.yaml") if p.name not in rendered)
+            if target.is_dir()
+            else []
+        )
         if args.check:
             for name in stale + extra:
                 print(f"{target / name}: out of date; run `sluice crds --write`", file=sys.stderr)
@@ -109,7 +109,10 @@ def _same(path: Path, text: str) -> bool:
 def quickstart_dir() -> Path:
     """The quickstart manifests: from the source tree, or the copy packaged in the wheel."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parents[1] / "examples" / "01-quickstart", here / "examples" / "01-quickstart"):
+    for candidate in (
+        here.parents[1] / "examples" / "01-quickstart",
+        here / "examples" / "01-quickstart",
+    ):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("the quickstart examples are not installed")

@@ -144,7 +144,7 @@ def parse_object(obj: Any, origin: str) -> Resource | list[ManifestError] | None
     return Resource(
         kind=kind,
         name=str(name),
-        namespace=namespace,
+        namespace=str(namespace),
         spec=model,
         generation=int(meta.get("generation") or 1),
         labels={str(k): str(v) for k, v in labels.items()},

@@ -11,7 +11,6 @@ be another ``ConfigSource``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -204,9 +203,3 @@ def source_from(config: str | Path | SidecarConfig | ConfigSource) -> ConfigSour
         return StaticConfig(config)
     return FileConfig(config)
 
-
-async def watch_forever(source: ConfigSource) -> None:
-    try:
-        await source.run()
-    except asyncio.CancelledError:
-        raise

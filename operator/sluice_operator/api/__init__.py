@@ -111,9 +111,7 @@ KINDS: tuple[Kind, ...] = (
         description="Money, token and request limits per workload, with calendar windows.",
         columns=_common(
             Column("State", ".status.state", description="Ok, Warning or Exhausted."),
-            Column(
-                "Action", ".spec.onExceeded.action", description="What happens when exceeded."
-            ),
+            Column("Action", ".spec.onExceeded.action", description="What happens when exceeded."),
         ),
     ),
     Kind(

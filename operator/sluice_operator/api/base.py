@@ -1,9 +1,9 @@
 """Shared building blocks of the four Sluice API kinds.
 
 Owns: the base model (camelCase JSON, unknown fields rejected), the standard status shape
-(``observedGeneration`` + ``conditions``), the ``Rule`` mechanism that states a cross-field rule once
-and gets both a CEL ``x-kubernetes-validations`` entry in the CRD and the same check in Python, and
-small field types (durations, names, strings that must not hold an inline API key).
+(``observedGeneration`` + ``conditions``), the ``Rule`` mechanism that states a cross-field rule
+once and gets both a CEL ``x-kubernetes-validations`` entry in the CRD and the same check in
+Python, and small field types (durations, names, strings that must not hold an inline API key).
 
 Purely computational: no IO, no Kubernetes client.
 """
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -44,12 +43,6 @@ INLINE_KEY_MESSAGE = (
 NO_INLINE_KEY_MARK = "x-sluice-no-inline-key"
 
 
-def _no_inline_key(value: str) -> str:
-    if _INLINE_KEY.search(value):
-        raise ValueError(INLINE_KEY_MESSAGE)
-    return value
-
-
 def text(max_length: int, description: str, **kwargs: Any) -> Any:
     """A free-text field: bounded length, and rejected if it contains an inline API key."""
     return Field(
@@ -59,8 +52,6 @@ def text(max_length: int, description: str, **kwargs: Any) -> Any:
         **kwargs,
     )
 
-
-SafeStr = Annotated[str, AfterValidator(_no_inline_key)]
 
 # --- names and durations --------------------------------------------------------------------------
 
@@ -81,7 +72,7 @@ def duration(description: str, **kwargs: Any) -> Any:
     return Field(pattern=DURATION_REGEX, max_length=32, description=description, **kwargs)
 
 
-# --- cross-field rules: one statement, two checks --------------------------------------------------
+# --- cross-field rules: one statement, two checks ---------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -138,6 +129,12 @@ class SluiceModel(BaseModel):
 
     @model_validator(mode="after")
     def _check_rules(self) -> SluiceModel:
+        for name, info in type(self).model_fields.items():
+            extra = info.json_schema_extra
+            if isinstance(extra, dict) and extra.get(NO_INLINE_KEY_MARK):
+                value = getattr(self, name)
+                if isinstance(value, str) and _INLINE_KEY.search(value):
+                    raise RuleError(INLINE_KEY_MESSAGE, info.alias or name)
         for rule in type(self).rules:
             if not rule.transition and not rule.check(self):
                 raise RuleError(rule.message, rule.field)
@@ -159,7 +156,8 @@ class Condition(SluiceModel):
         default="", max_length=32768, description="What a person should know or do."
     )
     last_transition_time: str = Field(
-        description="When the status last changed (RFC 3339).", json_schema_extra={"format": "date-time"}
+        description="When the status last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
     )
     observed_generation: int | None = Field(
         default=None, ge=0, description="The .metadata.generation this condition was set for."

@@ -39,12 +39,12 @@ class Limit(SluiceModel):
         Rule(
             cel="has(self.usd) || has(self.tokens) || has(self.requests)",
             message="set at least one of usd, tokens or requests",
-            check=lambda l: l.usd is not None or l.tokens is not None or l.requests is not None,
+            check=lambda x: x.usd is not None or x.tokens is not None or x.requests is not None,
         ),
         Rule(
             cel="self.window == 'Rolling' ? has(self.duration) : !has(self.duration)",
             message="duration is required for a Rolling window and only allowed there",
-            check=lambda l: (l.window == Window.ROLLING) == (l.duration is not None),
+            check=lambda x: (x.window == Window.ROLLING) == (x.duration is not None),
             field="duration",
         ),
     )

@@ -102,7 +102,9 @@ class MockSettings(SluiceModel):
     completion_tokens: int | None = Field(
         default=None, ge=1, le=100000, description="Tokens in each answer."
     )
-    reply: str | None = text(4096, "Fixed answer text; by default the mock echoes the prompt.", default=None)
+    reply: str | None = text(
+        4096, "Fixed answer text; by default the mock echoes the prompt.", default=None
+    )
 
 
 class Backend(SluiceModel):
@@ -123,7 +125,8 @@ class Backend(SluiceModel):
         pattern=r"^https?://",
     )
     credentials: Credentials | None = Field(
-        default=None, description="The API key's Secret. Required except for mock and openai-compatible."
+        default=None,
+        description="The API key's Secret. Required except for mock and openai-compatible.",
     )
     weight: int | None = Field(
         default=None, ge=1, le=1000, description="Relative share of traffic; required for Weighted."
@@ -195,7 +198,9 @@ class CircuitBreaker(SluiceModel):
     consecutive_failures: int = Field(
         default=5, ge=1, le=1000, description="Failures in a row that eject the backend."
     )
-    base_ejection: str = duration("First ejection time; grows with each re-ejection.", default="30s")
+    base_ejection: str = duration(
+        "First ejection time; grows with each re-ejection.", default="30s"
+    )
     max_ejection: str = duration("Cap on the ejection time.", default="5m")
 
 
@@ -245,8 +250,9 @@ class ModelRouteSpec(SluiceModel):
         Rule(
             cel="self.strategy != 'Weighted' || self.backends.all(b, has(b.weight))",
             message="strategy Weighted needs a weight (> 0) on every backend",
-            check=lambda s: s.strategy != Strategy.WEIGHTED
-            or all(b.weight is not None for b in s.backends),
+            check=lambda s: (
+                s.strategy != Strategy.WEIGHTED or all(b.weight is not None for b in s.backends)
+            ),
             field="backends",
         ),
     )

@@ -29,7 +29,9 @@ class Variable(SluiceModel):
     """A template variable."""
 
     required: bool = Field(default=False, description="The request must supply it.")
-    default: str | None = text(4096, "Value used when the request does not supply one.", default=None)
+    default: str | None = text(
+        4096, "Value used when the request does not supply one.", default=None
+    )
     max_length: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Longest accepted value, in characters."
     )
@@ -64,7 +66,9 @@ class Check(SluiceModel):
     type: Literal["contains", "regex", "jsonSchema", "judge"] = Field(
         description="contains, regex, jsonSchema or judge."
     )
-    value: str | None = text(8192, "The text, pattern or JSON schema to check against.", default=None)
+    value: str | None = text(
+        8192, "The text, pattern or JSON schema to check against.", default=None
+    )
 
 
 class Case(SluiceModel):
@@ -82,7 +86,9 @@ class ConfigMapKeyRef(SluiceModel):
 class Dataset(SluiceModel):
     """Evaluation cases: inline or from a ConfigMap."""
 
-    config_map_ref: ConfigMapKeyRef | None = Field(default=None, description="Cases in a ConfigMap.")
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="Cases in a ConfigMap."
+    )
     cases: list[Case] | None = Field(default=None, max_length=100, description="Inline cases.")
 
 

@@ -125,9 +125,11 @@ def _backend(b: Backend) -> c.Backend:
         weight=b.weight or 1,
         priority=b.priority,
         pricing=c.Pricing(
-            input_per_mtok=price_in if not pricing or pricing.input_per_mtok is None
+            input_per_mtok=price_in
+            if not pricing or pricing.input_per_mtok is None
             else pricing.input_per_mtok,
-            output_per_mtok=price_out if not pricing or pricing.output_per_mtok is None
+            output_per_mtok=price_out
+            if not pricing or pricing.output_per_mtok is None
             else pricing.output_per_mtok,
             cached_input_per_mtok=price_cached
             if not pricing or pricing.cached_input_per_mtok is None
@@ -161,7 +163,9 @@ def _prompt(res: Resource, spec: PromptTemplateSpec) -> c.Prompt:
                 hash=version_hash(v),
                 messages=tuple(c.PromptMessage(role=m.role, content=m.content) for m in v.messages),
                 variables={
-                    k: c.PromptVariable(required=x.required, default=x.default, max_length=x.max_length)
+                    k: c.PromptVariable(
+                        required=x.required, default=x.default, max_length=x.max_length
+                    )
                     for k, x in (v.variables or {}).items()
                 },
                 params=dict(v.params or {}),

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need, then runs every check and test.
+#   1. the Python package with its [dev,operator] extras (editable)
+#   2. kube-apiserver, etcd, kubectl and helm, built from Go modules and cached (hack/ensure-tools.sh;
+#      the first build takes a while, later runs are a no-op)
+#   3. ruff, mypy --strict, import-linter, the CRD freshness check, then pytest (warnings are errors)
+# Extra arguments go to pytest, e.g. `hack/test.sh tests/unit -x`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY="${PYTHON:-python3}"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing sluicegate[dev,operator]"
+"${PY}" -m pip install --disable-pip-version-check -q -e '.[dev,operator]'
+
+step "building/locating the local control-plane tools"
+bash hack/ensure-tools.sh
+
+step "ruff"
+"${PY}" -m ruff check operator sidecar tests bench
+"${PY}" -m ruff format --check operator sidecar tests bench
+
+step "mypy --strict"
+"${PY}" -m mypy operator/sluice_operator sidecar/sluice_sidecar
+
+step "import-linter"
+lint-imports
+
+step "CRDs are current"
+sluice crds --check
+
+step "pytest"
+"${PY}" -m pytest "$@"

@@ -1,0 +1,146 @@
+"""``sluice run`` / ``sluice demo``: serve the sidecar from manifests on a laptop, no cluster.
+
+Owns the loop that compiles a folder of manifests into a config file and keeps it current: the
+manifests are polled for changes, recompiled, and the file is replaced atomically (write + rename,
+like the kubelet's ConfigMap swap), so the sidecar's own file watcher picks the change up. A broken
+edit prints its errors and leaves the last good config in place. The sidecar itself is the same
+code that runs in a pod (``sluice_sidecar.main.serve``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import manifests
+from .compile import CompileResult, compile_namespace
+
+POLL_SECONDS = 1.0
+
+
+def _fingerprint(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for file in manifests.expand(paths):
+        try:
+            st = file.stat()
+        except OSError:
+            continue
+        out.append((str(file), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def compile_for(paths: Sequence[Path], namespace: str | None) -> CompileResult | str:
+    """The compiled config of ``namespace`` (or the only one), or an error text for the user."""
+    resources, errors = manifests.load_paths(paths)
+    if errors:
+        return "\n".join(f"error: {e}" for e in errors)
+    namespaces = sorted({r.namespace for r in resources})
+    if not namespaces:
+        return "error: no Sluice resources (apiVersion sluice.dev/v1alpha1) found"
+    if namespace is None:
+        if len(namespaces) > 1:
+            return (
+                f"error: manifests span namespaces {', '.join(namespaces)}; "
+                "choose one with --namespace"
+            )
+        namespace = namespaces[0]
+    elif namespace not in namespaces:
+        return f"error: no resources in namespace {namespace!r} (found: {', '.join(namespaces)})"
+    return compile_namespace(namespace, resources)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _report(result: CompileResult) -> None:
+    for problem in result.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+
+
+def _watch(
+    paths: Sequence[Path], namespace: str | None, target: Path, stop: threading.Event
+) -> None:
+    seen = _fingerprint(paths)
+    while not stop.wait(POLL_SECONDS):
+        now = _fingerprint(paths)
+        if now == seen:
+            continue
+        seen = now
+        result = compile_for(paths, namespace)
+        if isinstance(result, str):
+            print(f"{result}\nkeeping the last good config", file=sys.stderr)
+            continue
+        _report(result)
+        write_atomically(target, result.config.canonical_json())
+        print(f"config reloaded: hash {result.hash}", file=sys.stderr)
+
+
+def demo_banner(host: str, port: int, admin_port: int, result: CompileResult) -> str:
+    route = result.config.routes[0].name if result.config.routes else "chat"
+    base = f"http://{host}:{port}/v1"
+    return f"""
+Sluice demo sidecar on {base}  (metrics: http://{host}:{admin_port}/metrics)
+routes: {", ".join(r.name for r in result.config.routes)}   config hash: {result.hash}
+
+Try it with curl:
+
+  curl -s {base}/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model": "{route}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+or with the openai SDK (pip install openai):
+
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}", api_key="unused")
+  reply = client.chat.completions.create(
+      model="{route}", messages=[{{"role": "user", "content": "Hello!"}}])
+  print(reply.choices[0].message.content)
+
+Press Ctrl-C to stop.
+"""
+
+
+def run(
+    paths: Sequence[Path],
+    *,
+    host: str,
+    port: int,
+    admin_port: int,
+    secrets_dir: Path,
+    namespace: str | None,
+    banner: bool,
+) -> int:
+    """Compile, serve, and keep the served config in step with the manifests. Blocks."""
+    from sluice_sidecar import main as sidecar_main
+
+    result = compile_for(paths, namespace)
+    if isinstance(result, str):
+        print(f"{result}\nnothing was served; fix the errors above.", file=sys.stderr)
+        return 1
+    _report(result)
+    with tempfile.TemporaryDirectory(prefix="sluice-run-") as tmp:
+        target = Path(tmp) / "config.json"
+        write_atomically(target, result.config.canonical_json())
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=_watch, args=(paths, namespace, target, stop), daemon=True
+        )
+        watcher.start()
+        if banner:
+            print(demo_banner(host, port, admin_port, result), file=sys.stderr)
+        try:
+            sidecar_main.serve(
+                target, host=host, port=port, admin_port=admin_port, secrets_dir=secrets_dir
+            )
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop.set()
+    return 0

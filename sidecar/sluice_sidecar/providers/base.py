@@ -1,0 +1,78 @@
+"""The interface between the request pipeline and a provider adapter.
+
+Owns the shapes handed across it: ``Call`` (one try against one backend), ``Usage`` and the
+``Upstream`` response handle, plus ``Adapter``, which every provider implements. Adapters speak
+the provider's wire format and translate to and from the OpenAI format the sidecar serves; they
+map transport exceptions to ``errors.UpstreamError`` subclasses at this edge. Deadlines are the
+pipeline's: adapters never start timers of their own.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..contract import Backend, Route
+
+Operation = Literal["chat", "embeddings"]
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+    #: "provider" when the provider reported it, "estimated" when the sidecar counted.
+    source: str = "provider"
+
+
+@dataclass(slots=True)
+class Call:
+    operation: Operation
+    route: Route
+    backend: Backend
+    body: dict[str, Any]
+    stream: bool
+    #: The client itself asked for ``stream_options.include_usage`` (else the usage chunk the
+    #: sidecar asked for is dropped before it reaches the client).
+    client_wants_usage: bool
+    api_key: str | None
+    request_id: str
+
+
+class Upstream(ABC):
+    """An upstream response whose status was 2xx; read it once, as a whole or as frames."""
+
+    usage: Usage | None = None
+    #: Chunks that carried generated content (the token estimate when no usage came).
+    content_chunks: int = 0
+    #: True once the provider said the answer is complete ([DONE] or a finish_reason).
+    complete: bool = False
+
+    @abstractmethod
+    async def read(self) -> bytes:
+        """The whole (non-streamed) answer as an OpenAI JSON body; sets ``usage``."""
+
+    @abstractmethod
+    def frames(self) -> AsyncIterator[bytes]:
+        """The streamed answer as OpenAI SSE frames ready for the client, without ``[DONE]``.
+
+        Ends normally only when the answer is complete; raises ``UpstreamError`` when the
+        provider fails in-band, cuts the stream or sends something unparseable.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Abort: drop the upstream connection (client gone, timeout, error)."""
+
+    def release(self) -> None:
+        """Done reading normally; the connection may be reused."""
+        self.close()
+
+
+class Adapter(ABC):
+    @abstractmethod
+    async def open(self, call: Call) -> Upstream:
+        """Send ``call``; return once a 2xx status is in, or raise ``UpstreamError``."""
