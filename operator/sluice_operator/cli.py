@@ -146,6 +146,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    from . import main, settings
+
+    return main.run(settings.from_args(args))
+
+
 def cmd_dev_cluster(args: argparse.Namespace) -> int:
     from . import devcluster
 
@@ -188,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="serve the quickstart with the mock provider")
     serve_flags(demo)
     demo.set_defaults(func=cmd_demo)
+
+    from . import settings
+
+    operator = sub.add_parser("operator", help="run the Kubernetes operator")
+    settings.add_flags(operator)
+    operator.set_defaults(func=cmd_operator)
 
     dev = sub.add_parser("dev", help="developer tools")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)

@@ -36,7 +36,9 @@ def parse(text: str | bytes, *, name: str = "config") -> SidecarConfig:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"{name}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+            raise ConfigError(
+                f"{name}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from exc
     if not text.strip():
         raise ConfigError(f"{name}: the file is empty")
     try:

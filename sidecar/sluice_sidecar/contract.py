@@ -2,11 +2,11 @@
 
 Owns two documents and nothing else:
 
-* ``SidecarConfig`` – what the operator compiles from a namespace's resources and hands to every
+* ``SidecarConfig`` - what the operator compiles from a namespace's resources and hands to every
   sidecar of that namespace (as a ConfigMap file and over the control-plane push). It carries no
   secret values, only where to read them (``CredentialRef.file`` relative to the sidecar's secrets
   directory).
-* ``UsageReport`` – what a sidecar sends back: usage counters, backend health and the config hash it
+* ``UsageReport`` - what a sidecar sends back: usage counters, backend health and the config hash it
   runs.
 
 This is the only module of the sidecar that the operator imports. It must stay free of IO and of
@@ -19,13 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-CONFIG_API_VERSION = "sluice.dev/sidecar-config/v1"
-REPORT_API_VERSION = "sluice.dev/usage-report/v1"
+CONFIG_API_VERSION: Final = "sluice.dev/sidecar-config/v1"
+REPORT_API_VERSION: Final = "sluice.dev/usage-report/v1"
 
 
 class _Model(BaseModel):

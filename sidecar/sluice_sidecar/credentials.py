@@ -1,4 +1,4 @@
-"""Provider API keys, read from files in the secrets directory (Secret volumes) and re-read on rotation.
+"""Provider API keys, read from files in the secrets directory and re-read on rotation.
 
 Owns the key cache. A key is the stripped content of ``<secrets_dir>/<CredentialRef.file>``. Each
 file is stat-ed at most once per ``recheck_seconds`` (the kubelet swaps a ``..data`` symlink on

@@ -28,6 +28,7 @@ no IO. Transport exceptions (aiohttp, OSError, timeouts) are translated into thi
 ``FailureClass`` (from the contract) drives retry and fallback; ``None`` means "do not retry".
 """
 
+# ruff: noqa: N818 - names follow httpx (ConnectTimeout, …): the tree reads better without "Error"
 from __future__ import annotations
 
 import json
@@ -175,7 +176,7 @@ class BadUpstreamResponse(UpstreamError):
 
 class UpstreamStreamError(UpstreamError):
     code = "upstream_stream_error"
-    failure = FailureClass.SERVER_ERROR
+    failure: FailureClass | None = FailureClass.SERVER_ERROR
 
 
 class MissingCredential(UpstreamError):

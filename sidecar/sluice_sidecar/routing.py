@@ -42,7 +42,7 @@ class BackendHealth:
 
 
 class RetryBudget:
-    """Retries allowed in the last ``BUDGET_WINDOW_SECONDS``: max(ratio x requests, floor/s x window).
+    """Retries allowed in the last window: max(ratio x requests, floor per second x window).
 
     Counted in one-second buckets of the caller's clock, so it costs O(1) per request.
     """
@@ -235,10 +235,13 @@ def on_failure(
     was_probe = h.probing
     h.probing = False
     if failure is FailureClass.RATE_LIMITED:
+        if retry_after is not None and route.fallback.respect_retry_after:
+            wait = retry_after
+        else:
+            wait = backoff(1, route.retry.backoff_base, route.retry.backoff_max, rng)
         if len(route.backends) > 1:
-            wait = retry_after if retry_after is not None and route.fallback.respect_retry_after \
-                else backoff(1, route.retry.backoff_base, route.retry.backoff_max, rng)
-            h.cooldown_until = max(h.cooldown_until, now + min(wait, route.fallback.max_retry_after))
+            until = now + min(wait, route.fallback.max_retry_after)
+            h.cooldown_until = max(h.cooldown_until, until)
         return False
     if not counts_for_breaker:
         return False
@@ -251,8 +254,8 @@ def on_failure(
 
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential back-off with equal jitter: half fixed, half random; ``attempt`` counts from 1."""
-    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    """Exponential back-off with equal jitter (half fixed, half random); ``attempt`` from 1."""
+    ceiling = min(cap, base * (2.0 ** max(0, attempt - 1)))
     return ceiling / 2 + rng.random() * ceiling / 2
 
 
@@ -310,18 +313,23 @@ def next_try(
 ) -> Attempt | GiveUp:
     """After a failed try: which backend next, after how long, or why not at all.
 
-    Fallback first (failure in ``fallback.on``: the next untried available backend, at once),
-    then retry (failure in ``retry.retryOn``: a backend with fewer than ``retry.attempts`` tries,
+    ``retry.attempts`` bounds the tries of one request over all backends. Fallback comes first
+    (failure in ``fallback.on``: the next untried available backend, at once); then retry
+    (failure in ``retry.retryOn``: the same backend, or with fallback allowed any available one,
     after jittered back-off, or after ``Retry-After`` for a 429 on a backend that was not cooled
-    down). Every extra try must fit before ``deadline`` and be granted by the retry budget.
+    down, which happens only when it is the route's only backend). Every extra try must fit
+    before ``deadline`` and be granted by the retry budget.
     """
     if failure is None:
         return GiveUp("not retryable")
+    if sum(tries.values()) >= route.retry.attempts:
+        return GiveUp("attempts exhausted")
     if now >= deadline:
         return GiveUp("deadline exceeded")
+    may_fall_back = failure in route.fallback.on
     candidates = order(route, state, now, rng)
     choice: Attempt | None = None
-    if failure in route.fallback.on:
+    if may_fall_back:
         for b in candidates:
             if b.name != failed.name and tries.get(b.name, 0) == 0:
                 choice = Attempt(b, 0.0, fallback=True)
@@ -330,9 +338,8 @@ def next_try(
         eligible = [
             b
             for b in candidates
-            if tries.get(b.name, 0) < route.retry.attempts
-            and (b.name != failed.name or retry_same_backend)
-            and (b.name == failed.name or failure in route.fallback.on)
+            if (b.name == failed.name and retry_same_backend)
+            or (b.name != failed.name and may_fall_back)
         ]
         if eligible:
             b = eligible[0]

@@ -10,7 +10,7 @@ pipeline's: adapters never start timers of their own.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,7 +56,7 @@ class Upstream(ABC):
         """The whole (non-streamed) answer as an OpenAI JSON body; sets ``usage``."""
 
     @abstractmethod
-    def frames(self) -> AsyncIterator[bytes]:
+    def frames(self) -> AsyncGenerator[bytes, None]:
         """The streamed answer as OpenAI SSE frames ready for the client, without ``[DONE]``.
 
         Ends normally only when the answer is complete; raises ``UpstreamError`` when the

@@ -21,9 +21,8 @@ MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 def map_exception(exc: BaseException, backend: str, *, after_headers: bool) -> errors.UpstreamError:
     """The most specific ``UpstreamError`` for a transport exception."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError) or (
-        isinstance(exc, ssl.SSLError)
-    ):
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError
+                  | ssl.SSLError):
         return errors.UpstreamTLSError(
             f"TLS failure talking to backend '{backend}': {exc}. Verification is never disabled; "
             "fix the certificate or the baseURL.",

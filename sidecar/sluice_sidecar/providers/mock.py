@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from .. import errors, sse, validate
@@ -21,9 +21,10 @@ from ..contract import MockBehaviour
 from .base import Adapter, Call, Upstream, Usage
 
 _WORDS = (
-    "This is a mock answer from Sluice. It is deterministic, costs nothing and needs no network, "
-    "so demos and tests can run anywhere."
-).split()
+    "This", "is", "a", "mock", "answer", "from", "Sluice.", "It", "is", "deterministic,",
+    "costs", "nothing", "and", "needs", "no", "network,", "so", "demos", "and", "tests", "can",
+    "run", "anywhere.",
+)
 _DEFAULT = MockBehaviour()
 
 
@@ -80,7 +81,10 @@ class MockUpstream(Upstream):
                     {"object": "embedding", "index": i, "embedding": embedding(x)}
                     for i, x in enumerate(items)
                 ],
-                "usage": {"prompt_tokens": self._prompt_tokens, "total_tokens": self._prompt_tokens},
+                "usage": {
+                    "prompt_tokens": self._prompt_tokens,
+                    "total_tokens": self._prompt_tokens,
+                },
             }
         else:
             tokens = reply_tokens(self._behaviour)
@@ -102,7 +106,7 @@ class MockUpstream(Upstream):
         self.complete = True
         return json.dumps(body, separators=(",", ":")).encode()
 
-    async def frames(self) -> AsyncIterator[bytes]:
+    async def frames(self) -> AsyncGenerator[bytes, None]:
         tokens = reply_tokens(self._behaviour)
         head = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
                 "model": self._call.backend.model}

@@ -12,14 +12,14 @@ keep working. Mistral is not sent ``stream_options`` (it reports usage on the la
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
 
 from .. import errors, sse
 from ..clock import Clock
-from ..contract import Provider
+from ..contract import FailureClass, Provider
 from . import http
 from .base import Adapter, Call, Upstream, Usage
 
@@ -53,11 +53,11 @@ def in_band_error(obj: dict[str, Any], backend: str) -> errors.UpstreamError | N
         code = err.get("code") or err.get("type")
     else:
         message, code = str(err), None
-    failure = errors.classify_status(500, str(code) if code else None, message)
     out = errors.UpstreamStreamError(
         f"Backend '{backend}' reported an error: {errors.sanitise(message)}", backend=backend
     )
-    if failure is not errors.FailureClass.SERVER_ERROR:
+    failure = errors.classify_status(500, str(code) if code else None, message)
+    if failure is not FailureClass.SERVER_ERROR:
         out.failure = failure
     return out
 
@@ -142,7 +142,7 @@ class OpenAIUpstream(Upstream):
         self.complete = True
         return raw
 
-    async def frames(self) -> AsyncIterator[bytes]:
+    async def frames(self) -> AsyncGenerator[bytes, None]:
         name = self._backend
         parser = sse.Parser()
         content = self._resp.content

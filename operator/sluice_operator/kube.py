@@ -1,0 +1,170 @@
+"""The only module that writes to the Kubernetes API (and asks it to review tokens).
+
+Owns: applying the per-namespace config ConfigMap (server-side apply, so there is no read-modify-
+write race), patching ``status`` subresources with merge patches (no resourceVersion, so no 409
+conflicts to loop on), posting Events, and TokenReview for sidecars calling the control plane.
+Transient failures (429, 5xx, connection errors) are retried a few times with back-off; a
+resource that vanished meanwhile (404) is not an error. Everything else is left to the next
+reconcile. The official ``kubernetes`` client is synchronous, so calls run in a worker thread.
+
+It never reads Secrets: the operator's RBAC does not allow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .api import GROUP, VERSION
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+FIELD_MANAGER = "sluice-operator"
+CONFIGMAP_NAME = "sluice-config"
+CONFIG_KEY = "config.json"
+HASH_ANNOTATION = "sluice.dev/config-hash"
+RETRIES = 3
+
+
+def load_client() -> client.ApiClient:
+    """An API client from the in-cluster service account, or else from KUBECONFIG."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status in (0, 409, 429) or exc.status >= 500
+    return isinstance(exc, OSError)
+
+
+class Kube:
+    """Async façade over the writes the operator makes."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.auth = client.AuthenticationV1Api(api)
+        self.requests = 0  # API requests made, for the scale benchmark
+
+    async def _call(self, fn: Callable[[], T]) -> T | None:
+        delay = 0.2
+        for attempt in range(RETRIES):
+            self.requests += 1
+            try:
+                return await asyncio.to_thread(fn)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                if not _transient(exc) or attempt == RETRIES - 1:
+                    raise
+                log.warning(
+                    "Kubernetes API %s, retrying in %.1fs: %s", exc.status, delay, exc.reason
+                )
+            except OSError as exc:
+                if attempt == RETRIES - 1:
+                    raise
+                log.warning("Kubernetes API unreachable, retrying in %.1fs: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay *= 3
+        return None
+
+    async def apply_config(self, namespace: str, config_json: str, config_hash: str) -> None:
+        """Create or update the namespace's ``sluice-config`` ConfigMap."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": CONFIGMAP_NAME,
+                "namespace": namespace,
+                "labels": {
+                    "app.kubernetes.io/managed-by": "sluice-operator",
+                    "app.kubernetes.io/part-of": "sluice",
+                },
+                "annotations": {HASH_ANNOTATION: config_hash},
+            },
+            "data": {CONFIG_KEY: config_json},
+        }
+        await self._call(
+            lambda: self.core.patch_namespaced_config_map(
+                CONFIGMAP_NAME,
+                namespace,
+                body,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type="application/apply-patch+yaml",
+            )
+        )
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        await self._call(
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": dict(status)},
+                _content_type="application/merge-patch+json",
+            )
+        )
+
+    async def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about ``obj`` (best effort: failures are logged, not raised)."""
+        meta = obj.get("metadata") or {}
+        now = dt.datetime.now(dt.UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                name=f"{meta.get('name', 'sluice')}.{uuid.uuid4().hex[:12]}",
+                namespace=meta.get("namespace"),
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=obj.get("apiVersion"),
+                kind=obj.get("kind"),
+                name=meta.get("name"),
+                namespace=meta.get("namespace"),
+                uid=meta.get("uid"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="sluice-operator"),
+            reporting_component="sluice.dev/operator",
+            reporting_instance="sluice-operator",
+        )
+        try:
+            await self._call(
+                lambda: self.core.create_namespaced_event(str(meta.get("namespace")), body)
+            )
+        except (ApiException, OSError) as exc:
+            log.warning("could not post Event %s on %s: %s", reason, meta.get("name"), exc)
+
+    async def review_token(self, token: str, audiences: list[str]) -> str | None:
+        """The authenticated username of a bearer token, or None when it is not valid."""
+        body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=audiences))
+        result = await self._call(lambda: self.auth.create_token_review(body))
+        if result is None or not result.status or not result.status.authenticated:
+            return None
+        user = result.status.user
+        return str(user.username) if user and user.username else None
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,182 @@
+"""The namespace reconciler: watch events in, ConfigMap + status + Events out.
+
+Owns the in-memory view of every Sluice object (fed by kopf's watch events), the set of namespaces
+that need a pass, and one pass: validate → compile (pure) → apply the ConfigMap and publish to
+connected sidecars when the hash changed → patch each object's status only where it changed →
+post an Event when an object's readiness changes.
+
+Passes are debounced (a burst of events costs one pass per namespace), a failing pass is retried
+with growing back-off (never a hot loop), and report-driven status refreshes are rate-limited per
+namespace. Nothing here talks to the API except through ``kube.Kube``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sluice_sidecar.contract import UsageReport
+
+from . import manifests, reports, status
+from .api import KINDS, Kind
+from .compile import CompileResult, compile_namespace
+
+log = logging.getLogger(__name__)
+
+KIND_BY_PLURAL: dict[str, Kind] = {k.plural: k for k in KINDS}
+
+
+class Writer(Protocol):
+    """What the reconciler needs from ``kube.Kube`` (a protocol so tests can count calls)."""
+
+    async def apply_config(self, namespace: str, config_json: str, config_hash: str) -> None: ...
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None: ...
+
+    async def event(
+        self, obj: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None: ...
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Reconciler:
+    writer: Writer
+    publish: Callable[[str, CompileResult], None] = lambda ns, result: None
+    debounce: float = 0.1
+    report_interval: float = 5.0
+    now: Callable[[], str] = utcnow
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    results: dict[str, CompileResult] = field(default_factory=dict)
+    reports: reports.Reports = field(default_factory=reports.Reports)
+    _dirty: set[str] = field(default_factory=set)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _failures: dict[str, int] = field(default_factory=dict)
+    _report_due: dict[str, float] = field(default_factory=dict)
+    passes: int = 0
+
+    # --- inputs --------------------------------------------------------------------------------
+
+    def observe(self, plural: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Take a watch event for one of the four kinds."""
+        meta = body.get("metadata") or {}
+        key = (plural, str(meta.get("namespace")), str(meta.get("name")))
+        if event_type == "DELETED":
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = _plain(body)
+        self.mark(key[1])
+
+    def mark(self, namespace: str) -> None:
+        self._dirty.add(namespace)
+        self._wake.set()
+
+    def take_report(self, report: UsageReport) -> bool:
+        """Record a sidecar report; refreshes status at most every ``report_interval``."""
+        fresh = self.reports.add(report, self.wall())
+        if fresh:
+            due = self._report_due.get(report.namespace, 0.0)
+            if self.monotonic() >= due:
+                self._report_due[report.namespace] = self.monotonic() + self.report_interval
+                self.mark(report.namespace)
+        return fresh
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile dirty namespaces forever (cancel the task to stop)."""
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.debounce)
+            self._wake.clear()
+            batch, self._dirty = sorted(self._dirty), set()
+            for namespace in batch:
+                try:
+                    await self.reconcile(namespace)
+                    self._failures.pop(namespace, None)
+                except Exception:
+                    failures = self._failures.get(namespace, 0) + 1
+                    self._failures[namespace] = failures
+                    delay = min(60.0, 0.5 * 2**failures)
+                    log.exception("reconciling %s failed; retrying in %.1fs", namespace, delay)
+                    asyncio.get_running_loop().call_later(delay, self.mark, namespace)
+
+    def idle(self) -> bool:
+        """No namespace waits for a pass (for tests and benchmarks to poll)."""
+        return not self._dirty and not self._wake.is_set()
+
+    # --- one pass ------------------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str) -> CompileResult:
+        self.passes += 1
+        mine = {k: v for k, v in self.objects.items() if k[1] == namespace}
+        resources: list[manifests.Resource] = []
+        invalid: dict[tuple[str, str, str], list[str]] = {}
+        for key, obj in sorted(mine.items()):
+            kind = KIND_BY_PLURAL[key[0]]
+            parsed = manifests.parse_object(obj, f"{kind.kind} {key[1]}/{key[2]}")
+            if isinstance(parsed, manifests.Resource):
+                resources.append(parsed)
+            elif parsed:
+                invalid[key] = [f"{e.path}: {e.message}" if e.path else e.message for e in parsed]
+        result = compile_namespace(namespace, resources)
+        previous = self.results.get(namespace)
+        if previous is None or previous.hash != result.hash:
+            await self.writer.apply_config(namespace, result.config.canonical_json(), result.hash)
+            log.info("namespace %s: config %s", namespace, result.hash)
+        self.results[namespace] = result
+        self.publish(namespace, result)
+
+        now = self.now()
+        for key, obj in sorted(mine.items()):
+            kind = KIND_BY_PLURAL[key[0]]
+            desired = status.desired_status(kind.kind, obj, invalid.get(key, []), result, now)
+            if kind.kind == "ModelRoute" and key not in invalid:
+                desired = self._with_reports(namespace, key[2], desired, result)
+            old = obj.get("status")
+            patch = status.status_patch(old, desired)
+            if patch is None:
+                continue
+            await self.writer.patch_status(key[0], namespace, key[2], patch)
+            obj["status"] = desired  # what we wrote; the watch event will confirm it
+            change = status.ready_changed(old, desired)
+            if change is not None:
+                await self.writer.event(
+                    obj, "Normal" if change.status else "Warning", change.reason, change.message
+                )
+        return result
+
+    def _with_reports(
+        self, namespace: str, name: str, desired: dict[str, Any], result: CompileResult
+    ) -> dict[str, Any]:
+        route = next((r for r in result.config.routes if r.source == name), None)
+        if route is None:
+            return desired
+        observed = self.reports.route_status(namespace, route.name, result.hash, self.wall())
+        return reports.merge_route_status(desired, observed)
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A mutable deep copy of a kopf body (which is a read-only view)."""
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        out[key] = _plain(value) if isinstance(value, Mapping) else _copy(value)
+    return out
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain(v) if isinstance(v, Mapping) else _copy(v) for v in value]
+    return value

@@ -1,0 +1,45 @@
+"""Options of the operator process, parsed once at start-up and handed to the handlers.
+
+Owns the ``OperatorOptions`` dataclass and its command-line flags (``sluice operator --help``).
+No IO.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    namespace: str = "sluice-system"  # where the operator itself runs (never injected)
+    standalone: bool = False  # no peering: for local runs and tests
+    peering: str = "sluice"
+    controlplane_host: str = "0.0.0.0"  # noqa: S104 - sidecars in other pods connect here
+    controlplane_port: int = 9090
+    liveness: str | None = "http://0.0.0.0:8080/healthz"
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    d = OperatorOptions()
+    parser.add_argument("--namespace", default=d.namespace, help="the operator's own namespace")
+    parser.add_argument(
+        "--standalone", action="store_true", help="no leader election (one replica, dev, tests)"
+    )
+    parser.add_argument("--peering", default=d.peering, help="kopf peering name for leadership")
+    parser.add_argument("--controlplane-host", default=d.controlplane_host)
+    parser.add_argument("--controlplane-port", type=int, default=d.controlplane_port)
+    parser.add_argument(
+        "--liveness", default=d.liveness, help="kopf liveness endpoint URL ('' to disable)"
+    )
+
+
+def from_args(args: argparse.Namespace) -> OperatorOptions:
+    return OperatorOptions(
+        namespace=args.namespace,
+        standalone=args.standalone,
+        peering=args.peering,
+        controlplane_host=args.controlplane_host,
+        controlplane_port=args.controlplane_port,
+        liveness=args.liveness or None,
+    )

@@ -1,0 +1,180 @@
+"""The two aiohttp applications of the sidecar: the API (127.0.0.1) and the admin port.
+
+Owns wiring only: ``create_app`` builds the API app around a ``Gateway`` (config source, clock,
+randomness, secrets, audit sink and upstream session are all passed in or defaulted here; state
+lives in ``web.AppKey``s; the upstream session, config watcher and audit flusher start and stop
+in ``cleanup_ctx``). ``create_admin_app`` serves ``/healthz``, ``/readyz`` and ``/metrics`` from
+the same gateway. Handlers are thin: the pipeline is ``proxy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from . import config_source, errors, proxy
+from .clock import Clock, SystemClock
+from .contract import SidecarConfig
+from .credentials import Credentials
+from .metering import AuditSink, Metrics, NullAudit, StateCollector
+from .runtime import GATEWAY, Gateway, Hooks
+
+SessionFactory = Callable[[], aiohttp.ClientSession]
+API_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models")
+#: aiohttp's own body limit; the configured limit (limits.maxRequestBytes) is enforced by the
+#: pipeline while reading, so that a config change applies without a restart.
+_CLIENT_MAX_SIZE = 1 << 40
+
+
+def default_session() -> aiohttp.ClientSession:
+    """Keep-alive pool without a per-host cap, no cookies, no client-wide timeout (per try)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=30, keepalive_timeout=60),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+def create_app(
+    config: str | Path | SidecarConfig | config_source.ConfigSource,
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    secrets_dir: str | None = None,
+    audit: AuditSink | None = None,
+    session_factory: SessionFactory | None = None,
+    hooks: Hooks | None = None,
+    registry: CollectorRegistry | None = None,
+    audit_flush_seconds: float = 1.0,
+) -> web.Application:
+    """The API application. ``config`` is a file path, a ``SidecarConfig`` or a ``ConfigSource``."""
+    clock = clock or SystemClock()
+    source = config_source.source_from(config)
+    registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+    gw = Gateway(
+        source=source,
+        clock=clock,
+        rng=rng or random.Random(),  # noqa: S311 - jitter and weights, not secrets
+        credentials=Credentials(secrets_dir, clock),
+        metrics=Metrics(registry),
+        audit=audit or NullAudit(),
+        hooks=hooks or Hooks(),
+    )
+    registry.register(StateCollector(gw.health, gw.config_health))
+    app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
+    app[GATEWAY] = gw
+    app.router.add_post("/v1/chat/completions", _chat)
+    app.router.add_post("/v1/embeddings", _embeddings)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    app.cleanup_ctx.append(_lifecycle(session_factory or default_session, audit_flush_seconds))
+    return app
+
+
+def _lifecycle(
+    session_factory: SessionFactory, flush_every: float
+) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        gw = app[GATEWAY]
+        session = session_factory()
+        gw.start(session)
+        tasks = [
+            asyncio.create_task(gw.source.run(), name="sluice-config-watch"),
+            asyncio.create_task(_flush_audit(gw, flush_every), name="sluice-audit-flush"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            gw.audit.flush()
+            await session.close()
+
+    return ctx
+
+
+async def _flush_audit(gw: Gateway, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        gw.audit.flush()
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    return await proxy.handle(request.app[GATEWAY], request, "chat")
+
+
+async def _embeddings(request: web.Request) -> web.StreamResponse:
+    return await proxy.handle(request.app[GATEWAY], request, "embeddings")
+
+
+async def _models(request: web.Request) -> web.StreamResponse:
+    snap = request.app[GATEWAY].snapshot
+    if snap is None:
+        return _error(errors.NotReady("The Sluice sidecar has no valid config yet."))
+    return web.Response(body=snap.models_body, content_type="application/json")
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    if request.path in API_PATHS:
+        err = errors.RequestError(f"Method {request.method} is not allowed on {request.path}.")
+        err.status, err.code = 405, "method_not_allowed"
+    else:
+        err = errors.RequestError(
+            f"Unknown endpoint {request.method} {request.path}; this sidecar serves "
+            f"{', '.join(API_PATHS)}."
+        )
+        err.status, err.code = 404, "unknown_url"
+    return _error(err)
+
+
+def _error(err: errors.SluiceError) -> web.Response:
+    return web.Response(status=err.status, body=errors.error_body(err),
+                        content_type="application/json", headers=err.headers())
+
+
+# --- admin --------------------------------------------------------------------------------------
+
+
+def create_admin_app(api: web.Application, registry: CollectorRegistry | None = None,
+                     ) -> web.Application:
+    """Health, readiness and metrics for the gateway of ``api`` (a separate port)."""
+    gw = api[GATEWAY]
+    reg = registry if registry is not None else gw.metrics.registry
+    admin = web.Application()
+    admin[GATEWAY] = gw
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        snap = gw.snapshot
+        body = {
+            "ready": snap is not None,
+            "configHash": snap.hash if snap else None,
+            "configError": gw.source.error,
+        }
+        return web.Response(status=200 if snap is not None else 503,
+                            text=json.dumps(body), content_type="application/json")
+
+    async def metrics(request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(reg))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    admin.router.add_get("/healthz", healthz)
+    admin.router.add_get("/readyz", readyz)
+    admin.router.add_get("/metrics", metrics)
+    return admin

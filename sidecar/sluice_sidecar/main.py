@@ -1,0 +1,127 @@
+"""Entry points: ``serve(...)`` (what ``sluice run`` and the container call) and the CLI parser.
+
+Owns process concerns only: argument parsing, logging set-up, binding the two ports, signals and
+graceful shutdown. Everything else is ``app.create_app``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import web
+
+from .app import create_admin_app, create_app
+from .config_source import ConfigSource
+from .contract import SidecarConfig
+from .metering import AuditSink, JsonLinesAudit, NullAudit
+
+log = logging.getLogger("sluice.sidecar")
+
+
+def _audit_sink(target: str | None) -> tuple[AuditSink, IO[str] | None]:
+    if target is None or target == "none":
+        return NullAudit(), None
+    if target == "-":
+        return JsonLinesAudit(sys.stdout), None
+    stream = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed on shutdown
+    return JsonLinesAudit(stream), stream
+
+
+async def serve_async(
+    config: str | Path | SidecarConfig | ConfigSource,
+    host: str = "127.0.0.1",
+    port: int = 4000,
+    admin_port: int = 4001,
+    secrets_dir: str | None = None,
+    *,
+    admin_host: str = "127.0.0.1",
+    audit_log: str | None = "-",
+    started: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM); then finish in-flight requests."""
+    audit, audit_stream = _audit_sink(audit_log)
+    api = create_app(config, secrets_dir=secrets_dir, audit=audit)
+    admin = create_admin_app(api)
+    api_runner = web.AppRunner(api, handler_cancellation=True, access_log=None)
+    admin_runner = web.AppRunner(admin, access_log=None)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await api_runner.setup()
+    await admin_runner.setup()
+    try:
+        await web.TCPSite(api_runner, host, port, shutdown_timeout=10).start()
+        await web.TCPSite(admin_runner, admin_host, admin_port).start()
+        log.info("sluice sidecar serving the API on %s:%d, admin on %s:%d",
+                 host, port, admin_host, admin_port)
+        if started is not None:
+            started()
+        await stop.wait()
+    finally:
+        await admin_runner.cleanup()
+        await api_runner.cleanup()
+        if audit_stream is not None:
+            audit_stream.close()
+
+
+def serve(
+    config: str | Path | SidecarConfig | ConfigSource,
+    host: str = "127.0.0.1",
+    port: int = 4000,
+    admin_port: int = 4001,
+    secrets_dir: str | None = None,
+    *,
+    admin_host: str = "127.0.0.1",
+    audit_log: str | None = "-",
+) -> None:
+    """Run the sidecar in the foreground until SIGINT/SIGTERM. ``config``: a path to a
+    SidecarConfig file (JSON or YAML, watched for changes), a ``SidecarConfig`` or a source."""
+    _run(serve_async(config, host, port, admin_port, secrets_dir,
+                     admin_host=admin_host, audit_log=audit_log))
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sluice_sidecar",
+        description="Sluice sidecar: an OpenAI-compatible LLM gateway for one pod.",
+    )
+    p.add_argument("--config", required=True, help="SidecarConfig file (JSON or YAML); watched")
+    p.add_argument("--secrets-dir", default=None, help="directory the API key files live in")
+    p.add_argument("--host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=4000, help="API port (default 4000)")
+    p.add_argument("--admin-host", default="127.0.0.1",
+                   help="admin bind address; 0.0.0.0 in a pod so probes and Prometheus reach it")
+    p.add_argument("--admin-port", type=int, default=4001, help="admin port (default 4001)")
+    p.add_argument("--audit-log", default="-",
+                   help="audit JSON lines: '-' stdout (default), a file path, or 'none'")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(args.config, args.host, args.port, args.admin_port, args.secrets_dir,
+          admin_host=args.admin_host, audit_log=args.audit_log)
+    return 0

@@ -1,0 +1,163 @@
+"""The sidecar's live state: the current config snapshot, routing state, adapters and sinks.
+
+Owns ``Gateway``, the one object the request pipeline reads (it lives in the app under a
+``web.AppKey``; there are no module globals), and ``Snapshot``, the derived, immutable view of a
+config that is swapped in whole when the config changes, so a request sees one config from start
+to end. Routing state (breakers, EWMAs, retry budgets) survives config swaps per route and backend
+name. Pipeline hooks are the seam for prompt rendering, guardrails and budgets (later work).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from . import errors, routing
+from .clock import Clock
+from .config_source import ConfigSource
+from .contract import Backend, BackendState, Provider, Route, SidecarConfig
+from .credentials import Credentials
+from .exchange import Exchange
+from .metering import AuditSink, Metrics, audit_record
+from .providers.base import Adapter, Call
+from .providers.mock import MockAdapter
+from .providers.openai import OpenAIAdapter
+
+RequestHook = Callable[[Exchange], Awaitable[None]]
+FinishHook = Callable[[Exchange], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """Pipeline seams. ``before_backend`` runs after the route is resolved and before a backend is
+    chosen (render prompt, input guardrails, budget reservation: may edit ``ex.body`` or raise a
+    ``SluiceError``); ``on_finish`` runs once per request with the final exchange (settle usage)."""
+
+    before_backend: tuple[RequestHook, ...] = ()
+    on_finish: tuple[FinishHook, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    config: SidecarConfig
+    hash: str
+    routes: Mapping[str, Route]
+    models_body: bytes
+
+
+def snapshot_of(config: SidecarConfig) -> Snapshot:
+    """The request-time view of ``config``. A pure function."""
+    routes = {r.name: r for r in config.routes}
+    models = {
+        "object": "list",
+        "data": [
+            {"id": r.name, "object": "model", "created": 0, "owned_by": "sluice"}
+            for r in config.routes
+        ],
+    }
+    return Snapshot(config, config.content_hash(), routes, json.dumps(models).encode())
+
+
+@dataclass(slots=True)
+class _RouteEntry:
+    retry_key: tuple[float, float]
+    state: routing.RouteState
+
+
+@dataclass
+class Gateway:
+    source: ConfigSource
+    clock: Clock
+    rng: random.Random
+    credentials: Credentials
+    metrics: Metrics
+    audit: AuditSink
+    hooks: Hooks = Hooks()
+    snapshot: Snapshot | None = None
+    adapters: dict[Provider, Adapter] = field(default_factory=dict)
+    _routes: dict[str, _RouteEntry] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.source.subscribe(self._on_config)
+
+    def _on_config(self, config: SidecarConfig) -> None:
+        snap = snapshot_of(config)
+        for route in config.routes:
+            key = (route.retry.budget_ratio, route.retry.budget_min_per_second)
+            entry = self._routes.get(route.name)
+            if entry is None or entry.retry_key != key:
+                old = entry.state.health if entry else {}
+                state = routing.new_state(route)
+                state.health.update({k: v for k, v in old.items()
+                                     if any(b.name == k for b in route.backends)})
+                self._routes[route.name] = _RouteEntry(key, state)
+        for name in list(self._routes):
+            if name not in snap.routes:
+                del self._routes[name]
+        self.snapshot = snap
+
+    def start(self, session: aiohttp.ClientSession) -> None:
+        openai = OpenAIAdapter(session, self.clock)
+        self.adapters = {
+            Provider.OPENAI: openai,
+            Provider.MISTRAL: openai,
+            Provider.OPENAI_COMPATIBLE: openai,
+            Provider.MOCK: MockAdapter(self.clock, self.rng),
+        }
+
+    def route_state(self, route: Route) -> routing.RouteState:
+        entry = self._routes.get(route.name)
+        if entry is None:  # a route from a snapshot that was swapped out mid-request
+            entry = self._routes[route.name] = _RouteEntry(
+                (route.retry.budget_ratio, route.retry.budget_min_per_second),
+                routing.new_state(route))
+        return entry.state
+
+    def adapter(self, call: Call) -> Adapter:
+        adapter = self.adapters.get(call.backend.provider)
+        if adapter is None:
+            raise errors.UnsupportedProvider(
+                f"Backend '{call.backend.name}' uses provider '{call.backend.provider}', which "
+                "this sidecar version cannot speak yet.",
+                backend=call.backend.name,
+            )
+        return adapter
+
+    def make_call(self, ex: Exchange, route: Route, backend: Backend) -> Call:
+        key = self.credentials.get(backend.credentials, backend.name) \
+            if backend.credentials is not None else None
+        return Call(ex.operation, route, backend, ex.body, ex.stream, ex.client_wants_usage, key,
+                    ex.request_id)
+
+    def finish(self, ex: Exchange) -> None:
+        """Metrics, hooks and the audit record of a finished request; never raises."""
+        now = self.clock.now()
+        self.metrics.finish(ex, now)
+        for hook in self.hooks.on_finish:
+            hook(ex)
+        self.audit.write(audit_record(
+            ex, now_wall=self.clock.wall(), now=now,
+            config_hash=self.snapshot.hash if self.snapshot else None))
+
+    def health(self) -> Iterator[tuple[str, str, BackendState, int]]:
+        snap = self.snapshot
+        if snap is None:
+            return
+        now = self.clock.now()
+        for route in snap.routes.values():
+            state = self.route_state(route)
+            for backend, st, h in routing.health_report(route, state, now):
+                yield route.name, backend.name, st, h.consecutive_failures
+
+    def config_health(self) -> tuple[bool, bool, int, str]:
+        s = self.source
+        return (self.snapshot is not None, s.error is None, s.reload_failures,
+                s.current_hash or "")
+
+
+GATEWAY: web.AppKey[Gateway] = web.AppKey("sluice_gateway", Gateway)

@@ -1,0 +1,263 @@
+"""A fake OpenAI-compatible provider: a real aiohttp server on 127.0.0.1 that misbehaves on cue.
+
+Each request takes the next ``Step`` from the script (or the default when the script is empty)
+and records what it received. Steps cover the upstream faults of FAULTS.md: a normal answer
+(JSON or SSE, with or without the usage chunk), any status with any body and headers (429 with
+each Retry-After form, an HTML 502 page), a connection reset before any byte, hanging before the
+headers, hanging mid-stream, a stream cut in the middle of a line, EOF without ``[DONE]``, an
+in-band error event, and SSE quirks (CRLF/CR line ends, comments, BOM, multi-line data, empty
+``choices`` annotation frames).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Step:
+    kind: str = "ok"  # ok | status | reset | hang | hang_mid | cut | eof | inband | quirks
+    content: str = "Hello from the fake."
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+    chunks_before: int = 2
+    usage: bool = True
+
+
+def ok(content: str = "Hello from the fake.", *, usage: bool = True) -> Step:
+    return Step("ok", content=content, usage=usage)
+
+
+def status(code: int, message: str = "boom", headers: dict[str, str] | None = None,
+           *, body: bytes | None = None, content_type: str = "application/json") -> Step:
+    if body is None:
+        body = json.dumps({"error": {"message": message, "type": "server_error",
+                                     "param": None, "code": None}}).encode()
+    return Step("status", status=code, body=body, headers=headers or {},
+                content_type=content_type)
+
+
+def html_502() -> Step:
+    page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    return status(502, body=page, content_type="text/html")
+
+
+def reset() -> Step:
+    return Step("reset")
+
+
+def hang() -> Step:
+    return Step("hang")
+
+
+def hang_mid(chunks_before: int = 2) -> Step:
+    return Step("hang_mid", chunks_before=chunks_before)
+
+
+def cut(chunks_before: int = 2) -> Step:
+    return Step("cut", chunks_before=chunks_before)
+
+
+def eof(chunks_before: int = 2) -> Step:
+    return Step("eof", chunks_before=chunks_before)
+
+
+def inband(chunks_before: int = 0, message: str = "The server is overloaded") -> Step:
+    return Step("inband", chunks_before=chunks_before, content=message)
+
+
+def quirks(content: str = "Hello quirky world") -> Step:
+    return Step("quirks", content=content)
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound once, then released): connections to it are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class FakeOpenAI:
+    def __init__(self, name: str = "fake") -> None:
+        self.name = name
+        self.script: deque[Step] = deque()
+        self.default = ok()
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.cancelled = 0
+        self.active = 0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def then(self, *steps: Step) -> FakeOpenAI:
+        self.script.extend(steps)
+        return self
+
+    async def start(self) -> FakeOpenAI:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- handlers -------------------------------------------------------------------------------
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        step = self.script.popleft() if self.script else self.default
+        if step.kind != "ok":
+            return await self._misbehave(request, step, stream=False, body=body)
+        items = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return web.json_response({
+            "object": "list", "model": body["model"],
+            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2]}
+                     for i, _ in enumerate(items)],
+            "usage": {"prompt_tokens": 7, "total_tokens": 7},
+        })
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        step = self.script.popleft() if self.script else self.default
+        stream = body.get("stream") is True
+        self.active += 1
+        try:
+            if step.kind == "ok":
+                if stream:
+                    return await self._stream_ok(request, body, step)
+                return web.json_response(self._completion(body, step))
+            return await self._misbehave(request, step, stream=stream, body=body)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.active -= 1
+
+    def _completion(self, body: dict[str, Any], step: Step) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": step.content},
+                         "finish_reason": "stop"}],
+        }
+        if step.usage:
+            out["usage"] = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+        return out
+
+    @staticmethod
+    def chunk(model: str, content: str | None, finish: str | None = None) -> dict[str, Any]:
+        delta = {"content": content} if content is not None else {}
+        return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    def _frames(self, body: dict[str, Any], step: Step) -> list[bytes]:
+        model = body["model"]
+        words = step.content.split(" ")
+        frames = [self.chunk(model, (" " if i else "") + w) for i, w in enumerate(words)]
+        frames.append(self.chunk(model, None, "stop"))
+        out = [b"data: " + json.dumps(f).encode() + b"\n\n" for f in frames]
+        so = body.get("stream_options") or {}
+        if step.usage and so.get("include_usage"):
+            usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+                     "model": model, "choices": [],
+                     "usage": {"prompt_tokens": 11, "completion_tokens": len(words),
+                               "total_tokens": 11 + len(words)}}
+            out.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
+        return out
+
+    async def _open_stream(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        return resp
+
+    async def _stream_ok(self, request: web.Request, body: dict[str, Any],
+                         step: Step) -> web.StreamResponse:
+        resp = await self._open_stream(request)
+        for frame in self._frames(body, step):
+            await resp.write(frame)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def _misbehave(self, request: web.Request, step: Step, *, stream: bool,
+                         body: dict[str, Any]) -> web.StreamResponse:
+        kind = step.kind
+        if kind == "status":
+            return web.Response(status=step.status, body=step.body, headers=step.headers,
+                                content_type=step.content_type)
+        if kind == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            await asyncio.sleep(3600)
+        if kind == "hang":
+            await asyncio.sleep(3600)
+        frames = self._frames(body, ok(step.content))
+        if kind == "quirks":
+            return await self._quirks(request, body, step)
+        resp = await self._open_stream(request)
+        for frame in frames[: step.chunks_before]:
+            await resp.write(frame)
+        if kind == "hang_mid":
+            await asyncio.sleep(3600)
+        elif kind == "cut":
+            await resp.write(b'data: {"id":"chatcmpl-fake","choi')
+            assert request.transport is not None
+            request.transport.abort()
+            await asyncio.sleep(3600)
+        elif kind == "eof":
+            await resp.write_eof()
+        elif kind == "inband":
+            err = {"error": {"message": step.content, "type": "overloaded_error",
+                             "code": "overloaded"}}
+            await resp.write(b"data: " + json.dumps(err).encode() + b"\n\n")
+            await resp.write_eof()
+        return resp
+
+    async def _quirks(self, request: web.Request, body: dict[str, Any],
+                      step: Step) -> web.StreamResponse:
+        model = body["model"]
+        resp = await self._open_stream(request)
+        words = step.content.split(" ")
+        await resp.write(b"\xef\xbb\xbf: keep-alive comment\r\n\r\n")
+        annotation = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                      "prompt_filter_results": []}
+        await resp.write(b"data: " + json.dumps(annotation).encode() + b"\r\n\r\n")
+        for i, w in enumerate(words):
+            text = json.dumps(self.chunk(model, (" " if i else "") + w), indent=1)
+            # multi-line data: one JSON document spread over several data: lines, CR line ends
+            lines = b"".join(b"data:" + line.encode() + b"\r" for line in text.split("\n"))
+            await resp.write(lines[:7])
+            await resp.write(lines[7:] + b"\r")
+        await resp.write(b"data:  " + json.dumps(self.chunk(model, None, "stop")).encode()
+                         + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
