@@ -1,0 +1,210 @@
+"""FAULTS.md "Data plane: client → sidecar": bad input never reaches a provider and is answered in
+the OpenAI error shape with the right status and the offending field."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI, hang_mid
+
+from .conftest import StartSidecar, backend, config, route
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def assert_openai_error(body: Any, type_: str, param: str | None = None) -> None:
+    assert set(body) == {"error"}
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["type"] == type_
+    assert isinstance(err["message"], str) and err["message"]
+    if param is not None:
+        assert err["param"] == param
+        assert param in err["message"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{not json",
+        b"",
+        b"[1, 2]",
+        b'"just a string"',
+        b'{"model": "chat", "messages": [' + b"[" * 100_000,
+        b'{"model": "chat", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"model": "chat", "n": ' + b"9" * 100_000 + b"}",
+        b'{"model": "chat", "temperature": 1e999999}',
+        b'{"model": "chat", "temperature": NaN}',
+        b'{"model": "chat", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+    ],
+    ids=["malformed", "empty", "array", "string", "deep-open", "deep-closed", "huge-int",
+         "huge-float", "nan", "invalid-utf8"],
+)
+async def test_unparseable_body_is_400_without_upstream_call(
+    start_sidecar: StartSidecar, fake: FakeOpenAI, raw: bytes
+) -> None:
+    sc = await start_sidecar(config(route("chat", backend("a", fake))))
+    status, _, body = await sc.post("/v1/chat/completions", data=raw,
+                                    headers={"Content-Type": "application/json"})
+    assert status == 400
+    assert_openai_error(body, "invalid_request_error")
+    assert fake.requests == []
+    assert sc.audit.records[-1]["status"] == 400
+    assert sc.audit.records[-1]["inputTokens"] == 0
+
+
+@pytest.mark.parametrize(
+    ("patch", "param"),
+    [
+        ({"messages": "hi"}, "messages"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": 5, "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"messages": ["x"]}, "messages[0]"),
+        ({"max_tokens": "10"}, "max_tokens"),
+        ({"max_tokens": -1}, "max_tokens"),
+        ({"max_tokens": True}, "max_tokens"),
+        ({"stream": "yes"}, "stream"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"model": 42}, "model"),
+        ({"model": None}, "model"),
+        ({"messages": [{"role": "user", "content": "\ud800"}]}, "messages[0].content"),
+    ],
+)
+async def test_wrong_types_are_400_with_field_path(
+    start_sidecar: StartSidecar, fake: FakeOpenAI, patch: dict[str, Any], param: str
+) -> None:
+    sc = await start_sidecar(config(route("chat", backend("a", fake))))
+    body: dict[str, Any] = {"model": "chat", "messages": MSG, **patch}
+    raw = json.dumps(body).encode()  # json.dumps escapes the lone surrogate as \ud800
+    status, _, out = await sc.post("/v1/chat/completions", data=raw,
+                                   headers={"Content-Type": "application/json"})
+    assert status == 400
+    assert_openai_error(out, "invalid_request_error", param)
+    assert fake.requests == []
+
+
+async def test_sdk_sees_bad_request_error(start_sidecar: StartSidecar, fake: FakeOpenAI) -> None:
+    sc = await start_sidecar(config(route("chat", backend("a", fake))))
+    async with openai.AsyncOpenAI(base_url=sc.base_url, api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(model="chat", messages=MSG, max_tokens=-5)  # type: ignore[arg-type]
+    assert info.value.param == "max_tokens"  # type: ignore[attr-defined]
+
+
+async def test_embeddings_input_checked(start_sidecar: StartSidecar, fake: FakeOpenAI) -> None:
+    sc = await start_sidecar(config(route("emb", backend("a", fake))))
+    status, _, out = await sc.post("/v1/embeddings", {"model": "emb", "input": [1.5]})
+    assert status == 400
+    assert_openai_error(out, "invalid_request_error", "input[0]")
+    status, _, out = await sc.post("/v1/embeddings", {"model": "emb", "input": ["a"]})
+    assert status == 200 and len(out["data"]) == 1
+    assert len(fake.requests) == 1
+
+
+async def test_unknown_model_is_404_without_upstream_call(
+    start_sidecar: StartSidecar, fake: FakeOpenAI
+) -> None:
+    sc = await start_sidecar(config(route("chat", backend("a", fake))))
+    async with openai.AsyncOpenAI(base_url=sc.base_url, api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.NotFoundError) as info:
+            await client.chat.completions.create(model="gpt-nope", messages=MSG)  # type: ignore[arg-type]
+    assert info.value.code == "model_not_found"
+    assert "chat" in info.value.message
+    assert fake.requests == []
+
+
+async def test_unknown_path_and_method_are_openai_errors(start_sidecar: StartSidecar) -> None:
+    sc = await start_sidecar(config(route("m", backend("mock"))))
+    status, _, body = await sc.post("/v1/completions", {"model": "m"})
+    assert status == 404
+    assert_openai_error(body, "invalid_request_error")
+    status, text = await sc.get(sc.url + "/v1/chat/completions")
+    assert status == 405
+    assert_openai_error(json.loads(text), "invalid_request_error")
+
+
+async def _raw_request(url: str, head: bytes, body: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head + body)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()
+    return data
+
+
+async def test_oversize_body_is_413_before_it_is_read(
+    start_sidecar: StartSidecar, fake: FakeOpenAI
+) -> None:
+    from sluice_sidecar.contract import Limits
+
+    sc = await start_sidecar(config(route("chat", backend("a", fake)),
+                                    limits=Limits(max_request_bytes=4096)))
+    # Announce 10 MiB but send only 100 bytes: the answer must come without the rest.
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10485760\r\n\r\n")
+    data = await _raw_request(sc.url, head, b"{" + b" " * 99)
+    status_line, _, rest = data.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 413")
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"]["code"] == "request_too_large"
+    assert fake.requests == []
+    assert sc.audit.records[-1]["status"] == 413
+
+
+async def test_oversize_chunked_body_is_413(start_sidecar: StartSidecar, fake: FakeOpenAI) -> None:
+    from sluice_sidecar.contract import Limits
+
+    sc = await start_sidecar(config(route("chat", backend("a", fake)),
+                                    limits=Limits(max_request_bytes=4096)))
+
+    async def gen() -> Any:
+        for _ in range(100):
+            yield b"x" * 1024
+
+    async with aiohttp.ClientSession() as s, s.post(sc.url + "/v1/chat/completions",
+                                                    data=gen()) as r:
+        assert r.status == 413
+    assert fake.requests == []
+
+
+async def test_body_at_the_limit_passes(start_sidecar: StartSidecar, fake: FakeOpenAI) -> None:
+    from sluice_sidecar.contract import Limits
+
+    raw = json.dumps({"model": "chat", "messages": MSG}).encode()
+    sc = await start_sidecar(config(route("chat", backend("a", fake)),
+                                    limits=Limits(max_request_bytes=len(raw))))
+    status, _, _ = await sc.post("/v1/chat/completions", data=raw)
+    assert status == 200
+
+
+async def test_client_disconnect_mid_stream_cancels_upstream(
+    start_sidecar: StartSidecar, fake: FakeOpenAI
+) -> None:
+    fake.then(hang_mid(2))
+    sc = await start_sidecar(config(route("chat", backend("a", fake))))
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(sc.url + "/v1/chat/completions",
+                         json={"model": "chat", "messages": MSG, "stream": True})
+        first = await r.content.readline()
+        assert first.startswith(b"data: ")
+        r.close()  # the app goes away while the provider is still "generating"
+    for _ in range(500):
+        if fake.cancelled and sc.audit.records:
+            break
+        await asyncio.sleep(0.01)
+    assert fake.cancelled == 1
+    assert fake.active == 0
+    rec = sc.audit.records[-1]
+    assert rec["outcome"] == "client_disconnected"
+    assert rec["outputTokens"] == 2  # counted: the chunks produced before the disconnect
+    assert rec["usageSource"] == "estimated"
+    assert sc.gateway.route_state(sc.gateway.snapshot.routes["chat"]).of(  # type: ignore[union-attr]
+        sc.gateway.snapshot.routes["chat"].backends[0]).probing is False  # type: ignore[union-attr]

@@ -1,0 +1,49 @@
+"""Aggregation of sidecar reports: idempotency, staleness, health and rollout."""
+
+from __future__ import annotations
+
+from sluice_operator.reports import STALE_AFTER, Reports
+from sluice_sidecar.contract import BackendHealth, BackendState, UsageEntry, UsageReport
+
+
+def report(pod: str, seq: int, hash_: str = "h1", **usage: int) -> UsageReport:
+    return UsageReport(
+        namespace="ns",
+        pod=pod,
+        config_hash=hash_,
+        seq=seq,
+        window_start=0,
+        window_end=10,
+        usage=(
+            UsageEntry(route="chat", backend="a", latency_p50_ms=10.0, **usage),
+            UsageEntry(route="other", backend="z", requests=100),
+        ),
+        health=(BackendHealth(route="chat", backend="b", state=BackendState.EJECTED, until=60.0),),
+    )
+
+
+def test_duplicates_and_old_sequence_numbers_are_ignored() -> None:
+    r = Reports()
+    assert r.add(report("p1", 2, requests=5), now=0)
+    assert not r.add(report("p1", 2, requests=5), now=1)
+    assert not r.add(report("p1", 1, requests=5), now=1)
+    assert r.route_status("ns", "chat", "h1", now=1)["backends"][0]["requests"] == 5
+
+
+def test_two_pods_sum_and_rollout_counts_hashes() -> None:
+    r = Reports()
+    r.add(report("p1", 1, requests=5, errors=1, fallbacks=2), now=0)
+    r.add(report("p2", 1, "h0", requests=3), now=0)
+    out = r.route_status("ns", "chat", "h1", now=1)
+    a = next(b for b in out["backends"] if b["name"] == "a")
+    assert (a["requests"], a["errors"], a["fallbacks"], a["p50LatencyMs"]) == (8, 1, 2, 10.0)
+    b = next(b for b in out["backends"] if b["name"] == "b")
+    assert (b["state"], b["until"]) == ("Ejected", "1970-01-01T00:01:00Z")
+    assert out["rollout"] == {"configHash": "h1", "pods": 2, "applied": 1}
+
+
+def test_stale_pods_drop_out() -> None:
+    r = Reports()
+    r.add(report("p1", 1, requests=5), now=0)
+    out = r.route_status("ns", "chat", "h1", now=STALE_AFTER + 1)
+    assert out == {"backends": [], "rollout": {"configHash": "h1", "pods": 0, "applied": 0}}
