@@ -7,7 +7,6 @@ Run as a module, never as ``kopf run file.py`` (that puts the file's folder firs
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -19,13 +18,11 @@ def run(options: OperatorOptions) -> int:
 
     from . import handlers  # noqa: F401 - registers the handlers
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    kopf.configure(verbose=options.verbose)
     kopf.run(
         clusterwide=True,
         standalone=options.standalone,
-        peering_name=options.peering,
+        peering_name=None if options.standalone else options.peering,
         liveness_endpoint=options.liveness,
         memo=kopf.Memo(options=options),
     )

@@ -18,6 +18,7 @@ class OperatorOptions:
     controlplane_host: str = "0.0.0.0"  # noqa: S104 - sidecars in other pods connect here
     controlplane_port: int = 9090
     liveness: str | None = "http://0.0.0.0:8080/healthz"
+    verbose: bool = False
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--liveness", default=d.liveness, help="kopf liveness endpoint URL ('' to disable)"
     )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
 
 
 def from_args(args: argparse.Namespace) -> OperatorOptions:
@@ -42,4 +44,5 @@ def from_args(args: argparse.Namespace) -> OperatorOptions:
         controlplane_host=args.controlplane_host,
         controlplane_port=args.controlplane_port,
         liveness=args.liveness or None,
+        verbose=args.verbose,
     )

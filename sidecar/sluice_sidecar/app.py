@@ -141,15 +141,21 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
 
 
 def _error(err: errors.SluiceError) -> web.Response:
-    return web.Response(status=err.status, body=errors.error_body(err),
-                        content_type="application/json", headers=err.headers())
+    return web.Response(
+        status=err.status,
+        body=errors.error_body(err),
+        content_type="application/json",
+        headers=err.headers(),
+    )
 
 
 # --- admin --------------------------------------------------------------------------------------
 
 
-def create_admin_app(api: web.Application, registry: CollectorRegistry | None = None,
-                     ) -> web.Application:
+def create_admin_app(
+    api: web.Application,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
     """Health, readiness and metrics for the gateway of ``api`` (a separate port)."""
     gw = api[GATEWAY]
     reg = registry if registry is not None else gw.metrics.registry
@@ -166,8 +172,11 @@ def create_admin_app(api: web.Application, registry: CollectorRegistry | None = 
             "configHash": snap.hash if snap else None,
             "configError": gw.source.error,
         }
-        return web.Response(status=200 if snap is not None else 503,
-                            text=json.dumps(body), content_type="application/json")
+        return web.Response(
+            status=200 if snap is not None else 503,
+            text=json.dumps(body),
+            content_type="application/json",
+        )
 
     async def metrics(request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(reg))

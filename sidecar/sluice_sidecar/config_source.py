@@ -90,12 +90,19 @@ def check(config: SidecarConfig) -> list[str]:
                 out.append(f"{bw}.baseUrl: must start with http:// or https://")
             if b.mock is not None and not 0.0 <= b.mock.failure_rate <= 1.0:
                 out.append(f"{bw}.mock.failureRate: must be between 0 and 1")
-        if route.strategy is Strategy.WEIGHTED and route.backends \
-                and all(b.weight == 0 for b in route.backends):
+        if (
+            route.strategy is Strategy.WEIGHTED
+            and route.backends
+            and all(b.weight == 0 for b in route.backends)
+        ):
             out.append(f"{where}.backends: Weighted needs at least one positive weight")
         t = route.timeouts
-        for fname, value in (("connect", t.connect), ("firstToken", t.first_token),
-                             ("idle", t.idle), ("total", t.total)):
+        for fname, value in (
+            ("connect", t.connect),
+            ("firstToken", t.first_token),
+            ("idle", t.idle),
+            ("total", t.total),
+        ):
             if value <= 0:
                 out.append(f"{where}.timeouts.{fname}: must be positive")
         if route.retry.attempts < 1:
@@ -204,4 +211,3 @@ def source_from(config: str | Path | SidecarConfig | ConfigSource) -> ConfigSour
     if isinstance(config, SidecarConfig):
         return StaticConfig(config)
     return FileConfig(config)
-

@@ -63,8 +63,13 @@ async def serve_async(
     try:
         await web.TCPSite(api_runner, host, port, shutdown_timeout=10).start()
         await web.TCPSite(admin_runner, admin_host, admin_port).start()
-        log.info("sluice sidecar serving the API on %s:%d, admin on %s:%d",
-                 host, port, admin_host, admin_port)
+        log.info(
+            "sluice sidecar serving the API on %s:%d, admin on %s:%d",
+            host,
+            port,
+            admin_host,
+            admin_port,
+        )
         if started is not None:
             started()
         await stop.wait()
@@ -87,8 +92,11 @@ def serve(
 ) -> None:
     """Run the sidecar in the foreground until SIGINT/SIGTERM. ``config``: a path to a
     SidecarConfig file (JSON or YAML, watched for changes), a ``SidecarConfig`` or a source."""
-    _run(serve_async(config, host, port, admin_port, secrets_dir,
-                     admin_host=admin_host, audit_log=audit_log))
+    _run(
+        serve_async(
+            config, host, port, admin_port, secrets_dir, admin_host=admin_host, audit_log=audit_log
+        )
+    )
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
@@ -109,19 +117,35 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--secrets-dir", default=None, help="directory the API key files live in")
     p.add_argument("--host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=4000, help="API port (default 4000)")
-    p.add_argument("--admin-host", default="127.0.0.1",
-                   help="admin bind address; 0.0.0.0 in a pod so probes and Prometheus reach it")
+    p.add_argument(
+        "--admin-host",
+        default="127.0.0.1",
+        help="admin bind address; 0.0.0.0 in a pod so probes and Prometheus reach it",
+    )
     p.add_argument("--admin-port", type=int, default=4001, help="admin port (default 4001)")
-    p.add_argument("--audit-log", default="-",
-                   help="audit JSON lines: '-' stdout (default), a file path, or 'none'")
+    p.add_argument(
+        "--audit-log",
+        default="-",
+        help="audit JSON lines: '-' stdout (default), a file path, or 'none'",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(args.config, args.host, args.port, args.admin_port, args.secrets_dir,
-          admin_host=args.admin_host, audit_log=args.audit_log)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    serve(
+        args.config,
+        args.host,
+        args.port,
+        args.admin_port,
+        args.secrets_dir,
+        admin_host=args.admin_host,
+        audit_log=args.audit_log,
+    )
     return 0

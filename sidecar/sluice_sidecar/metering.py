@@ -23,13 +23,42 @@ from .contract import Backend, BackendState
 from .exchange import Exchange
 from .providers.base import Usage
 
-DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
-                    40.96, 81.92)
+DURATION_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-                7.5, 10.0)
-_GENAI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
-          "sluice_backend")
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+_GENAI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "sluice_backend")
 _STATE_VALUES = {BackendState.HEALTHY: 0, BackendState.COOLING_DOWN: 1, BackendState.EJECTED: 2}
 
 
@@ -56,8 +85,13 @@ def headers(ex: Exchange) -> dict[str, str]:
     return out
 
 
-def audit_record(ex: Exchange, *, now_wall: float, now: float, config_hash: str | None,
-                 ) -> dict[str, Any]:
+def audit_record(
+    ex: Exchange,
+    *,
+    now_wall: float,
+    now: float,
+    config_hash: str | None,
+) -> dict[str, Any]:
     """The audit record of a finished request. A pure function; no prompt or answer text."""
     usage = ex.usage
     err = ex.error
@@ -151,41 +185,78 @@ class Metrics:
         self.duration = Histogram(
             "gen_ai_client_operation_duration_seconds",
             "GenAI operation duration as the app sees it (sidecar in to sidecar out).",
-            [*_GENAI, "error_type"], registry=registry, buckets=DURATION_BUCKETS)
+            [*_GENAI, "error_type"],
+            registry=registry,
+            buckets=DURATION_BUCKETS,
+        )
         self.tokens = Histogram(
-            "gen_ai_client_token_usage", "Tokens used per operation, by gen_ai_token_type.",
-            [*_GENAI, "gen_ai_token_type"], registry=registry, buckets=TOKEN_BUCKETS)
+            "gen_ai_client_token_usage",
+            "Tokens used per operation, by gen_ai_token_type.",
+            [*_GENAI, "gen_ai_token_type"],
+            registry=registry,
+            buckets=TOKEN_BUCKETS,
+        )
         self.ttft = Histogram(
             "gen_ai_server_time_to_first_token_seconds",
             "Time to the first streamed token (first frame) as measured by the sidecar.",
-            _GENAI, registry=registry, buckets=TTFT_BUCKETS)
+            _GENAI,
+            registry=registry,
+            buckets=TTFT_BUCKETS,
+        )
         self.requests = Counter(
-            "sluice_requests", "Client requests by route and final HTTP status.",
-            ["route", "code", "outcome"], registry=registry)
+            "sluice_requests",
+            "Client requests by route and final HTTP status.",
+            ["route", "code", "outcome"],
+            registry=registry,
+        )
         self.attempts = Counter(
-            "sluice_upstream_attempts", "Tries sent to backends, by result (ok or failure class).",
-            ["route", "backend", "result"], registry=registry)
+            "sluice_upstream_attempts",
+            "Tries sent to backends, by result (ok or failure class).",
+            ["route", "backend", "result"],
+            registry=registry,
+        )
         self.retries = Counter(
-            "sluice_retries", "Extra tries against the same backend.",
-            ["route", "backend"], registry=registry)
+            "sluice_retries",
+            "Extra tries against the same backend.",
+            ["route", "backend"],
+            registry=registry,
+        )
         self.fallbacks = Counter(
-            "sluice_fallbacks", "Moves from a failed backend to the next one.",
-            ["route", "from_backend", "to_backend", "reason"], registry=registry)
+            "sluice_fallbacks",
+            "Moves from a failed backend to the next one.",
+            ["route", "from_backend", "to_backend", "reason"],
+            registry=registry,
+        )
         self.budget_exhausted = Counter(
-            "sluice_retry_budget_exhausted", "Retries refused because the retry budget was spent.",
-            ["route"], registry=registry)
+            "sluice_retry_budget_exhausted",
+            "Retries refused because the retry budget was spent.",
+            ["route"],
+            registry=registry,
+        )
         self.ejections = Counter(
-            "sluice_breaker_ejections", "Circuit breaker openings (backend ejected).",
-            ["route", "backend"], registry=registry)
+            "sluice_breaker_ejections",
+            "Circuit breaker openings (backend ejected).",
+            ["route", "backend"],
+            registry=registry,
+        )
         self.cost = Counter(
-            "sluice_cost_usd", "Spend in USD at the configured prices.",
-            ["route", "backend"], registry=registry)
+            "sluice_cost_usd",
+            "Spend in USD at the configured prices.",
+            ["route", "backend"],
+            registry=registry,
+        )
         self.stream_failures = Counter(
-            "sluice_stream_failures", "Streams ended by an error after the first byte.",
-            ["route", "backend", "reason"], registry=registry)
+            "sluice_stream_failures",
+            "Streams ended by an error after the first byte.",
+            ["route", "backend", "reason"],
+            registry=registry,
+        )
         self.disconnects = Counter(
-            "sluice_client_disconnects", "Requests the client abandoned before the answer ended.",
-            ["route"], registry=registry)
+            "sluice_client_disconnects",
+            "Requests the client abandoned before the answer ended.",
+            ["route"],
+            registry=registry,
+        )
         self._series: dict[tuple[str, str, str, str], _Series] = {}
 
     def series(self, op: str, provider: str, route: str, backend: str) -> _Series:
@@ -212,8 +283,9 @@ class Metrics:
             return
         elapsed = now - ex.started
         if ex.error is not None:
-            self.duration.labels(ex.operation, str(b.provider), route, b.name,
-                                 ex.error.code or ex.error.type).observe(elapsed)
+            self.duration.labels(
+                ex.operation, str(b.provider), route, b.name, ex.error.code or ex.error.type
+            ).observe(elapsed)
             s = None
         else:
             s = self.series(ex.operation, str(b.provider), route, b.name)
@@ -243,25 +315,32 @@ class StateCollector(Collector):
         state = GaugeMetricFamily(
             "sluice_backend_state",
             "Backend state: 0 Healthy, 1 CoolingDown (429), 2 Ejected (breaker open).",
-            labels=["route", "backend"])
+            labels=["route", "backend"],
+        )
         failures = GaugeMetricFamily(
-            "sluice_backend_consecutive_failures", "Consecutive failures counted by the breaker.",
-            labels=["route", "backend"])
+            "sluice_backend_consecutive_failures",
+            "Consecutive failures counted by the breaker.",
+            labels=["route", "backend"],
+        )
         for route, backend, st, consecutive in self._health():
             state.add_metric([route, backend], _STATE_VALUES[st])
             failures.add_metric([route, backend], consecutive)
         yield state
         yield failures
         loaded, valid, reload_failures, config_hash = self._config()
-        yield GaugeMetricFamily("sluice_config_loaded",
-                                "1 when a valid config is being served.", value=int(loaded))
+        yield GaugeMetricFamily(
+            "sluice_config_loaded", "1 when a valid config is being served.", value=int(loaded)
+        )
         yield GaugeMetricFamily(
             "sluice_config_valid",
             "0 when the latest config file could not be used (last good config kept).",
-            value=int(valid))
-        yield CounterMetricFamily("sluice_config_reload_failures",
-                                  "Config files rejected since start.", value=reload_failures)
-        info = GaugeMetricFamily("sluice_config_info", "The config being served.",
-                                 labels=["hash"])
+            value=int(valid),
+        )
+        yield CounterMetricFamily(
+            "sluice_config_reload_failures",
+            "Config files rejected since start.",
+            value=reload_failures,
+        )
+        info = GaugeMetricFamily("sluice_config_info", "The config being served.", labels=["hash"])
         info.add_metric([config_hash], 1)
         yield info

@@ -89,8 +89,9 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         try:
             return await request.content.readexactly(length)
         except asyncio.IncompleteReadError:
-            raise errors.InvalidJSON("The request body is shorter than its Content-Length.") \
-                from None
+            raise errors.InvalidJSON(
+                "The request body is shorter than its Content-Length."
+            ) from None
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -151,15 +152,29 @@ async def with_retries(gw: Gateway, ex: Exchange, attempt: Callable[[Call], Awai
         except UpstreamError as err:
             now = clock.now()
             ejected = routing.on_failure(
-                route, health, failure=err.failure, counts_for_breaker=err.counts_for_breaker,
-                retry_after=err.retry_after, now=now, rng=gw.rng)
+                route,
+                health,
+                failure=err.failure,
+                counts_for_breaker=err.counts_for_breaker,
+                retry_after=err.retry_after,
+                now=now,
+                rng=gw.rng,
+            )
             metrics.attempts.labels(route.name, backend.name, str(err.failure or "fatal")).inc()
             if ejected:
                 metrics.ejections.labels(route.name, backend.name).inc()
             decision = routing.next_try(
-                route, state, failed=backend, failure=err.failure,
-                retry_same_backend=err.retry_same_backend, retry_after=err.retry_after,
-                tries=tries, now=now, deadline=ex.deadline, rng=gw.rng)
+                route,
+                state,
+                failed=backend,
+                failure=err.failure,
+                retry_same_backend=err.retry_same_backend,
+                retry_after=err.retry_after,
+                tries=tries,
+                now=now,
+                deadline=ex.deadline,
+                rng=gw.rng,
+            )
             if isinstance(decision, routing.GiveUp):
                 if decision.reason == "retry budget exhausted":
                     metrics.budget_exhausted.labels(route.name).inc()
@@ -167,8 +182,9 @@ async def with_retries(gw: Gateway, ex: Exchange, attempt: Callable[[Call], Awai
                 raise
             if decision.fallback:
                 ex.fallbacks += 1
-                metrics.fallbacks.labels(route.name, backend.name, decision.backend.name,
-                                         str(err.failure)).inc()
+                metrics.fallbacks.labels(
+                    route.name, backend.name, decision.backend.name, str(err.failure)
+                ).inc()
             else:
                 ex.retries += 1
                 metrics.retries.labels(route.name, backend.name).inc()
@@ -222,8 +238,7 @@ async def _unary(gw: Gateway, ex: Exchange) -> web.Response:
     ex.status = 200
     ex.ttft = gw.clock.now() - ex.started
     ex.usage = up.usage or _estimate(ex, up)
-    return web.Response(body=body, content_type="application/json",
-                        headers=metering.headers(ex))
+    return web.Response(body=body, content_type="application/json", headers=metering.headers(ex))
 
 
 _Opened = tuple[Upstream, AsyncGenerator[bytes, None], bytes | None]
@@ -275,10 +290,15 @@ async def _stream(gw: Gateway, request: web.Request, ex: Exchange) -> web.Stream
         up.release()
     except (TimeoutError, UpstreamError) as exc:
         up.close()
-        err = exc if isinstance(exc, UpstreamError) else errors.UpstreamTimeout(
-            f"Backend '{backend.name}' stalled mid-stream (no event within {idle:g}s) or the "
-            f"request exceeded its total timeout of {route.timeouts.total:g}s.",
-            backend=backend.name)
+        err = (
+            exc
+            if isinstance(exc, UpstreamError)
+            else errors.UpstreamTimeout(
+                f"Backend '{backend.name}' stalled mid-stream (no event within {idle:g}s) or the "
+                f"request exceeded its total timeout of {route.timeouts.total:g}s.",
+                backend=backend.name,
+            )
+        )
         _mid_stream_failure(gw, ex, err)
         try:
             await resp.write(sse.encode(json.dumps(errors.error_object(err))))
@@ -306,13 +326,18 @@ def _mid_stream_failure(gw: Gateway, ex: Exchange, err: UpstreamError) -> None:
     ex.error = err
     reason = str(err.failure) if err.failure else (err.code or "error")
     gw.metrics.stream_failures.labels(route.name, backend.name, reason).inc()
-    if routing.on_failure(route, gw.route_state(route).of(backend), failure=err.failure,
-                          counts_for_breaker=err.counts_for_breaker, retry_after=None,
-                          now=gw.clock.now(), rng=gw.rng):
+    if routing.on_failure(
+        route,
+        gw.route_state(route).of(backend),
+        failure=err.failure,
+        counts_for_breaker=err.counts_for_breaker,
+        retry_after=None,
+        now=gw.clock.now(),
+        rng=gw.rng,
+    ):
         gw.metrics.ejections.labels(route.name, backend.name).inc()
 
 
 def _estimate(ex: Exchange, up: Upstream) -> Usage:
     prompt = validate.estimate_tokens(validate.prompt_chars(ex.body))
     return Usage(prompt, up.content_chunks, source="estimated")
-

@@ -198,8 +198,8 @@ def on_success(h: BackendHealth, ttft: float | None) -> None:
     h.ejections = 0
     h.ejected_until = 0.0
     if ttft is not None:
-        h.ewma_ttft = ttft if h.ewma_ttft is None else (
-            EWMA_ALPHA * ttft + (1 - EWMA_ALPHA) * h.ewma_ttft
+        h.ewma_ttft = (
+            ttft if h.ewma_ttft is None else (EWMA_ALPHA * ttft + (1 - EWMA_ALPHA) * h.ewma_ttft)
         )
 
 
@@ -343,10 +343,15 @@ def next_try(
         ]
         if eligible:
             b = eligible[0]
-            delay = backoff(tries.get(b.name, 0), route.retry.backoff_base,
-                            route.retry.backoff_max, rng)
-            if failure is FailureClass.RATE_LIMITED and b.name == failed.name \
-                    and retry_after is not None and route.fallback.respect_retry_after:
+            delay = backoff(
+                tries.get(b.name, 0), route.retry.backoff_base, route.retry.backoff_max, rng
+            )
+            if (
+                failure is FailureClass.RATE_LIMITED
+                and b.name == failed.name
+                and retry_after is not None
+                and route.fallback.respect_retry_after
+            ):
                 if retry_after > route.fallback.max_retry_after:
                     return GiveUp("Retry-After exceeds maxRetryAfter")
                 delay = retry_after

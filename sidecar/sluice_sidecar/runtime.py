@@ -93,8 +93,9 @@ class Gateway:
             if entry is None or entry.retry_key != key:
                 old = entry.state.health if entry else {}
                 state = routing.new_state(route)
-                state.health.update({k: v for k, v in old.items()
-                                     if any(b.name == k for b in route.backends)})
+                state.health.update(
+                    {k: v for k, v in old.items() if any(b.name == k for b in route.backends)}
+                )
                 self._routes[route.name] = _RouteEntry(key, state)
         for name in list(self._routes):
             if name not in snap.routes:
@@ -115,7 +116,8 @@ class Gateway:
         if entry is None:  # a route from a snapshot that was swapped out mid-request
             entry = self._routes[route.name] = _RouteEntry(
                 (route.retry.budget_ratio, route.retry.budget_min_per_second),
-                routing.new_state(route))
+                routing.new_state(route),
+            )
         return entry.state
 
     def adapter(self, call: Call) -> Adapter:
@@ -129,10 +131,21 @@ class Gateway:
         return adapter
 
     def make_call(self, ex: Exchange, route: Route, backend: Backend) -> Call:
-        key = self.credentials.get(backend.credentials, backend.name) \
-            if backend.credentials is not None else None
-        return Call(ex.operation, route, backend, ex.body, ex.stream, ex.client_wants_usage, key,
-                    ex.request_id)
+        key = (
+            self.credentials.get(backend.credentials, backend.name)
+            if backend.credentials is not None
+            else None
+        )
+        return Call(
+            ex.operation,
+            route,
+            backend,
+            ex.body,
+            ex.stream,
+            ex.client_wants_usage,
+            key,
+            ex.request_id,
+        )
 
     def finish(self, ex: Exchange) -> None:
         """Metrics, hooks and the audit record of a finished request; never raises."""
@@ -140,9 +153,14 @@ class Gateway:
         self.metrics.finish(ex, now)
         for hook in self.hooks.on_finish:
             hook(ex)
-        self.audit.write(audit_record(
-            ex, now_wall=self.clock.wall(), now=now,
-            config_hash=self.snapshot.hash if self.snapshot else None))
+        self.audit.write(
+            audit_record(
+                ex,
+                now_wall=self.clock.wall(),
+                now=now,
+                config_hash=self.snapshot.hash if self.snapshot else None,
+            )
+        )
 
     def health(self) -> Iterator[tuple[str, str, BackendState, int]]:
         snap = self.snapshot
@@ -156,8 +174,7 @@ class Gateway:
 
     def config_health(self) -> tuple[bool, bool, int, str]:
         s = self.source
-        return (self.snapshot is not None, s.error is None, s.reload_failures,
-                s.current_hash or "")
+        return (self.snapshot is not None, s.error is None, s.reload_failures, s.current_hash or "")
 
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("sluice_gateway", Gateway)

@@ -49,9 +49,7 @@ def parse_object(body: bytes) -> dict[str, Any]:
             "Send a JSON object with Content-Type: application/json."
         ) from None
     if not isinstance(obj, dict):
-        raise InvalidJSON(
-            f"The request body must be a JSON object, not a JSON {_kind(obj)}."
-        )
+        raise InvalidJSON(f"The request body must be a JSON object, not a JSON {_kind(obj)}.")
     if _SURROGATE_ESCAPE.search(body):
         _reject_lone_surrogates(obj, "")
     return obj
@@ -146,8 +144,10 @@ def chat(body: dict[str, Any]) -> str:
     _want_number(body, "temperature")
     _want_number(body, "top_p")
     stop = body.get("stop")
-    if stop is not None and not isinstance(stop, str) and not (
-        isinstance(stop, list) and all(isinstance(s, str) for s in stop)
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
         raise InvalidField("stop", "expected a string or an array of strings")
     return model

@@ -1,1 +1,1 @@
-"""Fakes for tests: real servers on loopback that speak providers' wire formats, and a fake clock."""
+"""Fakes for tests: loopback servers speaking providers' wire formats, and a fake clock."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,13 +38,19 @@ def ok(content: str = "Hello from the fake.", *, usage: bool = True) -> Step:
     return Step("ok", content=content, usage=usage)
 
 
-def status(code: int, message: str = "boom", headers: dict[str, str] | None = None,
-           *, body: bytes | None = None, content_type: str = "application/json") -> Step:
+def status(
+    code: int,
+    message: str = "boom",
+    headers: dict[str, str] | None = None,
+    *,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+) -> Step:
     if body is None:
-        body = json.dumps({"error": {"message": message, "type": "server_error",
-                                     "param": None, "code": None}}).encode()
-    return Step("status", status=code, body=body, headers=headers or {},
-                content_type=content_type)
+        body = json.dumps(
+            {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+        ).encode()
+    return Step("status", status=code, body=body, headers=headers or {}, content_type=content_type)
 
 
 def html_502() -> Step:
@@ -107,13 +114,13 @@ class FakeOpenAI:
         self.script.extend(steps)
         return self
 
-    async def start(self) -> FakeOpenAI:
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         server = site._server
         assert server is not None
@@ -134,12 +141,17 @@ class FakeOpenAI:
         if step.kind != "ok":
             return await self._misbehave(request, step, stream=False, body=body)
         items = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        return web.json_response({
-            "object": "list", "model": body["model"],
-            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2]}
-                     for i, _ in enumerate(items)],
-            "usage": {"prompt_tokens": 7, "total_tokens": 7},
-        })
+        return web.json_response(
+            {
+                "object": "list",
+                "model": body["model"],
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2]}
+                    for i, _ in enumerate(items)
+                ],
+                "usage": {"prompt_tokens": 7, "total_tokens": 7},
+            }
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -162,10 +174,17 @@ class FakeOpenAI:
 
     def _completion(self, body: dict[str, Any], step: Step) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1,
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 1,
             "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": step.content},
-                         "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": step.content},
+                    "finish_reason": "stop",
+                }
+            ],
         }
         if step.usage:
             out["usage"] = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
@@ -174,9 +193,13 @@ class FakeOpenAI:
     @staticmethod
     def chunk(model: str, content: str | None, finish: str | None = None) -> dict[str, Any]:
         delta = {"content": content} if content is not None else {}
-        return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
 
     def _frames(self, body: dict[str, Any], step: Step) -> list[bytes]:
         model = body["model"]
@@ -186,10 +209,18 @@ class FakeOpenAI:
         out = [b"data: " + json.dumps(f).encode() + b"\n\n" for f in frames]
         so = body.get("stream_options") or {}
         if step.usage and so.get("include_usage"):
-            usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
-                     "model": model, "choices": [],
-                     "usage": {"prompt_tokens": 11, "completion_tokens": len(words),
-                               "total_tokens": 11 + len(words)}}
+            usage = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": model,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 11,
+                    "completion_tokens": len(words),
+                    "total_tokens": 11 + len(words),
+                },
+            }
             out.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
         return out
 
@@ -198,8 +229,9 @@ class FakeOpenAI:
         await resp.prepare(request)
         return resp
 
-    async def _stream_ok(self, request: web.Request, body: dict[str, Any],
-                         step: Step) -> web.StreamResponse:
+    async def _stream_ok(
+        self, request: web.Request, body: dict[str, Any], step: Step
+    ) -> web.StreamResponse:
         resp = await self._open_stream(request)
         for frame in self._frames(body, step):
             await resp.write(frame)
@@ -207,19 +239,26 @@ class FakeOpenAI:
         await resp.write_eof()
         return resp
 
-    async def _misbehave(self, request: web.Request, step: Step, *, stream: bool,
-                         body: dict[str, Any]) -> web.StreamResponse:
+    async def _misbehave(
+        self, request: web.Request, step: Step, *, stream: bool, body: dict[str, Any]
+    ) -> web.StreamResponse:
         kind = step.kind
         if kind == "status":
-            return web.Response(status=step.status, body=step.body, headers=step.headers,
-                                content_type=step.content_type)
+            return web.Response(
+                status=step.status,
+                body=step.body,
+                headers=step.headers,
+                content_type=step.content_type,
+            )
         if kind == "reset":
             assert request.transport is not None
             request.transport.abort()
             await asyncio.sleep(3600)
         if kind == "hang":
             await asyncio.sleep(3600)
-        frames = self._frames(body, ok(step.content))
+        frames = self._frames(
+            body, ok("Hello from the fake." if kind == "inband" else step.content)
+        )
         if kind == "quirks":
             return await self._quirks(request, body, step)
         resp = await self._open_stream(request)
@@ -235,20 +274,28 @@ class FakeOpenAI:
         elif kind == "eof":
             await resp.write_eof()
         elif kind == "inband":
-            err = {"error": {"message": step.content, "type": "overloaded_error",
-                             "code": "overloaded"}}
+            err = {
+                "error": {"message": step.content, "type": "overloaded_error", "code": "overloaded"}
+            }
             await resp.write(b"data: " + json.dumps(err).encode() + b"\n\n")
             await resp.write_eof()
         return resp
 
-    async def _quirks(self, request: web.Request, body: dict[str, Any],
-                      step: Step) -> web.StreamResponse:
+    async def _quirks(
+        self, request: web.Request, body: dict[str, Any], step: Step
+    ) -> web.StreamResponse:
         model = body["model"]
         resp = await self._open_stream(request)
         words = step.content.split(" ")
         await resp.write(b"\xef\xbb\xbf: keep-alive comment\r\n\r\n")
-        annotation = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
-                      "prompt_filter_results": []}
+        annotation = {
+            "id": "",
+            "object": "",
+            "created": 0,
+            "model": "",
+            "choices": [],
+            "prompt_filter_results": [],
+        }
         await resp.write(b"data: " + json.dumps(annotation).encode() + b"\r\n\r\n")
         for i, w in enumerate(words):
             text = json.dumps(self.chunk(model, (" " if i else "") + w), indent=1)
@@ -256,8 +303,9 @@ class FakeOpenAI:
             lines = b"".join(b"data:" + line.encode() + b"\r" for line in text.split("\n"))
             await resp.write(lines[:7])
             await resp.write(lines[7:] + b"\r")
-        await resp.write(b"data:  " + json.dumps(self.chunk(model, None, "stop")).encode()
-                         + b"\n\n")
+        await resp.write(
+            b"data:  " + json.dumps(self.chunk(model, None, "stop")).encode() + b"\n\n"
+        )
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from sluice_sidecar import app as sidecar_app
 from sluice_sidecar.config_source import ConfigSource
@@ -36,17 +37,26 @@ class Sidecar:
     def gateway(self) -> Gateway:
         return self.app[GATEWAY]
 
-    async def post(self, path: str, body: Any = None, *, data: bytes | None = None,
-                   headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
-        async with aiohttp.ClientSession() as s, s.post(
-            self.url + path, json=body if data is None else None, data=data, headers=headers
-        ) as r:
+    async def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, CIMultiDict[str], Any]:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                self.url + path, json=body if data is None else None, data=data, headers=headers
+            ) as r,
+        ):
             raw = await r.read()
             try:
                 parsed: Any = await r.json(content_type=None)
             except ValueError:
                 parsed = raw
-            return r.status, dict(r.headers), parsed
+            return r.status, r.headers.copy(), parsed
 
     async def get(self, url: str) -> tuple[int, str]:
         async with aiohttp.ClientSession() as s, s.get(url) as r:

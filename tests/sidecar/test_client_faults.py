@@ -43,15 +43,26 @@ def assert_openai_error(body: Any, type_: str, param: str | None = None) -> None
         b'{"model": "chat", "temperature": NaN}',
         b'{"model": "chat", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
     ],
-    ids=["malformed", "empty", "array", "string", "deep-open", "deep-closed", "huge-int",
-         "huge-float", "nan", "invalid-utf8"],
+    ids=[
+        "malformed",
+        "empty",
+        "array",
+        "string",
+        "deep-open",
+        "deep-closed",
+        "huge-int",
+        "huge-float",
+        "nan",
+        "invalid-utf8",
+    ],
 )
 async def test_unparseable_body_is_400_without_upstream_call(
     start_sidecar: StartSidecar, fake: FakeOpenAI, raw: bytes
 ) -> None:
     sc = await start_sidecar(config(route("chat", backend("a", fake))))
-    status, _, body = await sc.post("/v1/chat/completions", data=raw,
-                                    headers={"Content-Type": "application/json"})
+    status, _, body = await sc.post(
+        "/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"}
+    )
     assert status == 400
     assert_openai_error(body, "invalid_request_error")
     assert fake.requests == []
@@ -83,8 +94,9 @@ async def test_wrong_types_are_400_with_field_path(
     sc = await start_sidecar(config(route("chat", backend("a", fake))))
     body: dict[str, Any] = {"model": "chat", "messages": MSG, **patch}
     raw = json.dumps(body).encode()  # json.dumps escapes the lone surrogate as \ud800
-    status, _, out = await sc.post("/v1/chat/completions", data=raw,
-                                   headers={"Content-Type": "application/json"})
+    status, _, out = await sc.post(
+        "/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"}
+    )
     assert status == 400
     assert_openai_error(out, "invalid_request_error", param)
     assert fake.requests == []
@@ -145,11 +157,14 @@ async def test_oversize_body_is_413_before_it_is_read(
 ) -> None:
     from sluice_sidecar.contract import Limits
 
-    sc = await start_sidecar(config(route("chat", backend("a", fake)),
-                                    limits=Limits(max_request_bytes=4096)))
+    sc = await start_sidecar(
+        config(route("chat", backend("a", fake)), limits=Limits(max_request_bytes=4096))
+    )
     # Announce 10 MiB but send only 100 bytes: the answer must come without the rest.
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 10485760\r\n\r\n")
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 10485760\r\n\r\n"
+    )
     data = await _raw_request(sc.url, head, b"{" + b" " * 99)
     status_line, _, rest = data.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 413")
@@ -162,15 +177,18 @@ async def test_oversize_body_is_413_before_it_is_read(
 async def test_oversize_chunked_body_is_413(start_sidecar: StartSidecar, fake: FakeOpenAI) -> None:
     from sluice_sidecar.contract import Limits
 
-    sc = await start_sidecar(config(route("chat", backend("a", fake)),
-                                    limits=Limits(max_request_bytes=4096)))
+    sc = await start_sidecar(
+        config(route("chat", backend("a", fake)), limits=Limits(max_request_bytes=4096))
+    )
 
     async def gen() -> Any:
         for _ in range(100):
             yield b"x" * 1024
 
-    async with aiohttp.ClientSession() as s, s.post(sc.url + "/v1/chat/completions",
-                                                    data=gen()) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sc.url + "/v1/chat/completions", data=gen()) as r,
+    ):
         assert r.status == 413
     assert fake.requests == []
 
@@ -179,8 +197,9 @@ async def test_body_at_the_limit_passes(start_sidecar: StartSidecar, fake: FakeO
     from sluice_sidecar.contract import Limits
 
     raw = json.dumps({"model": "chat", "messages": MSG}).encode()
-    sc = await start_sidecar(config(route("chat", backend("a", fake)),
-                                    limits=Limits(max_request_bytes=len(raw))))
+    sc = await start_sidecar(
+        config(route("chat", backend("a", fake)), limits=Limits(max_request_bytes=len(raw)))
+    )
     status, _, _ = await sc.post("/v1/chat/completions", data=raw)
     assert status == 200
 
@@ -191,8 +210,9 @@ async def test_client_disconnect_mid_stream_cancels_upstream(
     fake.then(hang_mid(2))
     sc = await start_sidecar(config(route("chat", backend("a", fake))))
     async with aiohttp.ClientSession() as s:
-        r = await s.post(sc.url + "/v1/chat/completions",
-                         json={"model": "chat", "messages": MSG, "stream": True})
+        r = await s.post(
+            sc.url + "/v1/chat/completions", json={"model": "chat", "messages": MSG, "stream": True}
+        )
         first = await r.content.readline()
         assert first.startswith(b"data: ")
         r.close()  # the app goes away while the provider is still "generating"
@@ -206,5 +226,11 @@ async def test_client_disconnect_mid_stream_cancels_upstream(
     assert rec["outcome"] == "client_disconnected"
     assert rec["outputTokens"] == 2  # counted: the chunks produced before the disconnect
     assert rec["usageSource"] == "estimated"
-    assert sc.gateway.route_state(sc.gateway.snapshot.routes["chat"]).of(  # type: ignore[union-attr]
-        sc.gateway.snapshot.routes["chat"].backends[0]).probing is False  # type: ignore[union-attr]
+    assert (
+        sc.gateway.route_state(sc.gateway.snapshot.routes["chat"])
+        .of(  # type: ignore[union-attr]
+            sc.gateway.snapshot.routes["chat"].backends[0]
+        )
+        .probing
+        is False
+    )  # type: ignore[union-attr]

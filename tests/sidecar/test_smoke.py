@@ -45,8 +45,11 @@ async def test_mock_provider(start_sidecar: StartSidecar) -> None:
         out = await client.chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
         assert out.usage is not None and out.usage.completion_tokens == 16
         stream = await client.chat.completions.create(
-            model="m", messages=MSG, stream=True,  # type: ignore[arg-type]
-            stream_options={"include_usage": True})
+            model="m",
+            messages=MSG,
+            stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+        )
         chunks = [c async for c in stream]
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
         emb = await client.embeddings.create(model="m", input=["a", "b"])

@@ -36,6 +36,10 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # RE2 and Python agree on this syntax, so the CEL rule and the Python check are the same regex.
 INLINE_KEY_REGEX = r"(sk-[A-Za-z0-9_-]{16,}|AIza[A-Za-z0-9_-]{20,})"
 _INLINE_KEY = re.compile(INLINE_KEY_REGEX)
+# Long free text (prompt messages) is too costly for the regex under the apiserver's CEL cost
+# budget, so its CRD rule looks for the current key prefixes only; Python applies the full regex.
+INLINE_KEY_PREFIXES = ("sk-ant-", "sk-proj-", "sk-svcacct-", "AIza")
+LONG_TEXT = 2048
 INLINE_KEY_MESSAGE = (
     "looks like an inline API key; put the key in a Secret and reference it with "
     "credentials.secretRef"

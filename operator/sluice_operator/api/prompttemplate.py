@@ -22,7 +22,7 @@ class Message(SluiceModel):
     role: Literal["system", "developer", "user", "assistant"] = Field(
         description="system, developer, user or assistant."
     )
-    content: str = text(32768, "Message text with {{variable}} placeholders.")
+    content: str = text(8192, "Message text with {{variable}} placeholders.")
 
 
 class Variable(SluiceModel):
@@ -30,7 +30,7 @@ class Variable(SluiceModel):
 
     required: bool = Field(default=False, description="The request must supply it.")
     default: str | None = text(
-        4096, "Value used when the request does not supply one.", default=None
+        1024, "Value used when the request does not supply one.", default=None
     )
     max_length: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Longest accepted value, in characters."
@@ -42,10 +42,10 @@ class PromptVersion(SluiceModel):
 
     version: int = Field(ge=1, le=1_000_000, description="Version number, unique in the template.")
     messages: list[Message] = Field(
-        min_length=1, max_length=32, description="The messages this version renders."
+        min_length=1, max_length=16, description="The messages this version renders."
     )
     variables: dict[VariableName, Variable] | None = Field(
-        default=None, max_length=32, description="Variables the messages use."
+        default=None, max_length=16, description="Variables the messages use."
     )
     params: dict[str, Any] | None = Field(
         default=None,
@@ -119,7 +119,7 @@ class PromptTemplateSpec(SluiceModel):
 
     versions: list[PromptVersion] = Field(
         min_length=1,
-        max_length=64,
+        max_length=32,
         description="Append-only list of versions; existing versions cannot change or go away.",
         json_schema_extra={
             "x-kubernetes-list-type": "map",

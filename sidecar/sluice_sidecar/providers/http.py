@@ -21,8 +21,9 @@ MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 def map_exception(exc: BaseException, backend: str, *, after_headers: bool) -> errors.UpstreamError:
     """The most specific ``UpstreamError`` for a transport exception."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError
-                  | ssl.SSLError):
+    if isinstance(
+        exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError | ssl.SSLError
+    ):
         return errors.UpstreamTLSError(
             f"TLS failure talking to backend '{backend}': {exc}. Verification is never disabled; "
             "fix the certificate or the baseURL.",
@@ -94,7 +95,8 @@ async def status_error(
     message, code, etype = parse_error_body(raw)
     if message is None:
         message = (
-            f"the provider answered HTTP {resp.status} with a non-JSON body"
+            f"the provider answered HTTP {resp.status} with a non-JSON body "
+            f"({errors.sanitise(resp.content_type)[:60]})"
             if raw.strip()
             else f"the provider answered HTTP {resp.status}"
         )

@@ -21,9 +21,29 @@ from ..contract import MockBehaviour
 from .base import Adapter, Call, Upstream, Usage
 
 _WORDS = (
-    "This", "is", "a", "mock", "answer", "from", "Sluice.", "It", "is", "deterministic,",
-    "costs", "nothing", "and", "needs", "no", "network,", "so", "demos", "and", "tests", "can",
-    "run", "anywhere.",
+    "This",
+    "is",
+    "a",
+    "mock",
+    "answer",
+    "from",
+    "Sluice.",
+    "It",
+    "is",
+    "deterministic,",
+    "costs",
+    "nothing",
+    "and",
+    "needs",
+    "no",
+    "network,",
+    "so",
+    "demos",
+    "and",
+    "tests",
+    "can",
+    "run",
+    "anywhere.",
 )
 _DEFAULT = MockBehaviour()
 
@@ -108,8 +128,12 @@ class MockUpstream(Upstream):
 
     async def frames(self) -> AsyncGenerator[bytes, None]:
         tokens = reply_tokens(self._behaviour)
-        head = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                "model": self._call.backend.model}
+        head = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._call.backend.model,
+        }
         for i, token in enumerate(tokens):
             delta = {"role": "assistant", "content": token} if i == 0 else {"content": token}
             self.content_chunks += 1
