@@ -352,7 +352,7 @@ def start_sidecar(upstream: int, work: Path) -> Target:
                         "model": "bench-model",
                         "baseUrl": f"http://127.0.0.1:{upstream}/v1",
                         "credentials": {"secretName": "s", "key": "k", "file": "key"},
-                        "pricing": {"inputPerMTok": 0.15, "outputPerMTok": 0.6},
+                        "pricing": {"inputPerMtok": 0.15, "outputPerMtok": 0.6},
                     }
                 ],
             }

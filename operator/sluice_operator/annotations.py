@@ -1,4 +1,4 @@
-"""Every ``sluice.dev/*`` label and annotation on Pods and Namespaces, in one table.
+"""Every ``sluice.dev/*`` label and annotation Sluice reads or writes, in one table.
 
 Owns the table (key, kind, where, type, default, who sets it, doc), the parsers the injector uses
 to read those keys, and the Markdown rendering of the table that ``docs/annotations.md`` and the
@@ -35,7 +35,7 @@ class Key:
     on: str
     type: str
     default: str
-    set_by: Literal["user", "injector"]
+    set_by: Literal["user", "injector", "operator"]
     doc: str
 
 
@@ -150,6 +150,17 @@ MEMORY_LIMIT = Key(
     doc="Memory limit of the sidecar.",
 )
 
+CONFIG_HASH = Key(
+    key="sluice.dev/config-hash",
+    kind="annotation",
+    on="ConfigMap sluice-config",
+    type="string",
+    default="",
+    set_by="operator",
+    doc="Hash of the compiled config in the namespace's `sluice-config` ConfigMap; sidecars "
+    "report the hash they run, so rollout status compares the two.",
+)
+
 TABLE: tuple[Key, ...] = (
     INJECT,
     STATUS,
@@ -162,6 +173,7 @@ TABLE: tuple[Key, ...] = (
     CPU_LIMIT,
     MEMORY_REQUEST,
     MEMORY_LIMIT,
+    CONFIG_HASH,
 )
 
 #: resource annotation → (section, resource name) in a container's ``resources``
@@ -317,29 +329,35 @@ def merge_resources(
 ) -> tuple[dict[str, dict[str, str]], list[str]]:
     """Defaults with the per-pod overrides on top, as a container ``resources`` value.
 
-    An override that would leave a request above its limit (which the apiserver rejects, so the
-    pod would not be created at all) is dropped and reported; the default is kept instead.
+    When the overrides of a resource would leave its request above its limit (which the apiserver
+    rejects, so the pod would not be created at all), that resource's overrides are dropped and
+    reported, and its defaults kept.
     """
-    merged: dict[str, dict[str, str]] = {
-        section: dict(values) for section, values in defaults.items() if values
-    }
+
+    def combine(extra: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+        out = {section: dict(values) for section, values in defaults.items() if values}
+        for section, values in extra.items():
+            if values:
+                out.setdefault(section, {}).update(values)
+        return out
+
+    merged = combine(overrides)
     problems: list[str] = []
-    for section, values in overrides.items():
-        for name, value in values.items():
-            candidate = {s: dict(v) for s, v in merged.items()}
-            candidate.setdefault(section, {})[name] = value
-            request = candidate.get("requests", {}).get(name)
-            limit = candidate.get("limits", {}).get(name)
-            req_q = parse_quantity(request) if request is not None else None
-            lim_q = parse_quantity(limit) if limit is not None else None
-            if req_q is not None and lim_q is not None and req_q > lim_q:
-                key = next(k for k, v in RESOURCE_KEYS.items() if v == (section, name))
+    kept = {section: dict(values) for section, values in overrides.items()}
+    for name in sorted({n for values in overrides.values() for n in values}):
+        request = merged.get("requests", {}).get(name)
+        limit = merged.get("limits", {}).get(name)
+        req_q = parse_quantity(request) if request is not None else None
+        lim_q = parse_quantity(limit) if limit is not None else None
+        if req_q is None or lim_q is None or req_q <= lim_q:
+            continue
+        for key, (section, resource) in RESOURCE_KEYS.items():
+            if resource == name and name in kept.get(section, {}):
                 problems.append(
-                    f"ignored {key}={value!r}: {name} request {request} would exceed limit {limit}"
+                    f"ignored {key}={kept[section].pop(name)!r}: the {name} request {request} "
+                    f"would exceed the limit {limit}"
                 )
-                continue
-            merged = candidate
-    return merged, problems
+    return combine(kept), problems
 
 
 # ----------------------------------------------------------------------------------------------
@@ -390,7 +408,7 @@ def render_markdown() -> str:
     """The whole of ``docs/annotations.md``."""
     return (
         "# Labels and annotations\n\n"
-        "Every `sluice.dev/*` key Sluice reads or writes on Pods and Namespaces. Generated from\n"
+        "Every `sluice.dev/*` label and annotation Sluice reads or writes. Generated from\n"
         "`operator/sluice_operator/annotations.py`; do not edit by hand. Types: `bool` is the\n"
         "string `true` or `false`; `port` is 1024-65535 (the sidecar runs as non-root);\n"
         "`quantity` is a Kubernetes resource quantity. A bad value is ignored (the default\n"

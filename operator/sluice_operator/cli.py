@@ -155,7 +155,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
 def cmd_dev_cluster(args: argparse.Namespace) -> int:
     from . import devcluster
 
-    return devcluster.main_dev_cluster([args.workdir] if args.workdir else [])
+    argv = ["--workdir", args.workdir] if args.workdir else []
+    return devcluster.main_dev_cluster(argv + [f"--apply={p}" for p in args.apply])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
     cluster = dev_sub.add_parser("cluster", help="start a local etcd + kube-apiserver")
     cluster.add_argument("--workdir", default=None, help="folder for certs, data and kubeconfig")
+    cluster.add_argument(
+        "--apply", action="append", default=[], metavar="PATH", help="kubectl apply once up"
+    )
     cluster.set_defaults(func=cmd_dev_cluster)
     return parser
 

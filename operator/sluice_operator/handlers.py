@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from . import controlplane, kube
+from . import controlplane, kube, metrics
 from .api import GROUP, KINDS, VERSION
 from .reconcile import Reconciler
 from .settings import OperatorOptions
@@ -46,6 +46,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     app = controlplane.create_app(
         board, controlplane.Auth(review=writer.review_token), reconciler.take_report
     )
+    registry = metrics.build_registry(
+        passes=lambda: reconciler.passes,
+        api_requests=lambda: writer.requests,
+        namespaces=lambda: len(reconciler.results),
+        objects=lambda: len(reconciler.objects),
+        problems=lambda: sum(len(r.problems) for r in reconciler.results.values()),
+        sidecars=lambda: len(reconciler.reports.pods),
+    )
+    app.router.add_get("/metrics", metrics.handler(registry))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, options.controlplane_host, options.controlplane_port).start()

@@ -66,6 +66,8 @@ class Reconciler:
     _failures: dict[str, int] = field(default_factory=dict)
     _report_due: dict[str, float] = field(default_factory=dict)
     passes: int = 0
+    parallel_namespaces: int = 4
+    parallel_writes: int = 8
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -102,16 +104,20 @@ class Reconciler:
             await asyncio.sleep(self.debounce)
             self._wake.clear()
             batch, self._dirty = sorted(self._dirty), set()
-            for namespace in batch:
-                try:
-                    await self.reconcile(namespace)
-                    self._failures.pop(namespace, None)
-                except Exception:
-                    failures = self._failures.get(namespace, 0) + 1
-                    self._failures[namespace] = failures
-                    delay = min(60.0, 0.5 * 2**failures)
-                    log.exception("reconciling %s failed; retrying in %.1fs", namespace, delay)
-                    asyncio.get_running_loop().call_later(delay, self.mark, namespace)
+            limit = asyncio.Semaphore(self.parallel_namespaces)
+            await asyncio.gather(*(self._guarded(namespace, limit) for namespace in batch))
+
+    async def _guarded(self, namespace: str, limit: asyncio.Semaphore) -> None:
+        async with limit:
+            try:
+                await self.reconcile(namespace)
+                self._failures.pop(namespace, None)
+            except Exception:
+                failures = self._failures.get(namespace, 0) + 1
+                self._failures[namespace] = failures
+                delay = min(60.0, 0.5 * 2**failures)
+                log.exception("reconciling %s failed; retrying in %.1fs", namespace, delay)
+                asyncio.get_running_loop().call_later(delay, self.mark, namespace)
 
     def idle(self) -> bool:
         """No namespace waits for a pass (for tests and benchmarks to poll)."""
@@ -140,23 +146,44 @@ class Reconciler:
         self.publish(namespace, result)
 
         now = self.now()
-        for key, obj in sorted(mine.items()):
-            kind = KIND_BY_PLURAL[key[0]]
-            desired = status.desired_status(kind.kind, obj, invalid.get(key, []), result, now)
-            if kind.kind == "ModelRoute" and key not in invalid:
-                desired = self._with_reports(namespace, key[2], desired, result)
-            old = obj.get("status")
-            patch = status.status_patch(old, desired)
-            if patch is None:
-                continue
-            await self.writer.patch_status(key[0], namespace, key[2], patch)
+        limit = asyncio.Semaphore(self.parallel_writes)
+        await asyncio.gather(
+            *(
+                self._write_status(
+                    key, obj=obj, invalid=invalid.get(key, []), result=result, now=now, limit=limit
+                )
+                for key, obj in sorted(mine.items())
+            )
+        )
+        return result
+
+    async def _write_status(
+        self,
+        key: tuple[str, str, str],
+        *,
+        obj: dict[str, Any],
+        invalid: list[str],
+        result: CompileResult,
+        now: str,
+        limit: asyncio.Semaphore,
+    ) -> None:
+        plural, namespace, name = key
+        kind = KIND_BY_PLURAL[plural]
+        desired = status.desired_status(kind.kind, obj, invalid, result, now)
+        if kind.kind == "ModelRoute" and not invalid:
+            desired = self._with_reports(namespace, name, desired, result)
+        old = obj.get("status")
+        patch = status.status_patch(old, desired)
+        if patch is None:
+            return
+        async with limit:
+            await self.writer.patch_status(plural, namespace, name, patch)
             obj["status"] = desired  # what we wrote; the watch event will confirm it
-            change = status.ready_changed(old, desired)
+            change = status.event_worthy(old, desired)
             if change is not None:
                 await self.writer.event(
                     obj, "Normal" if change.status else "Warning", change.reason, change.message
                 )
-        return result
 
     def _with_reports(
         self, namespace: str, name: str, desired: dict[str, Any], result: CompileResult

@@ -160,6 +160,21 @@ def status_patch(
     return changed or None
 
 
+def event_worthy(old: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> Verdict | None:
+    """A Ready change worth an Event: going not-ready, or recovering. A resource that is simply
+    Ready on first sight gets none (that would be one Event per object on every install)."""
+    change = ready_changed(old, desired)
+    if change is None:
+        return None
+    if change.status and not _had_ready(old):
+        return None
+    return change
+
+
+def _had_ready(status: Mapping[str, Any] | None) -> bool:
+    return any(c.get("type") == READY for c in (status or {}).get("conditions") or [])
+
+
 def ready_changed(old: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> Verdict | None:
     """The new Ready verdict when Ready's status or reason changed (worth an Event), else None."""
 

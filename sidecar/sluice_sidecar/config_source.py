@@ -12,6 +12,7 @@ be another ``ConfigSource``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from .clock import Clock, SystemClock
 from .contract import Provider, SidecarConfig, Strategy
 
 Listener = Callable[[SidecarConfig], None]
+log = logging.getLogger("sluice.config")
 
 
 class ConfigError(ValueError):
@@ -146,6 +148,17 @@ class ConfigSource:
     def _fail(self, message: str) -> None:
         self.error = message
         self.reload_failures += 1
+        log.warning(
+            "config rejected (%s): %s",
+            "keeping the last good config"
+            if self.current is not None
+            else "no config to serve yet",
+            message,
+        )
+
+    def _swap_logged(self, config: SidecarConfig) -> None:
+        self._swap(config)
+        log.info("config %s loaded: %d routes", self.current_hash, len(config.routes))
 
     async def run(self) -> None:
         """Keep the config current until cancelled (nothing to do for a fixed config)."""
@@ -195,7 +208,7 @@ class FileConfig(ConfigSource):
         if self.current is not None and config == self.current:
             self.error = None
             return False
-        self._swap(config)
+        self._swap_logged(config)
         return True
 
     async def run(self) -> None:

@@ -63,9 +63,10 @@ app.kubernetes.io/part-of: sluice
 {{- default (printf "%s-webhook-cert" (include "sluice.fullname" .)) .Values.webhook.certificate.existingSecret }}
 {{- end }}
 
-{{/* Namespaces never sent to the webhook: the configured list plus the release namespace. */}}
+{{/* Namespaces never sent to the webhook: the configured list, kube-system and the release
+namespace, sorted (the same list sluice_operator.inject.config builds). */}}
 {{- define "sluice.excludedNamespaces" -}}
-{{- concat .Values.webhook.excludedNamespaces (list .Release.Namespace) | uniq | sortAlpha | toJson }}
+{{- concat .Values.webhook.excludedNamespaces (list "kube-system" .Release.Namespace) | uniq | sortAlpha | toJson }}
 {{- end }}
 
 {{/* Pod Security "restricted" for a container. */}}

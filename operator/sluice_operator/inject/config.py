@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .. import annotations as ann
-from .settings import SYSTEM_NAMESPACES
+from .settings import ALWAYS_EXCLUDED, SYSTEM_NAMESPACES
 
 PATH = "/mutate-pods"
 DEFAULT_NAME = "sluice-injector"
@@ -97,7 +97,9 @@ def mutating_webhook_configuration(
     if ca_bundle:
         client["caBundle"] = ca_bundle
 
-    excluded = _expr(NAME_LABEL, "NotIn", sorted({*excluded_namespaces, operator_namespace}))
+    excluded = _expr(
+        NAME_LABEL, "NotIn", sorted({*excluded_namespaces, *ALWAYS_EXCLUDED, operator_namespace})
+    )
     key = ann.INJECT.key
 
     def webhook(

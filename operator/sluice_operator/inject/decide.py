@@ -9,8 +9,9 @@ and the settings. Output: a ``Decision`` whose reasons become the pod's
 Checks, in order (the first that applies decides):
 
 1. system namespaces (kube-system, kube-public, kube-node-lease) and the operator's own namespace
-   are never injected, whatever their labels say;
-2. mirror (static) pods are never injected: the apiserver does not let them be changed;
+   are never injected, whatever their labels say, and their pods are not touched at all (not
+   even annotated);
+2. mirror (static) pods are left untouched: the apiserver does not let them be changed;
 3. a pod labelled ``sluice.dev/inject=false`` has opted out;
 4. the pod must be opted in: pod label ``true``, or its namespace's label ``true``. A namespace the
    cache has not seen yet is trusted to be opted in, since the webhook's selectors matched;
@@ -49,6 +50,9 @@ class Decision:
     code: str
     #: short texts for the admission response's ``warnings`` (shown by kubectl)
     warnings: list[str] = field(default_factory=list)
+    #: False: leave the pod entirely untouched, not even the reason annotation (system and
+    #: operator namespaces, mirror pods)
+    annotate: bool = True
 
     @property
     def summary(self) -> str:
@@ -57,12 +61,13 @@ class Decision:
         return f"{verb}: " + "; ".join(self.reasons)
 
 
-def _skip(code: str, reason: str, *, warn: bool = False) -> Decision:
+def _skip(code: str, reason: str, *, warn: bool = False, annotate: bool = True) -> Decision:
     return Decision(
         inject=False,
         reasons=[reason],
         code=f"Skipped{code}",
         warnings=[f"sluice: sidecar not injected: {reason}"] if warn else [],
+        annotate=annotate,
     )
 
 
@@ -140,11 +145,15 @@ def decide(
     pod_annotations = string_map(meta.get("annotations"))
 
     if namespace == settings.operator_namespace:
-        return _skip("OperatorNamespace", f'namespace "{namespace}" is the operator\'s own')
+        return _skip(
+            "OperatorNamespace", f'namespace "{namespace}" is the operator\'s own', annotate=False
+        )
     if settings.excluded(namespace):
-        return _skip("SystemNamespace", f'namespace "{namespace}" is excluded from injection')
+        return _skip(
+            "SystemNamespace", f'namespace "{namespace}" is excluded from injection', annotate=False
+        )
     if MIRROR_ANNOTATION in pod_annotations:
-        return _skip("MirrorPod", "mirror (static) pods cannot be changed")
+        return _skip("MirrorPod", "mirror (static) pods cannot be changed", annotate=False)
 
     pod_label = ann.parse_bool(labels.get(ann.INJECT.key))
     if pod_label is False:

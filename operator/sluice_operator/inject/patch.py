@@ -27,7 +27,8 @@ What an injected pod gets:
   them already (values from ``envFrom`` cannot be seen at admission time and are overridden, as
   ``env`` wins over ``envFrom``; ``sluice.dev/set-base-url: "false"`` opts out);
 * the ``sluice.dev/status`` and ``sluice.dev/inject-reason`` annotations. A skipped pod gets only
-  the reason annotation.
+  the reason annotation; pods in system namespaces, the operator's namespace and mirror pods get
+  nothing at all.
 """
 
 from __future__ import annotations
@@ -210,15 +211,21 @@ def sidecar_container(
             str(port),
             "--admin-port",
             str(admin_port),
+            # the API stays on 127.0.0.1; the admin port must be reachable by the kubelet's
+            # probes and by Prometheus
+            "--admin-host",
+            "0.0.0.0",  # noqa: S104
         ],
         "env": env,
         "ports": [{"name": ADMIN_PORT_NAME, "containerPort": admin_port, "protocol": "TCP"}],
         "resources": {section: dict(values) for section, values in resources.items()},
         "securityContext": security_context(settings),
         "volumeMounts": mounts,
-        # the app starts only after this succeeds (native sidecar); up to 60 s to come up
+        # The app starts only after this succeeds (native sidecar); up to 60 s to come up.
+        # No readinessProbe on purpose: a native sidecar's readiness is part of the pod's, and
+        # "no config yet" (/readyz 503) must not take every pod of a namespace out of its
+        # Services; it shows as sluice_config_loaded=0 and the SluiceConfigNotApplied alert.
         "startupProbe": probe("/healthz", 1, 60),
-        "readinessProbe": probe("/readyz", 5, 3),
         "livenessProbe": probe("/healthz", 10, 3),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -274,6 +281,8 @@ def build_patch(
     usually read from the cache). Existing annotations, containers, volumes and env entries are
     never replaced.
     """
+    if not decision.annotate:
+        return []
     annotations_now = string_map(metadata(pod).get("annotations"))
     overrides, _ = ann.parse_pod_overrides(annotations_now)
     native = (

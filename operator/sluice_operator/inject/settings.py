@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 from .. import annotations as ann
 
-#: Namespaces never injected, whatever their labels say (the operator's own is added to these).
+#: Namespaces never injected by default, whatever their labels say (configurable).
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+#: Excluded whatever the configuration says (the operator's own namespace is added too).
+ALWAYS_EXCLUDED = frozenset({"kube-system"})
 
 SIDECAR_NAME = "sluice-sidecar"
 #: Volumes the injector adds are named with this prefix; pods may not use it themselves.
@@ -77,8 +79,12 @@ class InjectorSettings:
             raise ValueError("sidecar_image must be set")
 
     def excluded(self, namespace: str) -> bool:
-        """System namespaces and the operator's own are never injected."""
-        return namespace in self.excluded_namespaces or namespace == self.operator_namespace
+        """System namespaces, kube-system and the operator's own are never injected."""
+        return (
+            namespace in self.excluded_namespaces
+            or namespace in ALWAYS_EXCLUDED
+            or namespace == self.operator_namespace
+        )
 
     @property
     def config_file(self) -> str:
@@ -92,7 +98,7 @@ class InjectorSettings:
         ``SLUICE_SIDECAR_IMAGE_PULL_POLICY``, ``SLUICE_SIDECAR_RESOURCES`` (JSON ``{requests,
         limits}``), ``SLUICE_NATIVE_SIDECAR``,
         ``SLUICE_CONTROL_PLANE_URL``, ``SLUICE_TOKEN_AUDIENCE``, ``SLUICE_EXCLUDED_NAMESPACES``
-        (comma-separated, replaces the default list), ``SLUICE_WEBHOOK_FAIL_CLOSED``.
+        (comma-separated, replaces the default list; kube-system stays excluded), ``SLUICE_WEBHOOK_FAIL_CLOSED``.
         Raises ValueError naming the variable on a bad value.
         """
         kwargs: dict[str, Any] = {}
