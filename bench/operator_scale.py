@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from cluster.operator_proc import start_operator  # noqa: E402
-
 from sluice_operator import devcluster  # noqa: E402
 
 
@@ -138,10 +137,12 @@ def main() -> int:
 
     ok_time = "✅" if ready >= expected and all_ready <= 60 else "❌"
     ok_mem = "✅" if rss <= 300 else "❌"
+    n = args.namespaces * args.per_namespace
+    per_pass = writes / max(passes, 1)
+    per_object = writes / max(expected, 1)
     section = f"""## Operator at scale (`bench/operator_scale.py`)
 
-{args.namespaces * args.per_namespace} ModelRoutes + {args.namespaces * args.per_namespace} PromptTemplates across {args.namespaces} namespaces, created
-with one `kubectl create` against the local kube-apiserver; the operator runs standalone as one
+{n} ModelRoutes + {n} PromptTemplates across {args.namespaces} namespaces, created with one `kubectl create` against the local kube-apiserver; the operator runs standalone as one
 process.
 
 | measure | result | target |
@@ -151,7 +152,7 @@ process.
 | time from create to all Ready | {all_ready:.1f} s | ≤ 60 s {ok_time} |
 | operator peak RSS | {rss:.0f} MB | ≤ 300 MB {ok_mem} |
 | reconcile passes | {passes:.0f} | — |
-| API write requests | {writes:.0f} ({writes / max(passes, 1):.1f} per pass, {writes / max(expected, 1):.2f} per object) | — |
+| API write requests | {writes:.0f} ({per_pass:.1f} per pass, {per_object:.2f} per object) | — |
 
 Writes per pass stay small because a pass writes the ConfigMap only when the namespace's config
 hash changed and patches a status only where it differs; the watch events our own status patches
