@@ -142,8 +142,8 @@ def main() -> int:
     per_object = writes / max(expected, 1)
     section = f"""## Operator at scale (`bench/operator_scale.py`)
 
-{n} ModelRoutes + {n} PromptTemplates across {args.namespaces} namespaces, created with one `kubectl create` against the local kube-apiserver; the operator runs standalone as one
-process.
+{n} ModelRoutes + {n} PromptTemplates across {args.namespaces} namespaces, created with one
+`kubectl create` against the local kube-apiserver; the operator runs standalone as one process.
 
 | measure | result | target |
 |---|---|---|
