@@ -29,6 +29,7 @@ lint-imports
 
 step "CRDs are current"
 sluice crds --check
+sluice docs
 
 step "pytest"
 "${PY}" -m pytest "$@"

@@ -99,6 +99,27 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from . import docgen
+    from .api import KINDS
+
+    stale = []
+    for kind in KINDS:
+        path = Path(args.dir) / f"{kind.singular}.md"
+        current = path.read_text(encoding="utf-8") if path.exists() else f"# {kind.kind}\n"
+        wanted = docgen.splice(current, kind)
+        if current != wanted:
+            stale.append(path)
+            if args.write:
+                path.write_text(wanted, encoding="utf-8")
+    if args.write:
+        print(f"updated {len(stale)} page(s)", file=sys.stderr)
+        return 0
+    for path in stale:
+        print(f"{path}: field reference out of date; run `sluice docs --write`", file=sys.stderr)
+    return EXIT_INVALID if stale else 0
+
+
 def _same(path: Path, text: str) -> bool:
     try:
         return path.read_text(encoding="utf-8") == text
@@ -175,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="fail if --dir is out of date")
     crds.add_argument("--dir", default="crds", help="folder for --write/--check (default crds)")
     crds.set_defaults(func=cmd_crds)
+
+    docs = sub.add_parser("docs", help="check (or --write) the field references in docs/")
+    docs.add_argument("--write", action="store_true", help="rewrite them")
+    docs.add_argument("--dir", default="docs", help="docs folder (default docs)")
+    docs.set_defaults(func=cmd_docs)
 
     def serve_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--port", type=int, default=4000, help="API port (default 4000)")

@@ -913,6 +913,8 @@ def main_dev_cluster(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    # Started in the background by a non-interactive shell, SIGINT arrives ignored: restore it.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     cluster: Cluster | None = None
     try:
         cluster = start(workdir, timeout=args.timeout)
@@ -938,6 +940,7 @@ def main_dev_cluster(argv: Sequence[str] | None = None) -> int:
             cluster.stop()
             print("stopped.", file=sys.stderr)
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":

@@ -211,20 +211,19 @@ def _try_budget(gw: Gateway, ex: Exchange, limit: float) -> float:
 
 
 async def _try_unary(gw: Gateway, ex: Exchange, call: Call) -> tuple[Upstream, bytes]:
-    timeouts = call.route.timeouts
-    first = _try_budget(gw, ex, timeouts.first_token)
+    """One non-streamed try. A provider sends the headers of a non-streamed answer only once it
+    has generated it, so ``firstToken`` bounds the whole try (one timer: cheaper than two)."""
+    limit = _try_budget(gw, ex, call.route.timeouts.first_token)
     up: Upstream | None = None
     try:
-        async with asyncio.timeout(first) as tm:
+        async with asyncio.timeout(limit):
             up = await gw.adapter(call).open(call)
-            loop = asyncio.get_running_loop()
-            tm.reschedule(loop.time() + _try_budget(gw, ex, timeouts.idle))
             body = await up.read()
     except TimeoutError:
         if up is not None:
             up.close()
         what = "did not answer" if up is None else "stalled while sending its answer"
-        raise _timeout_error(ex, call, what, first if up is None else timeouts.idle) from None
+        raise _timeout_error(ex, call, what, limit) from None
     except BaseException:
         if up is not None:
             up.close()

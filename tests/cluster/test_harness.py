@@ -243,3 +243,27 @@ def test_start_and_stop_a_second_cluster(tmp_path: Path, cluster: Cluster) -> No
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()
     other.stop()  # idempotent
+
+
+def test_ensure_tools_script_and_python_agree_on_the_bin_dir(repo_root: Path) -> None:
+    """hack/ensure-tools.sh (a fast no-op here) prints the directory Python looks in."""
+    printed = subprocess.run(
+        ["bash", str(repo_root / "hack" / "ensure-tools.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(printed) == devcluster.ensure_tools(repo_root).bin_dir
+    assert not devcluster.Tools(Path(printed)).missing()
+
+
+def test_missing_tools_are_an_error_not_a_skip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path
+) -> None:
+    monkeypatch.delenv("SLUICE_BIN_DIR", raising=False)
+    monkeypatch.setenv("SLUICE_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(devcluster.ToolsError, match="missing"):
+        devcluster.ensure_tools(repo_root, build=False)
+    monkeypatch.setenv("SLUICE_BIN_DIR", str(tmp_path))
+    with pytest.raises(devcluster.ToolsError, match="lacks"):
+        devcluster.ensure_tools(repo_root)

@@ -96,3 +96,15 @@ def test_crd_names_columns_and_category() -> None:
 def test_stream_is_valid_multi_document_yaml() -> None:
     docs = list(yaml.safe_load_all(crdgen.render_stream()))
     assert [d["metadata"]["name"] for d in docs] == [k.crd_name for k in KINDS]
+
+
+def test_docs_field_references_are_current() -> None:
+    from sluice_operator import docgen
+
+    stale = []
+    for kind in KINDS:
+        page = REPO / "docs" / f"{kind.singular}.md"
+        text = page.read_text(encoding="utf-8")
+        if docgen.splice(text, kind) != text:
+            stale.append(page.name)
+    assert not stale, f"docs out of date ({', '.join(stale)}); run `sluice docs --write`"
