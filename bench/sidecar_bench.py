@@ -190,7 +190,7 @@ def wait_http(url: str, timeout: float) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
                     return time.monotonic() - start
         except OSError:
@@ -247,9 +247,17 @@ def run_wrk(url: str, body: dict[str, object], seconds: int, conns: int) -> dict
             'wrk.headers["Authorization"] = "Bearer sk-bench"\n'
         )
     cmd = [
-        "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "5s",
-        "-s", script.name, url + "/chat/completions",
-    ]  # fmt: skip
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-s",
+        script.name,
+        url + "/chat/completions",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=True)
     os.unlink(script.name)
     text = out.stdout
@@ -363,15 +371,31 @@ def start_sidecar(upstream: int, work: Path) -> Target:
     t0 = time.monotonic()
     proc = spawn(
         [
-            sys.executable, "-m", "sluice_sidecar", "--config", str(work / "sidecar.json"),
-            "--secrets-dir", str(work / "secrets"), "--port", str(port),
-            "--admin-port", str(admin), "--audit-log", str(work / "audit.jsonl"),
-            "--log-level", "WARNING",
-        ],  # fmt: skip
+            sys.executable,
+            "-m",
+            "sluice_sidecar",
+            "--config",
+            str(work / "sidecar.json"),
+            "--secrets-dir",
+            str(work / "secrets"),
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin),
+            "--audit-log",
+            str(work / "audit.jsonl"),
+            "--log-level",
+            "WARNING",
+        ],
         log=work / "sidecar.log",
     )
-    wait_http(f"http://127.0.0.1:{admin}/readyz", 30)
-    target = Target("sluice", f"http://127.0.0.1:{port}/v1", proc, time.monotonic() - t0)
+    target = Target("sluice", f"http://127.0.0.1:{port}/v1", proc)
+    try:
+        wait_http(f"http://127.0.0.1:{admin}/readyz", 30)
+    except RuntimeError:
+        target.stop()
+        raise
+    target.startup_s = time.monotonic() - t0
     return target
 
 
@@ -383,6 +407,8 @@ def start_litellm(binary: str, upstream: int, work: Path) -> Target:
         "      model: openai/bench-model\n"
         f"      api_base: http://127.0.0.1:{upstream}/v1\n"
         "      api_key: sk-bench\n"
+        "general_settings:\n"
+        "  master_key: sk-bench\n"  # LiteLLM refuses to start without one
     )
     port = free_port()
     env = dict(os.environ)
@@ -390,13 +416,26 @@ def start_litellm(binary: str, upstream: int, work: Path) -> Target:
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     t0 = time.monotonic()
     proc = spawn(
-        [binary, "--config", str(work / "litellm.yaml"), "--port", str(port),
-         "--num_workers", str(CORES)],  # fmt: skip
+        [
+            binary,
+            "--config",
+            str(work / "litellm.yaml"),
+            "--port",
+            str(port),
+            "--num_workers",
+            str(CORES),
+        ],
         env=env,
         log=work / "litellm.log",
     )
-    wait_http(f"http://127.0.0.1:{port}/health/liveliness", 180)
-    return Target("litellm", f"http://127.0.0.1:{port}/v1", proc, time.monotonic() - t0)
+    target = Target("litellm", f"http://127.0.0.1:{port}/v1", proc)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health/liveliness", 180)
+    except RuntimeError:
+        target.stop()
+        raise
+    target.startup_s = time.monotonic() - t0
+    return target
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -436,13 +475,13 @@ def report(direct: Target, targets: list[Target], duration: int, conns: int) -> 
             added = t is not direct
             lines.append(
                 f"| {t.name} | {r['sat_rps']:.0f} | "
-                + (f"{r['rps_per_core']:.0f}" if added else "–")
+                + (f"{r['rps_per_core']:.0f}" if added else "-")
                 + " | "
-                + (f"{r['cpu_ms_per_req']:.3f}" if added else "–")
+                + (f"{r['cpu_ms_per_req']:.3f}" if added else "-")
                 + f" | {r['rate_p50']:.2f} ms | {r['rate_p99']:.2f} ms | "
-                + (f"{r['rate_p50'] - base['rate_p50']:.2f} ms" if added else "–")
+                + (f"{r['rate_p50'] - base['rate_p50']:.2f} ms" if added else "-")
                 + " | "
-                + (f"{r['rate_p99'] - base['rate_p99']:.2f} ms" if added else "–")
+                + (f"{r['rate_p99'] - base['rate_p99']:.2f} ms" if added else "-")
                 + f" | {r['sat_p50']:.1f} / {r['sat_p99']:.1f} ms |"
             )
         lines.append("")
@@ -453,7 +492,7 @@ def report(direct: Target, targets: list[Target], duration: int, conns: int) -> 
         lines.append(
             f"| {t.name} | {rss:.1f} MB | {t.startup_s:.2f} s |"
             if rss is not None and t.startup_s is not None
-            else f"| {t.name} | – | – |"
+            else f"| {t.name} | - | - |"
         )
     lines.append("")
     sluice = next((t for t in targets if t.name == "sluice"), None)
@@ -461,18 +500,30 @@ def report(direct: Target, targets: list[Target], duration: int, conns: int) -> 
     if sluice and sluice.results.get("unary"):
         s = sluice.results["unary"]
         checks = [
-            ("CPU per request at saturation ≤ 0.35 ms", s["cpu_ms_per_req"] <= 0.35,
-             f"{s['cpu_ms_per_req']:.3f} ms"),
-            ("added p50 at 100 rps ≤ 1 ms", s["rate_p50"] - direct.results["unary"]["rate_p50"]
-             <= 1.0, f"{s['rate_p50'] - direct.results['unary']['rate_p50']:.2f} ms"),
-            ("added p99 at 100 rps ≤ 2.5 ms", s["rate_p99"] - direct.results["unary"]["rate_p99"]
-             <= 2.5, f"{s['rate_p99'] - direct.results['unary']['rate_p99']:.2f} ms"),
-            ("peak RSS ≤ 60 MB", sluice.results["rss"]["peak_mb"] <= 60,
-             f"{sluice.results['rss']['peak_mb']:.1f} MB"),
-        ]  # fmt: skip
+            (
+                "CPU per request at saturation ≤ 0.35 ms",
+                s["cpu_ms_per_req"] <= 0.35,
+                f"{s['cpu_ms_per_req']:.3f} ms",
+            ),
+            (
+                "added p50 at 100 rps ≤ 1 ms",
+                s["rate_p50"] - direct.results["unary"]["rate_p50"] <= 1.0,
+                f"{s['rate_p50'] - direct.results['unary']['rate_p50']:.2f} ms",
+            ),
+            (
+                "added p99 at 100 rps ≤ 2.5 ms",
+                s["rate_p99"] - direct.results["unary"]["rate_p99"] <= 2.5,
+                f"{s['rate_p99'] - direct.results['unary']['rate_p99']:.2f} ms",
+            ),
+            (
+                "peak RSS ≤ 60 MB",
+                sluice.results["rss"]["peak_mb"] <= 60,
+                f"{sluice.results['rss']['peak_mb']:.1f} MB",
+            ),
+        ]
         if litellm and litellm.results.get("unary"):
             ratio = s["rps_per_core"] / max(1e-9, litellm.results["unary"]["rps_per_core"])
-            checks.append(("throughput per core ≥ 20× LiteLLM", ratio >= 20, f"{ratio:.1f}×"))
+            checks.append(("throughput per core ≥ 20x LiteLLM", ratio >= 20, f"{ratio:.1f}x"))
         lines += ["### Targets (non-streaming)", "", "| target | result | met |", "|---|---|---|"]
         lines += [f"| {n} | {v} | {'yes' if ok else '**no**'} |" for n, ok, v in checks]
         lines.append("")
@@ -495,8 +546,11 @@ def main() -> int:
     p.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     p.add_argument("--duration", type=int, default=8, help="seconds per load run (default 8)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    p.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm",
-                   help="litellm binary; skipped when missing")  # fmt: skip
+    p.add_argument(
+        "--litellm",
+        default="/tmp/litellm-venv/bin/litellm",
+        help="litellm binary; skipped when missing",
+    )
     p.add_argument("--no-doc", action="store_true", help="print, do not write docs/")
     args = p.parse_args()
     if args.upstream:

@@ -37,7 +37,7 @@ GO
     go get "go.etcd.io/etcd/server/v3@${V}"
     go mod tidy
     local tmp="${OUT}.tmp.$$"
-    rm -rf "${tmp}"
+    rm -rf "${OUT}".tmp.*  # leftovers of an interrupted build (we hold the lock)
     mkdir -p "${tmp}"
     go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${V}" -o "${tmp}/etcd" .
     "${tmp}/etcd" --version | grep -q "etcd Version: ${V#v}" \

@@ -41,7 +41,7 @@ build() {
     done
 
     local tmp="${OUT}.tmp.$$"
-    rm -rf "${tmp}"
+    rm -rf "${OUT}".tmp.*  # leftovers of an interrupted build (we hold the lock)
     mkdir -p "${tmp}"
     GOBIN="${tmp}" go install -trimpath -ldflags "${ldflags}" "helm.sh/helm/v3/cmd/helm@${V}"
     "${tmp}/helm" version --short | grep -q "^${V}" \

@@ -17,7 +17,7 @@ build() {
         return 0
     fi
     local start=${SECONDS}
-    log "building kube-apiserver + kubectl ${V} (cold build: 10-25 min on 2 cores)"
+    log "building kube-apiserver + kubectl ${V} (a cold build takes about 7 min on 2 cores)"
     local major minor patch
     IFS=. read -r major minor patch <<<"${V#v}"
     local staging_version="v0.${minor}.${patch}"
@@ -66,7 +66,7 @@ build() {
     done
 
     local tmp="${OUT}.tmp.$$"
-    rm -rf "${tmp}"
+    rm -rf "${OUT}".tmp.*  # leftovers of an interrupted build (we hold the lock)
     mkdir -p "${tmp}"
     go build -trimpath -ldflags "${ldflags}" -o "${tmp}/" \
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl

@@ -81,8 +81,8 @@ NATIVE_SIDECAR = Key(
     default="chart value `sidecar.native` (true)",
     set_by="user",
     doc="`true`: the sidecar is an init container with `restartPolicy: Always` (Kubernetes "
-    "1.29+), started and ready before the app; `false`: a plain container (no start ordering, "
-    "and Jobs never complete).",
+    "1.29+), answering before the app starts and stopped after it; `false`: a plain container "
+    "(no start ordering, and Jobs never complete).",
 )
 PORT = Key(
     key="sluice.dev/port",

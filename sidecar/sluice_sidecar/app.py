@@ -49,7 +49,7 @@ def create_app(
     *,
     clock: Clock | None = None,
     rng: random.Random | None = None,
-    secrets_dir: str | None = None,
+    secrets_dir: str | Path | None = None,
     audit: AuditSink | None = None,
     session_factory: SessionFactory | None = None,
     hooks: Hooks | None = None,

@@ -25,8 +25,10 @@ class _Entry:
 
 
 class Credentials:
-    def __init__(self, secrets_dir: str | None, clock: Clock, recheck_seconds: float = 1.0):
-        self._dir = secrets_dir
+    def __init__(
+        self, secrets_dir: str | os.PathLike[str] | None, clock: Clock, recheck_seconds: float = 1.0
+    ):
+        self._dir = os.fspath(secrets_dir) if secrets_dir is not None else None
         self._clock = clock
         self._recheck = recheck_seconds
         self._cache: dict[str, _Entry] = {}

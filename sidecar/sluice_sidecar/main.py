@@ -40,7 +40,7 @@ async def serve_async(
     host: str = "127.0.0.1",
     port: int = 4000,
     admin_port: int = 4001,
-    secrets_dir: str | None = None,
+    secrets_dir: str | Path | None = None,
     *,
     admin_host: str = "127.0.0.1",
     audit_log: str | None = "-",
@@ -85,7 +85,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 4000,
     admin_port: int = 4001,
-    secrets_dir: str | None = None,
+    secrets_dir: str | Path | None = None,
     *,
     admin_host: str = "127.0.0.1",
     audit_log: str | None = "-",
@@ -101,7 +101,7 @@ def serve(
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
     except ImportError:
         asyncio.run(coro)
     else:

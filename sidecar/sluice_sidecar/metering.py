@@ -258,6 +258,15 @@ class Metrics:
             registry=registry,
         )
         self._series: dict[tuple[str, str, str, str], _Series] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def child(self, metric: Counter, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoised: the hot path skips prometheus' label checks."""
+        key = (metric, *labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
 
     def series(self, op: str, provider: str, route: str, backend: str) -> _Series:
         key = (op, provider, route, backend)
@@ -275,7 +284,7 @@ class Metrics:
     def finish(self, ex: Exchange, now: float) -> None:
         """Record a finished request."""
         route = ex.route.name if ex.route is not None else "unknown"
-        self.requests.labels(route, str(ex.status), ex.outcome).inc()
+        self.child(self.requests, route, str(ex.status), ex.outcome).inc()
         if ex.outcome == "client_disconnected":
             self.disconnects.labels(route).inc()
         b = ex.backend

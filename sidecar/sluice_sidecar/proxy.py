@@ -196,7 +196,7 @@ async def with_retries(gw: Gateway, ex: Exchange, attempt: Callable[[Call], Awai
             routing.on_abandon(health)
             raise
         routing.on_success(health, clock.now() - started)
-        metrics.attempts.labels(route.name, backend.name, "ok").inc()
+        metrics.child(metrics.attempts, route.name, backend.name, "ok").inc()
         return result
 
 

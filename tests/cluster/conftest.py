@@ -57,10 +57,13 @@ def kubectl(cluster: Cluster) -> Kubectl:
 
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A new namespace named after the test. Deletion never completes here (no
-    controller-manager), so it is only requested, not awaited."""
+    """A new namespace named after the test. Namespace deletion never completes here (no
+    controller-manager: nothing empties it), so afterwards the Sluice objects in it are deleted
+    (an operator running in a later test then has no leftovers to reconcile) and the namespace
+    deletion is only requested, not awaited."""
     name = cluster.create_namespace(request.node.name)
     yield name
+    cluster.kubectl("delete", "sluice", "--all", "-n", name, "--wait=false", check=False)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

@@ -234,3 +234,34 @@ async def test_client_disconnect_mid_stream_cancels_upstream(
         .probing
         is False
     )  # type: ignore[union-attr]
+
+
+async def test_pipeline_hook_can_refuse_before_any_upstream_call(fake: FakeOpenAI) -> None:
+    """The seam for budgets and guardrails: a hook sees the exchange and may refuse it."""
+    import random
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from sluice_sidecar import errors
+    from sluice_sidecar.app import create_app
+    from sluice_sidecar.exchange import Exchange
+    from sluice_sidecar.runtime import Hooks
+
+    seen: list[Exchange] = []
+
+    async def budget(ex: Exchange) -> None:
+        seen.append(ex)
+        raise errors.RateLimited("Budget 'team' exhausted.", retry_after=30)
+
+    app = create_app(
+        config(route("chat", backend("a", fake))),
+        rng=random.Random(1),
+        hooks=Hooks(before_backend=(budget,)),
+    )
+    async with TestClient(TestServer(app)) as client:
+        r = await client.post("/v1/chat/completions", json={"model": "chat", "messages": MSG})
+        assert r.status == 429
+        assert r.headers["Retry-After"] == "30"
+        assert (await r.json())["error"]["type"] == "rate_limit_exceeded"
+    assert seen[0].route is not None and seen[0].route.name == "chat"
+    assert fake.requests == []

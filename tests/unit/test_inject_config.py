@@ -245,3 +245,27 @@ def test_settings_from_env_rejects_bad_values(env: dict[str, str], message: str)
 def test_settings_validation(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         InjectorSettings(**kwargs)
+
+
+def test_pure_modules_do_no_io() -> None:
+    """decide, patch, admission, config, cache and settings are pure: only webhook.py does IO."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "operator/sluice_operator/inject"
+    forbidden = {"aiohttp", "kopf", "kubernetes", "asyncio", "socket", "ssl", "os", "subprocess"}
+    for name in ("decide", "patch", "admission", "config", "cache", "settings", "__init__"):
+        tree = ast.parse((package / f"{name}.py").read_text(encoding="utf-8"))
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level == 0 and node.module:
+                    imported.add(node.module.split(".")[0])
+                elif node.module in ("webhook", "kube") or (
+                    node.module is None and {a.name for a in node.names} & {"webhook", "kube"}
+                ):
+                    imported.add(f".{node.module}")
+        assert not imported & forbidden, f"{name}.py imports {imported & forbidden}"
+        assert not {".webhook", ".kube"} & imported, f"{name}.py imports an IO module"

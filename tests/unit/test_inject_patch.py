@@ -433,3 +433,13 @@ def test_build_patch_honours_a_no_inject_decision_without_reasons_twice() -> Non
     assert jsonpatch.apply_patch(pod, ops)["metadata"]["annotations"] == {
         ann.INJECT_REASON.key: "skipped: why"
     }
+
+
+def test_service_account_name_is_defaulted_only_when_missing() -> None:
+    # a projected token volume is invalid without a named ServiceAccount (found against a real
+    # apiserver whose ServiceAccount admission plugin had not run)
+    _, _, pod = inject(minimal_pod())
+    assert pod["spec"]["serviceAccountName"] == "default"
+    _, ops, pod = inject(busy_pod())
+    assert pod["spec"]["serviceAccountName"] == "worker"
+    assert not any(o["path"] == "/spec/serviceAccountName" for o in ops)

@@ -284,7 +284,7 @@ def _issue(pki: Pki, directory: Path) -> tuple[Path, Path]:
 
 async def _peer_serial(port: int, ca: Path) -> int:
     ctx = ssl.create_default_context(cafile=str(ca))
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
     try:
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         return x509.load_der_x509_certificate(der).serial_number

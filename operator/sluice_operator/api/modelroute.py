@@ -103,7 +103,7 @@ class MockSettings(SluiceModel):
         default=None, ge=1, le=100000, description="Tokens in each answer."
     )
     reply: str | None = text(
-        4096, "Fixed answer text; by default the mock echoes the prompt.", default=None
+        2048, "Fixed answer text; by default the mock echoes the prompt.", default=None
     )
 
 

@@ -19,7 +19,8 @@ What an injected pod gets:
   the kubelet's updates reach the file), one read-only Secret volume per referenced Secret at
   ``<secretsDir>/<secret>`` with only the referenced keys and ``optional: true`` (a missing
   Secret or key does not block the pod; the sidecar answers 503 for that backend), a projected
-  ServiceAccount token (audience ``sluice``, short-lived) for the control plane, the pod's labels
+  ServiceAccount token (audience ``sluice``, short-lived) for the control plane (and
+  ``serviceAccountName: default`` if nothing set one, as the apiserver requires), the pod's labels
   through the downward API (for ``workloadSelector``), and a small ``/tmp``;
 * Pod Security "restricted" on the sidecar: non-root UID 65532, no privilege escalation, all
   capabilities dropped, RuntimeDefault seccomp, read-only root filesystem;
@@ -331,6 +332,11 @@ def build_patch(
                 env,
                 [e for e in base_url_env(port) if e["name"] not in names],
             )
+
+    if existing is None and not pod_spec.get("serviceAccountName"):
+        # A projected token needs a named ServiceAccount. The ServiceAccount admission plugin
+        # normally sets "default" before webhooks run; where it has not, we do the same.
+        ops.append({"op": "add", "path": "/spec/serviceAccountName", "value": "default"})
 
     if existing is None:
         if native:

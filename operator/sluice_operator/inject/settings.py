@@ -98,7 +98,8 @@ class InjectorSettings:
         ``SLUICE_SIDECAR_IMAGE_PULL_POLICY``, ``SLUICE_SIDECAR_RESOURCES`` (JSON ``{requests,
         limits}``), ``SLUICE_NATIVE_SIDECAR``,
         ``SLUICE_CONTROL_PLANE_URL``, ``SLUICE_TOKEN_AUDIENCE``, ``SLUICE_EXCLUDED_NAMESPACES``
-        (comma-separated, replaces the default list; kube-system stays excluded), ``SLUICE_WEBHOOK_FAIL_CLOSED``.
+        (comma-separated, replaces the default list; kube-system stays excluded),
+        ``SLUICE_WEBHOOK_FAIL_CLOSED``.
         Raises ValueError naming the variable on a bad value.
         """
         kwargs: dict[str, Any] = {}

@@ -143,6 +143,7 @@ class OpenAIUpstream(Upstream):
         return raw
 
     async def frames(self) -> AsyncGenerator[bytes, None]:
+        """Frames as they arrive; the frames of one network read go out as one write."""
         name = self._backend
         parser = sse.Parser()
         content = self._resp.content
@@ -151,14 +152,24 @@ class OpenAIUpstream(Upstream):
                 raw = await content.readany()
                 if not raw:
                     break
+                batch: list[bytes] = []
                 for ev in parser.feed(raw):
-                    out = self._frame(ev)
+                    try:
+                        out = self._frame(ev)
+                    except errors.UpstreamError:
+                        if batch:
+                            yield b"".join(batch)
+                        raise
                     if out is None:
                         continue
                     if out is _DONE:
                         self.complete = True
+                        if batch:
+                            yield b"".join(batch)
                         return
-                    yield out
+                    batch.append(out)
+                if batch:
+                    yield b"".join(batch)
         except http.TRANSPORT_ERRORS as exc:
             raise http.map_exception(exc, name, after_headers=True) from exc
         if parser.has_partial:
