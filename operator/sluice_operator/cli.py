@@ -74,28 +74,34 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+CHART_CRDS = Path("charts/sluice/crds")
+
+
 def cmd_crds(args: argparse.Namespace) -> int:
     rendered = crdgen.render_all()
-    if args.check or args.write:
-        target = Path(args.dir)
-        stale = [n for n, t in rendered.items() if not _same(target / n, t)]
-        extra = (
-            sorted(p.name for p in target.glob("*.yaml") if p.name not in rendered)
-            if target.is_dir()
-            else []
-        )
-        if args.check:
-            for name in stale + extra:
-                print(f"{target / name}: out of date; run `sluice crds --write`", file=sys.stderr)
-            return EXIT_INVALID if stale or extra else 0
+    if not (args.check or args.write):
+        sys.stdout.write(crdgen.render_stream())
+        return 0
+    targets = [Path(args.dir)]
+    if args.dir == "crds" and CHART_CRDS.is_dir():
+        targets.append(CHART_CRDS)  # the Helm chart ships identical copies
+    stale: list[Path] = []
+    for target in targets:
+        stale += [target / n for n, t in rendered.items() if not _same(target / n, t)]
+        if target.is_dir():  # generated files we no longer generate
+            stale += [p for p in target.glob("*.sluice.dev.yaml") if p.name not in rendered]
+    if args.check:
+        for path in stale:
+            print(f"{path}: out of date; run `sluice crds --write`", file=sys.stderr)
+        return EXIT_INVALID if stale else 0
+    for target in targets:
         target.mkdir(parents=True, exist_ok=True)
         for name, text in rendered.items():
             (target / name).write_text(text, encoding="utf-8")
-        for name in extra:
-            (target / name).unlink()
-        print(f"wrote {len(rendered)} CRDs to {target}/", file=sys.stderr)
-        return 0
-    sys.stdout.write(crdgen.render_stream())
+    for path in stale:
+        if path.name not in rendered:
+            path.unlink()
+    print(f"wrote {len(rendered)} CRDs to {', '.join(map(str, targets))}", file=sys.stderr)
     return 0
 
 
