@@ -1,8 +1,10 @@
-"""kopf glue only: wire watch events and the operator's lifecycle to the reconciler.
+"""kopf glue only: wire watch events and the lifecycle to the reconciler and the injector.
 
 Every Sluice object's watch event goes to ``Reconciler.observe``; the reconciler (a background
-task started here) compiles and writes. kopf keeps its own bookkeeping in annotations
-(``kopf.sluice.dev/*``), never in ``status`` - a strict CRD schema would prune it there.
+task started here) compiles and writes. Namespace events and each compiled config feed the
+injector's in-memory cache, so the admission webhook never calls the API. kopf keeps its own
+bookkeeping in annotations (``kopf.sluice.dev/*``), never in ``status`` - a strict CRD schema
+would prune it there.
 Start-up also opens the control-plane endpoint for sidecars. With peering, only the leader
 handles events; the control plane keeps serving on every replica.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -18,6 +22,9 @@ from aiohttp import web
 
 from . import controlplane, kube, metrics
 from .api import GROUP, KINDS, VERSION
+from .compile import CompileResult
+from .inject import InjectionCache, InjectorSettings
+from .inject import webhook as injector
 from .reconcile import Reconciler
 from .settings import OperatorOptions
 
@@ -38,10 +45,19 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
     writer = kube.Kube(kube.load_client())
     board = controlplane.ConfigBoard()
-    reconciler = Reconciler(writer=writer, publish=board.publish)
+    cache = InjectionCache()
+
+    def publish(namespace: str, result: CompileResult) -> None:
+        board.publish(namespace, result)
+        cache.set_config(namespace, result.config)
+
+    reconciler = Reconciler(writer=writer, publish=publish)
     memo["kube"] = writer
     memo["reconciler"] = reconciler
+    memo["cache"] = cache
+    await _initial_sync(writer, reconciler, cache)
     memo["task"] = asyncio.create_task(reconciler.run(), name="sluice-reconciler")
+    await _start_webhook(options, cache, memo)
 
     app = controlplane.create_app(
         board, controlplane.Auth(review=writer.review_token), reconciler.take_report
@@ -66,11 +82,57 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
 
 
+async def _initial_sync(writer: kube.Kube, reconciler: Reconciler, cache: InjectionCache) -> None:
+    """List everything once and compile every namespace before the webhook says it is ready.
+
+    kopf's watches deliver the same objects again right after; observing them twice is harmless.
+    """
+    for name, labels in await writer.list_namespaces():
+        cache.upsert_namespace(name, labels)
+    for kind in KINDS:
+        for obj in await writer.list_objects(kind.plural):
+            reconciler.observe(kind.plural, None, obj)
+    for namespace in sorted({key[1] for key in reconciler.objects}):
+        await reconciler.reconcile(namespace)
+    cache.mark_synced()
+
+
+async def _start_webhook(options: OperatorOptions, cache: InjectionCache, memo: Any) -> None:
+    if not options.webhook_cert_dir:
+        log.info("no --webhook-cert-dir: the injector webhook is off")
+        return
+    certs = Path(options.webhook_cert_dir)
+    settings = InjectorSettings.from_env(os.environ, operator_namespace=options.namespace)
+    app = injector.create_webhook_app(settings, cache)
+    server = await injector.start_webhook(
+        app,
+        options.webhook_host,
+        options.webhook_port,
+        str(certs / "tls.crt"),
+        str(certs / "tls.key"),
+    )
+    memo["webhook"] = server
+    log.info("injector webhook on https://%s:%d/mutate-pods", options.webhook_host, server.port)
+
+
+@kopf.on.event("", "v1", "namespaces", id="observe-namespaces")
+async def on_namespace(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    cache: InjectionCache = memo["cache"]
+    name = str(body.get("metadata", {}).get("name"))
+    if type == "DELETED":
+        cache.remove_namespace(name)
+    else:
+        cache.upsert_namespace(name, dict(body.get("metadata", {}).get("labels") or {}))
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     task = memo.get("task")
     if isinstance(task, asyncio.Task):
         task.cancel()
+    server = memo.get("webhook")
+    if isinstance(server, injector.WebhookServer):
+        await server.close()
     runner = memo.get("runner")
     if isinstance(runner, web.AppRunner):
         await runner.cleanup()

@@ -156,6 +156,23 @@ class Kube:
         except (ApiException, OSError) as exc:
             log.warning("could not post Event %s on %s: %s", reason, meta.get("name"), exc)
 
+    async def list_objects(self, plural: str) -> list[dict[str, Any]]:
+        """Every object of one Sluice kind, cluster-wide (the start-up sync)."""
+        result = await self._call(
+            lambda: self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+        )
+        items = result.get("items", []) if isinstance(result, dict) else []
+        return [dict(i) for i in items]
+
+    async def list_namespaces(self) -> list[tuple[str, dict[str, str]]]:
+        """(name, labels) of every namespace (the start-up sync)."""
+        result = await self._call(self.core.list_namespace)
+        return [
+            (str(ns.metadata.name), dict(ns.metadata.labels or {}))
+            for ns in (result.items if result is not None else [])
+            if ns.metadata is not None
+        ]
+
     async def review_token(self, token: str, audiences: list[str]) -> str | None:
         """The authenticated username of a bearer token, or None when it is not valid."""
         body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=audiences))

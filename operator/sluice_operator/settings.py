@@ -7,6 +7,7 @@ No IO.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 
 
@@ -19,6 +20,9 @@ class OperatorOptions:
     controlplane_port: int = 9090
     liveness: str | None = "http://0.0.0.0:8080/healthz"
     verbose: bool = False
+    webhook_host: str = "0.0.0.0"  # noqa: S104 - the apiserver connects here
+    webhook_port: int = 9443
+    webhook_cert_dir: str | None = None  # tls.crt + tls.key; no webhook when unset
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +38,19 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--liveness", default=d.liveness, help="kopf liveness endpoint URL ('' to disable)"
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--webhook-host", default=d.webhook_host)
+    parser.add_argument(
+        "--webhook-port",
+        type=int,
+        default=int(os.environ.get("SLUICE_WEBHOOK_PORT", d.webhook_port)),
+        help="injector webhook port (env SLUICE_WEBHOOK_PORT)",
+    )
+    parser.add_argument(
+        "--webhook-cert-dir",
+        default=os.environ.get("SLUICE_WEBHOOK_CERT_DIR"),
+        help="folder with tls.crt and tls.key for the injector webhook; no webhook when unset "
+        "(env SLUICE_WEBHOOK_CERT_DIR)",
+    )
 
 
 def from_args(args: argparse.Namespace) -> OperatorOptions:
@@ -45,4 +62,7 @@ def from_args(args: argparse.Namespace) -> OperatorOptions:
         controlplane_port=args.controlplane_port,
         liveness=args.liveness or None,
         verbose=args.verbose,
+        webhook_host=args.webhook_host,
+        webhook_port=args.webhook_port,
+        webhook_cert_dir=args.webhook_cert_dir,
     )
