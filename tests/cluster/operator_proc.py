@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,19 +42,30 @@ class OperatorProcess:
                 self.proc.wait()
 
 
-def start_operator(kubeconfig: Path, workdir: Path, *extra: str) -> OperatorProcess:
-    """Start the operator with ``kubeconfig``; returns once its control plane answers."""
+def start_operator(
+    kubeconfig: Path,
+    workdir: Path,
+    *extra: str,
+    standalone: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> OperatorProcess:
+    """Start the operator with ``kubeconfig``; returns once its control plane answers.
+
+    ``standalone=False`` leaves out ``--standalone`` (pass ``--peering NAME`` in ``extra``);
+    ``env`` adds to (or overrides) the inherited environment, e.g. ``SLUICE_SIDECAR_IMAGE``.
+    """
     port = free_port()
     log = workdir / f"operator-{port}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-    env["KUBECONFIG"] = str(kubeconfig)
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    child_env.update(env or {})
+    child_env["KUBECONFIG"] = str(kubeconfig)
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "sluice_operator.main",
-                "--standalone",
+                *(["--standalone"] if standalone else []),
                 "--controlplane-host=127.0.0.1",
                 f"--controlplane-port={port}",
                 "--liveness=",
@@ -62,7 +74,7 @@ def start_operator(kubeconfig: Path, workdir: Path, *extra: str) -> OperatorProc
             ],
             stdout=fh,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=child_env,
         )
     op = OperatorProcess(proc, port, log)
     deadline = time.monotonic() + 60
