@@ -1,9 +1,9 @@
 """Aggregation of sidecar usage reports into what ModelRoute status shows.
 
 Owns: accepting ``UsageReport``s idempotently (a repeated or older ``seq`` from the same pod is
-ignored), keeping each pod's latest window, forgetting pods that stopped reporting, and summing
-them into per-backend health and counters and a rollout count (pods, and pods on the current
-config hash). A purely computational module; the caller passes the time and does the IO.
+ignored), keeping each pod's reports of the last ``WINDOW`` seconds, forgetting pods that stopped
+reporting, and summing them into per-backend counters (over the window), health and a rollout
+count (pods, and pods on the current config hash, from each pod's latest report). A purely computational module; the caller passes the time and does the IO.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from sluice_sidecar.contract import BackendState, UsageReport
 
 STALE_AFTER = 60.0  # seconds without a report before a pod no longer counts
+WINDOW = 300.0  # seconds of reports summed into the counters status shows
 
 
 @dataclass
@@ -24,6 +25,7 @@ class _Pod:
     seq: int
     received: float
     report: UsageReport
+    history: list[tuple[float, UsageReport]] = field(default_factory=list)
 
 
 @dataclass
@@ -38,19 +40,27 @@ class Reports:
         seen = self.pods.get(key)
         if seen is not None and report.seq <= seen.seq:
             return False
-        self.pods[key] = _Pod(report.seq, now, report)
+        history = [(t, r) for t, r in (seen.history if seen else []) if now - t <= WINDOW]
+        history.append((now, report))
+        self.pods[key] = _Pod(report.seq, now, report, history)
         return True
 
-    def live(self, namespace: str, now: float) -> list[UsageReport]:
+    def _live_pods(self, namespace: str, now: float) -> list[_Pod]:
         self.pods = {k: p for k, p in self.pods.items() if now - p.received <= STALE_AFTER}
-        return [p.report for (ns, _), p in sorted(self.pods.items()) if ns == namespace]
+        return [p for (ns, _), p in sorted(self.pods.items()) if ns == namespace]
+
+    def live(self, namespace: str, now: float) -> list[UsageReport]:
+        """The latest report of every pod of ``namespace`` that still reports."""
+        return [p.report for p in self._live_pods(namespace, now)]
 
     def route_status(
         self, namespace: str, route: str, config_hash: str | None, now: float
     ) -> dict[str, Any]:
         """``backends`` and ``rollout`` for the route whose virtual model name is ``route``."""
-        reports = self.live(namespace, now)
-        users = [r for r in reports if any(u.route == route for u in r.usage)] or reports
+        pods = self._live_pods(namespace, now)
+        reports = [p.report for p in pods]
+        window = [r for p in pods for t, r in p.history if now - t <= WINDOW]
+        users = [r for r in reports if any(h.route == route for h in r.health)] or reports
         rollout = {
             "configHash": config_hash,
             "pods": len(users),
@@ -59,7 +69,7 @@ class Reports:
         backends: dict[str, dict[str, Any]] = {}
         latencies: dict[str, list[float]] = {}
         ttfts: dict[str, list[float]] = {}
-        for report in reports:
+        for report in window:
             for u in report.usage:
                 if u.route != route:
                     continue
@@ -71,6 +81,7 @@ class Reports:
                     latencies.setdefault(u.backend, []).append(u.latency_p50_ms)
                 if u.ttft_p50_ms is not None:
                     ttfts.setdefault(u.backend, []).append(u.ttft_p50_ms)
+        for report in reports:
             for h in report.health:
                 if h.route != route:
                     continue

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -18,10 +19,12 @@ from typing import IO, Any
 
 from aiohttp import web
 
+from . import controlplane_client
 from .app import create_admin_app, create_app
 from .config_source import ConfigSource
 from .contract import SidecarConfig
 from .metering import AuditSink, JsonLinesAudit, NullAudit
+from .runtime import GATEWAY, Hooks
 
 log = logging.getLogger("sluice.sidecar")
 
@@ -49,7 +52,21 @@ async def serve_async(
 ) -> None:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM); then finish in-flight requests."""
     audit, audit_stream = _audit_sink(audit_log)
-    api = create_app(config, secrets_dir=secrets_dir, audit=audit)
+    identity = controlplane_client.Identity.from_env(os.environ)
+    reporter: controlplane_client.UsageReporter | None = None
+    hooks = Hooks()
+    if identity is not None and isinstance(config, str | Path):
+        # In a pod: the mounted ConfigMap boots us, the operator's long-poll keeps us current.
+        source = controlplane_client.ControlPlaneConfig(config, identity)
+        config = source
+        reporter = controlplane_client.UsageReporter(
+            identity, config_hash=lambda: source.current_hash, interval=identity.report_interval
+        )
+        hooks = Hooks(on_finish=(reporter.record,))
+    api = create_app(config, secrets_dir=secrets_dir, audit=audit, hooks=hooks)
+    if reporter is not None:
+        reporter.health = api[GATEWAY].health
+        api.cleanup_ctx.append(reporter.lifecycle)
     admin = create_admin_app(api)
     api_runner = web.AppRunner(api, handler_cancellation=True, access_log=None)
     admin_runner = web.AppRunner(admin, access_log=None)

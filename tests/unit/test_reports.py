@@ -47,3 +47,13 @@ def test_stale_pods_drop_out() -> None:
     r.add(report("p1", 1, requests=5), now=0)
     out = r.route_status("ns", "chat", "h1", now=STALE_AFTER + 1)
     assert out == {"backends": [], "rollout": {"configHash": "h1", "pods": 0, "applied": 0}}
+
+
+def test_counts_sum_over_the_window_while_health_comes_from_the_latest() -> None:
+    r = Reports()
+    r.add(report("p1", 1, requests=5), now=0)
+    r.add(report("p1", 2, requests=2), now=10)
+    out = r.route_status("ns", "chat", "h1", now=11)
+    a = next(b for b in out["backends"] if b["name"] == "a")
+    assert a["requests"] == 7
+    assert out["rollout"]["pods"] == 1

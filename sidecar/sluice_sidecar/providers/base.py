@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..contract import Backend, Route
@@ -40,6 +40,13 @@ class Call:
     client_wants_usage: bool
     api_key: str | None
     request_id: str
+    #: ``max_tokens`` for providers that require one when the request has none.
+    default_max_tokens: int = 4096
+    #: The client's own Anthropic-shaped body (``POST /v1/messages``) when no pipeline hook
+    #: replaced the request: an Anthropic backend sends it as it is (lossless passthrough).
+    native: dict[str, Any] | None = None
+    #: ``traceparent`` / ``tracestate`` to send upstream (W3C trace context).
+    trace_headers: dict[str, str] = field(default_factory=dict)
 
 
 class Upstream(ABC):
@@ -50,6 +57,9 @@ class Upstream(ABC):
     content_chunks: int = 0
     #: True once the provider said the answer is complete ([DONE] or a finish_reason).
     complete: bool = False
+    #: The API shape of what ``read`` and ``frames`` return: "openai" (chat completions), or
+    #: "anthropic" for an Anthropic backend passing a ``/v1/messages`` request through natively.
+    dialect: str = "openai"
 
     @abstractmethod
     async def read(self) -> bytes:

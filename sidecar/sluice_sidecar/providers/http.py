@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -66,6 +67,11 @@ def map_exception(exc: BaseException, backend: str, *, after_headers: bool) -> e
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, ssl.SSLError)
 
+#: A provider's view of its own error answer: (status, code, type, message) → (status, code,
+#: type) in OpenAI's vocabulary, so that e.g. "prompt is too long" becomes
+#: ``context_length_exceeded`` and is classified like OpenAI's.
+Normaliser = Callable[[int, str | None, str | None, str], tuple[int, str | None, str | None]]
+
 
 async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
     """Up to ``cap`` bytes of the body, and whether there was more."""
@@ -83,7 +89,10 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bo
 
 
 async def status_error(
-    resp: aiohttp.ClientResponse, backend: str, now_wall: float
+    resp: aiohttp.ClientResponse,
+    backend: str,
+    now_wall: float,
+    normalise: Normaliser | None = None,
 ) -> errors.UpstreamStatusError:
     """Read a non-2xx answer (bounded) and turn it into an ``UpstreamStatusError``."""
     try:
@@ -100,8 +109,11 @@ async def status_error(
             if raw.strip()
             else f"the provider answered HTTP {resp.status}"
         )
+    status = resp.status
+    if normalise is not None:
+        status, code, etype = normalise(status, code, etype, message)
     return errors.UpstreamStatusError(
-        resp.status,
+        status,
         f"Backend '{backend}': {errors.sanitise(message)}",
         backend=backend,
         retry_after=retry_after(resp.headers, now_wall),

@@ -1,0 +1,292 @@
+"""The sidecar's side of the operator's control plane: config push in, usage reports out.
+
+Owns:
+* ``ControlPlaneConfig`` - a ``ConfigSource`` that boots from the mounted ConfigMap file (the
+  fail-static copy) and then keeps one long-poll open to ``GET /v1/config/{namespace}?hash=...``,
+  so a change reaches the pod within a second instead of the kubelet's sync period. While the
+  operator answers, it is authoritative; while it does not, the file is watched as before. A
+  config that fails validation is rejected and the last good one keeps serving, whatever its
+  origin. Unreachable operator => back-off, never a tight loop.
+* ``UsageReporter`` - counts requests per (route, backend) through the pipeline's ``on_finish``
+  hook (a few integer additions per request) and posts a ``UsageReport`` with backend health and
+  the config hash it runs every ``interval`` seconds; reports carry a sequence number so a
+  retried post is counted once.
+
+Authentication is the pod's projected ServiceAccount token, re-read from its file on every call
+(the kubelet rotates it). Nothing here runs unless the injector set ``SLUICE_CONTROL_PLANE_URL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from . import metering
+from .clock import Clock, SystemClock
+from .config_source import ConfigError, FileConfig, parse
+from .contract import BackendHealth, BackendState, UsageEntry, UsageReport
+from .exchange import Exchange
+
+log = logging.getLogger("sluice.controlplane")
+
+POLL_WAIT = 30.0  # seconds the operator may hold a long-poll
+REPORT_INTERVAL = 10.0
+MAX_BACKOFF = 30.0
+MAX_SAMPLES = 256  # latency samples kept per (route, backend) and window
+
+HealthFn = Callable[[], Iterable[tuple[str, str, BackendState, int]]]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this sidecar is, from the injector's downward-API environment."""
+
+    url: str
+    namespace: str
+    pod: str
+    token_file: Path
+    report_interval: float = REPORT_INTERVAL
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Identity | None:
+        url = env.get("SLUICE_CONTROL_PLANE_URL", "").rstrip("/")
+        namespace = env.get("POD_NAMESPACE", "")
+        if not url or not namespace:
+            return None
+        return cls(
+            url=url,
+            namespace=namespace,
+            pod=env.get("POD_NAME", "unknown"),
+            token_file=Path(
+                env.get("SLUICE_TOKEN_FILE", "/var/run/secrets/sluice.dev/token/token")
+            ),
+            report_interval=float(env.get("SLUICE_REPORT_INTERVAL", REPORT_INTERVAL)),
+        )
+
+    def headers(self) -> dict[str, str]:
+        try:
+            token = self.token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            return {}
+        return {"Authorization": f"Bearer {token}"}
+
+
+class ControlPlaneConfig(FileConfig):
+    """The ConfigMap file at start, then the operator's long-poll while it answers."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        identity: Identity,
+        *,
+        clock: Clock | None = None,
+        interval: float = 1.0,
+        poll_wait: float = POLL_WAIT,
+    ) -> None:
+        self.identity = identity
+        self.poll_wait = poll_wait
+        self.connected = False
+        self.pushes = 0
+        super().__init__(path, clock=clock, interval=interval)  # loads the file once
+
+    def reload(self) -> bool:
+        # While the operator answers it is the fresher source; the file is the fallback.
+        if self.connected:
+            return False
+        return super().reload()
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+            file_watch = asyncio.create_task(super().run())
+            try:
+                await self._poll(session)
+            finally:
+                file_watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await file_watch
+
+    async def _poll(self, session: aiohttp.ClientSession) -> None:
+        backoff = 0.5
+        url = f"{self.identity.url}/v1/config/{self.identity.namespace}"
+        while True:
+            try:
+                params = {"wait": str(self.poll_wait)}
+                if self.current_hash:
+                    params["hash"] = self.current_hash
+                async with session.get(
+                    url,
+                    params=params,
+                    headers=self.identity.headers(),
+                    timeout=aiohttp.ClientTimeout(total=self.poll_wait + 10, connect=5),
+                ) as resp:
+                    if resp.status == 304:
+                        self.connected = True
+                        backoff = 0.5
+                        continue
+                    if resp.status != 200:
+                        raise _UnavailableError(f"HTTP {resp.status}: {(await resp.text())[:200]}")
+                    body = await resp.json(content_type=None)
+                self.connected = True
+                backoff = 0.5
+                self._take(body)
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, TimeoutError, ValueError, _UnavailableError) as exc:
+                if self.connected:
+                    log.warning("control plane unreachable (%s); serving the last good config", exc)
+                self.connected = False
+                await self._clock.sleep(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+
+    def _take(self, body: Any) -> None:
+        config = body.get("config") if isinstance(body, dict) else None
+        try:
+            parsed = parse(_json_text(config), name="control plane config")
+        except ConfigError as exc:
+            self._fail(str(exc))
+            return
+        if self.current is not None and parsed == self.current:
+            return
+        self.pushes += 1
+        self._swap_logged(parsed)
+
+
+class _UnavailableError(Exception):
+    pass
+
+
+def _json_text(data: Any) -> str:
+    return json.dumps(data)
+
+
+@dataclass
+class _Counts:
+    requests: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    ttfts_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class UsageReporter:
+    """Per-window usage counters, reported to the operator."""
+
+    identity: Identity
+    config_hash: Callable[[], str | None]
+    health: HealthFn = lambda: ()
+    clock: Clock = field(default_factory=SystemClock)
+    interval: float = REPORT_INTERVAL
+    seq: int = 0
+    sent: int = 0
+    _window_start: float = field(default_factory=time.time)
+    _counts: dict[tuple[str, str], _Counts] = field(default_factory=dict)
+
+    def record(self, ex: Exchange) -> None:
+        """The ``on_finish`` hook: cheap, no IO."""
+        if ex.route is None or ex.backend is None:
+            return
+        c = self._counts.get((ex.route.name, ex.backend.name))
+        if c is None:
+            c = self._counts[(ex.route.name, ex.backend.name)] = _Counts()
+        c.requests += 1
+        c.fallbacks += ex.fallbacks
+        if ex.outcome != "ok":
+            c.errors += 1
+        if ex.usage is not None:
+            c.input_tokens += ex.usage.input_tokens
+            c.output_tokens += ex.usage.output_tokens
+            c.cost_usd += metering.cost_usd(ex.backend, ex.usage)
+        if len(c.latencies_ms) < MAX_SAMPLES:
+            c.latencies_ms.append((self.clock.now() - ex.started) * 1000)
+            if ex.ttft is not None:
+                c.ttfts_ms.append(ex.ttft * 1000)
+
+    def build(self) -> UsageReport:
+        """The report for the current window; starts a new window."""
+        now = time.time()
+        counts, self._counts = self._counts, {}
+        self.seq += 1
+        report = UsageReport(
+            namespace=self.identity.namespace,
+            pod=self.identity.pod,
+            config_hash=self.config_hash() or "",
+            seq=self.seq,
+            window_start=self._window_start,
+            window_end=now,
+            usage=tuple(
+                UsageEntry(
+                    route=route,
+                    backend=backend,
+                    requests=c.requests,
+                    errors=c.errors,
+                    fallbacks=c.fallbacks,
+                    input_tokens=c.input_tokens,
+                    output_tokens=c.output_tokens,
+                    cost_usd=round(c.cost_usd, 8),
+                    latency_p50_ms=round(statistics.median(c.latencies_ms), 2)
+                    if c.latencies_ms
+                    else None,
+                    ttft_p50_ms=round(statistics.median(c.ttfts_ms), 2) if c.ttfts_ms else None,
+                )
+                for (route, backend), c in sorted(counts.items())
+            ),
+            health=tuple(
+                BackendHealth(route=route, backend=backend, state=state)
+                for route, backend, state, _ in self.health()
+            ),
+        )
+        self._window_start = now
+        return report
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=10, connect=5)
+        ) as session:
+            pending: UsageReport | None = None
+            while True:
+                await self.clock.sleep(self.interval)
+                # A report that failed is merged into nothing and resent as is (same seq), so
+                # the operator counts it once; newer counts wait for the next window.
+                pending = pending or self.build()
+                try:
+                    async with session.post(
+                        f"{self.identity.url}/v1/reports",
+                        data=pending.model_dump_json(by_alias=True),
+                        headers={**self.identity.headers(), "Content-Type": "application/json"},
+                    ) as resp:
+                        if resp.status < 500:
+                            pending = None
+                            self.sent += 1
+                        if resp.status >= 400:
+                            log.warning("usage report refused: HTTP %s", resp.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    log.debug("usage report not delivered yet: %s", exc)
+
+    def lifecycle(self, _: web.Application) -> contextlib.AbstractAsyncContextManager[None]:
+        return _task_context(self.run(), "sluice-usage-reporter")
+
+
+@contextlib.asynccontextmanager
+async def _task_context(coro: Any, name: str) -> AsyncIterator[None]:
+    task = asyncio.create_task(coro, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,506 @@
+"""The Anthropic Messages API: OpenAI chat requests to ``POST /v1/messages`` and answers back.
+
+Owns the translation in both directions between the OpenAI chat format the sidecar serves and
+Anthropic's wire format, and the thin adapter that sends it:
+
+* request: system/developer messages → top-level ``system`` (a string, or text blocks when the
+  client sent parts); text, images (``data:`` URLs → base64 source, http(s) → url source) and PDF
+  files → content blocks; assistant ``tool_calls`` → ``tool_use`` blocks; ``tool`` messages →
+  ``tool_result`` blocks in a user turn; consecutive turns of one role merged (Anthropic wants
+  them alternating); ``tools``/``tool_choice``/``parallel_tool_calls``; ``max_tokens`` (or
+  ``max_completion_tokens``, or the config's default: Anthropic requires one); ``stop`` →
+  ``stop_sequences``; ``temperature`` clamped to Anthropic's 0…1; ``user`` → ``metadata.user_id``.
+  Content parts and tools of an unknown type pass through as they are (Anthropic blocks).
+* answer: text and ``tool_use`` blocks → ``content`` and ``tool_calls``; thinking blocks are not
+  shown; ``stop_reason`` → ``finish_reason`` (``STOP_REASONS``); usage incl. cache tokens
+  (OpenAI's ``prompt_tokens`` = input + cache creation + cache read; ``cached_tokens`` = read).
+* stream: ``StreamTranslator`` turns ``message_start`` … ``message_stop`` into chunks. It emits
+  nothing until the first content, so an ``overloaded_error`` event before any content is a
+  failure the pipeline can still retry invisibly; an ``error`` event becomes an
+  ``UpstreamStreamError`` of the right failure class.
+* errors: ``normalise_error`` maps Anthropic's error types (and HTTP 529) to OpenAI's vocabulary
+  so fallback rules treat them like any provider's.
+* native passthrough: a ``/v1/messages`` request (``Call.native``) is sent as the client wrote it
+  and answered in Anthropic's format (``dialect = "anthropic"``), still metered.
+
+Everything above the adapter classes is pure.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+
+from .. import errors, sse
+from ..clock import Clock
+from . import chat, wire
+from .base import Adapter, Call, Upstream, Usage
+
+API_VERSION = "2023-06-01"
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+STOP_REASONS = {
+    "end_turn": "stop",
+    "max_tokens": "length",
+    "stop_sequence": "stop",
+    "tool_use": "tool_calls",
+    "pause_turn": "stop",
+    "refusal": "content_filter",
+    "model_context_window_exceeded": "length",
+}
+#: Anthropic error type → (OpenAI type, code) for errors in a body or a stream.
+ERROR_TYPES = {
+    "invalid_request_error": ("invalid_request_error", None),
+    "authentication_error": ("invalid_request_error", "invalid_api_key"),
+    "permission_error": ("invalid_request_error", "permission_denied"),
+    "not_found_error": ("invalid_request_error", "model_not_found"),
+    "request_too_large": ("invalid_request_error", "request_too_large"),
+    "rate_limit_error": ("rate_limit_exceeded", "rate_limit_exceeded"),
+    "api_error": ("server_error", None),
+    "overloaded_error": ("server_error", "overloaded"),
+    "timeout_error": ("server_error", "timeout"),
+}
+_PARAMS = ("top_p",)
+
+
+# --- request --------------------------------------------------------------------------------
+
+
+def url_of(base_url: str | None) -> str:
+    base = (base_url or DEFAULT_BASE_URL).rstrip("/")
+    return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+
+
+def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
+    """(url, body, headers) for ``call``. A purely computational function."""
+    if call.native is not None:
+        body = dict(call.native)
+        body["model"] = call.backend.model
+    else:
+        body = to_messages_request(call.body, call.backend.model, call.default_max_tokens)
+        if call.stream:
+            body["stream"] = True
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if call.stream else "application/json",
+        "anthropic-version": API_VERSION,
+        "X-Request-Id": call.request_id,
+    }
+    if call.api_key:
+        headers["x-api-key"] = call.api_key
+    return url_of(call.backend.base_url), wire.dumps(body), headers
+
+
+def to_messages_request(
+    body: dict[str, Any], model: str, default_max_tokens: int
+) -> dict[str, Any]:
+    """An Anthropic Messages request for an OpenAI chat request. A pure function."""
+    system: list[dict[str, Any]] = []
+    system_is_text = True
+    turns: list[dict[str, Any]] = []
+    for i, m in enumerate(body.get("messages") or ()):
+        path = f"messages[{i}]"
+        role = m.get("role")
+        content = m.get("content")
+        if role in ("system", "developer"):
+            if isinstance(content, list):
+                system_is_text = False
+            system += _blocks(content, path + ".content")
+            continue
+        if role == "user":
+            _append(turns, "user", _blocks(content, path + ".content"), keep_str=content)
+        elif role == "assistant":
+            blocks = _blocks(content, path + ".content")
+            for j, tc in enumerate(m.get("tool_calls") or ()):
+                fn = tc.get("function") or {}
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": tc.get("id"),
+                        "name": fn.get("name"),
+                        "input": chat.json_arguments(
+                            fn.get("arguments"), f"{path}.tool_calls[{j}].function.arguments"
+                        ),
+                    }
+                )
+            keep = content if not m.get("tool_calls") else None
+            _append(turns, "assistant", blocks, keep_str=keep)
+        elif role in ("tool", "function"):
+            result: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": m.get("tool_call_id") or m.get("name"),
+            }
+            if isinstance(content, list):
+                result["content"] = _blocks(content, path + ".content")
+            elif content is not None:
+                result["content"] = content
+            _append(turns, "user", [result])
+        else:
+            raise errors.InvalidField(path + ".role", f"unknown role {role!r}")
+    out: dict[str, Any] = {"model": model, "messages": turns}
+    if system:
+        if system_is_text:
+            out["system"] = "\n\n".join(b["text"] for b in system)
+        else:
+            out["system"] = system
+    _params(body, out, default_max_tokens)
+    return out
+
+
+def _params(body: dict[str, Any], out: dict[str, Any], default_max_tokens: int) -> None:
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    out["max_tokens"] = max_tokens if isinstance(max_tokens, int) else default_max_tokens
+    temperature = body.get("temperature")
+    if isinstance(temperature, int | float):
+        out["temperature"] = min(max(float(temperature), 0.0), 1.0)
+    for name in _PARAMS:
+        if body.get(name) is not None:
+            out[name] = body[name]
+    stop = body.get("stop")
+    if stop:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if isinstance(body.get("user"), str):
+        out["metadata"] = {"user_id": body["user"]}
+    tools = body.get("tools")
+    if tools:
+        out["tools"] = [_tool(t) for t in tools]
+    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if choice is not None and (tools or choice.get("type") == "none"):
+        out["tool_choice"] = choice
+
+
+def _append(
+    turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]], keep_str: Any = None
+) -> None:
+    """Add a turn, merging it into the previous one of the same role."""
+    if turns and turns[-1]["role"] == role:
+        prev = turns[-1]
+        if isinstance(prev["content"], str):
+            prev["content"] = [{"type": "text", "text": prev["content"]}]
+        prev["content"].extend(blocks)
+    elif isinstance(keep_str, str):
+        turns.append({"role": role, "content": keep_str})
+    else:
+        turns.append({"role": role, "content": blocks})
+
+
+def _blocks(content: Any, path: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    out = []
+    for k, part in enumerate(content):
+        ppath = f"{path}[{k}]"
+        if not isinstance(part, dict):
+            raise errors.InvalidField(ppath, "expected an object")
+        kind = part.get("type")
+        if kind == "text":
+            out.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "image_url":
+            out.append(_image(chat.image_url_of(part), ppath))
+        elif kind == "file":
+            f = part.get("file") or {}
+            media, data = chat.data_url(str(f.get("file_data", "")), ppath + ".file.file_data")
+            source = {"type": "base64", "media_type": media, "data": data}
+            out.append({"type": "document", "source": source})
+        elif kind in ("input_audio", "refusal"):
+            raise errors.InvalidField(ppath, f"{kind!r} content cannot be sent to Anthropic")
+        else:  # an Anthropic block carried through the canonical body as it is
+            out.append(part)
+    return out
+
+
+def _image(url: str | None, path: str) -> dict[str, Any]:
+    if url is None:
+        raise errors.InvalidField(path, "an image_url part needs a url")
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    media, data = chat.data_url(url, path + ".image_url.url")
+    return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+
+
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    if tool.get("type") != "function":
+        return tool
+    fn = tool.get("function") or {}
+    out: dict[str, Any] = {
+        "name": fn.get("name"),
+        "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    return out
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    out: dict[str, Any] | None
+    if choice is None:
+        out = {"type": "auto"} if parallel is False else None
+    elif choice == "auto":
+        out = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        out = {"type": "none"}
+    elif isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        out = {"type": "tool", "name": name} if name else {"type": "auto"}
+    else:
+        out = None
+    if out is not None and parallel is False and out["type"] != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+# --- answer ---------------------------------------------------------------------------------
+
+
+def usage_of(u: Any) -> Usage | None:
+    """Usage from an Anthropic ``usage`` object (message or message_start)."""
+    if not isinstance(u, dict) or not isinstance(u.get("input_tokens"), int):
+        return None
+    created = u.get("cache_creation_input_tokens") or 0
+    read = u.get("cache_read_input_tokens") or 0
+    out = u.get("output_tokens") or 0
+    return Usage(u["input_tokens"] + created + read, out, read)
+
+
+def to_chat_completion(msg: dict[str, Any], created: int) -> tuple[dict[str, Any], Usage | None]:
+    """(OpenAI chat completion, usage) for an Anthropic message. A pure function."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in msg.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text", ""))
+        elif kind == "tool_use":
+            args = json.dumps(block.get("input") or {}, ensure_ascii=False)
+            calls.append(chat.tool_call(str(block.get("id")), str(block.get("name")), args))
+    finish = STOP_REASONS.get(str(msg.get("stop_reason")), "stop")
+    usage = usage_of(msg.get("usage"))
+    choice = {
+        "index": 0,
+        "message": chat.message("".join(texts) if texts else None, calls),
+        "finish_reason": finish,
+        "logprobs": None,
+    }
+    body = chat.completion(
+        str(msg.get("id", "")), created, str(msg.get("model", "")), [choice], usage
+    )
+    return body, usage
+
+
+def normalise_error(
+    status: int, code: str | None, etype: str | None, message: str
+) -> tuple[int, str | None, str | None]:
+    """Anthropic's error answer in OpenAI's vocabulary (see ``http.Normaliser``)."""
+    text = message.lower()
+    if "prompt is too long" in text or "context window" in text or "too many tokens" in text:
+        return status, "context_length_exceeded", "invalid_request_error"
+    if "content filtering" in text or "content policy" in text:
+        return status, "content_filter", "invalid_request_error"
+    if etype in ERROR_TYPES:
+        otype, ocode = ERROR_TYPES[etype]
+        return status, ocode or code, otype
+    return status, code, etype
+
+
+def stream_error(obj: dict[str, Any], backend: str) -> errors.UpstreamStreamError:
+    """The failure an ``error`` event of an Anthropic stream (or body) stands for."""
+    err = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+    assert isinstance(err, dict)
+    etype = str(err.get("type") or "api_error")
+    message = str(err.get("message") or etype)
+    out = errors.UpstreamStreamError(
+        f"Backend '{backend}' reported {etype}: {errors.sanitise(message)}", backend=backend
+    )
+    status = {"rate_limit_error": 429, "overloaded_error": 529, "api_error": 500}.get(etype, 400)
+    _, code, _ = normalise_error(status, None, etype, message)
+    out.failure = errors.classify_status(status, code, message)
+    if out.failure is None:
+        out.counts_for_breaker = False
+    return out
+
+
+class StreamTranslator:
+    """Anthropic stream events → OpenAI chunk frames. Pure; feed it events in order."""
+
+    def __init__(self, backend: str, created: int, wants_usage: bool) -> None:
+        self.backend = backend
+        self.created = created
+        self.wants_usage = wants_usage
+        self.usage: Usage | None = None
+        self.complete = False
+        self.finished = False
+        self.content_chunks = 0
+        self._w: chat.ChunkWriter | None = None
+        self._tools: dict[int, int] = {}
+
+    def _writer(self) -> chat.ChunkWriter:
+        if self._w is None:
+            self._w = chat.ChunkWriter("msg", self.created, "")
+        return self._w
+
+    def feed(self, event: str | None, data: dict[str, Any]) -> list[bytes]:
+        kind = data.get("type") or event
+        if kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                self.content_chunks += 1
+                return [self._writer().text(str(delta.get("text", "")))]
+            if dtype == "input_json_delta":
+                index = self._tools.get(data.get("index", -1))
+                if index is None:
+                    return []
+                self.content_chunks += 1
+                fn = {"arguments": str(delta.get("partial_json", ""))}
+                return [self._writer().delta({"tool_calls": [{"index": index, "function": fn}]})]
+            return []  # thinking, signature and citation deltas are not shown
+        if kind == "message_start":
+            msg = data.get("message") or {}
+            self._w = chat.ChunkWriter(
+                str(msg.get("id", "msg")), self.created, str(msg.get("model", ""))
+            )
+            self.usage = usage_of(msg.get("usage"))
+            return []
+        if kind == "content_block_start":
+            block = data.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self._tools[data.get("index", -1)] = len(self._tools)
+                self.content_chunks += 1
+                tc = {
+                    "index": index,
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": ""},
+                }
+                return [self._writer().delta({"tool_calls": [tc]})]
+            if block.get("type") == "text" and block.get("text"):
+                self.content_chunks += 1
+                return [self._writer().text(str(block["text"]))]
+            return []
+        if kind == "message_delta":
+            self._usage_delta(data.get("usage"))
+            reason = (data.get("delta") or {}).get("stop_reason")
+            self.complete = True
+            out = [self._writer().finish(STOP_REASONS.get(str(reason), "stop"))]
+            if self.wants_usage and self.usage is not None:
+                out.append(self._writer().usage(self.usage))
+            return out
+        if kind == "message_stop":
+            self.finished = True
+            return []
+        if kind == "error":
+            raise stream_error(data, self.backend)
+        return []  # ping, content_block_stop, events added later
+
+    def _usage_delta(self, u: Any) -> None:
+        if not isinstance(u, dict):
+            return
+        base = self.usage or Usage(0, 0)
+        if isinstance(u.get("input_tokens"), int):
+            merged = {
+                "input_tokens": u["input_tokens"],
+                "cache_creation_input_tokens": u.get("cache_creation_input_tokens") or 0,
+                "cache_read_input_tokens": u.get("cache_read_input_tokens") or 0,
+                "output_tokens": u.get("output_tokens") or 0,
+            }
+            self.usage = usage_of(merged)
+        elif isinstance(u.get("output_tokens"), int):
+            self.usage = Usage(base.input_tokens, u["output_tokens"], base.cached_input_tokens)
+
+
+class NativeStream:
+    """Anthropic events passed through to an Anthropic client, metered on the way. Events before
+    the first content are held back, so a failure before any content can still be retried."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.usage: Usage | None = None
+        self.complete = False
+        self.finished = False
+        self.content_chunks = 0
+        self._held: list[bytes] | None = []
+
+    def feed(self, event: str | None, data: dict[str, Any], raw: str) -> list[bytes]:
+        kind = data.get("type") or event
+        if kind == "error":
+            raise stream_error(data, self.backend)
+        frame = sse.encode(raw, str(kind))
+        if kind == "message_start":
+            self.usage = usage_of((data.get("message") or {}).get("usage"))
+        elif kind == "content_block_delta":
+            self.content_chunks += 1
+        elif kind == "message_delta":
+            self.complete = True
+            u = data.get("usage")
+            if isinstance(u, dict) and isinstance(u.get("output_tokens"), int):
+                base = self.usage or Usage(0, 0)
+                if isinstance(u.get("input_tokens"), int):
+                    base = usage_of(u) or base
+                self.usage = Usage(base.input_tokens, u["output_tokens"], base.cached_input_tokens)
+        elif kind == "message_stop":
+            self.finished = True
+        if self._held is not None:
+            self._held.append(frame)
+            if kind in ("content_block_delta", "message_delta", "message_stop"):
+                out, self._held = self._held, None
+                return out
+            return []
+        return [frame]
+
+
+# --- the adapter (IO) -----------------------------------------------------------------------
+
+
+class AnthropicAdapter(Adapter):
+    def __init__(self, session: aiohttp.ClientSession, clock: Clock) -> None:
+        self._poster = wire.Poster(session, clock)
+        self._clock = clock
+
+    async def open(self, call: Call) -> Upstream:
+        if call.operation != "chat":
+            raise errors.UnsupportedProvider(
+                f"Backend '{call.backend.name}' (anthropic) cannot serve {call.operation}.",
+                backend=call.backend.name,
+            )
+        url, payload, headers = build_request(call)
+        resp = await self._poster.post(call, url, payload, headers, normalise_error)
+        return AnthropicUpstream(resp, call, int(self._clock.wall()))
+
+
+class AnthropicUpstream(wire.TranslatedUpstream):
+    def __init__(self, resp: aiohttp.ClientResponse, call: Call, created: int) -> None:
+        super().__init__(resp, call)
+        self._created = created
+        self._translator: StreamTranslator | NativeStream
+        if call.native is not None:
+            self.dialect = "anthropic"
+            self._translator = NativeStream(self._backend)
+        else:
+            self._translator = StreamTranslator(self._backend, created, call.client_wants_usage)
+
+    def translate_body(self, raw: bytes, obj: dict[str, Any]) -> bytes:
+        if obj.get("type") == "error":
+            raise stream_error(obj, self._backend)
+        if self.dialect == "anthropic":
+            self.usage = usage_of(obj.get("usage"))
+            return raw
+        body, self.usage = to_chat_completion(obj, self._created)
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def on_event(self, ev: sse.Event) -> list[bytes]:
+        data = wire.loads_event(ev, self._backend)
+        t = self._translator
+        if isinstance(t, NativeStream):
+            out = t.feed(ev.event, data, ev.data)
+        else:
+            out = t.feed(ev.event, data)
+        self.usage = t.usage
+        self.complete = t.complete
+        self.finished = t.finished
+        self.content_chunks = t.content_chunks
+        return out

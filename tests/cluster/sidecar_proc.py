@@ -1,0 +1,89 @@
+"""Runs a real sidecar process (``python -m sluice_sidecar``) the way the injector configures it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .operator_proc import free_port
+
+
+@dataclass
+class SidecarProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    admin_port: int
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_sidecar(
+    config_file: Path,
+    workdir: Path,
+    *,
+    control_plane: str,
+    namespace: str,
+    pod: str,
+    token_file: Path,
+    report_interval: float = 0.5,
+) -> SidecarProcess:
+    """Start a sidecar with the injector's environment; returns once /readyz says ready."""
+    port, admin = free_port(), free_port()
+    log = workdir / f"sidecar-{pod}.log"
+    env = dict(os.environ)
+    env.update(
+        SLUICE_CONTROL_PLANE_URL=control_plane,
+        POD_NAMESPACE=namespace,
+        POD_NAME=pod,
+        SLUICE_TOKEN_FILE=str(token_file),
+        SLUICE_REPORT_INTERVAL=str(report_interval),
+    )
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sluice_sidecar",
+                "--config",
+                str(config_file),
+                f"--port={port}",
+                f"--admin-port={admin}",
+                "--audit-log=none",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    side = SidecarProcess(proc, port, admin, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sidecar exited with {proc.returncode}:\n{side.log_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return side
+        except OSError:
+            time.sleep(0.1)
+    side.stop()
+    raise RuntimeError(f"sidecar not ready:\n{side.log_text()}")
