@@ -3,7 +3,8 @@
 Owns: accepting ``UsageReport``s idempotently (a repeated or older ``seq`` from the same pod is
 ignored), keeping each pod's reports of the last ``WINDOW`` seconds, forgetting pods that stopped
 reporting, and summing them into per-backend counters (over the window), health and a rollout
-count (pods, and pods on the current config hash, from each pod's latest report). A purely computational module; the caller passes the time and does the IO.
+count (pods, and pods on the current config hash, from each pod's latest report).
+A purely computational module; the caller passes the time and does the IO.
 """
 
 from __future__ import annotations
