@@ -1,0 +1,452 @@
+"""The Gemini API: OpenAI chat requests to ``generateContent`` / ``streamGenerateContent``.
+
+Owns the translation between the OpenAI chat format and Gemini's, and the thin adapter:
+
+* request (``POST {base}/v1beta/models/{model}:generateContent``, or
+  ``:streamGenerateContent?alt=sse``; key in ``x-goog-api-key``): system/developer messages →
+  ``systemInstruction``; ``assistant`` → role ``model``; text, images (``data:`` URLs →
+  ``inlineData``, http(s) → ``fileData``), audio and files → parts; ``tool_calls`` →
+  ``functionCall`` parts; ``tool`` messages → ``functionResponse`` parts (named after the call
+  they answer; a JSON object result is passed as the response, anything else as
+  ``{"result": …}``); consecutive turns of one role merged; ``tools`` →
+  ``functionDeclarations`` with the JSON Schema as ``parametersJsonSchema``; ``tool_choice`` →
+  ``toolConfig.functionCallingConfig``; ``temperature``, ``top_p``, ``max_tokens``, ``stop``,
+  ``n``, penalties, ``seed`` and ``response_format`` → ``generationConfig``.
+* answer: text parts (not thoughts) → ``content``; ``functionCall`` → ``tool_calls`` (a
+  ``thoughtSignature`` rides in the tool call id after ``~`` and is handed back on the next
+  turn, as Gemini requires); ``finishReason`` → ``finish_reason`` (safety, recitation, blocklist,
+  prohibited content, SPII → ``content_filter``; STOP with a function call → ``tool_calls``);
+  ``usageMetadata`` → usage (thought tokens count as output, ``cachedContentTokenCount`` as
+  cached input). A prompt blocked by ``promptFeedback.blockReason`` is a 400 ``content_filter``
+  failure, so a route can fall over on ``contentFilter``.
+* stream: every SSE event is a partial ``GenerateContentResponse``; the stream ends at EOF
+  (there is no ``[DONE]``) and is complete once a ``finishReason`` came; the usage chunk is
+  written at the end.
+* errors: ``normalise_error`` maps Gemini's errors (an invalid API key is a 400 there; here a
+  401, like every provider's) to OpenAI's vocabulary.
+
+Everything above the adapter classes is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from .. import errors, sse
+from ..clock import Clock
+from . import chat, wire
+from .base import Adapter, Call, Upstream, Usage
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+FINISH_REASONS = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "IMAGE_PROHIBITED_CONTENT": "content_filter",
+}
+SIGNATURE_SEPARATOR = "~"
+_VERSIONED = re.compile(r"/v1(alpha|beta)?\d*$")
+
+
+# --- request --------------------------------------------------------------------------------
+
+
+def url_of(base_url: str | None, model: str, stream: bool) -> str:
+    base = (base_url or DEFAULT_BASE_URL).rstrip("/")
+    if not _VERSIONED.search(base):
+        base += "/v1beta"
+    model = quote(model.removeprefix("models/"), safe="-._")
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return f"{base}/models/{model}:{method}"
+
+
+def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
+    """(url, body, headers) for ``call``. A purely computational function."""
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if call.stream else "application/json",
+        "X-Request-Id": call.request_id,
+    }
+    if call.api_key:
+        headers["x-goog-api-key"] = call.api_key
+    url = url_of(call.backend.base_url, call.backend.model, call.stream)
+    return url, wire.dumps(to_generate_request(call.body)), headers
+
+
+def to_generate_request(body: dict[str, Any]) -> dict[str, Any]:
+    """A Gemini ``generateContent`` request for an OpenAI chat request. A pure function."""
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    for i, m in enumerate(body.get("messages") or ()):
+        path = f"messages[{i}]"
+        role = m.get("role")
+        content = m.get("content")
+        if role in ("system", "developer"):
+            system += _parts(content, path + ".content")
+        elif role == "user":
+            _append(contents, "user", _parts(content, path + ".content"))
+        elif role == "assistant":
+            parts = _parts(content, path + ".content")
+            for j, tc in enumerate(m.get("tool_calls") or ()):
+                fn = tc.get("function") or {}
+                call_id = str(tc.get("id", ""))
+                names[call_id] = str(fn.get("name"))
+                args = chat.json_arguments(
+                    fn.get("arguments"), f"{path}.tool_calls[{j}].function.arguments"
+                )
+                part: dict[str, Any] = {"functionCall": {"name": fn.get("name"), "args": args}}
+                _, sep, signature = call_id.partition(SIGNATURE_SEPARATOR)
+                if sep and signature:
+                    part["thoughtSignature"] = signature
+                parts.append(part)
+            _append(contents, "model", parts)
+        elif role in ("tool", "function"):
+            call_id = str(m.get("tool_call_id", ""))
+            name = names.get(call_id) or m.get("name") or call_id
+            response = {"name": name, "response": _function_response(content)}
+            _append(contents, "user", [{"functionResponse": response}])
+        else:
+            raise errors.InvalidField(path + ".role", f"unknown role {role!r}")
+    out: dict[str, Any] = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": system}
+    config = _generation_config(body)
+    if config:
+        out["generationConfig"] = config
+    tools = body.get("tools")
+    if tools:
+        out["tools"] = [{"functionDeclarations": [_declaration(t) for t in tools]}]
+    tool_config = _tool_config(body.get("tool_choice"))
+    if tool_config is not None:
+        out["toolConfig"] = tool_config
+    return out
+
+
+def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
+    if contents and contents[-1]["role"] == role:
+        contents[-1]["parts"].extend(parts)
+    else:
+        contents.append({"role": role, "parts": parts})
+
+
+def _parts(content: Any, path: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    out: list[dict[str, Any]] = []
+    for k, part in enumerate(content):
+        ppath = f"{path}[{k}]"
+        if not isinstance(part, dict):
+            raise errors.InvalidField(ppath, "expected an object")
+        kind = part.get("type")
+        if kind == "text":
+            out.append({"text": part.get("text", "")})
+        elif kind == "image_url":
+            url = chat.image_url_of(part)
+            if url is None:
+                raise errors.InvalidField(ppath, "an image_url part needs a url")
+            if url.startswith(("http://", "https://")):
+                mime = mimetypes.guess_type(url.split("?", 1)[0])[0] or "image/jpeg"
+                out.append({"fileData": {"mimeType": mime, "fileUri": url}})
+            else:
+                mime, data = chat.data_url(url, ppath + ".image_url.url")
+                out.append({"inlineData": {"mimeType": mime, "data": data}})
+        elif kind == "input_audio":
+            audio = part.get("input_audio") or {}
+            mime = f"audio/{audio.get('format', 'wav')}"
+            out.append({"inlineData": {"mimeType": mime, "data": audio.get("data", "")}})
+        elif kind == "file":
+            f = part.get("file") or {}
+            mime, data = chat.data_url(str(f.get("file_data", "")), ppath + ".file.file_data")
+            out.append({"inlineData": {"mimeType": mime, "data": data}})
+        else:
+            raise errors.InvalidField(ppath, f"{kind!r} content cannot be sent to Gemini")
+    return out
+
+
+def _function_response(content: Any) -> dict[str, Any]:
+    text = chat.text_of(content)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        value = text
+    return value if isinstance(value, dict) else {"result": value}
+
+
+def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for ours, theirs in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("n", "candidateCount"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+        ("seed", "seed"),
+    ):
+        if body.get(ours) is not None:
+            config[theirs] = body[ours]
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(max_tokens, int):
+        config["maxOutputTokens"] = max_tokens
+    stop = body.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    rf = body.get("response_format")
+    if isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+        schema = (rf.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict):
+            config["responseJsonSchema"] = schema
+    return config
+
+
+def _declaration(tool: dict[str, Any]) -> dict[str, Any]:
+    fn = tool.get("function") or {}
+    out: dict[str, Any] = {"name": fn.get("name"), "description": fn.get("description") or ""}
+    if fn.get("parameters"):
+        out["parametersJsonSchema"] = fn["parameters"]
+    return out
+
+
+def _tool_config(choice: Any) -> dict[str, Any] | None:
+    if choice == "auto":
+        mode: dict[str, Any] = {"mode": "AUTO"}
+    elif choice == "required":
+        mode = {"mode": "ANY"}
+    elif choice == "none":
+        mode = {"mode": "NONE"}
+    elif isinstance(choice, dict) and (choice.get("function") or {}).get("name"):
+        mode = {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}
+    else:
+        return None
+    return {"functionCallingConfig": mode}
+
+
+# --- answer ---------------------------------------------------------------------------------
+
+
+def usage_of(u: Any) -> Usage | None:
+    """Usage from ``usageMetadata`` (prompt tokens include cached ones; thoughts are output)."""
+    if not isinstance(u, dict) or not isinstance(u.get("promptTokenCount"), int):
+        return None
+    output = (u.get("candidatesTokenCount") or 0) + (u.get("thoughtsTokenCount") or 0)
+    return Usage(u["promptTokenCount"], output, u.get("cachedContentTokenCount") or 0)
+
+
+def blocked(obj: dict[str, Any], backend: str) -> errors.UpstreamStatusError | None:
+    """The failure for a prompt Gemini refused (``promptFeedback.blockReason``), if it did."""
+    feedback = obj.get("promptFeedback")
+    reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
+    if not reason or obj.get("candidates"):
+        return None
+    return errors.UpstreamStatusError(
+        400,
+        f"Backend '{backend}': the prompt was blocked by the provider's content policy "
+        f"({errors.sanitise(str(reason))}).",
+        backend=backend,
+        upstream_code="content_filter",
+    )
+
+
+def in_band_error(obj: dict[str, Any], backend: str) -> errors.UpstreamError | None:
+    err = obj.get("error")
+    if not isinstance(err, dict):
+        return blocked(obj, backend)
+    code = err.get("code")
+    status = code if isinstance(code, int) else 500
+    message = str(err.get("message") or err.get("status") or "unknown error")
+    status, ocode, _ = normalise_error(status, None, str(err.get("status") or ""), message)
+    out = errors.UpstreamStreamError(
+        f"Backend '{backend}' reported an error: {errors.sanitise(message)}", backend=backend
+    )
+    out.failure = errors.classify_status(status, ocode, message)
+    if out.failure is None:
+        out.counts_for_breaker = False
+    return out
+
+
+def _call_id(fc: dict[str, Any], part: dict[str, Any], prefix: str, n: int) -> str:
+    base = str(fc.get("id") or f"call_{prefix}_{n}")
+    signature = part.get("thoughtSignature")
+    return f"{base}{SIGNATURE_SEPARATOR}{signature}" if signature else base
+
+
+def _finish(reason: Any, has_calls: bool) -> str:
+    out = FINISH_REASONS.get(str(reason), "stop")
+    return "tool_calls" if out == "stop" and has_calls else out
+
+
+def to_chat_completion(
+    obj: dict[str, Any], created: int, model: str, backend: str
+) -> tuple[dict[str, Any], Usage | None]:
+    """(OpenAI chat completion, usage) for a ``GenerateContentResponse``. A pure function;
+    raises the content-filter failure for a blocked prompt."""
+    failure = blocked(obj, backend)
+    if failure is not None:
+        raise failure
+    rid = str(obj.get("responseId") or "gemini")
+    choices = []
+    for k, cand in enumerate(obj.get("candidates") or ()):
+        texts: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for part in (cand.get("content") or {}).get("parts") or ():
+            if "text" in part and not part.get("thought"):
+                texts.append(str(part["text"]))
+            elif isinstance(part.get("functionCall"), dict):
+                fc = part["functionCall"]
+                args = json.dumps(fc.get("args") or {}, ensure_ascii=False)
+                cid = _call_id(fc, part, rid, len(calls))
+                calls.append(chat.tool_call(cid, str(fc.get("name")), args))
+        choices.append(
+            {
+                "index": cand.get("index", k),
+                "message": chat.message("".join(texts) if texts else None, calls),
+                "finish_reason": _finish(cand.get("finishReason"), bool(calls)),
+                "logprobs": None,
+            }
+        )
+    usage = usage_of(obj.get("usageMetadata"))
+    body = chat.completion(rid, created, str(obj.get("modelVersion") or model), choices, usage)
+    return body, usage
+
+
+def normalise_error(
+    status: int, code: str | None, etype: str | None, message: str
+) -> tuple[int, str | None, str | None]:
+    """Gemini's error answer in OpenAI's vocabulary (see ``http.Normaliser``)."""
+    text = message.lower()
+    if "api key not valid" in text or "api_key_invalid" in text:
+        return 401, "invalid_api_key", "invalid_request_error"
+    if ("token count" in text and "exceeds" in text) or "context window" in text:
+        return status, "context_length_exceeded", "invalid_request_error"
+    if status == 429:
+        return status, "rate_limit_exceeded", "rate_limit_exceeded"
+    if status == 403:
+        return status, "permission_denied", "invalid_request_error"
+    if status == 404:
+        return status, "model_not_found", "invalid_request_error"
+    return status, None if code == str(status) else code, None
+
+
+class StreamTranslator:
+    """Gemini stream events (partial ``GenerateContentResponse``s) → OpenAI chunk frames."""
+
+    def __init__(self, backend: str, created: int, model: str, wants_usage: bool) -> None:
+        self.backend = backend
+        self.created = created
+        self.model = model
+        self.wants_usage = wants_usage
+        self.usage: Usage | None = None
+        self.complete = False
+        self.content_chunks = 0
+        self._w: chat.ChunkWriter | None = None
+        self._rid = "gemini"
+        self._calls: dict[int, int] = {}
+        self._open: set[int] = set()
+
+    def feed(self, obj: dict[str, Any]) -> list[bytes]:
+        failure = in_band_error(obj, self.backend)
+        if failure is not None:
+            raise failure
+        if self._w is None:
+            self._rid = str(obj.get("responseId") or "gemini")
+            model = str(obj.get("modelVersion") or self.model)
+            self._w = chat.ChunkWriter(self._rid, self.created, model)
+        w = self._w
+        usage = usage_of(obj.get("usageMetadata"))
+        if usage is not None:
+            self.usage = usage
+        out: list[bytes] = []
+        for k, cand in enumerate(obj.get("candidates") or ()):
+            index = cand.get("index", k)
+            self._open.add(index)
+            for part in (cand.get("content") or {}).get("parts") or ():
+                if "text" in part and not part.get("thought"):
+                    if part["text"]:
+                        self.content_chunks += 1
+                        out.append(w.text(str(part["text"]), index))
+                elif isinstance(part.get("functionCall"), dict):
+                    fc = part["functionCall"]
+                    n = self._calls[index] = self._calls.get(index, -1) + 1
+                    tc = {
+                        "index": n,
+                        "id": _call_id(fc, part, self._rid, n),
+                        "type": "function",
+                        "function": {
+                            "name": fc.get("name"),
+                            "arguments": json.dumps(fc.get("args") or {}, ensure_ascii=False),
+                        },
+                    }
+                    self.content_chunks += 1
+                    out.append(w.delta({"tool_calls": [tc]}, index))
+            reason = cand.get("finishReason")
+            if reason:
+                self._open.discard(index)
+                out.append(w.finish(_finish(reason, index in self._calls), index))
+                self.complete = not self._open
+        return out
+
+    def end(self) -> list[bytes]:
+        if self.wants_usage and self.usage is not None and self._w is not None:
+            return [self._w.usage(self.usage)]
+        return []
+
+
+# --- the adapter (IO) -----------------------------------------------------------------------
+
+
+class GeminiAdapter(Adapter):
+    def __init__(self, session: aiohttp.ClientSession, clock: Clock) -> None:
+        self._poster = wire.Poster(session, clock)
+        self._clock = clock
+
+    async def open(self, call: Call) -> Upstream:
+        if call.operation != "chat":
+            raise errors.UnsupportedProvider(
+                f"Backend '{call.backend.name}' (gemini) cannot serve {call.operation}.",
+                backend=call.backend.name,
+            )
+        url, payload, headers = build_request(call)
+        resp = await self._poster.post(call, url, payload, headers, normalise_error)
+        return GeminiUpstream(resp, call, int(self._clock.wall()))
+
+
+class GeminiUpstream(wire.TranslatedUpstream):
+    def __init__(self, resp: aiohttp.ClientResponse, call: Call, created: int) -> None:
+        super().__init__(resp, call)
+        self._created = created
+        self._model = call.backend.model
+        self._stream = StreamTranslator(
+            self._backend, created, call.backend.model, call.client_wants_usage
+        )
+
+    def translate_body(self, raw: bytes, obj: dict[str, Any]) -> bytes:
+        failure = in_band_error(obj, self._backend)
+        if failure is not None:
+            raise failure
+        body, self.usage = to_chat_completion(obj, self._created, self._model, self._backend)
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def on_event(self, ev: sse.Event) -> list[bytes]:
+        out = self._stream.feed(wire.loads_event(ev, self._backend))
+        self.usage = self._stream.usage
+        self.complete = self._stream.complete
+        self.content_chunks = self._stream.content_chunks
+        return out
+
+    def on_end(self) -> list[bytes]:
+        super().on_end()
+        return self._stream.end()
