@@ -34,7 +34,6 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from cluster.operator_proc import start_operator  # noqa: E402
 from cluster.sidecar_proc import start_sidecar  # noqa: E402
-
 from sluice_operator import devcluster  # noqa: E402
 
 
