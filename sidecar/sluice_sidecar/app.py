@@ -12,23 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from . import config_source, errors, proxy
+from . import config_source, errors, inbound_anthropic, proxy, tracing
 from .clock import Clock, SystemClock
 from .contract import SidecarConfig
 from .credentials import Credentials
-from .metering import AuditSink, Metrics, NullAudit, StateCollector
+from .metering import AuditSink, Metrics, NullAudit, StateCollector, who_from_env
 from .runtime import GATEWAY, Gateway, Hooks
 
 SessionFactory = Callable[[], aiohttp.ClientSession]
-API_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models")
+API_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/models")
 #: aiohttp's own body limit; the configured limit (limits.maxRequestBytes) is enforced by the
 #: pipeline while reading, so that a config change applies without a restart.
 _CLIENT_MAX_SIZE = 1 << 40
@@ -55,8 +56,12 @@ def create_app(
     hooks: Hooks | None = None,
     registry: CollectorRegistry | None = None,
     audit_flush_seconds: float = 1.0,
+    tracer: tracing.Exporter | None = None,
+    who: Mapping[str, str | None] | None = None,
+    audit_prompts: bool = False,
 ) -> web.Application:
-    """The API application. ``config`` is a file path, a ``SidecarConfig`` or a ``ConfigSource``."""
+    """The API application. ``config`` is a file path, a ``SidecarConfig`` or a ``ConfigSource``.
+    ``who`` defaults to the pod's identity from the environment (``metering.who_from_env``)."""
     clock = clock or SystemClock()
     source = config_source.source_from(config)
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -68,12 +73,16 @@ def create_app(
         metrics=Metrics(registry),
         audit=audit or NullAudit(),
         hooks=hooks or Hooks(),
+        tracer=tracer or tracing.NullExporter(),
+        who=who if who is not None else who_from_env(os.environ),
+        audit_prompts=audit_prompts,
     )
     registry.register(StateCollector(gw.health, gw.config_health))
     app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
     app[GATEWAY] = gw
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/embeddings", _embeddings)
+    app.router.add_post("/v1/messages", _messages)
     app.router.add_get("/v1/models", _models)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     app.cleanup_ctx.append(_lifecycle(session_factory or default_session, audit_flush_seconds))
@@ -101,6 +110,7 @@ def _lifecycle(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             gw.audit.flush()
+            await asyncio.to_thread(gw.tracer.shutdown)  # flushes batched spans
             await session.close()
 
     return ctx
@@ -118,6 +128,10 @@ async def _chat(request: web.Request) -> web.StreamResponse:
 
 async def _embeddings(request: web.Request) -> web.StreamResponse:
     return await proxy.handle(request.app[GATEWAY], request, "embeddings")
+
+
+async def _messages(request: web.Request) -> web.StreamResponse:
+    return await proxy.handle(request.app[GATEWAY], request, "chat", inbound_anthropic.DIALECT)
 
 
 async def _models(request: web.Request) -> web.StreamResponse:

@@ -9,11 +9,14 @@ metering and tracing turn it into metrics, the audit record and spans when the r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .contract import Backend, Route
 from .errors import SluiceError
 from .providers.base import Operation, Upstream, Usage
+
+if TYPE_CHECKING:
+    from .tracing import TraceContext
 
 
 class Dialect(Protocol):
@@ -83,8 +86,8 @@ class Exchange:
     native: dict[str, Any] | None = None
     #: Every upstream attempt, in order.
     tries: list[Try] = field(default_factory=list)
-    #: W3C trace context (``tracing.TraceContext``) when the request is traced or propagated.
-    trace: Any = None
+    #: W3C trace context when the request is traced or propagated.
+    trace: TraceContext | None = None
     #: The prompt that was rendered (``name@label``) and its version (prompt stage, later work).
     prompt_ref: str | None = None
     prompt_version: int | None = None

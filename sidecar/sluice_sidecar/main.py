@@ -13,17 +13,17 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import web
 
-from . import controlplane_client
+from . import controlplane_client, tracing
 from .app import create_admin_app, create_app
 from .config_source import ConfigSource
 from .contract import SidecarConfig
-from .metering import AuditSink, JsonLinesAudit, NullAudit
+from .metering import AuditSink, JsonLinesAudit, NullAudit, who_from_env
 from .runtime import GATEWAY, Hooks
 
 log = logging.getLogger("sluice.sidecar")
@@ -49,9 +49,12 @@ async def serve_async(
     audit_log: str | None = "-",
     started: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
+    otlp_endpoint: str | None = None,
+    audit_prompts: bool = False,
 ) -> None:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM); then finish in-flight requests."""
     audit, audit_stream = _audit_sink(audit_log)
+    tracer = _tracer(otlp_endpoint)
     identity = controlplane_client.Identity.from_env(os.environ)
     reporter: controlplane_client.UsageReporter | None = None
     hooks = Hooks()
@@ -63,7 +66,14 @@ async def serve_async(
             identity, config_hash=lambda: source.current_hash, interval=identity.report_interval
         )
         hooks = Hooks(on_finish=(reporter.record,))
-    api = create_app(config, secrets_dir=secrets_dir, audit=audit, hooks=hooks)
+    api = create_app(
+        config,
+        secrets_dir=secrets_dir,
+        audit=audit,
+        hooks=hooks,
+        tracer=tracer,
+        audit_prompts=audit_prompts,
+    )
     if reporter is not None:
         reporter.health = api[GATEWAY].health
         api.cleanup_ctx.append(reporter.lifecycle)
@@ -97,6 +107,24 @@ async def serve_async(
             audit_stream.close()
 
 
+def _tracer(endpoint: str | None) -> tracing.Exporter | None:
+    """OTLP span export when an endpoint is set and the ``[otel]`` extra is installed."""
+    if not endpoint:
+        return None
+    try:
+        return tracing.otlp_exporter(endpoint, _resource(os.environ))
+    except ImportError as exc:
+        log.error("%s; serving without trace export", exc)
+        return None
+
+
+def _resource(env: Mapping[str, str]) -> dict[str, str]:
+    """OpenTelemetry resource attributes of this pod."""
+    who = who_from_env(env)
+    out = {"k8s.namespace.name": who["namespace"], "k8s.pod.name": who["pod"]}
+    return {k: v for k, v in out.items() if v}
+
+
 def serve(
     config: str | Path | SidecarConfig | ConfigSource,
     host: str = "127.0.0.1",
@@ -106,12 +134,22 @@ def serve(
     *,
     admin_host: str = "127.0.0.1",
     audit_log: str | None = "-",
+    otlp_endpoint: str | None = None,
+    audit_prompts: bool = False,
 ) -> None:
     """Run the sidecar in the foreground until SIGINT/SIGTERM. ``config``: a path to a
     SidecarConfig file (JSON or YAML, watched for changes), a ``SidecarConfig`` or a source."""
     _run(
         serve_async(
-            config, host, port, admin_port, secrets_dir, admin_host=admin_host, audit_log=audit_log
+            config,
+            host,
+            port,
+            admin_port,
+            secrets_dir,
+            admin_host=admin_host,
+            audit_log=audit_log,
+            otlp_endpoint=otlp_endpoint,
+            audit_prompts=audit_prompts,
         )
     )
 
@@ -145,6 +183,18 @@ def parser() -> argparse.ArgumentParser:
         default="-",
         help="audit JSON lines: '-' stdout (default), a file path, or 'none'",
     )
+    p.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        help="export spans to this OTLP/HTTP collector (needs sluicegate[otel]; default: off, "
+        "or $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / $OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
+    p.add_argument(
+        "--audit-prompts",
+        action="store_true",
+        help="include the prompt messages in audit records (default: never any prompt text)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -164,5 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.secrets_dir,
         admin_host=args.admin_host,
         audit_log=args.audit_log,
+        otlp_endpoint=args.otlp_endpoint,
+        audit_prompts=args.audit_prompts,
     )
     return 0

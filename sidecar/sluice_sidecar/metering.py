@@ -3,15 +3,16 @@
 Owns the metric definitions (one ``CollectorRegistry`` per app, no globals), their names
 (OpenTelemetry GenAI semantic conventions where one exists: ``gen_ai_client_operation_duration``,
 ``gen_ai_client_token_usage``, ``gen_ai_server_time_to_first_token``; ``sluice_*`` for the rest),
-cost arithmetic and the JSON-lines audit record (one per request, never any prompt or answer
-text). State that only matters when scraped (breaker states, config health) is read by a custom
-collector at scrape time, so the hot path does not pay for it.
+cost arithmetic and the JSON-lines audit record (one per request: who, what, how much, which
+verdicts, which config; never a secret, and never any prompt or answer text unless the operator
+of the sidecar switched prompts on). State that only matters when scraped (breaker states,
+config health) is read by a custom collector at scrape time, so the hot path does not pay for it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
@@ -20,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .contract import Backend, BackendState
-from .exchange import Exchange
+from .exchange import Exchange, Try
 from .providers.base import Usage
 
 DURATION_BUCKETS = (
@@ -85,19 +86,49 @@ def headers(ex: Exchange) -> dict[str, str]:
     return out
 
 
+def who_from_env(env: Mapping[str, str]) -> dict[str, str | None]:
+    """Who the sidecar serves, from the injector's downward-API variables."""
+    return {
+        "namespace": env.get("POD_NAMESPACE") or None,
+        "pod": env.get("POD_NAME") or None,
+        "serviceAccount": env.get("POD_SERVICE_ACCOUNT") or None,
+    }
+
+
+def _try_record(t: Try) -> dict[str, Any]:
+    return {
+        "backend": t.backend.name,
+        "provider": str(t.backend.provider),
+        "model": t.backend.model,
+        "result": t.result,
+        "status": t.status if t.result != "ok" else 200,
+        "reason": t.reason,
+        "latencyMs": round(t.duration * 1000, 3),
+    }
+
+
 def audit_record(
     ex: Exchange,
     *,
     now_wall: float,
     now: float,
     config_hash: str | None,
+    who: Mapping[str, str | None] | None = None,
+    include_prompt: bool = False,
 ) -> dict[str, Any]:
-    """The audit record of a finished request. A pure function; no prompt or answer text."""
+    """The audit record of a finished request. A pure function; no prompt or answer text
+    unless ``include_prompt``, and never a key (error reasons are codes, not messages)."""
     usage = ex.usage
     err = ex.error
-    return {
+    who = who or {}
+    record = {
         "ts": round(now_wall, 3),
         "requestId": ex.request_id,
+        "traceId": ex.trace.trace_id if ex.trace is not None else None,
+        "namespace": who.get("namespace"),
+        "pod": who.get("pod"),
+        "serviceAccount": who.get("serviceAccount"),
+        "api": ex.dialect.name if ex.dialect is not None else "openai",
         "operation": ex.operation,
         "model": ex.model if ex.route is not None else None,
         "route": ex.route.name if ex.route is not None else None,
@@ -113,6 +144,10 @@ def audit_record(
         "attempts": ex.attempts,
         "retries": ex.retries,
         "fallbacks": ex.fallbacks,
+        "tries": [_try_record(t) for t in ex.tries],
+        "prompt": ex.prompt_ref,
+        "promptVersion": ex.prompt_version,
+        "guardrails": ex.verdicts,
         "inputTokens": usage.input_tokens if usage else 0,
         "outputTokens": usage.output_tokens if usage else 0,
         "cachedInputTokens": usage.cached_input_tokens if usage else 0,
@@ -124,6 +159,9 @@ def audit_record(
         "configHash": config_hash,
         **({"annotations": ex.annotations} if ex.annotations else {}),
     }
+    if include_prompt:
+        record["promptMessages"] = ex.body.get("messages")
+    return record
 
 
 class AuditSink(Protocol):

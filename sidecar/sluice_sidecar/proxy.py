@@ -7,7 +7,9 @@ later work) → choose a backend → try it under the per-try and total deadline
 frame is in: before that, failures are retried or fall over like any other; after it there is no
 silent fallback — a failure ends the stream with one terminal SSE error event and never a fake
 ``[DONE]``. A client that goes away cancels the handler (aiohttp ``handler_cancellation``) and
-with it the upstream request at once. Every request ends in ``Gateway.finish`` (metrics, audit).
+with it the upstream request at once. Every request ends in ``Gateway.finish`` (metrics, audit,
+trace). A client speaking another API (``exchange.Dialect``: ``POST /v1/messages``) is translated
+to the canonical OpenAI body at the door and its answers and errors back to its shape.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from . import errors, metering, routing, sse, validate
+from . import errors, metering, routing, sse, tracing, validate
 from .errors import SluiceError, UpstreamError
-from .exchange import Exchange
+from .exchange import Dialect, Exchange, Try
 from .providers.base import Call, Operation, Upstream, Usage
 from .runtime import Gateway
 
@@ -37,9 +39,14 @@ def new_request_id() -> str:
     return os.urandom(12).hex()
 
 
-async def handle(gw: Gateway, request: web.Request, op: Operation) -> web.StreamResponse:
-    """Serve one chat completions or embeddings request."""
+async def handle(
+    gw: Gateway, request: web.Request, op: Operation, dialect: Dialect | None = None
+) -> web.StreamResponse:
+    """Serve one chat completions or embeddings request (or a ``dialect``'s chat request)."""
     ex = Exchange(request.headers.get("x-request-id") or new_request_id(), op, gw.clock.now())
+    ex.dialect = dialect
+    if gw.tracer.enabled or "traceparent" in request.headers:
+        ex.trace = tracing.incoming(request.headers, gw.tracer.enabled)
     try:
         snap = gw.snapshot
         if snap is None:
@@ -49,19 +56,26 @@ async def handle(gw: Gateway, request: web.Request, op: Operation) -> web.Stream
         body = await read_body(request, snap.config.limits.max_request_bytes)
         ex.bytes_in = len(body)
         obj = validate.parse_object(body)
-        ex.model = validate.chat(obj) if op == "chat" else validate.embeddings(obj)
-        ex.body = obj
+        if dialect is not None:
+            ex.model, ex.body = dialect.parse(obj)
+            ex.native = obj
+        else:
+            ex.model = validate.chat(obj) if op == "chat" else validate.embeddings(obj)
+            ex.body = obj
         route = snap.routes.get(ex.model)
         if route is None:
             raise errors.UnknownModel(ex.model, list(snap.routes))
         ex.route = route
         ex.deadline = ex.started + route.timeouts.total
-        if op == "chat" and obj.get("stream") is True:
+        if op == "chat" and ex.body.get("stream") is True:
             ex.stream = True
-            so = obj.get("stream_options")
+            so = ex.body.get("stream_options")
             ex.client_wants_usage = isinstance(so, dict) and so.get("include_usage") is True
+        canonical = ex.body
         for hook in gw.hooks.before_backend:
             await hook(ex)
+        if ex.body is not canonical:
+            ex.native = None  # a hook rewrote the request: the client's own body is stale
         if ex.stream:
             return await _stream(gw, request, ex)
         return await _unary(gw, ex)
@@ -110,7 +124,7 @@ def error_response(ex: Exchange, err: SluiceError) -> web.Response:
     ex.outcome = "error"
     resp = web.Response(
         status=err.status,
-        body=errors.error_body(err),
+        body=errors.error_body(err) if ex.dialect is None else ex.dialect.error_body(err),
         content_type="application/json",
         headers={**metering.headers(ex), **err.headers()},
     )
@@ -122,7 +136,9 @@ def error_response(ex: Exchange, err: SluiceError) -> web.Response:
 # --- tries --------------------------------------------------------------------------------------
 
 
-async def with_retries(gw: Gateway, ex: Exchange, attempt: Callable[[Call], Awaitable[T]]) -> T:
+async def with_retries(  # noqa: PLR0915 - the retry loop reads best in one piece
+    gw: Gateway, ex: Exchange, attempt: Callable[[Call], Awaitable[T]]
+) -> T:
     """Run ``attempt`` against backends chosen by ``routing`` until one succeeds or routing gives
     up; then re-raise the last failure. Feeds breakers, EWMAs, the retry budget and metrics."""
     route = ex.route
@@ -146,11 +162,14 @@ async def with_retries(gw: Gateway, ex: Exchange, attempt: Callable[[Call], Awai
         ex.backend = backend
         health = state.of(backend)
         started = clock.now()
+        record = Try(backend, started, tracing.new_id(8) if gw.tracer.enabled else None)
+        ex.tries.append(record)
         routing.on_dispatch(health, started)
         try:
-            result = await attempt(gw.make_call(ex, route, backend))
+            result = await attempt(gw.make_call(ex, route, backend, record.span_id))
         except UpstreamError as err:
             now = clock.now()
+            _failed(record, err, now)
             ejected = routing.on_failure(
                 route,
                 health,
@@ -193,17 +212,33 @@ async def with_retries(gw: Gateway, ex: Exchange, attempt: Callable[[Call], Awai
             backend = decision.backend
             continue
         except BaseException:
+            record.result = "abandoned"
             routing.on_abandon(health)
             raise
-        routing.on_success(health, clock.now() - started)
+        record.duration = clock.now() - started
+        routing.on_success(health, record.duration)
         metrics.child(metrics.attempts, route.name, backend.name, "ok").inc()
         return result
+
+
+def _failed(record: Try, err: UpstreamError, now: float) -> None:
+    record.duration = now - record.started
+    record.result = str(err.failure or "fatal")
+    record.reason = err.code
+    record.status = getattr(err, "upstream_status", None)
 
 
 def _timeout_error(ex: Exchange, call: Call, what: str, seconds: float) -> errors.UpstreamTimeout:
     return errors.UpstreamTimeout(
         f"Backend '{call.backend.name}' {what} within {seconds:g}s.", backend=call.backend.name
     )
+
+
+def _adapt(ex: Exchange, up: Upstream) -> Upstream:
+    """``up`` answering in the client's dialect."""
+    if ex.dialect is None or up.dialect == ex.dialect.name:
+        return up
+    return ex.dialect.adapt(up)
 
 
 def _try_budget(gw: Gateway, ex: Exchange, limit: float) -> float:
@@ -217,7 +252,7 @@ async def _try_unary(gw: Gateway, ex: Exchange, call: Call) -> tuple[Upstream, b
     up: Upstream | None = None
     try:
         async with asyncio.timeout(limit):
-            up = await gw.adapter(call).open(call)
+            up = _adapt(ex, await gw.adapter(call).open(call))
             body = await up.read()
     except TimeoutError:
         if up is not None:
@@ -250,7 +285,7 @@ async def _try_stream(gw: Gateway, ex: Exchange, call: Call) -> _Opened:
     frames: AsyncGenerator[bytes, None] | None = None
     try:
         async with asyncio.timeout(first_budget):
-            up = await gw.adapter(call).open(call)
+            up = _adapt(ex, await gw.adapter(call).open(call))
             frames = up.frames()
             first = await anext(frames, None)
     except BaseException as exc:
@@ -285,7 +320,9 @@ async def _stream(gw: Gateway, request: web.Request, ex: Exchange) -> web.Stream
                         tm.reschedule(None)
                         await resp.write(frame)
                         tm.reschedule(loop.time() + _try_budget(gw, ex, idle))
-            await resp.write(sse.DONE)
+            done = sse.DONE if ex.dialect is None else ex.dialect.done
+            if done:
+                await resp.write(done)
         up.release()
     except (TimeoutError, UpstreamError) as exc:
         up.close()
@@ -300,7 +337,11 @@ async def _stream(gw: Gateway, request: web.Request, ex: Exchange) -> web.Stream
         )
         _mid_stream_failure(gw, ex, err)
         try:
-            await resp.write(sse.encode(json.dumps(errors.error_object(err))))
+            await resp.write(
+                sse.encode(json.dumps(errors.error_object(err)))
+                if ex.dialect is None
+                else ex.dialect.stream_error(err)
+            )
         except ConnectionError:
             ex.outcome = "client_disconnected"
     except ConnectionError:

@@ -10,6 +10,7 @@ name. Pipeline hooks are the seam for prompt rendering, guardrails and budgets (
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,17 +18,20 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from . import errors, routing
+from . import errors, routing, tracing
 from .clock import Clock
 from .config_source import ConfigSource
 from .contract import Backend, BackendState, Provider, Route, SidecarConfig
 from .credentials import Credentials
 from .exchange import Exchange
 from .metering import AuditSink, Metrics, audit_record
+from .providers.anthropic import AnthropicAdapter
 from .providers.base import Adapter, Call
+from .providers.gemini import GeminiAdapter
 from .providers.mock import MockAdapter
 from .providers.openai import OpenAIAdapter
 
+log = logging.getLogger("sluice.runtime")
 RequestHook = Callable[[Exchange], Awaitable[None]]
 FinishHook = Callable[[Exchange], None]
 
@@ -36,7 +40,10 @@ FinishHook = Callable[[Exchange], None]
 class Hooks:
     """Pipeline seams. ``before_backend`` runs after the route is resolved and before a backend is
     chosen (render prompt, input guardrails, budget reservation: may edit ``ex.body`` or raise a
-    ``SluiceError``); ``on_finish`` runs once per request with the final exchange (settle usage)."""
+    ``SluiceError``); ``on_finish`` runs once per request with the final exchange (settle usage).
+    A hook that changes the request must assign a new dict to ``ex.body`` rather than edit it in
+    place: that is how the pipeline knows a ``/v1/messages`` body can no longer be passed through
+    to an Anthropic backend as the client wrote it."""
 
     before_backend: tuple[RequestHook, ...] = ()
     on_finish: tuple[FinishHook, ...] = ()
@@ -78,6 +85,12 @@ class Gateway:
     metrics: Metrics
     audit: AuditSink
     hooks: Hooks = Hooks()
+    #: Span export (``tracing``); off unless an OTLP endpoint is configured.
+    tracer: tracing.Exporter = field(default_factory=tracing.NullExporter)
+    #: Who this sidecar serves (namespace, pod, serviceAccount): stamped on every audit record.
+    who: Mapping[str, str | None] = field(default_factory=dict)
+    #: Put the prompt's messages in the audit record (off: never any prompt text).
+    audit_prompts: bool = False
     snapshot: Snapshot | None = None
     adapters: dict[Provider, Adapter] = field(default_factory=dict)
     _routes: dict[str, _RouteEntry] = field(default_factory=dict)
@@ -108,6 +121,8 @@ class Gateway:
             Provider.OPENAI: openai,
             Provider.MISTRAL: openai,
             Provider.OPENAI_COMPATIBLE: openai,
+            Provider.ANTHROPIC: AnthropicAdapter(session, self.clock),
+            Provider.GEMINI: GeminiAdapter(session, self.clock),
             Provider.MOCK: MockAdapter(self.clock, self.rng),
         }
 
@@ -130,7 +145,10 @@ class Gateway:
             )
         return adapter
 
-    def make_call(self, ex: Exchange, route: Route, backend: Backend) -> Call:
+    def make_call(
+        self, ex: Exchange, route: Route, backend: Backend, span_id: str | None = None
+    ) -> Call:
+        snap = self.snapshot
         key = (
             self.credentials.get(backend.credentials, backend.name)
             if backend.credentials is not None
@@ -145,6 +163,9 @@ class Gateway:
             ex.client_wants_usage,
             key,
             ex.request_id,
+            snap.config.limits.default_max_tokens if snap is not None else 4096,
+            ex.native if backend.provider is Provider.ANTHROPIC else None,
+            tracing.upstream_headers(ex.trace, span_id) if ex.trace is not None else {},
         )
 
     def finish(self, ex: Exchange) -> None:
@@ -153,14 +174,25 @@ class Gateway:
         self.metrics.finish(ex, now)
         for hook in self.hooks.on_finish:
             hook(ex)
+        now_wall = self.clock.wall()
+        config_hash = self.snapshot.hash if self.snapshot else None
         self.audit.write(
             audit_record(
                 ex,
-                now_wall=self.clock.wall(),
+                now_wall=now_wall,
                 now=now,
-                config_hash=self.snapshot.hash if self.snapshot else None,
+                config_hash=config_hash,
+                who=self.who,
+                include_prompt=self.audit_prompts,
             )
         )
+        if self.tracer.enabled:
+            try:
+                self.tracer.export(
+                    tracing.spans(ex, now_wall=now_wall, now=now, config_hash=config_hash)
+                )
+            except Exception:  # an exporter must never fail a request
+                log.exception("span export failed")
 
     def health(self) -> Iterator[tuple[str, str, BackendState, int]]:
         snap = self.snapshot

@@ -195,12 +195,17 @@ class Injector:
     def wait_injecting(self) -> None:
         """Until the apiserver calls this webhook and it injects (a dry run: nothing stored)."""
         probe = pod_manifest("probe", self.probe_namespace)
+        last: list[str] = []
 
         def injected() -> bool:
             out = self.dry_run(probe)
+            last[:] = [out.stderr or out.stdout[-2000:]]
             return out.returncode == 0 and bool(sidecars(json.loads(out.stdout)))
 
-        eventually(injected, what="the apiserver to call the webhook")
+        try:
+            eventually(injected, what="the apiserver to call the webhook")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nlast kubectl output: {last}") from None
 
 
 @pytest.fixture(scope="module")

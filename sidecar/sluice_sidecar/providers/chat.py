@@ -114,9 +114,8 @@ class ChunkWriter:
 
     def usage(self, usage: Usage) -> bytes:
         return (
-            self._head[:-1]
-            + b"],"
-            + b'"usage":'
+            self._head
+            + b'],"usage":'
             + json.dumps(usage_dict(usage), separators=(",", ":")).encode()
             + b"}\n\n"
         )
