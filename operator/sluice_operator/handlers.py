@@ -24,6 +24,7 @@ from . import controlplane, kube, metrics
 from .api import GROUP, KINDS, VERSION
 from .compile import CompileResult
 from .inject import InjectionCache, InjectorSettings
+from .inject import decide as injection
 from .inject import webhook as injector
 from .reconcile import Reconciler
 from .settings import OperatorOptions
@@ -55,6 +56,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["kube"] = writer
     memo["reconciler"] = reconciler
     memo["cache"] = cache
+    memo["injector_settings"] = InjectorSettings.from_env(
+        os.environ, operator_namespace=options.namespace
+    )
+    memo["missed"] = set()
     await _initial_sync(writer, reconciler, cache)
     memo["task"] = asyncio.create_task(reconciler.run(), name="sluice-reconciler")
     await _start_webhook(options, cache, memo)
@@ -102,8 +107,7 @@ async def _start_webhook(options: OperatorOptions, cache: InjectionCache, memo: 
         log.info("no --webhook-cert-dir: the injector webhook is off")
         return
     certs = Path(options.webhook_cert_dir)
-    settings = InjectorSettings.from_env(os.environ, operator_namespace=options.namespace)
-    app = injector.create_webhook_app(settings, cache)
+    app = injector.create_webhook_app(memo["injector_settings"], cache)
     server = await injector.start_webhook(
         app,
         options.webhook_host,
@@ -123,6 +127,24 @@ async def on_namespace(*, type: str | None, body: kopf.Body, memo: Any, **_: Any
         cache.remove_namespace(name)
     else:
         cache.upsert_namespace(name, dict(body.get("metadata", {}).get("labels") or {}))
+
+
+@kopf.on.event("", "v1", "pods", id="observe-pods")
+async def on_pod(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Report opted-in pods that were admitted without the sidecar (webhook down + Ignore)."""
+    if type not in (None, "ADDED"):
+        return
+    meta = body.get("metadata", {})
+    namespace, uid = str(meta.get("namespace")), str(meta.get("uid"))
+    cache: InjectionCache = memo["cache"]
+    reason = injection.missed(
+        body, namespace, cache.namespace(namespace), memo["injector_settings"]
+    )
+    if reason is None or uid in memo["missed"]:
+        return
+    memo["missed"].add(uid)
+    writer: kube.Kube = memo["kube"]
+    await writer.event(body, "Warning", "NotInjected", reason)
 
 
 @kopf.on.cleanup()

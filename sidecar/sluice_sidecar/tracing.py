@@ -293,6 +293,10 @@ class OtelExporter:
                 )
             )
 
+    def force_flush(self) -> bool:
+        """Send what is batched now (blocking; call it off the event loop)."""
+        return bool(self._processor.force_flush())
+
     def shutdown(self) -> None:
         self._processor.shutdown()
 

@@ -138,6 +138,8 @@ class Injector:
         return "".join(p.read_text(errors="replace") for p in self.logs)
 
     def start(self) -> None:
+        if self.op is not None:
+            return
         self.op = start_operator(
             self.cluster.kubeconfig,
             self.workdir,
@@ -563,6 +565,19 @@ def test_webhook_down_with_ignore_creates_pods_without_the_sidecar(
     assert "initContainers" not in stored["spec"]
     assert STATUS not in sluice_annotations(stored)  # easy to find and restart later
     assert "env" not in stored["spec"]["containers"][0]
+
+    # Once the operator is back it reports the pod that slipped through, with what to do.
+    webhook_down.start()
+
+    def reported() -> Any:
+        events = cluster.kubectl_json(
+            "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=unguarded"
+        )["items"]
+        return [e for e in events if e["reason"] == "NotInjected"]
+
+    (event,) = eventually(reported, what="a NotInjected Event")
+    assert event["type"] == "Warning"
+    assert "rollout restart" in event["message"]
 
 
 def test_webhook_down_with_fail_blocks_opted_in_pods_only(

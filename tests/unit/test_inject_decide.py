@@ -267,3 +267,17 @@ def test_garbage_in_the_pod_does_not_raise() -> None:
     }
     assert decide(weird, "shop", OPTED_IN, SETTINGS).inject
     assert decide({}, "shop", OPTED_IN, SETTINGS).inject
+
+
+def test_missed_reports_opted_in_pods_without_the_sidecar_only() -> None:
+    from sluice_operator.inject.decide import missed
+
+    reason = missed(pod(labels={ann.INJECT.key: "true"}), "shop", None, SETTINGS)
+    assert reason is not None and "rollout restart" in reason
+    injected = pod(
+        labels={ann.INJECT.key: "true"}, annotations={ann.STATUS.key: '{"version": "x"}'}
+    )
+    assert missed(injected, "shop", None, SETTINGS) is None
+    assert missed(pod(labels={ann.INJECT.key: "false"}), "shop", OPTED_IN, SETTINGS) is None
+    assert missed(pod(labels={ann.INJECT.key: "true"}), "kube-system", None, SETTINGS) is None
+    assert missed(pod(host_network=True), "shop", OPTED_IN, SETTINGS) is None

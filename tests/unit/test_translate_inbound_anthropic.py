@@ -345,11 +345,8 @@ def accumulate(frames: list[bytes]) -> dict[str, Any]:
                 block["text"] += d["text"]
             else:
                 partial[data["index"]] = partial.get(data["index"], "") + d["partial_json"]
-                block["input"] = (
-                    json.loads(partial[data["index"]] or "{}")
-                    if partial[data["index"]].endswith("}")
-                    else block["input"]
-                )
+        elif data["type"] == "content_block_stop" and data["index"] in partial:
+            msg["content"][data["index"]]["input"] = json.loads(partial[data["index"]])
         elif data["type"] == "message_delta":
             msg["stop_reason"] = data["delta"]["stop_reason"]
             msg["usage"].update(data["usage"])

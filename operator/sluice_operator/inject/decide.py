@@ -231,3 +231,24 @@ def decide(
             )
 
     return Decision(inject=True, reasons=[why, *problems], code="Injected", warnings=warnings)
+
+
+def missed(
+    pod: Mapping[str, Any],
+    namespace: str,
+    facts: NamespaceFacts | None,
+    settings: InjectorSettings,
+) -> str | None:
+    """Why an existing pod should have the sidecar but does not (the webhook was down or slow
+    under ``failurePolicy: Ignore``), or None. Pure; the operator turns it into an Event."""
+    if ann.STATUS.key in string_map(metadata(pod).get("annotations")):
+        return None
+    decision = decide(pod, namespace, facts, settings)
+    if not decision.inject:
+        return None
+    return (
+        "pod was created without the Sluice sidecar although it is opted in "
+        f"({'; '.join(decision.reasons)}); "
+        "the injector webhook was probably unavailable. Its LLM calls have no base URL or keys: "
+        "recreate the pod (e.g. kubectl rollout restart) once the operator is ready."
+    )

@@ -356,6 +356,7 @@ class StreamTranslator:
         self._rid = "gemini"
         self._calls: dict[int, int] = {}
         self._open: set[int] = set()
+        self._done: set[int] = set()
 
     def feed(self, obj: dict[str, Any]) -> list[bytes]:
         failure = in_band_error(obj, self.backend)
@@ -372,7 +373,8 @@ class StreamTranslator:
         out: list[bytes] = []
         for k, cand in enumerate(obj.get("candidates") or ()):
             index = cand.get("index", k)
-            self._open.add(index)
+            if index not in self._done:
+                self._open.add(index)
             for part in (cand.get("content") or {}).get("parts") or ():
                 if "text" in part and not part.get("thought"):
                     if part["text"]:
@@ -395,8 +397,9 @@ class StreamTranslator:
             reason = cand.get("finishReason")
             if reason:
                 self._open.discard(index)
+                self._done.add(index)
                 out.append(w.finish(_finish(reason, index in self._calls), index))
-                self.complete = not self._open
+        self.complete = bool(self._done) and not self._open
         return out
 
     def end(self) -> list[bytes]:
