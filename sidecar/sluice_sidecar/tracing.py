@@ -205,7 +205,8 @@ def spans(ex: Exchange, *, now_wall: float, now: float, config_hash: str | None)
         terr = None if t.result == "ok" else (t.reason or t.result)
         if terr is not None:
             a["error.type"] = terr
-        end = t.started + t.duration if t.duration else now
+        # the try that answered lasts until its answer ended (a stream: its last frame)
+        end = now if t.result == "ok" or not t.duration else t.started + t.duration
         out.append(
             Span(
                 f"{op} {b.model}",

@@ -408,3 +408,21 @@ def test_native_stream_holds_events_until_content() -> None:
     for kind, data in evs[4:]:
         n.feed(kind, data, json.dumps(data))
     assert n.finished and n.usage == Usage(12, 5, 0)
+
+
+def test_native_passthrough_any_split_gives_the_same_events() -> None:
+    data = sse_bytes(STREAMS[1])
+
+    def native(chunks: list[bytes]) -> bytes:
+        n = tr.NativeStream("c")
+        parser = sse.Parser()
+        out = []
+        for chunk in chunks:
+            for ev in parser.feed(chunk):
+                out += n.feed(ev.event, json.loads(ev.data), ev.data)
+        return b"".join(out)
+
+    whole = native([data])
+    assert whole == data  # canonical input comes out byte for byte
+    for i in range(1, len(data)):
+        assert native([data[:i], data[i:]]) == whole, i

@@ -318,7 +318,7 @@ def test_stream_any_split_gives_the_same_frames(step: fg.Step) -> None:
 
 
 def test_stream_call_finish_and_multiple_candidates() -> None:
-    frames, t = run([sse_bytes(fg.function_call("f", {"a": 1}))])
+    frames, _ = run([sse_bytes(fg.function_call("f", {"a": 1}))])
     chunks = [oc.ChatCompletionChunk.model_validate_json(e.data) for e in sse.Parser().feed(frames)]
     calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
     assert calls[0].function is not None and json.loads(calls[0].function.arguments or "") == {

@@ -13,7 +13,8 @@ import pytest
 from anthropic.types import Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
-from sluice_sidecar import errors, inbound_anthropic as ib, sse
+from sluice_sidecar import errors, sse
+from sluice_sidecar import inbound_anthropic as ib
 from sluice_sidecar.providers import anthropic as out_tr
 
 EVENT = TypeAdapter(RawMessageStreamEvent)

@@ -81,6 +81,8 @@ def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
     }
     if call.api_key:
         headers["Authorization"] = f"Bearer {call.api_key}"
+    if call.trace_headers:
+        headers.update(call.trace_headers)
     return base + PATHS[call.operation], payload, headers
 
 
