@@ -27,10 +27,9 @@ import re
 import shutil
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import yaml
 from sluice_operator.devcluster import Cluster
 
 from .operator_proc import OperatorProcess, free_port, start_operator
+from .polling import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -52,18 +52,6 @@ QUICKSTART = [
     ("budget", "team-daily"),
     ("guardrailpolicy", "default-filters"),
 ]
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns a truthy value; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what or check}: last={last!r}")
 
 
 @dataclass

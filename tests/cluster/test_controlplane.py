@@ -17,8 +17,8 @@ import pytest
 from sluice_operator.devcluster import Cluster
 
 from .operator_proc import OperatorProcess, start_operator
+from .polling import eventually
 from .sidecar_proc import SidecarProcess, start_sidecar
-from .test_operator import eventually
 
 pytestmark = pytest.mark.cluster
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from sluice_operator.devcluster import Cluster
 
 from .operator_proc import OperatorProcess, start_operator
+from .polling import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -26,18 +26,6 @@ def operator(
         yield op
     finally:
         op.stop()
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns a truthy value; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what or check}: last={last!r}")
 
 
 def condition(cluster: Cluster, ns: str, kind: str, name: str, type_: str = "Ready") -> Any:

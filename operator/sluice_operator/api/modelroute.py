@@ -6,9 +6,9 @@ text. Purely declarative: no IO.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from pydantic import Field
+
+from sluice_sidecar.contract import FailureClass, Provider, Strategy
 
 from .base import (
     DNS_LABEL,
@@ -20,33 +20,8 @@ from .base import (
     text,
 )
 
-
-class Provider(StrEnum):
-    OPENAI = "openai"
-    ANTHROPIC = "anthropic"
-    GEMINI = "gemini"
-    MISTRAL = "mistral"
-    OPENAI_COMPATIBLE = "openai-compatible"
-    MOCK = "mock"
-
-
+# The enums are the sidecar contract's own: a value the API accepts is a value the sidecar knows.
 KEYLESS_PROVIDERS = (Provider.MOCK, Provider.OPENAI_COMPATIBLE)
-
-
-class Strategy(StrEnum):
-    FAILOVER = "Failover"
-    WEIGHTED = "Weighted"
-    LEAST_LATENCY = "LeastLatency"
-    LEAST_COST = "LeastCost"
-
-
-class FailureClass(StrEnum):
-    CONNECT_ERROR = "connectError"
-    TIMEOUT = "timeout"
-    SERVER_ERROR = "5xx"
-    RATE_LIMITED = "429"
-    CONTEXT_WINDOW_EXCEEDED = "contextWindowExceeded"
-    CONTENT_FILTER = "contentFilter"
 
 
 class SecretKeyRef(SluiceModel):
