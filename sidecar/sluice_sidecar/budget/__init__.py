@@ -1,0 +1,233 @@
+"""Budget enforcement in the sidecar: reserve before the call, settle after, per window.
+
+Owns the public face of the ``budget`` package and its glue to the request pipeline:
+``Enforcer`` (the two pipeline hooks over a ``BudgetPolicy``, plus config swaps and status) and
+the factory ``make_hooks``. The parts:
+
+* ``windows`` — Day/Week/Month windows in an IANA zone (DST, month ends), rolling windows as a
+  bounded ring of buckets, and the clock-step rule (a window is never reset early or twice).
+* ``ledger`` — per budget rule: reservations, settlement, release, TTL expiry, idempotency by
+  request id, per-window counters, alert thresholds.
+* ``ratelimit`` — rpm/tpm token buckets (continuous refill), with Retry-After.
+* ``policy`` — selection, worst-case estimate and imposed output cap, combining budgets, and the
+  Block / Downgrade / AlertOnly actions.
+
+How it runs in the pipeline (``runtime.Hooks``): ``Enforcer.before_backend`` runs after the
+route is resolved (and after prompt rendering and input guardrails, which may change the body:
+register it last). It reserves the worst case in every budget that covers the request and either
+raises (``BudgetExceeded``/``errors.RateLimited`` → 429 with Retry-After), moves the request to a
+downgrade route (``ex.route``), or lets it through; a body without an output cap gets the config's
+``defaultMaxTokens`` (a new ``ex.body`` dict). ``Enforcer.on_finish`` runs once per request and
+settles the reservations with ``ex.usage`` at ``ex.backend``'s prices, or releases them when the
+request produced no usage. Windows use ``clock.wall()``; rate limits use ``clock.now()``.
+
+**Overshoot bound (one sidecar).** At every admission under ``Block``, for every limit and its
+current window, ``spent + reserved + worst case ≤ limit``; reservation and check happen in one
+synchronous step, so a concurrent burst cannot race past it and a request is never counted
+twice (integer picodollars: holds and releases cancel exactly). Committed spend can therefore
+exceed a limit only by the settlement error of the requests in flight at the edge: what they
+cost beyond their reservation. The output part of a reservation is exact (the cap is in the
+request, imposed when absent), so that error is the prompt under-estimate (``policy``: about four
+characters per token; dense scripts, big images and audio tokenize to more) times the dearest
+input price — zero when callers pass exact prompt counts. Beyond that, by design or by failure:
+``AlertOnly`` and downgraded requests are recorded over the limit; a reservation that expires
+while its request still runs (TTL = the route's total timeout + 60 s, so only a stuck request or
+a forward wall-clock jump of more than the grace) frees room early, by at most that request's
+worst case; only the final try's usage is charged (a mid-stream ``Continue`` fallback's first
+partial answer is not); and counters live in memory, so a restarted sidecar starts its windows
+from zero.
+
+**Across replicas (later).** Each sidecar enforces what it sees, so N replicas may spend up to N
+limits. The plan (DESIGN.md, Doorman-style leases): the operator grants each sidecar a slice of
+each budget window with a TTL, sized by the replicas' recent demand, such that the granted
+slices plus the reported spend never exceed the limit; a sidecar uses its slice as its local cap
+(the same ledger, with per-window caps from the lease) and reports spend per window key, so the
+operator's view survives restarts and seeds new leases. Windows are then keyed by the operator's
+clock (the lease carries start and resetsAt), so replica clock skew cannot reset a window. The
+overshoot bound becomes the sum of the per-sidecar settlement errors plus the slices held by
+sidecars that vanished without reporting (until their lease TTL), and admission stays local: no
+network call on the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+
+from ..clock import Clock
+from ..contract import BudgetRule, Route, SidecarConfig
+from ..exchange import Exchange
+from .ledger import (
+    Alert,
+    Amount,
+    Exceeded,
+    Ledger,
+    Reservation,
+    WindowStatus,
+)
+from .policy import (
+    Admission,
+    BudgetExceeded,
+    BudgetPolicy,
+    WorstCase,
+    check_budgets,
+    prompt_tokens,
+    selects,
+    worst_case,
+)
+from .ratelimit import RateExceeded, RateLimiter, TokenBucket
+from .windows import CalendarTracker, RollingRing, Window, calendar_window
+
+__all__ = [
+    "Admission",
+    "Alert",
+    "Amount",
+    "BudgetExceeded",
+    "BudgetPolicy",
+    "CalendarTracker",
+    "Enforcer",
+    "Exceeded",
+    "Ledger",
+    "RateExceeded",
+    "RateLimiter",
+    "Reservation",
+    "RollingRing",
+    "TokenBucket",
+    "Window",
+    "WindowStatus",
+    "WorstCase",
+    "calendar_window",
+    "check_budgets",
+    "make_hooks",
+    "prompt_tokens",
+    "selects",
+    "worst_case",
+]
+
+log = logging.getLogger("sluice.budget")
+RequestHook = Callable[[Exchange], Awaitable[None]]
+FinishHook = Callable[[Exchange], None]
+AlertSink = Callable[[Alert], None]
+#: Admissions tracked at once; beyond it the oldest is released (on_finish must have been lost).
+MAX_TRACKED = 100_000
+
+
+def _route_map(routes: Mapping[str, Route] | Iterable[Route]) -> dict[str, Route]:
+    if isinstance(routes, Mapping):
+        return dict(routes)
+    return {r.name: r for r in routes}
+
+
+class Enforcer:
+    """The budget hooks of one sidecar (one pod): ``before_backend`` and ``on_finish``."""
+
+    def __init__(
+        self,
+        budgets: Sequence[BudgetRule],
+        pod_labels: Mapping[str, str],
+        clock: Clock,
+        routes: Mapping[str, Route] | Iterable[Route],
+        *,
+        default_max_tokens: int = 4096,
+        on_alert: AlertSink | None = None,
+    ) -> None:
+        self.clock = clock
+        self.on_alert = on_alert
+        self.policy = BudgetPolicy(
+            budgets,
+            pod_labels,
+            _route_map(routes),
+            default_max_tokens=default_max_tokens,
+            mono=clock.now(),
+        )
+        self._inflight: dict[int, tuple[Exchange, Admission]] = {}
+
+    def on_config(self, config: SidecarConfig) -> None:
+        """A ``ConfigSource`` listener: take the budgets, routes and default cap of ``config``
+        (counters survive; raises ``ValueError`` for unusable budgets, keeping the old ones)."""
+        self.policy.configure(
+            config.budgets,
+            _route_map(config.routes),
+            config.limits.default_max_tokens,
+            mono=self.clock.now(),
+        )
+
+    async def before_backend(self, ex: Exchange) -> None:
+        route = ex.route
+        if route is None or not self.policy.active:
+            return
+        adm = self.policy.admit(
+            ex.request_id,
+            route,
+            ex.body,
+            ex.operation,
+            wall=self.clock.wall(),
+            mono=self.clock.now(),
+            fingerprint=(ex.model, ex.operation, ex.bytes_in),
+        )
+        if adm is None:
+            return
+        if adm.body is not ex.body:
+            ex.body = adm.body
+        if adm.route is not route:
+            ex.route = adm.route
+            ex.deadline = ex.started + adm.route.timeouts.total
+        ex.annotations["budget"] = adm.summary()
+        if len(self._inflight) >= MAX_TRACKED:
+            _, lost = self._inflight.pop(next(iter(self._inflight)))
+            self._settle(lost, None)
+        self._inflight[id(ex)] = (ex, adm)
+
+    def on_finish(self, ex: Exchange) -> None:
+        key = id(ex)
+        item = self._inflight.get(key)
+        if item is None or item[0] is not ex:
+            return
+        del self._inflight[key]
+        self._settle(item[1], ex)
+
+    def _settle(self, adm: Admission, ex: Exchange | None) -> None:
+        try:
+            alerts = self.policy.settle(
+                adm,
+                ex.usage if ex is not None else None,
+                ex.backend if ex is not None else None,
+                wall=self.clock.wall(),
+                mono=self.clock.now(),
+                attempted=ex is None or ex.attempts > 0,
+            )
+        except Exception:  # settlement must never fail the request's finish
+            log.exception("budget settlement failed")
+            return
+        if self.on_alert is not None:
+            for a in alerts:
+                self.on_alert(a)
+
+    def status(self) -> tuple[WindowStatus, ...]:
+        return self.policy.status(self.clock.wall())
+
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+
+def make_hooks(
+    config_budgets: Sequence[BudgetRule],
+    pod_labels: Mapping[str, str],
+    clock: Clock,
+    routes: Mapping[str, Route] | Iterable[Route],
+    *,
+    default_max_tokens: int = 4096,
+    on_alert: AlertSink | None = None,
+) -> tuple[RequestHook, FinishHook]:
+    """``(before_backend, on_finish)`` for ``runtime.Hooks``, enforcing ``config_budgets`` for
+    a pod with ``pod_labels``. For config swaps and status, build an ``Enforcer`` instead (these
+    are its bound methods)."""
+    e = Enforcer(
+        config_budgets,
+        pod_labels,
+        clock,
+        routes,
+        default_max_tokens=default_max_tokens,
+        on_alert=on_alert,
+    )
+    return e.before_backend, e.on_finish
