@@ -1,0 +1,439 @@
+"""Personal-data and secret detectors: text → ``Span(start, end, entity)``, validated.
+
+Owns the entity kinds of ``GuardrailPolicy.spec.{input,output}.pii.entities`` (EMAIL, PHONE,
+CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY), how each is found (one precompiled regular
+expression per kind, a validator that rejects look-alikes) and ``Scanner``, the compiled search
+for the kinds one policy configures plus its deny patterns. Only configured kinds are searched,
+so a number that merely looks like another kind (an NHS number is shaped like a US phone number)
+is acted on only when that kind is listed. Pure: no IO.
+
+False positives are kept down by validation, not by looser patterns:
+
+* CREDIT_CARD: a whole run of 13-19 digits (single space or dash separators), a known issuer
+  prefix (IIN) and the Luhn checksum; a failing run is retried at shorter group boundaries.
+* IBAN: a known country code with its exact length and the ISO 7064 mod-97 checksum.
+* US_SSN: ``AAA-GG-SSSS`` (dashes or spaces, the same twice); area not 000, 666 or 9xx,
+  group not 00, serial not 0000. Bare 9-digit runs are not SSNs (too many order numbers).
+* PHONE: ``+`` international (8-15 digits, E.164), NANP ``(555) 123-4567`` / ``555-123-4567``,
+  trunk-prefix national numbers ``020 7946 0958`` / ``030 1234567`` / ``01 23 45 67 89``;
+  never an unformatted digit run without ``+``.
+* IP_ADDRESS: dotted IPv4 with octets ≤ 255; IPv6 checked by ``ipaddress`` and at least four
+  hex digits (so ``a::b`` and clock times are not addresses).
+* EMAIL: RFC-5321-sized local part and dotted domain with an alphabetic TLD.
+* API_KEY: ``sk-…`` / ``sk-proj-…`` / ``sk-ant-…`` (with a digit and a letter, so ``sk-learn``
+  is not a key), ``AIza…`` (39), ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_``, ``github_pat_``,
+  ``AKIA``/``ASIA`` (20), Slack ``xox?-``.
+
+Streaming support (``Scanner.settled``): each pattern only ever reads characters of its own
+"run" class (digits and separators for a card, and so on) plus one character after, and at most
+``reach`` characters from where it starts. So a match attempt is decided as soon as a character
+outside the class follows, or ``reach`` characters are in: ``settled(text)`` is the earliest
+position whose attempt could still change when more text arrives. ``holdback`` never releases
+text at or after it. Deny patterns (user regexes) cannot be analysed that way; for them the
+policy's ``holdbackChars`` is the assumed longest match.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+EMAIL: Final = "EMAIL"
+PHONE: Final = "PHONE"
+CREDIT_CARD: Final = "CREDIT_CARD"
+IBAN: Final = "IBAN"
+US_SSN: Final = "US_SSN"
+IP_ADDRESS: Final = "IP_ADDRESS"
+API_KEY: Final = "API_KEY"
+ENTITIES: Final = frozenset({EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY})
+#: Entity label prefix of deny-pattern matches (``deny:<key>``).
+DENY_PREFIX: Final = "deny:"
+
+
+class Span(NamedTuple):
+    """``text[start:end]`` is an ``entity``."""
+
+    start: int
+    end: int
+    entity: str
+
+
+# --- validators ---------------------------------------------------------------------------------
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn (mod 10) checksum of a digit string holds."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def card_prefix_ok(digits: str) -> bool:
+    """A known issuer (IIN) prefix and a length that issuer uses."""
+    n = len(digits)
+    p2, p4 = int(digits[:2]), int(digits[:4])
+    if digits[0] == "4":  # Visa
+        return n in (13, 16, 19)
+    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:  # Mastercard
+        return n == 16
+    if p2 in (34, 37):  # American Express
+        return n == 15
+    if p4 == 6011 or p2 == 65 or 644 <= int(digits[:3]) <= 649 or p2 == 62:  # Discover/UnionPay
+        return 16 <= n <= 19
+    if 3528 <= p4 <= 3589:  # JCB
+        return 16 <= n <= 19
+    if 300 <= int(digits[:3]) <= 305 or p2 in (36, 38, 39):  # Diners Club
+        return 14 <= n <= 19
+    if p2 in (50, 56, 57, 58, 67):  # Maestro
+        return 12 <= n <= 19
+    return False
+
+
+def card_ok(digits: str) -> bool:
+    return 13 <= len(digits) <= 19 and card_prefix_ok(digits) and luhn_ok(digits)
+
+
+#: ISO 13616 country code → IBAN length.
+IBAN_LENGTHS: Final[dict[str, int]] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28,
+    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
+    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
+    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
+    "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18,
+    "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24,
+    "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
+    "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def iban_ok(compact: str) -> bool:
+    """``compact`` (no spaces, upper case) has its country's length and mod-97 == 1."""
+    if IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact[2:4].isdigit():
+        return False
+    moved = compact[4:] + compact[:4]
+    return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
+
+
+def ssn_ok(area: str, group: str, serial: str) -> bool:
+    a = int(area)
+    return a not in (0, 666) and a < 900 and group != "00" and serial != "0000"
+
+
+def ipv6_ok(candidate: str) -> bool:
+    if sum(ch not in ":." for ch in candidate) < 4:
+        return False
+    try:
+        ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+def _key_ok(body: str) -> bool:
+    return any(ch.isdigit() for ch in body) and any(ch.isalpha() for ch in body)
+
+
+# --- patterns -----------------------------------------------------------------------------------
+
+Validator = Callable[[re.Match[str]], "tuple[int, int] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    """One entity kind: a pattern, its validator and what streaming needs to know about it."""
+
+    entity: str
+    pattern: re.Pattern[str]
+    #: The span to report for a candidate match, or None when it is a look-alike.
+    validate: Validator
+    #: Every character an attempt may read except the one that ends it.
+    run: frozenset[str]
+    #: The most characters an attempt reads from its start (lookahead included), rounded up.
+    reach: int
+    #: A cheap necessary condition on the text (C-speed substring tests), or None.
+    hint: Callable[[str], bool] | None = None
+
+
+_CARD = re.compile(r"\d(?<![\w.-]\d)(?<!\d[ -]\d)(?:[ -]?\d){11,18}(?!\d)", re.ASCII)
+
+
+def _card(m: re.Match[str]) -> tuple[int, int] | None:
+    text = m.group()
+    # Try the whole run, then shorter prefixes ending at a separator (a card then a year).
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if card_ok(digits):
+        return m.span()
+    for i in range(len(text) - 1, 0, -1):
+        if text[i] in " -":
+            prefix = "".join(ch for ch in text[:i] if ch.isdigit())
+            if len(prefix) < 13:
+                break
+            if card_ok(prefix):
+                return m.start(), m.start() + i
+    return None
+
+
+_IBAN = re.compile(
+    r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}"
+    r"(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)(?![A-Za-z0-9])"
+)
+
+
+def _iban(m: re.Match[str]) -> tuple[int, int] | None:
+    text = m.group()
+    length = IBAN_LENGTHS.get(text[:2])
+    if length is None:
+        return None
+    # The candidate may run into a following upper-case word; cut it at the country's length.
+    count = 0
+    for i, ch in enumerate(text):
+        if ch != " ":
+            count += 1
+            if count == length:
+                end = i + 1
+                if end < len(text) and text[end] != " ":
+                    return None
+                return (
+                    (m.start(), m.start() + end) if iban_ok(text[:end].replace(" ", "")) else None
+                )
+    return None
+
+
+_SSN = re.compile(r"\d(?<![\w-]\d)\d\d([- ])(\d{2})\1(\d{4})(?![\w]|-\d)", re.ASCII)
+
+
+def _ssn(m: re.Match[str]) -> tuple[int, int] | None:
+    area = m.string[m.start() : m.start() + 3]
+    return m.span() if ssn_ok(area, m.group(2), m.group(3)) else None
+
+
+_PHONE = re.compile(
+    r"(?:(?P<intl>\+(?<![\w+.-]\+)[1-9][\d ().-]{6,22}\d)"
+    r"|\((?<![\w+.-]\()\d{3}\)[ ]?\d{3}[ .-]\d{4}"
+    r"|\d(?<![\w+.-]\d)(?<!\d \d)(?:\d\d[ .-]\d{3}[ .-]\d{4}"
+    r"|(?<=0)[1-9](?:[ .]\d{2}){4}"
+    r"|(?<=0)(?P<trunk>\d{1,4}(?:[ -]\d{3,8}){1,3})))"
+    r"(?![\w]|[.-]\d)",
+    re.ASCII,
+)
+_PHONE_SEPARATORS = re.compile(r"[ .-]{2}|[().-][ .-]|\)\(|[ .-]$")
+
+
+def _phone(m: re.Match[str]) -> tuple[int, int] | None:
+    text = m.group()
+    digits = sum(ch.isdigit() for ch in text)
+    if m.group("intl") is not None:
+        body = text[1:]
+        if not 8 <= digits <= 15 or _PHONE_SEPARATORS.search(body.replace(") ", ")")):
+            return None
+        opened = body.count("(")
+        if opened != body.count(")") or opened > 1:
+            return None
+        if opened and body.index("(") > body.index(")"):
+            return None
+    elif m.group("trunk") is not None and not 9 <= digits <= 12:
+        return None
+    return m.span()
+
+
+_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w]|\.\d)", re.ASCII)
+
+
+def _ipv4(m: re.Match[str]) -> tuple[int, int] | None:
+    for octet in m.group().split("."):
+        if int(octet) > 255 or (len(octet) > 1 and octet[0] == "0"):
+            return None
+    return m.span()
+
+
+_IPV6 = re.compile(
+    r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}|(?=:))(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])", re.ASCII
+)
+
+
+def _ipv6(m: re.Match[str]) -> tuple[int, int] | None:
+    return m.span() if ipv6_ok(m.group()) else None
+
+
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}"
+    r"(?![A-Za-z0-9-])",
+    re.ASCII,
+)
+
+
+def _email(m: re.Match[str]) -> tuple[int, int] | None:
+    text = m.group()
+    local = text[: text.index("@")]
+    skip = len(local) - len(local.lstrip("."))
+    local = local[skip:]
+    if not local or local.endswith(".") or ".." in local:
+        return None
+    return m.start() + skip, m.end()
+
+
+_KEY = re.compile(
+    r"[sAgx](?<![A-Za-z0-9_-][sAgx])(?:"
+    r"(?<=s)(?P<sk>k-(?:ant-(?:[a-z]{1,10}\d\d-)?|proj-|svcacct-|admin-)?)"
+    r"(?P<body>[A-Za-z0-9_-]{20,400})"
+    r"|(?<=A)Iza[0-9A-Za-z_-]{35}"
+    r"|(?<=g)h[pousr]_[A-Za-z0-9]{36,251}"
+    r"|(?<=g)ithub_pat_[A-Za-z0-9_]{22,251}"
+    r"|(?<=A)(?:KIA|SIA)[0-9A-Z]{16}"
+    r"|(?<=x)ox[abprs]-[A-Za-z0-9-]{10,200}"
+    r")(?![A-Za-z0-9_-])",
+    re.ASCII,
+)
+_KEY_HINT = re.compile(r"sk-|AIza|gh[pousr]_|github_pat_|AKIA|ASIA|xox")
+
+
+def _key(m: re.Match[str]) -> tuple[int, int] | None:
+    if m.group("sk") is not None and not _key_ok(m.group("body")):
+        return None
+    return m.span()
+
+
+def _chars(spec: str) -> frozenset[str]:
+    """The characters of a simple class spec like ``0-9 -``."""
+    out: set[str] = set()
+    i = 0
+    while i < len(spec):
+        if i + 2 < len(spec) and spec[i + 1] == "-":
+            out.update(chr(c) for c in range(ord(spec[i]), ord(spec[i + 2]) + 1))
+            i += 3
+        else:
+            out.add(spec[i])
+            i += 1
+    return frozenset(out)
+
+
+_DIGIT = re.compile(r"\d", re.ASCII)
+
+
+def _has_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+def _has_key(text: str) -> bool:
+    return _KEY_HINT.search(text) is not None
+
+
+DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
+    CREDIT_CARD: (Detector(CREDIT_CARD, _CARD, _card, _chars("0-9 -"), 40, _has_digit),),
+    IBAN: (Detector(IBAN, _IBAN, _iban, _chars("A-Z0-9 "), 48, _has_digit),),
+    US_SSN: (Detector(US_SSN, _SSN, _ssn, _chars("0-9 -"), 16, _has_digit),),
+    PHONE: (Detector(PHONE, _PHONE, _phone, _chars("0-9 ().+-"), 40, _has_digit),),
+    IP_ADDRESS: (
+        Detector(IP_ADDRESS, _IPV4, _ipv4, _chars("0-9."), 20, lambda t: "." in t),
+        Detector(IP_ADDRESS, _IPV6, _ipv6, _chars("0-9A-Fa-f:"), 44, lambda t: "::" in t or (
+            t.count(":") >= 7)),
+    ),
+    EMAIL: (Detector(EMAIL, _EMAIL, _email, _chars("A-Za-z0-9._%+@-"), 610, lambda t: "@" in t),),
+    API_KEY: (
+        Detector(API_KEY, _KEY, _key, _chars("A-Za-z0-9_-"), 430, _has_key),
+    ),
+}  # fmt: skip
+
+
+def _tail(text: str, run: frozenset[str], reach: int) -> int:
+    """Start of the trailing run of ``run`` characters, but no earlier than ``len - reach``."""
+    i = len(text)
+    floor = max(0, i - reach)
+    while i > floor and text[i - 1] in run:
+        i -= 1
+    return i
+
+
+class Scanner:
+    """The search for a set of entity kinds plus extra patterns (a policy's deny rules).
+
+    ``find`` returns validated spans sorted by start; ``settled`` says up to where those spans
+    are final while more text may still arrive. Unknown entity names are ignored (the CRD
+    enumerates the kinds; a newer operator must not break an older sidecar).
+    """
+
+    __slots__ = ("_detectors", "_extra", "_tails", "entities", "window")
+
+    def __init__(
+        self,
+        entities: Iterable[str],
+        extra: Sequence[tuple[str, re.Pattern[str]]] = (),
+        window: int = 64,
+    ) -> None:
+        self.entities = frozenset(e for e in entities if e in DETECTORS)
+        self._detectors = tuple(d for e in sorted(self.entities) for d in DETECTORS[e])
+        # A (run, reach) pair is implied by one with a superset run and at least its reach.
+        pairs = {(d.run, d.reach) for d in self._detectors}
+        self._tails = tuple(
+            sorted(
+                (
+                    (run, reach)
+                    for run, reach in pairs
+                    if not any(
+                        (r2, n2) != (run, reach) and run <= r2 and reach <= n2 for r2, n2 in pairs
+                    )
+                ),
+                key=lambda rr: -rr[1],
+            )
+        )
+        self._extra = tuple((DENY_PREFIX + key, pattern) for key, pattern in extra)
+        #: The longest deny-pattern match (with lookaround) streaming must allow for.
+        self.window = max(1, window)
+
+    @property
+    def empty(self) -> bool:
+        return not self._detectors and not self._extra
+
+    def find(
+        self, text: str, pos: int = 0, extents: list[tuple[int, int]] | None = None
+    ) -> list[Span]:
+        """Every match that starts at or after ``pos`` (text before ``pos`` is context only).
+
+        ``extents`` (when given) receives the raw extent of every candidate, valid or not:
+        a later scan that starts inside one would not see what this scan saw (the validator
+        may have trimmed the span, or rejected the candidate and the scan moved past it).
+        """
+        spans: list[Span] = []
+        for det in self._detectors:
+            if det.hint is not None and not det.hint(text):
+                continue
+            for m in det.pattern.finditer(text, pos):
+                got = det.validate(m)
+                if got is not None:
+                    spans.append(Span(got[0], got[1], det.entity))
+                if extents is not None:
+                    extents.append(m.span())
+        for label, pattern in self._extra:
+            for m in pattern.finditer(text, pos):
+                if m.end() > m.start():
+                    spans.append(Span(m.start(), m.end(), label))
+                    if extents is not None:
+                        extents.append(m.span())
+        spans.sort(key=lambda s: (s.start, -s.end))
+        return spans
+
+    def settled(self, text: str) -> int:
+        """The earliest position of ``text`` where a match could still start and be changed by
+        text appended later: spans starting before it are exactly those of any longer text."""
+        out = len(text)
+        for run, reach in self._tails:
+            out = min(out, _tail(text, run, reach))
+        if self._extra:
+            out = min(out, max(0, len(text) - self.window))
+        return out
+
+
+def detect(text: str, entities: Iterable[str]) -> list[Span]:
+    """The spans of ``entities`` in ``text`` (a one-off ``Scanner``; policies keep theirs)."""
+    return Scanner(entities).find(text)

@@ -1,0 +1,596 @@
+"""Prompt-injection scoring: text → a score in 0..1 and the signals that produced it.
+
+Owns the pattern families and how their evidence combines. The text is first canonicalised
+(``canonical``: hidden characters, look-alikes, Base64, letter spacing undone), then each family
+is searched; a family's evidence is the weight of its strongest match, and families combine as
+independent evidence (noisy-OR: ``1 - Π(1 - w)``). Families:
+
+* ``override``: "ignore/disregard/forget … previous/prior/above/system … instructions/rules";
+  "… everything above"; "disregard the above and …". The user revising their own request
+  ("disregard my previous instructions") and bare objects ("ignore the instructions") are weak.
+* ``role``: "you are now DAN / unrestricted / no longer an AI", "act as an unfiltered …",
+  "from now on you will …", "new instructions:"; "pretend to be" is weak (ordinary roleplay).
+* ``jailbreak``: known personas and modes (DAN, "do anything now", developer mode), "answer
+  without any restrictions", "disable your safety filters".
+* ``exfiltration``: "reveal/print/repeat your system prompt / initial instructions", "repeat the
+  words above starting with 'You are'".
+* ``delimiter``: chat-template tokens (``<|im_start|>``, ``[INST]``, ``<<SYS>>``), fake
+  ``<system>`` tags and ``### system:`` headers.
+* ``override:de|fr|es`` and ``role:…``/``exfiltration:…`` in German, French and Spanish.
+* ``obfuscation``: the text hid something (zero-width characters inside words, mixed-script
+  look-alikes, Base64 that decodes to readable text, letter spacing). It only counts when a
+  family of weight ≥ 0.3 also matched: hiding an instruction is evidence of intent, but emoji
+  (which contain zero-width joiners) and Russian text are not.
+
+Trade-off. The patterns need the *shape* of an attack (verb + qualifier + object), not trigger
+words, so "ignore the previous typo", "you are now subscribed", "how do I jailbreak my phone"
+and "pretend you are a pirate" stay below 0.5 (they are recorded as low-score signals, which is
+how the false-positive budget is tracked). The price is recall on attacks phrased without those
+shapes (paraphrases such as "let's play a game where you have no rules", other languages than
+en/de/fr/es, leetspeak, ROT13 or hex encodings): a regex scorer is a cheap first line, not a
+classifier; policies that need more use ``external``. A negation just before a match ("do not
+reveal your system prompt", "never ignore previous instructions") cancels it.
+
+Measured on the labelled corpora in ``tests/unit/test_guardrails_injection.py`` at threshold
+0.5 (acting when the score is above it): on the corpus the patterns were written against (63
+attacks, 61 benign texts, many deliberately hard) precision 1.00, recall 0.95 (60/63); on a
+held-out corpus written before it was first scored (20 attacks, 20 benign) precision 1.00,
+recall 0.95 (19/20). The misses are the paraphrases and encodings listed above. A held-out
+corpus this small says the scorer is not overfitted to its examples, not what its rates in
+production will be; the ``Allow`` verdicts recorded below the threshold are the field measure.
+
+Work is linear in the text: the search starts only where one of a family's anchor words occurs
+(``str.find``), patterns have bounded repetition, and canonicalisation skips its Unicode steps
+for ASCII text. Pure: no IO.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .canonical import Canonical, canonicalize
+
+_S = r"[\W_]+"  # between words: any run of non-letters
+
+
+def _c(pattern: str) -> re.Pattern[str]:
+    """Compile with ``␣`` standing for a word separator."""
+    return re.compile(pattern.replace("␣?", r"[\W_]*").replace("␣", _S))
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    #: The signal name; evidence of one kind (the part before ``:``) counts once.
+    category: str
+    pattern: re.Pattern[str]
+    weigh: Callable[[re.Match[str]], float]
+    #: Literal prefixes one of which every match starts with (where the search begins).
+    anchors: tuple[str, ...]
+    negatable: bool = True
+
+
+def _const(w: float) -> Callable[[re.Match[str]], float]:
+    return lambda _m: w
+
+
+_VERB = (
+    r"(?:ignore|ignoring|disregard|forget|skip|override|bypass|neglect|discard|drop|abandon"
+    r"|overlook|set␣aside|throw␣out|stop␣following|do␣not␣follow|don't␣follow|dont␣follow)"
+)
+_QUAL = (
+    r"(?:previous|previously␣given|prior|above|earlier|preceding|foregoing|original|initial"
+    r"|system|existing|old|former|default|given|provided|developer|hidden|built-in|your)"
+)
+_OBJ = (
+    r"(?:instructions?|prompts?|rules?|directions?|guidelines?|commands?|directives?"
+    r"|constraints?|programming|guardrails?|polic(?:y|ies)|orders?|restrictions?|safeguards?"
+    r"|training|filters?|limitations?|boundaries|system␣prompt|system␣message)"
+)
+_FILL = r"(?:␣[\w']+){0,3}?"
+_NEEDLES_OVERRIDE = (
+    "ignor", "disregard", "forget", "skip", "overrid", "bypass", "neglect", "discard", "drop",
+    "abandon", "overlook", "set", "throw", "stop", "do",
+)  # fmt: skip
+
+
+def _override_strong(m: re.Match[str]) -> float:
+    if "my" in m.group("f").split():
+        return 0.3
+    return 0.9
+
+
+def _exfil_weight(m: re.Match[str]) -> float:
+    if m.group("who") == "the":
+        return 0.45 if m.group("obj").startswith("system") else 0.0
+    if m.group("plain") and not m.group("adj"):
+        return 0.35
+    return 0.8
+
+
+_EXFIL_VERBS = (
+    "reveal", "show", "print", "repeat", "output", "display", "tell", "give", "leak", "dump",
+    "share", "disclos", "expose", "list", "recite", "spell", "paste", "echo", "return", "provide",
+    "write", "type", "copy",
+)  # fmt: skip
+_NEG = re.compile(r"(?:\bnot|n't|\bnever|\bdont|\bdon t|\bwithout)[\W_]*$")
+_SPANISH_VERBS = (
+    r"(?:ignora[rd]?|ignoren?|olvida[rd]?|olviden?|descarta[rd]?|omite|omitir"
+    r"|no␣hagas␣caso␣(?:a|de)|haz␣caso␣omiso␣(?:a|de))"
+)
+
+
+def _ml_weight(qualified: str, every: str) -> Callable[[re.Match[str]], float]:
+    def weigh(m: re.Match[str]) -> float:
+        if m.group(qualified) is not None:
+            return 0.85
+        if m.group(every) is not None:
+            return 0.8
+        return 0.35
+
+    return weigh
+
+
+FAMILIES: tuple[_Family, ...] = (
+    # --- override ---
+    _Family(
+        "override",
+        _c(rf"\b{_VERB}(?P<f>{_FILL})␣(?P<q>{_QUAL})(?:␣[\w']+){{0,2}}?␣{_OBJ}\b"),
+        _override_strong,
+        _NEEDLES_OVERRIDE,
+    ),
+    _Family(
+        "override",
+        _c(
+            rf"\b{_VERB}␣(?:all|any|every|each)(?:␣(?:of|the|your|these|those|my))*"
+            rf"(?:␣(?:safety|content|ethical|moral|security))?␣{_OBJ}\b"
+        ),
+        _const(0.8),
+        _NEEDLES_OVERRIDE,
+    ),
+    _Family(
+        "override",
+        _c(rf"\b{_VERB}␣(?:the|these|those|such|your)␣{_OBJ}\b"),
+        lambda m: 0.6 if " your" in m.group() else 0.35,
+        _NEEDLES_OVERRIDE,
+    ),
+    _Family(
+        "override",
+        _c(
+            rf"\b{_VERB}␣(?:everything|anything|all|what(?:ever)?)(?P<who>␣(?:i|you|was|has␣been"
+            r"|we)(?:␣(?:said|told|wrote|written|given|stated|discussed|asked))?)?"
+            r"(?:␣(?:you␣were␣told|said|written|you␣know|so␣far))?␣(?:above|before|previously"
+            r"|until␣now|up␣to␣(?:now|here|this␣point))\b"
+        ),
+        lambda m: 0.3 if (m.group("who") or "").split()[:1] in (["i"], ["we"]) else 0.8,
+        _NEEDLES_OVERRIDE,
+    ),
+    _Family(
+        "override",
+        _c(
+            rf"\b{_VERB}␣(?:the|all␣the)␣(?:above|previous|preceding|prior)"
+            r"(?:␣(?:text|content|message|prompt|input|context))?"
+            r"(?:(?P<act>␣(?:and|then|now|instead)(?:␣(?:just|instead|only))?␣(?:say|print"
+            r"|tell|write|output|respond|reply|answer|repeat|reveal|do|follow|act|return)\b)"
+            r"|(?=[\W_]*(?:$|[.!;:,]|and\b|then\b|instead\b|now\b)))"
+        ),
+        lambda m: 0.75 if m.group("act") else 0.45,
+        _NEEDLES_OVERRIDE,
+    ),
+    _Family(
+        "override",
+        _c(rf"\b{_VERB}{_FILL}␣(?:previous|prior|above|earlier|preceding)\b"),
+        _const(0.15),
+        _NEEDLES_OVERRIDE,
+    ),
+    _Family(
+        "role",
+        _c(
+            r"\b(?:new|updated|real|actual|true|revised|secret|override)␣(?:system␣)?"
+            r"(?:instructions?|rules|prompt|directives?|orders)[\W_]*"
+            r"(?::|are␣(?:as␣follows|below)|follow)"
+        ),
+        _const(0.5),
+        ("new", "updated", "real", "actual", "true", "revised", "secret", "overrid"),
+    ),
+    # --- role hijack ---
+    _Family(
+        "role",
+        _c(
+            r"\byou(?:␣are|'re|␣re)␣now(?:␣(?P<strong>dan|free|unrestricted|unfiltered"
+            r"|uncensored|jailbroken|evil|rogue|unbound|unchained|liberated|no␣longer"
+            r"|not␣(?:an?␣)?(?:ai|assistant)|in␣(?:developer|god|dan|unrestricted)␣mode"
+            r"|(?:an?␣)?(?:unrestricted|unfiltered|uncensored|evil|jailbroken|amoral)\b)"
+            r"|␣(?P<some>(?:an?|my|the)␣\w+))?"
+        ),
+        lambda m: 0.75 if m.group("strong") else 0.45 if m.group("some") else 0.2,
+        ("you",),
+    ),
+    _Family(
+        "role",
+        _c(
+            r"\byou(?:␣are|'re|␣re)␣no␣longer(?:␣an?)?␣(?:ai|assistant|chatbot|language␣model"
+            r"|bound|restricted|limited|chatgpt|claude|gemini|llama|required|obligated"
+            r"|subject)\b"
+        ),
+        _const(0.75),
+        ("you",),
+    ),
+    _Family(
+        "role",
+        _c(
+            r"\b(?:act|behave|respond|answer|reply|operate|function|pose)␣(?:as|like)"
+            r"(?:␣(?:if|though)␣you␣(?:are|were))?(?:␣(?:an?|the|my))?␣(?:unrestricted"
+            r"|unfiltered|uncensored|evil|jailbroken|rogue|amoral|unethical|unbound|unlimited)"
+        ),
+        _const(0.75),
+        ("act", "behave", "respond", "answer", "reply", "operate", "function", "pose"),
+    ),
+    _Family(
+        "role",
+        _c(
+            r"\bfrom␣now␣on(?:␣\w+){0,2}?␣you␣(?:are|will|must|shall|should|have␣to|can|may"
+            r"|won't|will␣not|never|do␣not|don't)\b"
+        ),
+        _const(0.45),
+        ("from",),
+    ),
+    _Family(
+        "role",
+        _c(r"\b(?:pretend|imagine)␣(?:to␣be|you␣are|you're|that␣you␣are)\b|\brole␣?play␣as\b"),
+        _const(0.3),
+        ("pretend", "imagine", "role"),
+        negatable=False,
+    ),
+    # --- jailbreak personas and no-limits ---
+    _Family(
+        "jailbreak",
+        _c(
+            r"\bdo␣anything␣now\b|\bdan␣(?:mode|prompt|jailbreak)\b"
+            r"|\b(?:you␣are|you're|act␣as|become|enable|pretend␣to␣be)␣(?:now␣)?dan\b"
+            r"|\bdeveloper␣mode␣(?:enabled|activated|on|output|v2)\b|\benable␣developer␣mode\b"
+            r"|\b(?:betterdan|anti-?dan|evil␣confidant|mongo␣tom)\b"
+        ),
+        _const(0.8),
+        (
+            "do",
+            "dan",
+            "you",
+            "act",
+            "become",
+            "enable",
+            "pretend",
+            "developer",
+            "betterdan",
+            "anti",
+            "evil",
+            "mongo",
+        ),
+        negatable=False,
+    ),
+    _Family(
+        "jailbreak",
+        _c(r"\bjailbroken\b|\b(?:evil|opposite|unfiltered|uncensored|god)␣mode\b"),
+        _const(0.55),
+        ("jailbroken", "evil", "opposite", "unfiltered", "uncensored", "god"),
+    ),
+    _Family(
+        "jailbreak",
+        _c(r"\bjailbreak"),
+        _const(0.35),
+        ("jailbreak",),
+        negatable=False,
+    ),
+    _Family(
+        "jailbreak",
+        _c(
+            r"\b(?:answer|respond|reply|act|behave|operate|speak|talk|output|write|generate"
+            r"|function|work|continue)(?:␣\w+){0,4}?␣(?:without|with␣no|free␣(?:of|from)"
+            r"|ignoring|regardless␣of)(?:␣(?:any|all|the|its))?(?P<q>(?:␣(?:your|ethical|moral"
+            r"|safety|content|openai|anthropic|usual|normal|typical))*)␣(?:(?P<o>restrictions"
+            r"|filters|filtering|censorship|safeguards|ethics|morals|guidelines)|limitations"
+            r"|rules|boundaries|limits|constraints|policies)\b"
+        ),
+        lambda m: 0.6 if m.group("q") or m.group("o") else 0.25,
+        (
+            "answer",
+            "respond",
+            "reply",
+            "act",
+            "behave",
+            "operate",
+            "speak",
+            "talk",
+            "output",
+            "write",
+            "generate",
+            "function",
+            "work",
+            "continue",
+        ),
+        negatable=False,
+    ),
+    _Family(
+        "jailbreak",
+        _c(
+            r"\b(?:no|without)␣(?:ethical|moral|safety|content)␣(?:restrictions|filters"
+            r"|guidelines|limits|constraints|boundaries|policies)\b"
+        ),
+        _const(0.35),
+        ("no", "without"),
+        negatable=False,
+    ),
+    _Family(
+        "jailbreak",
+        _c(
+            r"\b(?:ethical|moral|safety|content)␣(?:guidelines|filters|restrictions|policies"
+            r"|rules)␣(?:do␣not|don't|no␣longer|never)␣apply\b"
+            r"|\b(?:disable|turn␣off|deactivate|remove|circumvent|switch␣off)"
+            r"(?:␣(?P<d>your|the|all|any))?(?:␣(?:safety|content))?␣(?:filters?|guardrails?"
+            r"|safeguards?|restrictions|censorship|moderation)\b"
+        ),
+        lambda m: 0.3 if m.group("d") == "the" else 0.65,
+        (
+            "ethical",
+            "moral",
+            "safety",
+            "content",
+            "disable",
+            "turn",
+            "deactivate",
+            "remove",
+            "circumvent",
+            "switch",
+        ),
+    ),
+    # --- system prompt exfiltration ---
+    _Family(
+        "exfiltration",
+        _c(
+            r"\b(?:reveal|show|print|repeat|output|display|tell|give|leak|dump|share|disclose"
+            r"|expose|list|recite|spell␣out|paste|echo|return|provide|write␣out|type␣out|copy)"
+            r"(?:␣(?:me|us))?(?:␣(?:all|the|of|everything|in|exactly|verbatim|content|contents"
+            r"|text|full|entire|complete|whole|word␣for␣word))*␣(?P<who>your|ur|the)(?P<adj>(?:␣(?:full|entire|complete|exact"
+            r"|original|initial|hidden|secret|confidential|internal|real|actual|first|whole))*)"
+            r"␣(?P<obj>system␣(?:prompt|message|instructions)|pre-?prompt|prompt"
+            r"|(?P<plain>instructions|rules|guidelines|directives))\b"
+        ),
+        _exfil_weight,
+        _EXFIL_VERBS,
+    ),
+    _Family(
+        "exfiltration",
+        _c(
+            r"\b(?:what|which)␣(?:are|were|is|was)␣your␣(?:initial|original|system|hidden"
+            r"|first|secret|exact|real|actual|internal)␣(?:instructions|prompt|rules"
+            r"|directives|message)"
+        ),
+        _const(0.7),
+        ("what", "which"),
+    ),
+    _Family(
+        "exfiltration",
+        _c(
+            r"\b(?:repeat|print|output|recite|copy|echo|reproduce|show|write)(?:␣(?:back|out|me))?"
+            r"(?:␣(?:all|the|every|of))*␣(?:words|text|everything|content|lines|tokens"
+            r"|sentences)␣(?:above|before|preceding|prior)\b(?P<start>.{0,40}?"
+            r"(?:starting|beginning)␣with␣(?:the␣(?:phrase|words?)␣)?[\"'“”]?you␣are)?"
+        ),
+        lambda m: 0.8 if m.group("start") else 0.45,
+        ("repeat", "print", "output", "recite", "copy", "echo", "reproduce", "show", "write"),
+    ),
+    # --- delimiter / chat-template injection ---
+    _Family(
+        "delimiter",
+        _c(
+            r"<\|(?:im_start|im_end|im_sep|system|endoftext|end_of_text|eot_id|start_header_id"
+            r"|end_header_id|begin_of_text|assistant|user)\|>(?P<more>(?:␣?system\b|.{0,200}?"
+            r"<\|(?:im_start|im_end|im_sep|system|endoftext|end_of_text|eot_id"
+            r"|start_header_id|end_header_id|begin_of_text|assistant|user)\|>))?"
+        ),
+        lambda m: 0.75 if m.group("more") else 0.45,
+        ("<|",),
+        negatable=False,
+    ),
+    _Family(
+        "delimiter",
+        _c(r"\[/?inst\]|<</?sys>>"),
+        _const(0.65),
+        ("[inst", "[/inst", "<<sys", "<</sys"),
+        negatable=False,
+    ),
+    _Family(
+        "delimiter",
+        _c(
+            r"</(?:user|human|assistant)>|<(?P<t>system|system_prompt|sys|instructions?|admin)>"
+            r".{0,300}?</(?P=t)>|#{2,}[\W_]*(?:system|new␣instructions?|instructions?|admin)(?:␣(?:prompt|message"
+            r"|override))?[^\w#]*:"
+        ),
+        lambda m: 0.55 if m.group().startswith("<") else 0.5,
+        ("<", "##"),
+        negatable=False,
+    ),
+    # --- German ---
+    _Family(
+        "override:de",
+        _c(
+            r"\b(?:ignorier(?:e|en|t)?|vergiss|vergessen|missachte(?:n)?|uberspring(?:e|en)?"
+            r"|verwirf)(?:␣(?:sie|du|bitte|(?P<all>alle|samtliche|jegliche)|die|deine|ihre"
+            r"|bisher|jede|deiner|vorher|zuvor))*␣(?:(?P<q>vorherigen?|bisherigen?|obigen?"
+            r"|vorigen?|vorangegangenen?|fruheren?|ursprunglichen?|alten|gegebenen?"
+            r"|erhaltenen?|system)␣?)?(?:anweisungen|instruktionen|befehle|regeln|vorgaben"
+            r"|richtlinien|anordnungen|systemanweisungen|eingaben)\b"
+        ),
+        _ml_weight("q", "all"),
+        ("ignorier", "vergiss", "vergessen", "missacht", "uberspring", "verwirf"),
+    ),
+    _Family(
+        "override:de",
+        _c(r"\b(?:vergiss|ignoriere)␣alles(?:␣\w+){0,4}?␣(?:vorher|zuvor|bisher|oben)\b"),
+        _const(0.8),
+        ("vergiss", "ignoriere"),
+    ),
+    _Family(
+        "role:de",
+        _c(
+            r"\bdu␣bist␣(?:jetzt|nun|ab␣sofort|ab␣jetzt)(?:␣(?:eine?␣)?(?P<s>dan|frei"
+            r"|uneingeschrankt|unzensiert|ohne|kein|nicht␣mehr|bose))?"
+        ),
+        lambda m: 0.75 if m.group("s") else 0.2,
+        ("du",),
+    ),
+    _Family(
+        "exfiltration:de",
+        _c(
+            r"\b(?:zeige?|gib|nenne|verrate|wiederhole|drucke|schreib(?:e)?)(?:␣(?:mir|uns|mal"
+            r"|bitte))*␣(?:deinen?|deine|ihren?|den|die)␣(?:system␣?prompt|systemanweisungen"
+            r"|system␣?nachricht|(?:ursprunglichen?|geheimen?|versteckten?|anfanglichen?|ersten)"
+            r"␣(?:anweisungen|prompt|instruktionen))"
+        ),
+        _const(0.75),
+        ("zeig", "gib", "nenne", "verrate", "wiederhole", "drucke", "schreib"),
+    ),
+    # --- French ---
+    _Family(
+        "override:fr",
+        _c(
+            r"\b(?:ignore[rz]?|oublie[rz]?|neglige[rz]?|ne␣(?:tiens|tenez)␣pas␣compte␣(?:de|des)"
+            r"|(?:fais|faites)␣abstraction␣(?:de|des)|passe[rz]?␣outre)(?:␣(?:(?P<all>toutes"
+            r"|tous)|les|des|de|tes|vos|ces|la|le|l|d))*␣(?:instructions|consignes|regles"
+            r"|directives|ordres|indications|commandes)(?:␣(?P<q>precedentes|anterieures"
+            r"|ci␣dessus|d'avant|d␣avant|initiales|du␣systeme|systeme|originales|donnees))?\b"
+        ),
+        _ml_weight("q", "all"),
+        ("ignor", "oubli", "neglig", "ne", "fais", "faites", "passe"),
+    ),
+    _Family(
+        "role:fr",
+        _c(
+            r"\b(?:tu␣es|vous␣etes)␣(?:maintenant|desormais|a␣present)(?:␣(?P<s>(?:un|une|le"
+            r"|la)␣\w+|dan|libre|sans))?"
+        ),
+        lambda m: 0.75 if m.group("s") else 0.2,
+        ("tu", "vous"),
+    ),
+    _Family(
+        "exfiltration:fr",
+        _c(
+            r"\b(?:revele[rz]?|montre[rz]?|affiche[rz]?|repete[rz]?|donne[rz]?|dis|ecris"
+            r"|imprime[rz]?|divulgue[rz]?)(?:␣(?:moi|nous))?␣(?:ton|ta|tes|votre|vos|le|la|les)"
+            r"␣(?:prompt|invite|message|instructions|consignes)␣(?:systeme|du␣systeme"
+            r"|initial(?:e|es)?|d'origine|d␣origine|originale?s?|secret(?:e|es)?|cache(?:e|es)?)"
+        ),
+        _const(0.75),
+        ("revel", "montr", "affich", "repet", "donn", "dis", "ecri", "imprim", "divulg"),
+    ),
+    # --- Spanish ---
+    _Family(
+        "override:es",
+        _c(
+            rf"\b{_SPANISH_VERBS}(?:␣(?:(?P<all>todas|todos)|las|los|tus|sus|de|del|mis|estas"
+            r"|esas))*␣(?:instrucciones|reglas|indicaciones|ordenes|directrices|directivas"
+            r"|normas|comandos)(?:␣(?P<q>anteriores|previas|precedentes|de␣arriba|iniciales"
+            r"|del␣sistema|originales|dadas))?\b"
+        ),
+        _ml_weight("q", "all"),
+        ("ignor", "olvid", "descart", "omit", "no", "haz"),
+    ),
+    _Family(
+        "role:es",
+        _c(
+            r"\b(?:ahora|a␣partir␣de␣ahora|desde␣ahora)␣(?:tu␣)?eres(?:␣(?:una?␣)?(?P<s>dan"
+            r"|libre|ilimitad[oa]|sin|malvad[oa]))?"
+        ),
+        lambda m: 0.75 if m.group("s") else 0.2,
+        ("ahora", "a partir", "desde"),
+    ),
+    _Family(
+        "exfiltration:es",
+        _c(
+            r"\b(?:revela[r]?|muestra(?:me)?|dime|imprime|repite|ensename|escribe|comparte)"
+            r"(?:␣(?:me|nos))?␣(?:tu|tus|el|las|los|su)␣(?:prompt|mensaje|instrucciones"
+            r"|indicaciones)␣(?:del␣sistema|de␣sistema|inicial(?:es)?|original(?:es)?"
+            r"|secret[oa]s?|ocult[oa]s?)"
+        ),
+        _const(0.75),
+        ("revela", "muestra", "dime", "imprime", "repite", "ensename", "escribe", "comparte"),
+    ),
+)
+
+
+def _by_anchor() -> dict[str, tuple[_Family, ...]]:
+    out: dict[str, list[_Family]] = {}
+    for fam in FAMILIES:
+        for anchor in fam.anchors:
+            out.setdefault(anchor, []).append(fam)
+    return {anchor: tuple(fams) for anchor, fams in out.items()}
+
+
+#: Each anchor with the families that may match where it occurs.
+_BY_ANCHOR = _by_anchor()
+
+#: Weight of the ``obfuscation`` signal, counted when another family of weight ≥ 0.3 matched.
+OBFUSCATION_WEIGHT = 0.5
+_STRONG_ENOUGH = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionScore:
+    """``score`` in 0..1; ``signals`` name the families that matched, strongest first."""
+
+    score: float
+    signals: tuple[str, ...] = ()
+
+
+def _negated(text: str, start: int) -> bool:
+    return _NEG.search(text, max(0, start - 24), start) is not None
+
+
+def score_canonical(c: Canonical) -> InjectionScore:
+    """The injection score of an already canonicalised text."""
+    text = c.text
+    best: dict[str, tuple[float, str]] = {}  # evidence kind -> (weight, signal)
+    in_payload = False
+    for anchor, families in _BY_ANCHOR.items():
+        at = text.find(anchor)
+        while at != -1:
+            if not (anchor[0].isalnum() and at and (text[at - 1].isalnum() or text[at - 1] == "_")):
+                for fam in families:
+                    m = fam.pattern.match(text, at)
+                    if m is None:
+                        continue
+                    kind = fam.category.partition(":")[0]
+                    w = fam.weigh(m)
+                    if w <= best.get(kind, (0.0, ""))[0]:
+                        continue
+                    if fam.negatable and _negated(text, at):
+                        continue
+                    best[kind] = (w, fam.category)
+                    if at >= c.decoded_at and w >= _STRONG_ENOUGH:
+                        in_payload = True
+            at = text.find(anchor, at + 1)
+    if not best:
+        return InjectionScore(0.0)
+    if max(w for w, _ in best.values()) >= _STRONG_ENOUGH and (c.obfuscated or in_payload):
+        kinds = [
+            name
+            for name, present in (
+                ("zero-width", c.invisible),
+                ("homoglyph", c.homoglyphs),
+                ("base64", c.decoded),
+                ("spacing", c.spaced),
+            )
+            if present
+        ]
+        best["obfuscation"] = (OBFUSCATION_WEIGHT, "obfuscation:" + "+".join(kinds))
+    keep = 1.0
+    for w, _ in best.values():
+        keep *= 1.0 - w
+    ordered = sorted(best.values(), key=lambda ws: (-ws[0], ws[1]))
+    return InjectionScore(round(1.0 - keep, 4), tuple(signal for _, signal in ordered))
+
+
+def score(text: str) -> InjectionScore:
+    """The injection score of ``text`` (canonicalised first)."""
+    return score_canonical(canonicalize(text))

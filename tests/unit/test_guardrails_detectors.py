@@ -1,0 +1,216 @@
+"""Detectors and redaction (pure): each entity kind, and look-alikes that must not match."""
+
+# ruff: noqa: RUF001 - the test data is confusable text on purpose
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sluice_sidecar.guardrails import detectors as d
+from sluice_sidecar.guardrails.detectors import ENTITIES, Scanner, Span, detect
+from sluice_sidecar.guardrails.redact import apply, merge, redact
+
+
+def found(text: str, entity: str) -> list[str]:
+    return [text[s.start : s.end] for s in detect(text, [entity])]
+
+
+# (entity, text, the matched substrings)
+CASES: list[tuple[str, str, list[str] | None]] = [
+    # --- credit cards: Luhn + issuer prefix, whole digit runs
+    ("CREDIT_CARD", "card 4111 1111 1111 1111 ok", ["4111 1111 1111 1111"]),
+    ("CREDIT_CARD", "card 4111-1111-1111-1111.", ["4111-1111-1111-1111"]),
+    ("CREDIT_CARD", "4111111111111111", ["4111111111111111"]),
+    ("CREDIT_CARD", "mc 5555 5555 5555 4444", ["5555 5555 5555 4444"]),
+    ("CREDIT_CARD", "amex 3782 822463 10005", ["3782 822463 10005"]),
+    ("CREDIT_CARD", "discover 6011 1111 1111 1117", ["6011 1111 1111 1117"]),
+    ("CREDIT_CARD", "card then year 4111 1111 1111 1111 2025", ["4111 1111 1111 1111"]),
+    ("CREDIT_CARD", "bad luhn 4111 1111 1111 1112", []),
+    ("CREDIT_CARD", "unknown issuer 9111 1111 1111 1115", []),
+    ("CREDIT_CARD", "order 12345678901234", []),
+    ("CREDIT_CARD", "too long 41111111111111111111111", []),
+    ("CREDIT_CARD", "decimal 0.4111111111111111", []),
+    ("CREDIT_CARD", "inside a word ab4111111111111111cd", []),
+    ("CREDIT_CARD", "phone +44 20 7946 0958", []),
+    # --- IBAN: country length + mod 97
+    ("IBAN", "iban GB82 WEST 1234 5698 7654 32 IS MINE", ["GB82 WEST 1234 5698 7654 32"]),
+    ("IBAN", "DE89370400440532013000", ["DE89370400440532013000"]),
+    ("IBAN", "FR14 2004 1010 0505 0001 3M02 606", ["FR14 2004 1010 0505 0001 3M02 606"]),
+    ("IBAN", "bad checksum GB82 WEST 1234 5698 7654 33", []),
+    ("IBAN", "unknown country ZZ82 WEST 1234 5698 7654 32", []),
+    ("IBAN", "wrong length DE89 3704 0044 0532 0130", []),
+    ("IBAN", "lowercase gb82west12345698765432", []),
+    # --- US SSN: area/group/serial rules, same separator twice
+    ("US_SSN", "ssn 123-45-6789.", ["123-45-6789"]),
+    ("US_SSN", "ssn 123 45 6789", ["123 45 6789"]),
+    ("US_SSN", "area 000: 000-12-3456", []),
+    ("US_SSN", "area 666: 666-12-3456", []),
+    ("US_SSN", "area 9xx: 912-34-5678", []),
+    ("US_SSN", "group 00: 123-00-4567", []),
+    ("US_SSN", "serial 0000: 123-45-0000", []),
+    ("US_SSN", "mixed separators 123-45 6789", []),
+    ("US_SSN", "bare nine digits 123456789", []),
+    ("US_SSN", "part of a longer number 123-45-6789-12", []),
+    ("US_SSN", "date 2024-01-15", []),
+    # --- phones: formatted, never bare digit runs
+    ("PHONE", "call +44 20 7946 0958 today", ["+44 20 7946 0958"]),
+    ("PHONE", "call +1 (555) 123-4567", ["+1 (555) 123-4567"]),
+    ("PHONE", "e164 +4915112345678", ["+4915112345678"]),
+    ("PHONE", "nanp (555) 123-4567 or 555-123-4567 or 555.123.4567", None),
+    ("PHONE", "uk 020 7946 0958", ["020 7946 0958"]),
+    ("PHONE", "uk mobile 07700 900123", ["07700 900123"]),
+    ("PHONE", "de 030 1234567", ["030 1234567"]),
+    ("PHONE", "fr 01 23 45 67 89", ["01 23 45 67 89"]),
+    ("PHONE", "nhs-shaped 943 476 5919", ["943 476 5919"]),
+    ("PHONE", "digit run 5551234567", []),
+    ("PHONE", "short +12 345", []),
+    ("PHONE", "too many digits +1234567890123456789", []),
+    ("PHONE", "ssn-shaped 123-45-6789", []),
+    ("PHONE", "ssn-shaped with trunk 078-05-1120", []),
+    ("PHONE", "date 2024-01-15 and 01-15-2024", []),
+    ("PHONE", "double separator +44  20 7946 0958", []),
+    ("PHONE", "card 4111 1111 1111 1111", []),
+    ("PHONE", "version 1.2.3.4", []),
+    # --- IP addresses
+    ("IP_ADDRESS", "host 192.168.1.1.", ["192.168.1.1"]),
+    (
+        "IP_ADDRESS",
+        "v6 2001:db8::8a2e:370:7334 and fe80::1",
+        ["2001:db8::8a2e:370:7334", "fe80::1"],
+    ),
+    ("IP_ADDRESS", "full 2001:0db8:0000:0000:0000:ff00:0042:8329", None),
+    ("IP_ADDRESS", "octet 10.0.0.256", []),
+    ("IP_ADDRESS", "leading zero 10.01.0.1", []),
+    ("IP_ADDRESS", "version v1.2.3.4", []),
+    ("IP_ADDRESS", "five parts 1.2.3.4.5", []),
+    ("IP_ADDRESS", "time 12:30:45", []),
+    ("IP_ADDRESS", "loopback ::1 and a::b", []),
+    ("IP_ADDRESS", "mac 00:1A:2B:3C:4D:5E", []),
+    ("IP_ADDRESS", "c++ std::vector", []),
+    # --- email
+    ("EMAIL", "mail bob.smith+tag@example.co.uk. end", ["bob.smith+tag@example.co.uk"]),
+    ("EMAIL", "<alice@mail.example.com>", ["alice@mail.example.com"]),
+    ("EMAIL", "no tld bob@localhost", []),
+    ("EMAIL", "one-letter tld bob@example.c", []),
+    ("EMAIL", "double dot bob..smith@example.com", []),
+    ("EMAIL", "handle @bob and a@b", []),
+    # --- API keys
+    ("API_KEY", "key sk-proj-abcDEF1234567890abcdefGHIJ", ["sk-proj-abcDEF1234567890abcdefGHIJ"]),
+    ("API_KEY", "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789", None),
+    ("API_KEY", "aws AKIAIOSFODNN7EXAMPLE", ["AKIAIOSFODNN7EXAMPLE"]),
+    ("API_KEY", "gh ghp_0123456789abcdefghijABCDEFGHIJ012345", None),
+    ("API_KEY", "google AIzaSyA1234567890abcdefghijklmnopqrstuv", None),
+    ("API_KEY", "library sk-learn-is-a-python-library-name", []),
+    ("API_KEY", "too short sk-abc123", []),
+    ("API_KEY", "prefix of a word task-abcdefghij0123456789abcdef", []),
+    ("API_KEY", "AKIA too short AKIA1234", []),
+]
+
+
+@pytest.mark.parametrize(("entity", "text", "want"), CASES, ids=[c[1][:40] for c in CASES])
+def test_detector_table(entity: str, text: str, want: list[str] | None) -> None:
+    got = found(text, entity)
+    if want is None:  # the whole text after the first word, or every match present
+        assert got, text
+    else:
+        assert got == want
+
+
+@pytest.mark.parametrize("entity", sorted(ENTITIES))
+def test_only_configured_entities_are_searched(entity: str) -> None:
+    text = (
+        "mail bob@example.com, card 4111 1111 1111 1111, iban DE89370400440532013000, "
+        "ssn 123-45-6789, phone +44 20 7946 0958, ip 10.1.2.3, key AKIAIOSFODNN7EXAMPLE"
+    )
+    spans = detect(text, [entity])
+    assert spans
+    assert {s.entity for s in spans} == {entity}
+
+
+def test_nhs_and_order_numbers_are_acted_on_only_when_their_look_alike_is_configured() -> None:
+    """FAULTS: a phone-shaped NHS number, an SSN-shaped order number → only configured kinds."""
+    nhs = "NHS number 943 476 5919"
+    order = "Order 123-45-6789 shipped"
+    assert redact(nhs, Scanner(["CREDIT_CARD", "US_SSN", "IBAN"])) == nhs
+    assert redact(nhs, Scanner(["PHONE"])) == "NHS number [PHONE]"
+    assert redact(order, Scanner(["PHONE", "CREDIT_CARD"])) == order
+    assert redact(order, Scanner(["US_SSN"])) == "Order [US_SSN] shipped"
+
+
+def test_unknown_entity_names_are_ignored() -> None:
+    assert Scanner(["PASSPORT", "EMAIL"]).entities == frozenset({"EMAIL"})
+    assert Scanner(["PASSPORT"]).empty
+
+
+@pytest.mark.parametrize(
+    ("digits", "ok"),
+    [
+        ("4111111111111111", True),
+        ("4111111111111112", False),
+        ("79927398713", True),
+        ("0", True),
+    ],
+)
+def test_luhn(digits: str, ok: bool) -> None:
+    assert d.luhn_ok(digits) is ok
+
+
+def test_iban_checksum() -> None:
+    assert d.iban_ok("GB82WEST12345698765432")
+    assert not d.iban_ok("GB82WEST12345698765433")
+    assert not d.iban_ok("GB82WEST1234569876543")  # one short for GB
+
+
+def test_merge_joins_overlaps_and_keeps_adjacent_spans() -> None:
+    spans = [Span(5, 10, "B"), Span(0, 6, "A"), Span(10, 12, "C"), Span(1, 3, "D")]
+    assert merge(spans) == [Span(0, 10, "A"), Span(10, 12, "C")]
+    assert apply("0123456789ab!", spans) == "[A][C]!"
+
+
+def test_overlapping_entities_redact_to_one_placeholder() -> None:
+    # ``::ffff:10.1.2.3`` is one IPv6 address containing an IPv4 one.
+    text = "addr ::ffff:10.1.2.3 end"
+    assert redact(text, Scanner(["IP_ADDRESS"])) == "addr [IP_ADDRESS] end"
+
+
+def test_redact_all_kinds_and_deny_patterns() -> None:
+    scanner = Scanner(ENTITIES, [("p#0", re.compile(r"(?i)project bluebird"))])
+    text = (
+        "Project Bluebird: write to bob@example.com or +44 20 7946 0958 from 10.0.0.1, "
+        "card 4111 1111 1111 1111, key sk-proj-abcDEF1234567890abcdefGHIJ."
+    )
+    assert redact(text, scanner) == (
+        "[REDACTED]: write to [EMAIL] or [PHONE] from [IP_ADDRESS], card [CREDIT_CARD], "
+        "key [API_KEY]."
+    )
+    assert redact(text, scanner, labels={"EMAIL"}).startswith("Project Bluebird: write to [EMAIL]")
+
+
+def test_invalid_utf16_and_odd_unicode_never_crash() -> None:
+    """FAULTS: lone surrogates and other odd input reach detectors without crashing them."""
+    text = "\ud800 4111 1111 1111 1111 \udfff bob@example.com \x00 \u202e 𝟒𝟏𝟏𝟏"
+    assert redact(text, Scanner(ENTITIES)) == "\ud800 [CREDIT_CARD] \udfff [EMAIL] \x00 \u202e 𝟒𝟏𝟏𝟏"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1 " * 20000,
+        "a" * 50000,
+        "a-b.c@" * 8000,
+        "1:" * 20000,
+        "4" * 50000,
+        "A1" * 20000,
+        "sk-" * 10000,
+    ],
+    ids=["digits", "letters", "email-ish", "colons", "digit-run", "iban-ish", "key-ish"],
+)
+def test_work_is_bounded_on_pathological_input(text: str) -> None:
+    """Linear patterns: a pathological 40-50k character text scans in well under a second."""
+    import time
+
+    started = time.perf_counter()
+    Scanner(ENTITIES).find(text)
+    assert time.perf_counter() - started < 1.0
