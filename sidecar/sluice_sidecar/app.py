@@ -3,7 +3,8 @@
 Owns wiring only: ``create_app`` builds the API app around a ``Gateway`` (config source, clock,
 randomness, secrets, audit sink and upstream session are all passed in or defaulted here; state
 lives in ``web.AppKey``s; the upstream session, config watcher and audit flusher start and stop
-in ``cleanup_ctx``). ``create_admin_app`` serves ``/healthz``, ``/readyz`` and ``/metrics`` from
+in ``cleanup_ctx``); ``api_runner`` is how it is served (handler cancellation, the request-head
+timeout). ``create_admin_app`` serves ``/healthz``, ``/readyz`` and ``/metrics`` from
 the same gateway. Handlers are thin: the pipeline is ``proxy``.
 """
 
@@ -29,19 +30,31 @@ from .metering import AuditSink, Metrics, NullAudit, StateCollector, who_from_en
 from .runtime import GATEWAY, Gateway, Hooks
 
 SessionFactory = Callable[[], aiohttp.ClientSession]
+USER_AGENT = "sluice-sidecar"
 API_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/models")
+#: Seconds a client connection may take to send a complete request head, counted from its
+#: opening or from the end of its previous answer (so also the idle keep-alive time).
+HEADER_TIMEOUT = 60.0
+#: After refusing a request whose body did not fully arrive (408, 413), aiohttp reads and drops
+#: what still comes for this long, so the client can read the refusal, then closes (its default
+#: is 10 s; the client is on the same host).
+LINGERING_TIME = 2.0
 #: aiohttp's own body limit; the configured limit (limits.maxRequestBytes) is enforced by the
 #: pipeline while reading, so that a config change applies without a restart.
 _CLIENT_MAX_SIZE = 1 << 40
 
 
 def default_session() -> aiohttp.ClientSession:
-    """Keep-alive pool without a per-host cap, no cookies, no client-wide timeout (per try)."""
+    """Keep-alive pool without a per-host cap, no cookies, no client-wide timeout (per try).
+
+    The User-Agent is our own rather than aiohttp's; it is set as a default header instead of
+    skipping aiohttp's (``skip_auto_headers`` makes aiohttp rebuild a header dict per request).
+    """
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=30, keepalive_timeout=60),
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),
-        skip_auto_headers=("User-Agent",),
+        headers={"User-Agent": USER_AGENT},
     )
 
 
@@ -87,6 +100,26 @@ def create_app(
     app.router.add_route("*", "/{tail:.*}", _not_found)
     app.cleanup_ctx.append(_lifecycle(session_factory or default_session, audit_flush_seconds))
     return app
+
+
+def api_runner(app: web.Application, *, header_timeout: float = HEADER_TIMEOUT) -> web.AppRunner:
+    """The runner that serves the API app: a client that goes away cancels its handler (and so
+    its upstream request); no access log (the audit record is the log); a connection that has
+    not sent a complete request head within ``header_timeout`` seconds is closed, and one whose
+    body was refused is closed at most ``LINGERING_TIME`` after the refusal.
+
+    The head bound is aiohttp's keep-alive timer, which runs from a connection's opening (aiohttp
+    3.14+) or the end of its previous answer until a whole request head has arrived, and so also
+    ends connections idle for that long. aiohttp has no timer for request bodies: the pipeline
+    bounds those (``limits.bodyTimeout``).
+    """
+    return web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        keepalive_timeout=header_timeout,
+        lingering_time=LINGERING_TIME,
+    )
 
 
 def _lifecycle(

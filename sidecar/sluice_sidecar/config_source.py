@@ -69,8 +69,15 @@ def check(config: SidecarConfig) -> list[str]:
     seen_routes: set[str] = set()
     if config.limits.max_request_bytes <= 0:
         out.append("limits.maxRequestBytes: must be positive")
-    if config.limits.default_max_tokens <= 0:
-        out.append("limits.defaultMaxTokens: must be positive")
+    limits = config.limits
+    for fname, value in (
+        ("defaultMaxTokens", limits.default_max_tokens),
+        ("bodyTimeout", limits.body_timeout),
+        ("maxResponseBytes", limits.max_response_bytes),
+        ("maxStreamBytes", limits.max_stream_bytes),
+    ):
+        if value <= 0:
+            out.append(f"limits.{fname}: must be positive")
     for i, route in enumerate(config.routes):
         where = f"routes[{i}]"
         if route.name in seen_routes:

@@ -288,7 +288,15 @@ class Limits(_Model):
     """Sidecar-wide request limits."""
 
     max_request_bytes: int = 10 * 1024 * 1024
+    #: ``max_tokens`` sent upstream when a chat request has none (a reservation needs a bound).
     default_max_tokens: int = 4096
+    #: Seconds to receive a request body once its headers are in; a slower client gets 408 and
+    #: its connection is closed (slowloris).
+    body_timeout: float = 30.0
+    #: Bytes of a non-streamed answer read from a provider (held in memory); over it: 502.
+    max_response_bytes: int = 32 * 1024 * 1024
+    #: Bytes of one streamed answer relayed to the client; at the limit the stream is cut.
+    max_stream_bytes: int = 64 * 1024 * 1024
 
 
 class SidecarConfig(_Model):

@@ -10,6 +10,7 @@ no IO. Transport exceptions (aiohttp, OSError, timeouts) are translated into thi
     │   ├── InvalidField            400 invalid_request_error / invalid_value, param = field path
     │   ├── ContextLengthExceeded   400 invalid_request_error / context_length_exceeded
     │   ├── UnknownModel            404 invalid_request_error / model_not_found
+    │   ├── RequestTimeout          408 invalid_request_error / request_timeout (slow body)
     │   ├── PayloadTooLarge         413 invalid_request_error / request_too_large
     │   └── RateLimited             429 rate_limit_exceeded (budgets, later)
     ├── NotReady                    503 service_unavailable: no valid config loaded
@@ -21,6 +22,7 @@ no IO. Transport exceptions (aiohttp, OSError, timeouts) are translated into thi
         ├── UpstreamStatusError     the provider answered non-2xx: 429 → 429, 5xx → 502,
         │                           4xx → same status (not retried); message sanitised
         ├── BadUpstreamResponse     502 5xx class (HTML page, non-JSON, broken stream)
+        │   └── UpstreamTooLarge    502, not retried: an answer over limits.maxResponseBytes
         ├── UpstreamStreamError     502: the provider failed inside a 200 (in-band error event)
         ├── MissingCredential       503, this backend only (falls over to the next one)
         └── UnsupportedProvider     502: the config names a provider this sidecar cannot speak
@@ -100,6 +102,17 @@ class PayloadTooLarge(RequestError):
         )
 
 
+class RequestTimeout(RequestError):
+    status = 408
+    code = "request_timeout"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"The request body did not arrive within {seconds:g}s (limits.bodyTimeout); "
+            "the connection is closed."
+        )
+
+
 class RateLimited(SluiceError):
     status = 429
     type = "rate_limit_exceeded"
@@ -171,7 +184,16 @@ class UpstreamTimeout(UpstreamError):
 
 class BadUpstreamResponse(UpstreamError):
     code = "bad_upstream_response"
-    failure = FailureClass.SERVER_ERROR
+    failure: FailureClass | None = FailureClass.SERVER_ERROR
+
+
+class UpstreamTooLarge(BadUpstreamResponse):
+    """A non-streamed answer over the limit. Not retried: the provider generated (and billed)
+    it, and asking again would most likely pay for the same again."""
+
+    code = "upstream_response_too_large"
+    failure = None
+    counts_for_breaker = False
 
 
 class UpstreamStreamError(UpstreamError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .contract import Backend, Route
+from .contract import Backend, Limits, Route
 from .errors import SluiceError
 from .providers.base import Operation, Upstream, Usage
 
@@ -37,6 +37,13 @@ class Dialect(Protocol):
     def adapt(self, up: Upstream) -> Upstream:
         """``up`` (which answers in OpenAI's shape) answering in this dialect."""
 
+    def length_stop(self, output_tokens: int) -> bytes:
+        """What ends a stream the sidecar cut at ``limits.maxStreamBytes`` (the dialect's
+        "stopped at the token limit"), after ``output_tokens``."""
+
+
+_DEFAULT_LIMITS = Limits()
+
 
 @dataclass(slots=True)
 class Try:
@@ -46,7 +53,8 @@ class Try:
     started: float
     span_id: str | None = None
     duration: float = 0.0
-    #: "ok", a failure class ("5xx", "429", …) or "fatal" (not retryable), or "abandoned".
+    #: "ok", a failure class ("5xx", "429", …) or "fatal" (not retryable), or "abandoned";
+    #: a stream that failed after its first frame gets the failure class too.
     result: str = "ok"
     #: The provider's HTTP status when it answered with an error.
     status: int | None = None
@@ -61,6 +69,12 @@ class Exchange:
     started: float
     #: Monotonic seconds; ``started`` + the route's total timeout.
     deadline: float = 0.0
+    #: The limits of the config this request started with.
+    limits: Limits = _DEFAULT_LIMITS
+    #: The most output tokens the answer may have: the client's ``max_completion_tokens`` or
+    #: ``max_tokens``, else ``limits.defaultMaxTokens`` (what a budget reservation is computed
+    #: from; a hook that lowers the request's cap should lower this too).
+    output_cap: int = 0
     body: dict[str, Any] = field(default_factory=dict)
     model: str = ""
     stream: bool = False
@@ -71,7 +85,7 @@ class Exchange:
     fallbacks: int = 0
     retries: int = 0
     status: int = 0
-    #: ok | error | client_disconnected | stream_error
+    #: ok | error | client_disconnected | stream_error | truncated (cut at maxStreamBytes)
     outcome: str = "ok"
     error: SluiceError | None = None
     usage: Usage | None = None

@@ -452,5 +452,12 @@ class AnthropicDialect:
     def adapt(self, up: Upstream) -> Upstream:
         return AnthropicShaped(up)
 
+    def length_stop(self, output_tokens: int) -> bytes:
+        delta = {"stop_reason": "max_tokens", "stop_sequence": None}
+        usage = {"output_tokens": output_tokens}
+        return _event(
+            "message_delta", {"type": "message_delta", "delta": delta, "usage": usage}
+        ) + _event("message_stop", {"type": "message_stop"})
+
 
 DIALECT = AnthropicDialect()

@@ -24,7 +24,7 @@ from .config_source import ConfigSource
 from .contract import Backend, BackendState, Provider, Route, SidecarConfig
 from .credentials import Credentials
 from .exchange import Exchange
-from .metering import AuditSink, Metrics, audit_record
+from .metering import AuditSink, JsonLinesAudit, Metrics, NullAudit, audit_line, audit_record
 from .providers.anthropic import AnthropicAdapter
 from .providers.base import Adapter, Call
 from .providers.gemini import GeminiAdapter
@@ -94,8 +94,10 @@ class Gateway:
     snapshot: Snapshot | None = None
     adapters: dict[Provider, Adapter] = field(default_factory=dict)
     _routes: dict[str, _RouteEntry] = field(default_factory=dict)
+    _auditing: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
+        self._auditing = not isinstance(self.audit, NullAudit)
         self.source.subscribe(self._on_config)
 
     def _on_config(self, config: SidecarConfig) -> None:
@@ -148,12 +150,12 @@ class Gateway:
     def make_call(
         self, ex: Exchange, route: Route, backend: Backend, span_id: str | None = None
     ) -> Call:
-        snap = self.snapshot
         key = (
             self.credentials.get(backend.credentials, backend.name)
             if backend.credentials is not None
             else None
         )
+        limits = ex.limits
         return Call(
             ex.operation,
             route,
@@ -163,9 +165,10 @@ class Gateway:
             ex.client_wants_usage,
             key,
             ex.request_id,
-            snap.config.limits.default_max_tokens if snap is not None else 4096,
+            limits.default_max_tokens,
             ex.native if backend.provider is Provider.ANTHROPIC else None,
             tracing.upstream_headers(ex.trace, span_id) if ex.trace is not None else {},
+            limits.max_response_bytes,
         )
 
     def finish(self, ex: Exchange) -> None:
@@ -176,16 +179,29 @@ class Gateway:
             hook(ex)
         now_wall = self.clock.wall()
         config_hash = self.snapshot.hash if self.snapshot else None
-        self.audit.write(
-            audit_record(
-                ex,
-                now_wall=now_wall,
-                now=now,
-                config_hash=config_hash,
-                who=self.who,
-                include_prompt=self.audit_prompts,
+        audit = self.audit
+        if isinstance(audit, JsonLinesAudit):
+            audit.write_line(
+                audit_line(
+                    ex,
+                    now_wall=now_wall,
+                    now=now,
+                    config_hash=config_hash,
+                    who=self.who,
+                    include_prompt=self.audit_prompts,
+                )
             )
-        )
+        elif self._auditing:
+            audit.write(
+                audit_record(
+                    ex,
+                    now_wall=now_wall,
+                    now=now,
+                    config_hash=config_hash,
+                    who=self.who,
+                    include_prompt=self.audit_prompts,
+                )
+            )
         if self.tracer.enabled:
             try:
                 self.tracer.export(

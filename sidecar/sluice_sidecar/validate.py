@@ -33,6 +33,9 @@ def _no_constant(text: str) -> float:
     raise ValueError(f"{text} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
+
+
 def parse_object(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object; ``InvalidJSON`` (400) otherwise."""
     try:
@@ -40,7 +43,7 @@ def parse_object(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise InvalidJSON(f"The request body is not valid UTF-8 (at byte {exc.start}).") from None
     try:
-        obj = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+        obj = _DECODER.decode(text)
     except RecursionError:
         raise InvalidJSON("The request body's JSON is nested too deeply.") from None
     except ValueError as exc:

@@ -5,8 +5,8 @@ and records what it received. Steps cover the upstream faults of FAULTS.md: a no
 (JSON or SSE, with or without the usage chunk), any status with any body and headers (429 with
 each Retry-After form, an HTML 502 page), a connection reset before any byte, hanging before the
 headers, hanging mid-stream, a stream cut in the middle of a line, EOF without ``[DONE]``, an
-in-band error event, and SSE quirks (CRLF/CR line ends, comments, BOM, multi-line data, empty
-``choices`` annotation frames).
+in-band error event, a stream that never ends, and SSE quirks (CRLF/CR line ends, comments, BOM,
+multi-line data, empty ``choices`` annotation frames).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from aiohttp import web
 
 @dataclass
 class Step:
-    kind: str = "ok"  # ok | status | reset | hang | hang_mid | cut | eof | inband | quirks
+    kind: str = (
+        "ok"  # ok | status | reset | hang | hang_mid | cut | eof | inband | quirks | endless
+    )
     content: str = "Hello from the fake."
     status: int = 200
     body: bytes = b""
@@ -84,6 +86,11 @@ def inband(chunks_before: int = 0, message: str = "The server is overloaded") ->
 
 def quirks(content: str = "Hello quirky world") -> Step:
     return Step("quirks", content=content)
+
+
+def endless() -> Step:
+    """A stream of content chunks that never ends (until the client hangs up)."""
+    return Step("endless")
 
 
 def free_port() -> int:
@@ -191,8 +198,12 @@ class FakeOpenAI:
         return out
 
     @staticmethod
-    def chunk(model: str, content: str | None, finish: str | None = None) -> dict[str, Any]:
-        delta = {"content": content} if content is not None else {}
+    def chunk(
+        model: str, content: str | None, finish: str | None = None, *, role: bool = False
+    ) -> dict[str, Any]:
+        delta: dict[str, Any] = {"role": "assistant"} if role else {}
+        if content is not None:
+            delta["content"] = content
         return {
             "id": "chatcmpl-fake",
             "object": "chat.completion.chunk",
@@ -204,7 +215,10 @@ class FakeOpenAI:
     def _frames(self, body: dict[str, Any], step: Step) -> list[bytes]:
         model = body["model"]
         words = step.content.split(" ")
-        frames = [self.chunk(model, (" " if i else "") + w) for i, w in enumerate(words)]
+        # Like OpenAI, the first chunk carries the role.
+        frames = [
+            self.chunk(model, (" " if i else "") + w, role=i == 0) for i, w in enumerate(words)
+        ]
         frames.append(self.chunk(model, None, "stop"))
         out = [b"data: " + json.dumps(f).encode() + b"\n\n" for f in frames]
         so = body.get("stream_options") or {}
@@ -262,6 +276,13 @@ class FakeOpenAI:
         if kind == "quirks":
             return await self._quirks(request, body, step)
         resp = await self._open_stream(request)
+        if kind == "endless":
+            i = 0
+            while True:  # until the sidecar drops the connection (cancelled, counted)
+                frame = self.chunk(body["model"], f" word{i}", role=i == 0)
+                await resp.write(b"data: " + json.dumps(frame).encode() + b"\n\n")
+                i += 1
+                await asyncio.sleep(0)
         for frame in frames[: step.chunks_before]:
             await resp.write(frame)
         if kind == "hang_mid":

@@ -94,12 +94,15 @@ async def start_sidecar() -> AsyncIterator[StartSidecar]:
 
     async def start(cfg: SidecarConfig | ConfigSource | str, **kw: Any) -> Sidecar:
         clock = kw.pop("clock", None) or FakeClock()
+        header_timeout = kw.pop("header_timeout", sidecar_app.HEADER_TIMEOUT)
         audit = MemoryAudit()
         app = sidecar_app.create_app(cfg, clock=clock, rng=random.Random(7), audit=audit, **kw)
         admin = sidecar_app.create_admin_app(app)
         urls = []
-        for a, cancel in ((app, True), (admin, False)):
-            runner = web.AppRunner(a, handler_cancellation=cancel, access_log=None)
+        for runner in (
+            sidecar_app.api_runner(app, header_timeout=header_timeout),
+            web.AppRunner(admin, access_log=None),
+        ):
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()

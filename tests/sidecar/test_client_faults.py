@@ -265,3 +265,166 @@ async def test_pipeline_hook_can_refuse_before_any_upstream_call(fake: FakeOpenA
         assert (await r.json())["error"]["type"] == "rate_limit_exceeded"
     assert seen[0].route is not None and seen[0].route.name == "chat"
     assert fake.requests == []
+
+
+# --- slow clients (slowloris) ---------------------------------------------------------------
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+async def _trickle(writer: asyncio.StreamWriter, byte: bytes) -> None:
+    """Send one byte at a time, slowly, until the server hangs up."""
+    try:
+        while True:
+            writer.write(byte)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+    except ConnectionError:
+        return
+
+
+async def _served_meanwhile(sc: Any) -> None:
+    async with openai.AsyncOpenAI(base_url=sc.base_url, api_key="x", max_retries=0) as client:
+        out = await client.chat.completions.create(model="chat", messages=MSG)  # type: ignore[arg-type]
+    assert out.choices[0].message.content == "Hello from the fake."
+
+
+async def test_slowloris_headers_connection_closed_others_served(
+    start_sidecar: StartSidecar, fake: FakeOpenAI
+) -> None:
+    sc = await start_sidecar(config(route("chat", backend("a", fake))), header_timeout=0.3)
+    reader, writer = await asyncio.open_connection(*_host_port(sc.url))
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    slow = asyncio.create_task(_trickle(writer, b"a"))
+    try:
+        await _served_meanwhile(sc)
+        # The head never completes: the server closes the connection without an answer. (The
+        # wait is a bound for a broken build, not the timeout under test.)
+        assert await asyncio.wait_for(reader.read(), 20) == b""
+    finally:
+        slow.cancel()
+        writer.close()
+    assert fake.requests == [MSG_BODY]
+    assert all(r["status"] == 200 for r in sc.audit.records)  # the slow client never got in
+
+
+async def test_slowloris_body_is_408_and_closed_others_served(
+    start_sidecar: StartSidecar, fake: FakeOpenAI
+) -> None:
+    from sluice_sidecar.contract import Limits
+
+    sc = await start_sidecar(
+        config(route("chat", backend("a", fake)), limits=Limits(body_timeout=0.3))
+    )
+    reader, writer = await asyncio.open_connection(*_host_port(sc.url))
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 200\r\n\r\n{"model": "chat", '
+    )
+    slow = asyncio.create_task(_trickle(writer, b" "))
+    try:
+        await _served_meanwhile(sc)
+        data = await asyncio.wait_for(reader.read(), 20)  # the answer, then EOF: closed
+    finally:
+        slow.cancel()
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408")
+    err = json.loads(body)["error"]
+    assert err["code"] == "request_timeout" and "limits.bodyTimeout" in err["message"]
+    assert fake.requests == [MSG_BODY]  # only the other client's request went upstream
+    assert sorted(r["status"] for r in sc.audit.records) == [200, 408]
+
+
+# --- what goes upstream ---------------------------------------------------------------------
+
+MSG_BODY = {"model": "a-model", "messages": MSG, "max_tokens": 4096}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+async def test_client_credentials_are_never_forwarded(
+    start_sidecar: StartSidecar, tmp_path: Any, provider: str
+) -> None:
+    from sluice_sidecar.contract import CredentialRef
+    from tests.fakes.anthropic_server import FakeAnthropic
+    from tests.fakes.gemini_server import FakeGemini
+
+    (tmp_path / "key").write_text("sk-backend-key\n")
+    ref = CredentialRef(secret_name="s", key="k", file="key")
+    up: Any = (
+        await FakeOpenAI().start()
+        if provider == "openai"
+        else await (FakeAnthropic() if provider == "anthropic" else FakeGemini()).start()
+    )
+    try:
+        b = backend("a", provider=provider, base_url=up.base_url, credentials=ref)
+        sc = await start_sidecar(config(route("chat", b)), secrets_dir=str(tmp_path))
+        secret = "sk-client-OWN-SECRET"
+        async with openai.AsyncOpenAI(
+            base_url=sc.base_url,
+            api_key=secret,
+            max_retries=0,
+            default_headers={"x-api-key": secret, "api-key": secret, "x-goog-api-key": secret},
+        ) as client:
+            await client.chat.completions.create(model="chat", messages=MSG)  # type: ignore[arg-type]
+            stream = await client.chat.completions.create(model="chat", messages=MSG, stream=True)  # type: ignore[arg-type]
+            async for _ in stream:
+                pass
+    finally:
+        await up.stop()
+    assert len(up.headers) == 2
+    assert secret not in json.dumps(up.headers)
+    key_header = {"openai": "Authorization", "anthropic": "x-api-key", "gemini": "x-goog-api-key"}
+    for seen in up.headers:
+        assert seen[key_header[provider]].removeprefix("Bearer ") == "sk-backend-key"
+
+
+@pytest.mark.parametrize(
+    ("provider", "field"),
+    [
+        ("openai-compatible", "max_tokens"),
+        ("mistral", "max_tokens"),
+        ("openai", "max_completion_tokens"),
+    ],
+)
+async def test_request_without_max_tokens_gets_the_default_cap(
+    start_sidecar: StartSidecar, fake: FakeOpenAI, provider: str, field: str
+) -> None:
+    from sluice_sidecar.contract import Limits
+
+    sc = await start_sidecar(
+        config(
+            route("chat", backend("a", fake, provider=provider)),
+            limits=Limits(default_max_tokens=123),
+        )
+    )
+    status, _, _ = await sc.post("/v1/chat/completions", {"model": "chat", "messages": MSG})
+    assert status == 200
+    sent = fake.requests[-1]
+    assert sent[field] == 123
+    assert {"max_tokens", "max_completion_tokens"} & set(sent) == {field}
+    # The client's own cap is passed as it is, in the client's field.
+    await sc.post("/v1/chat/completions", {"model": "chat", "messages": MSG, "max_tokens": 7})
+    await sc.post(
+        "/v1/chat/completions", {"model": "chat", "messages": MSG, "max_completion_tokens": 9}
+    )
+    assert fake.requests[-2]["max_tokens"] == 7 and "max_completion_tokens" not in fake.requests[-2]
+    assert fake.requests[-1]["max_completion_tokens"] == 9 and "max_tokens" not in fake.requests[-1]
+
+
+async def test_default_cap_reaches_gemini(start_sidecar: StartSidecar) -> None:
+    from sluice_sidecar.contract import Limits
+    from tests.fakes.gemini_server import FakeGemini
+
+    up = await FakeGemini().start()
+    try:
+        b = backend("g", provider="gemini", base_url=up.base_url)
+        sc = await start_sidecar(config(route("chat", b), limits=Limits(default_max_tokens=321)))
+        status, _, _ = await sc.post("/v1/chat/completions", {"model": "chat", "messages": MSG})
+    finally:
+        await up.stop()
+    assert status == 200
+    assert up.requests[-1]["generationConfig"]["maxOutputTokens"] == 321

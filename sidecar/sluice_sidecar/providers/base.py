@@ -40,13 +40,15 @@ class Call:
     client_wants_usage: bool
     api_key: str | None
     request_id: str
-    #: ``max_tokens`` for providers that require one when the request has none.
+    #: ``max_tokens`` sent when the request has none (every provider gets a cap).
     default_max_tokens: int = 4096
     #: The client's own Anthropic-shaped body (``POST /v1/messages``) when no pipeline hook
     #: replaced the request: an Anthropic backend sends it as it is (lossless passthrough).
     native: dict[str, Any] | None = None
     #: ``traceparent`` / ``tracestate`` to send upstream (W3C trace context).
     trace_headers: dict[str, str] = field(default_factory=dict)
+    #: The most bytes of a non-streamed answer that are read (``limits.maxResponseBytes``).
+    max_response_bytes: int = 32 * 1024 * 1024
 
 
 class Upstream(ABC):

@@ -121,6 +121,20 @@ class ChunkWriter:
         )
 
 
+def finish_chunk(id_: str, created: int, model: str, reason: str, choices: int = 1) -> bytes:
+    """One ``chat.completion.chunk`` frame ending ``choices`` choices with ``reason``."""
+    obj = {
+        "id": id_,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": i, "delta": {}, "finish_reason": reason} for i in range(max(1, choices))
+        ],
+    }
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
 def data_url(url: str, path: str) -> tuple[str, str]:
     """(media type, base64 data) of a ``data:<type>;base64,<data>`` URL; 400 otherwise."""
     head, comma, data = url.partition(",")

@@ -81,11 +81,13 @@ def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
     if call.api_key:
         headers["x-goog-api-key"] = call.api_key
     url = url_of(call.backend.base_url, call.backend.model, call.stream)
-    return url, wire.dumps(to_generate_request(call.body)), headers
+    payload = to_generate_request(call.body, call.default_max_tokens)
+    return url, wire.dumps(payload), headers
 
 
-def to_generate_request(body: dict[str, Any]) -> dict[str, Any]:
-    """A Gemini ``generateContent`` request for an OpenAI chat request. A pure function."""
+def to_generate_request(body: dict[str, Any], default_max_tokens: int = 0) -> dict[str, Any]:
+    """A Gemini ``generateContent`` request for an OpenAI chat request (``maxOutputTokens`` is
+    ``default_max_tokens`` when the request has no cap and it is positive). A pure function."""
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}
@@ -122,7 +124,7 @@ def to_generate_request(body: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": system}
-    config = _generation_config(body)
+    config = _generation_config(body, default_max_tokens)
     if config:
         out["generationConfig"] = config
     tools = body.get("tools")
@@ -186,7 +188,7 @@ def _function_response(content: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"result": value}
 
 
-def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
+def _generation_config(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for ours, theirs in (
         ("temperature", "temperature"),
@@ -201,6 +203,8 @@ def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     if isinstance(max_tokens, int):
         config["maxOutputTokens"] = max_tokens
+    elif default_max_tokens > 0:
+        config["maxOutputTokens"] = default_max_tokens
     stop = body.get("stop")
     if stop:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)

@@ -7,6 +7,7 @@ parsed ``Retry-After``. Nothing else here knows a provider's wire format.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import aiohttp
 from .. import errors, routing
 
 MAX_ERROR_BODY = 64 * 1024
-MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+_DECODER = json.JSONDecoder()
 
 
 def map_exception(exc: BaseException, backend: str, *, after_headers: bool) -> errors.UpstreamError:
@@ -75,6 +76,12 @@ Normaliser = Callable[[int, str | None, str | None, str], tuple[int, str | None,
 
 async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
     """Up to ``cap`` bytes of the body, and whether there was more."""
+    length = resp.content_length
+    if length is not None and length <= cap and "Content-Encoding" not in resp.headers:
+        try:
+            return await resp.content.readexactly(length), False
+        except asyncio.IncompleteReadError as exc:  # the provider closed early
+            raise aiohttp.ClientPayloadError("Response payload is not completed") from exc
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -120,6 +127,32 @@ async def status_error(
         upstream_code=code,
         upstream_type=etype,
     )
+
+
+async def read_answer(resp: aiohttp.ClientResponse, backend: str, cap: int) -> tuple[bytes, Any]:
+    """A 2xx non-streamed answer (bytes and its JSON value, None when it is not JSON) read
+    within ``cap`` bytes; ``UpstreamTooLarge`` over it, the mapped error when the connection
+    breaks. An answer that arrived with its headers (the usual case) is taken as it is."""
+    content = resp.content
+    try:
+        if content.is_eof():
+            raw = content.read_nowait()
+            more = len(raw) > cap
+        else:
+            raw, more = await read_capped(resp, cap)
+    except TRANSPORT_ERRORS as exc:
+        raise map_exception(exc, backend, after_headers=True) from exc
+    if more:
+        resp.close()
+        raise errors.UpstreamTooLarge(
+            f"Backend '{backend}' sent an answer larger than {cap} bytes "
+            "(limits.maxResponseBytes); it was not passed on.",
+            backend=backend,
+        )
+    try:
+        return raw, _DECODER.decode(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return raw, None
 
 
 def parse_error_body(raw: bytes) -> tuple[str | None, str | None, str | None]:

@@ -1,7 +1,9 @@
 """The OpenAI wire format: ``openai``, ``mistral`` and ``openai-compatible`` (vLLM, Ollama, …).
 
 Owns request building (base URL + path, ``Authorization: Bearer``, the backend's model name,
-``stream_options.include_usage`` so usage arrives on streams) and reading answers: usage from the
+``stream_options.include_usage`` so usage arrives on streams, ``limits.defaultMaxTokens`` as
+``max_completion_tokens`` for OpenAI and ``max_tokens`` for the others when the request has no
+cap) and reading answers: usage from the
 body or from the final usage chunk, in-band ``{"error": …}`` frames, streams that end without
 ``[DONE]``. Frames are re-emitted in canonical SSE form (the client never sees an upstream's CR
 line ends or a half line). Annotation-only frames (empty ``choices``, no usage; Azure sends
@@ -20,7 +22,7 @@ import aiohttp
 from .. import errors, sse
 from ..clock import Clock
 from ..contract import FailureClass, Provider
-from . import http
+from . import http, wire
 from .base import Adapter, Call, Upstream, Usage
 
 DEFAULT_BASE_URLS = {
@@ -68,12 +70,21 @@ def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
     base = (backend.base_url or DEFAULT_BASE_URLS.get(backend.provider, "")).rstrip("/")
     body = dict(call.body)
     body["model"] = backend.model
+    if (
+        call.operation == "chat"
+        and body.get("max_tokens") is None
+        and body.get("max_completion_tokens") is None
+    ):
+        # OpenAI's reasoning models refuse max_tokens; other OpenAI-style servers may not know
+        # max_completion_tokens.
+        key = "max_completion_tokens" if backend.provider is Provider.OPENAI else "max_tokens"
+        body[key] = call.default_max_tokens
     if call.stream and backend.provider is not Provider.MISTRAL:
         so = body.get("stream_options")
         so = dict(so) if isinstance(so, dict) else {}
         so["include_usage"] = True
         body["stream_options"] = so
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    payload = wire.dumps(body)
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if call.stream else "application/json",
@@ -115,22 +126,11 @@ class OpenAIUpstream(Upstream):
         self._resp = resp
         self._backend = call.backend.name
         self._wants_usage = call.client_wants_usage
+        self._max_bytes = call.max_response_bytes
 
     async def read(self) -> bytes:
         name = self._backend
-        try:
-            raw, more = await http.read_capped(self._resp, http.MAX_RESPONSE_BYTES)
-        except http.TRANSPORT_ERRORS as exc:
-            raise http.map_exception(exc, name, after_headers=True) from exc
-        if more:
-            raise errors.BadUpstreamResponse(
-                f"Backend '{name}' sent an answer larger than {http.MAX_RESPONSE_BYTES} bytes.",
-                backend=name,
-            )
-        try:
-            obj = json.loads(raw)
-        except (ValueError, RecursionError):
-            obj = None
+        raw, obj = await http.read_answer(self._resp, name, self._max_bytes)
         if not isinstance(obj, dict):
             raise errors.BadUpstreamResponse(
                 f"Backend '{name}' answered 200 with a body that is not a JSON object "

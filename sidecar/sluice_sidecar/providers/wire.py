@@ -2,7 +2,7 @@
 
 Owns posting one request with the route's connect timeout (a non-2xx answer becomes an
 ``UpstreamStatusError`` through the provider's ``Normaliser``), reading a whole JSON answer within
-``http.MAX_RESPONSE_BYTES``, and the SSE read loop that hands each event to the provider's pure
+``limits.maxResponseBytes``, and the SSE read loop that hands each event to the provider's pure
 translator and batches the frames of one network read into one write. What the bytes mean is the
 translator's business; nothing here knows a wire format.
 """
@@ -63,6 +63,7 @@ class TranslatedUpstream(Upstream):
     def __init__(self, resp: aiohttp.ClientResponse, call: Call) -> None:
         self._resp = resp
         self._backend = call.backend.name
+        self._max_bytes = call.max_response_bytes
         #: Set by ``on_event`` when the provider said its last word (no more events needed).
         self.finished = False
 
@@ -85,19 +86,7 @@ class TranslatedUpstream(Upstream):
 
     async def read(self) -> bytes:
         name = self._backend
-        try:
-            raw, more = await http.read_capped(self._resp, http.MAX_RESPONSE_BYTES)
-        except http.TRANSPORT_ERRORS as exc:
-            raise http.map_exception(exc, name, after_headers=True) from exc
-        if more:
-            raise errors.BadUpstreamResponse(
-                f"Backend '{name}' sent an answer larger than {http.MAX_RESPONSE_BYTES} bytes.",
-                backend=name,
-            )
-        try:
-            obj = json.loads(raw)
-        except (ValueError, RecursionError):
-            obj = None
+        raw, obj = await http.read_answer(self._resp, name, self._max_bytes)
         if not isinstance(obj, dict):
             raise errors.BadUpstreamResponse(
                 f"Backend '{name}' answered 200 with a body that is not a JSON object "
@@ -159,6 +148,9 @@ def loads_event(ev: sse.Event, backend: str) -> dict[str, Any]:
     return obj
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(obj: Any) -> bytes:
     """Compact JSON for request bodies (UTF-8, no ASCII escaping)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(obj).encode()

@@ -1,0 +1,171 @@
+"""The try loop of one request: send a try, and after a failure ask ``routing`` where to go next.
+
+Owns ``with_retries`` (run an attempt against the backends ``routing`` picks until one succeeds
+or routing gives up, feeding breakers, EWMAs, the retry budget, the audit's ``Try`` records and
+the metrics) and the small helpers every try shares (its time budget under the request's
+deadline, the client's dialect). What one try does is the caller's: ``proxy`` for whole answers,
+``streaming`` for streams (which also resumes a failed stream through here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from . import errors, routing, tracing
+from .contract import Backend, FailureClass, Route
+from .errors import UpstreamError
+from .exchange import Exchange, Try
+from .providers.base import Call, Upstream
+from .runtime import Gateway
+
+T = TypeVar("T")
+#: Where a resumed request goes first: the backend that failed, the decision and its reason.
+Resume = tuple[Backend, routing.Attempt, FailureClass | None]
+
+
+async def with_retries(
+    gw: Gateway,
+    ex: Exchange,
+    attempt: Callable[[Call], Awaitable[T]],
+    resume: Resume | None = None,
+) -> T:
+    """Run ``attempt`` against backends chosen by ``routing`` until one succeeds or routing gives
+    up; then re-raise the last failure. Without ``resume`` this is a new request (counted by the
+    retry budget, first backend by strategy); with it, a continuation of the request's earlier
+    tries that starts with ``routing``'s decision after a failure."""
+    route = ex.route
+    assert route is not None
+    clock, metrics = gw.clock, gw.metrics
+    state = gw.route_state(route)
+    if resume is None:
+        now = clock.now()
+        state.budget.record_request(now)
+        candidates = routing.order(route, state, now, gw.rng)
+        if not candidates:
+            raise errors.NoBackendAvailable(
+                f"Every backend of route '{route.name}' is ejected or cooling down after "
+                "failures; try again after Retry-After.",
+                retry_after=routing.next_available_in(route, state, now),
+            )
+        backend = candidates[0]
+    else:
+        failed, decision, failure = resume
+        backend = await _move(gw, ex, route, failed=failed, decision=decision, failure=failure)
+    while True:
+        ex.attempts += 1
+        ex.backend = backend
+        health = state.of(backend)
+        started = clock.now()
+        record = Try(backend, started, tracing.new_id(8) if gw.tracer.enabled else None)
+        ex.tries.append(record)
+        routing.on_dispatch(health, started)
+        try:
+            result = await attempt(gw.make_call(ex, route, backend, record.span_id))
+        except UpstreamError as err:
+            now = clock.now()
+            failed_try(record, err, now)
+            ejected = routing.on_failure(
+                route,
+                health,
+                failure=err.failure,
+                counts_for_breaker=err.counts_for_breaker,
+                retry_after=err.retry_after,
+                now=now,
+                rng=gw.rng,
+            )
+            metrics.attempts.labels(route.name, backend.name, str(err.failure or "fatal")).inc()
+            if ejected:
+                metrics.ejections.labels(route.name, backend.name).inc()
+            step = next_try(gw, ex, err)
+            if isinstance(step, routing.GiveUp):
+                raise
+            backend = await _move(gw, ex, route, failed=backend, decision=step, failure=err.failure)
+            continue
+        except BaseException:
+            record.result = "abandoned"
+            routing.on_abandon(health)
+            raise
+        record.duration = clock.now() - started
+        routing.on_success(health, record.duration)
+        metrics.attempts.labels(route.name, backend.name, "ok").inc()
+        return result
+
+
+def next_try(gw: Gateway, ex: Exchange, err: UpstreamError) -> routing.Attempt | routing.GiveUp:
+    """``routing.next_try`` after ``err`` on the request's last backend; a give-up is recorded
+    (metric, ``gaveUp`` annotation)."""
+    route, backend = ex.route, ex.backend
+    assert route is not None and backend is not None
+    decision = routing.next_try(
+        route,
+        gw.route_state(route),
+        failed=backend,
+        failure=err.failure,
+        retry_same_backend=err.retry_same_backend,
+        retry_after=err.retry_after,
+        tries=tries_per_backend(ex),
+        now=gw.clock.now(),
+        deadline=ex.deadline,
+        rng=gw.rng,
+    )
+    if isinstance(decision, routing.GiveUp):
+        if decision.reason == "retry budget exhausted":
+            gw.metrics.budget_exhausted.labels(route.name).inc()
+        ex.annotations["gaveUp"] = decision.reason
+    return decision
+
+
+async def _move(
+    gw: Gateway,
+    ex: Exchange,
+    route: Route,
+    *,
+    failed: Backend,
+    decision: routing.Attempt,
+    failure: FailureClass | None,
+) -> Backend:
+    """Count the move ``decision`` makes (a fallback or a retry), wait its delay, return where
+    it goes."""
+    metrics = gw.metrics
+    if decision.fallback:
+        ex.fallbacks += 1
+        metrics.fallbacks.labels(route.name, failed.name, decision.backend.name, str(failure)).inc()
+    else:
+        ex.retries += 1
+        metrics.retries.labels(route.name, failed.name).inc()
+    if decision.delay > 0:
+        await gw.clock.sleep(decision.delay)
+    return decision.backend
+
+
+def tries_per_backend(ex: Exchange) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in ex.tries:
+        out[t.backend.name] = out.get(t.backend.name, 0) + 1
+    return out
+
+
+def failed_try(record: Try, err: UpstreamError, now: float) -> None:
+    record.duration = now - record.started
+    record.result = str(err.failure or "fatal")
+    record.reason = err.code
+    record.status = getattr(err, "upstream_status", None)
+
+
+def timeout_error(call: Call, what: str, seconds: float) -> errors.UpstreamTimeout:
+    return errors.UpstreamTimeout(
+        f"Backend '{call.backend.name}' {what} within {seconds:g}s.", backend=call.backend.name
+    )
+
+
+def adapt(ex: Exchange, up: Upstream) -> Upstream:
+    """``up`` answering in the client's dialect."""
+    if ex.dialect is None or up.dialect == ex.dialect.name:
+        return up
+    return ex.dialect.adapt(up)
+
+
+def budget(gw: Gateway, ex: Exchange, limit: float) -> float:
+    """Seconds a step may take: ``limit``, or less when the request's deadline is nearer."""
+    return max(0.0, min(limit, ex.deadline - gw.clock.now()))

@@ -1,0 +1,316 @@
+"""Streamed answers: the commit point, the relay, the output limit and mid-stream failures.
+
+Owns what happens once a chat request asked for ``stream: true``. A try opens the stream and
+waits for its first frame (``try_stream``): until then a failure is retried or falls over
+invisibly (``retries``). The first frame commits: the response headers go out and frames are
+relayed as they arrive, with ``timeouts.idle`` between upstream frames (not counting time the
+client takes to read) and ``timeouts.total`` over everything. After the commit there is no silent
+fallback:
+
+* a failure (stall, cut, in-band error, unparseable event) ends the client's stream with the
+  content so far plus one terminal error event and never a ``[DONE]`` — unless the route says
+  ``midStreamFailure: Continue`` and ``routing`` allows another try: then the next backend is
+  asked to continue the partial answer (``continuation``) and its chunks are spliced into the
+  same stream (one ``role``, one ``[DONE]``); both tries are in the audit record;
+* an answer that reaches ``limits.maxStreamBytes`` (a runaway or endless upstream stream) is cut
+  at the last whole event within the limit and ended as if it had hit its token limit
+  (``finish_reason: "length"`` and ``[DONE]``; ``stop_reason: "max_tokens"`` for
+  ``/v1/messages``); the upstream connection is dropped and the estimated output is capped at
+  the request's ``max_tokens``.
+
+Usage is settled per try (provider-reported when a try completed, else estimated) and summed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, Awaitable
+
+from aiohttp import web
+
+from . import continuation, errors, metering, retries, routing, sse, validate
+from .contract import MidStreamFailure
+from .errors import UpstreamError
+from .exchange import Exchange
+from .providers import chat
+from .providers.base import Call, Upstream, Usage
+from .runtime import Gateway
+
+_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+Opened = tuple[Upstream, AsyncGenerator[bytes, None], bytes | None]
+
+
+class _Cut:
+    """The relay stopped at ``limits.maxStreamBytes``."""
+
+
+CUT = _Cut()
+
+
+async def try_stream(gw: Gateway, ex: Exchange, call: Call) -> Opened:
+    """Open the stream and wait for its first frame: the last point where a retry is invisible."""
+    first_budget = retries.budget(gw, ex, call.route.timeouts.first_token)
+    up: Upstream | None = None
+    frames: AsyncGenerator[bytes, None] | None = None
+    try:
+        async with asyncio.timeout(first_budget):
+            up = retries.adapt(ex, await gw.adapter(call).open(call))
+            frames = up.frames()
+            first = await anext(frames, None)
+    except BaseException as exc:
+        if frames is not None:
+            await frames.aclose()
+        if up is not None:
+            up.close()
+        if isinstance(exc, TimeoutError):
+            raise retries.timeout_error(call, "sent no first token", first_budget) from None
+        raise
+    return up, frames, first
+
+
+class _Relay:
+    """Writes frames to the client: counts bytes against the limit, records the transcript a
+    continuation needs and rewrites a continuation's frames."""
+
+    __slots__ = ("limit", "resp", "sent", "splicer", "transcript")
+
+    def __init__(
+        self, resp: web.StreamResponse, limit: int, transcript: continuation.Transcript | None
+    ) -> None:
+        self.resp = resp
+        self.limit = limit
+        self.sent = 0
+        self.transcript = transcript
+        self.splicer: continuation.Splicer | None = None
+
+    async def write(self, frame: bytes) -> bool:
+        """Write ``frame``; False when it does not fit under the limit (the whole events of it
+        that fit were written)."""
+        if self.splicer is not None:
+            frame = self.splicer.rewrite(frame)
+            if not frame:
+                return True
+        sent = self.sent + len(frame)
+        fits = sent <= self.limit
+        if not fits:
+            end = frame.rfind(b"\n\n", 0, self.limit - self.sent)
+            frame = frame[: end + 2] if end >= 0 else b""
+            sent = self.sent + len(frame)
+        self.sent = sent
+        if frame:
+            if self.transcript is not None:
+                self.transcript.feed(frame)
+            await self.resp.write(frame)
+        return fits
+
+    async def run(
+        self, gw: Gateway, ex: Exchange, frames: AsyncGenerator[bytes, None], first: bytes | None
+    ) -> UpstreamError | _Cut | None:
+        """Relay one try's frames: None when its answer is complete, ``CUT`` at the limit, or
+        the failure that ended it."""
+        route = ex.route
+        assert route is not None
+        idle = route.timeouts.idle
+        loop = asyncio.get_running_loop()
+        plain = self.splicer is None and self.transcript is None
+        write = self.resp.write
+        try:
+            if first is not None and not await self.write(first):
+                return CUT
+            async with asyncio.timeout(retries.budget(gw, ex, idle)) as tm:
+                async for frame in frames:
+                    tm.reschedule(None)  # the client's reading time is not upstream idle time
+                    sent = self.sent + len(frame)
+                    if plain and sent <= self.limit:  # the usual case, without a detour
+                        self.sent = sent
+                        await write(frame)
+                    elif not await self.write(frame):
+                        return CUT
+                    tm.reschedule(loop.time() + retries.budget(gw, ex, idle))
+        except TimeoutError:
+            backend = ex.backend.name if ex.backend is not None else "?"
+            return errors.UpstreamTimeout(
+                f"Backend '{backend}' stalled mid-stream (no event within {idle:g}s) or the "
+                f"request exceeded its total timeout of {route.timeouts.total:g}s.",
+                backend=backend,
+            )
+        except UpstreamError as err:
+            return err
+        finally:
+            await frames.aclose()
+        return None
+
+
+async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one piece
+    gw: Gateway, request: web.Request, ex: Exchange
+) -> web.StreamResponse:
+    """Answer ``ex`` (a chat request with ``stream: true``) as a stream."""
+    up, frames, first = await retries.with_retries(gw, ex, lambda c: try_stream(gw, ex, c))
+    route = ex.route
+    assert route is not None
+    ex.ttft = gw.clock.now() - ex.started
+    ex.status = 200
+    resp = web.StreamResponse(headers={**metering.headers(ex), **_SSE_HEADERS})
+    relay = _Relay(resp, ex.limits.max_stream_bytes, _transcript(ex))
+    earlier: list[Usage] = []  # settled tries before a continuation
+    try:
+        await resp.prepare(request)
+        ex.committed = True
+        done = sse.DONE if ex.dialect is None else ex.dialect.done
+        while True:
+            end = await relay.run(gw, ex, frames, first)
+            if end is None:
+                if done:
+                    await resp.write(done)
+                up.release()
+                break
+            up.close()
+            if isinstance(end, _Cut):
+                ex.outcome = "truncated"
+                ex.annotations["truncatedAtBytes"] = relay.sent
+                await resp.write(_length_stop(gw, ex, relay, up) + done)
+                break
+            _mid_stream_failure(gw, ex, end)
+            used = _usage(ex, up)
+            resumed = await _resume(gw, ex, relay, end, _total([*earlier, used]))
+            if isinstance(resumed, UpstreamError):
+                ex.error = resumed
+                await resp.write(_error_frame(ex, resumed))
+                break
+            earlier.append(used)
+            up, frames, first = resumed
+            ex.outcome = "ok"
+            ex.error = None
+    except ConnectionError:
+        up.close()
+        ex.outcome = "client_disconnected"
+    except BaseException:
+        up.close()
+        raise
+    finally:
+        ex.usage = _total([*earlier, _usage(ex, up)])
+    try:
+        await resp.write_eof()
+    except ConnectionError:
+        ex.outcome = "client_disconnected"
+    return resp
+
+
+def _transcript(ex: Exchange) -> continuation.Transcript | None:
+    """A transcript when a failed stream may be continued (OpenAI clients, one choice)."""
+    route = ex.route
+    if route is None or route.mid_stream_failure is not MidStreamFailure.CONTINUE:
+        return None
+    if ex.dialect is not None or ex.body.get("n") not in (None, 1):
+        return None
+    return continuation.Transcript()
+
+
+async def _resume(
+    gw: Gateway,
+    ex: Exchange,
+    relay: _Relay,
+    err: UpstreamError,
+    before: Usage,
+) -> Opened | UpstreamError:
+    """The next try of a stream that failed after its commit point, opened and at its first
+    frame; or the failure that ends the stream (``err`` when it cannot be continued)."""
+    transcript = relay.transcript
+    failed = ex.backend
+    if transcript is None or not transcript.resumable or failed is None:
+        return err
+    decision = retries.next_try(gw, ex, err)
+    if isinstance(decision, routing.GiveUp):
+        return err
+    partial, produced, cap = transcript.text, transcript.chunks, ex.output_cap
+
+    def attempt(call: Call) -> Awaitable[Opened]:
+        call.body = continuation.resume_body(ex.body, partial, call.backend.provider, produced, cap)
+        call.native = None
+        return try_stream(gw, ex, call)
+
+    try:
+        opened = await retries.with_retries(gw, ex, attempt, resume=(failed, decision, err.failure))
+    except UpstreamError as exc:
+        return exc
+    ex.annotations["continued"] = ex.annotations.get("continued", 0) + 1
+    relay.splicer = continuation.Splicer(transcript, before)
+    return opened
+
+
+def _mid_stream_failure(gw: Gateway, ex: Exchange, err: UpstreamError) -> None:
+    route, backend = ex.route, ex.backend
+    assert route is not None and backend is not None
+    ex.outcome = "stream_error"
+    ex.error = err
+    if ex.tries:
+        retries.failed_try(ex.tries[-1], err, gw.clock.now())
+    reason = str(err.failure) if err.failure else (err.code or "error")
+    gw.metrics.stream_failures.labels(route.name, backend.name, reason).inc()
+    if routing.on_failure(
+        route,
+        gw.route_state(route).of(backend),
+        failure=err.failure,
+        counts_for_breaker=err.counts_for_breaker,
+        retry_after=None,
+        now=gw.clock.now(),
+        rng=gw.rng,
+    ):
+        gw.metrics.ejections.labels(route.name, backend.name).inc()
+
+
+def _error_frame(ex: Exchange, err: UpstreamError) -> bytes:
+    if ex.dialect is not None:
+        return ex.dialect.stream_error(err)
+    return sse.encode(json.dumps(errors.error_object(err)))
+
+
+def _length_stop(gw: Gateway, ex: Exchange, relay: _Relay, up: Upstream) -> bytes:
+    """The frames that end a stream cut at the limit, as if it had reached its token limit."""
+    if ex.dialect is not None:
+        return ex.dialect.length_stop(_usage(ex, up).output_tokens)
+    t = relay.transcript
+    backend = ex.backend.model if ex.backend is not None else ""
+    return chat.finish_chunk(
+        (t.id if t is not None and t.id else None) or f"chatcmpl-{ex.request_id}",
+        int(gw.clock.wall()),
+        (t.model if t is not None and t.model else None) or backend,
+        "length",
+        _choices(ex),
+    )
+
+
+def _choices(ex: Exchange) -> int:
+    n = ex.body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
+def _usage(ex: Exchange, up: Upstream) -> Usage:
+    """What one try used: as reported when it completed; otherwise estimated (the provider's
+    partial report, or prompt characters / 4 and one token per content chunk), with the output
+    capped at the request's ``max_tokens`` (for every choice)."""
+    u = up.usage
+    if u is not None and up.complete:
+        return u
+    prompt = (
+        u.input_tokens
+        if u is not None
+        else validate.estimate_tokens(validate.prompt_chars(ex.body))
+    )
+    produced = max(u.output_tokens if u is not None else 0, up.content_chunks)
+    if ex.output_cap:
+        produced = min(produced, ex.output_cap * _choices(ex))
+    cached = u.cached_input_tokens if u is not None else 0
+    return Usage(prompt, produced, cached, source="estimated")
+
+
+def _total(usages: list[Usage]) -> Usage:
+    if len(usages) == 1:
+        return usages[0]
+    return Usage(
+        sum(u.input_tokens for u in usages),
+        sum(u.output_tokens for u in usages),
+        sum(u.cached_input_tokens for u in usages),
+        "provider" if all(u.source == "provider" for u in usages) else "estimated",
+    )

@@ -1,0 +1,101 @@
+"""``metering.audit_line`` (the fast path of the JSON-lines audit sink) writes exactly what
+encoding ``audit_record`` would, for any exchange."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice_sidecar import errors, metering
+from sluice_sidecar.contract import Backend, Pricing, Route
+from sluice_sidecar.exchange import Exchange, Try
+from sluice_sidecar.inbound_anthropic import DIALECT
+from sluice_sidecar.providers.base import Usage
+from sluice_sidecar.tracing import TraceContext
+
+text = st.text(max_size=12)  # any unicode: quotes, controls, surrogate-free
+maybe_text = st.none() | text
+small = st.integers(min_value=0, max_value=10**9)
+finite = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def exchanges(draw: Any) -> tuple[Exchange, dict[str, Any]]:
+    b = Backend(
+        name=draw(text) or "b",
+        provider=draw(st.sampled_from(["openai", "anthropic", "mock"])),
+        model=draw(text),
+        pricing=Pricing(input_per_mtok=draw(finite), output_per_mtok=draw(finite)),
+    )
+    route = Route(name=draw(text), source=draw(text), backends=(b,))
+    ex = Exchange(draw(text), draw(st.sampled_from(["chat", "embeddings"])), draw(finite))
+    ex.model = draw(text)
+    if draw(st.booleans()):
+        ex.route, ex.backend = route, b
+    ex.stream = draw(st.booleans())
+    ex.status = draw(st.sampled_from([0, 200, 400, 499, 502]))
+    ex.outcome = draw(st.sampled_from(["ok", "error", "stream_error", "truncated"]))
+    if draw(st.booleans()):
+        ex.error = errors.UpstreamStatusError(draw(st.sampled_from([400, 429, 503])), draw(text))
+    if draw(st.booleans()):
+        ex.error = errors.SluiceError(draw(text))
+    ex.attempts, ex.retries, ex.fallbacks = draw(small), draw(small), draw(small)
+    for _ in range(draw(st.integers(0, 3))):
+        t = Try(b, draw(finite))
+        t.duration = draw(finite)
+        t.result = draw(st.sampled_from(["ok", "5xx", "timeout", "fatal", "abandoned"]))
+        t.status = draw(st.none() | st.sampled_from([429, 500]))
+        t.reason = draw(maybe_text)
+        ex.tries.append(t)
+    if draw(st.booleans()):
+        source = draw(st.sampled_from(["provider", "estimated"]))
+        ex.usage = Usage(draw(small), draw(small), draw(small), source)
+    ex.ttft = draw(st.none() | finite)
+    ex.bytes_in = draw(small)
+    ex.prompt_ref, ex.prompt_version = draw(maybe_text), draw(st.none() | small)
+    if draw(st.booleans()):
+        ex.verdicts.append({"policy": draw(text), "action": "redact", "score": draw(finite)})
+    if draw(st.booleans()):
+        ex.annotations["gaveUp"] = draw(text)
+        ex.annotations["continued"] = draw(small)
+    if draw(st.booleans()):
+        ex.trace = TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", None, None)
+    if draw(st.booleans()):
+        ex.dialect = DIALECT
+    ex.body = {"messages": [{"role": "user", "content": draw(text)}]}
+    kw = {
+        "now_wall": draw(finite) + 1.7e9,
+        "now": draw(finite),
+        "config_hash": draw(maybe_text),
+        "who": draw(st.none() | st.fixed_dictionaries({"namespace": maybe_text, "pod": text})),
+        "include_prompt": draw(st.booleans()),
+    }
+    return ex, kw
+
+
+@settings(max_examples=300, deadline=None)
+@given(exchanges())
+def test_audit_line_is_the_encoded_record(case: tuple[Exchange, dict[str, Any]]) -> None:
+    ex, kw = case
+    expected = json.dumps(metering.audit_record(ex, **kw), separators=(",", ":"))
+    assert metering.audit_line(ex, **kw) == expected
+
+
+def test_json_lines_sink_writes_batches_and_on_flush() -> None:
+    import io
+
+    out = io.StringIO()
+    sink = metering.JsonLinesAudit(out, batch=3)
+    sink.write({"a": "é"})
+    sink.write_line('{"b":1}')
+    assert out.getvalue() == ""  # pending until the batch is full or the ticker flushes
+    sink.write_line('{"c":2}')
+    assert out.getvalue().splitlines() == ['{"a":"\\u00e9"}', '{"b":1}', '{"c":2}']
+    sink.write_line('{"d":3}')
+    sink.flush()
+    assert out.getvalue().splitlines()[-1] == '{"d":3}'
+    sink.flush()
+    assert len(out.getvalue().splitlines()) == 4
