@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from . import budget
 from .clock import Clock, SystemClock
 from .contract import Provider, SidecarConfig, Strategy
 
@@ -120,6 +121,7 @@ def check(config: SidecarConfig) -> list[str]:
             out.append(f"{where}.retry: budget must not be negative")
         if route.circuit_breaker.consecutive_failures < 1:
             out.append(f"{where}.circuitBreaker.consecutiveFailures: must be at least 1")
+    out.extend(budget.check_budgets(config.budgets))
     return out
 
 

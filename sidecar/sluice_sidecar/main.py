@@ -21,12 +21,13 @@ from typing import IO, Any
 
 from aiohttp import web
 
-from . import controlplane_client, tracing
+from . import controlplane_client, pipeline, podinfo, tracing
 from .app import HEADER_TIMEOUT, api_runner, create_admin_app, create_app
-from .config_source import ConfigSource
+from .clock import SystemClock
+from .config_source import ConfigSource, source_from
 from .contract import SidecarConfig
 from .metering import AuditSink, JsonLinesAudit, NullAudit, who_from_env
-from .runtime import GATEWAY, Hooks
+from .runtime import GATEWAY
 
 log = logging.getLogger("sluice.sidecar")
 #: Allocations between collections of the youngest generation once serving (default 700).
@@ -88,17 +89,26 @@ async def serve_async(
     tracer = _tracer(otlp_endpoint)
     identity = controlplane_client.Identity.from_env(os.environ)
     reporter: controlplane_client.UsageReporter | None = None
-    hooks = Hooks()
+    source: ConfigSource
     if identity is not None and isinstance(config, str | Path):
         # In a pod: the mounted ConfigMap boots us, the operator's long-poll keeps us current.
-        source = controlplane_client.ControlPlaneConfig(config, identity)
-        config = source
+        cp_source = controlplane_client.ControlPlaneConfig(config, identity)
+        source = cp_source
         reporter = controlplane_client.UsageReporter(
-            identity, config_hash=lambda: source.current_hash, interval=identity.report_interval
+            identity, config_hash=lambda: cp_source.current_hash, interval=identity.report_interval
         )
-        hooks = Hooks(on_finish=(reporter.record,))
+    else:
+        source = source_from(config)
+    clock = SystemClock()
+    hooks = pipeline.build(
+        source,
+        clock,
+        podinfo.pod_labels(),
+        extra_finish=(reporter.record,) if reporter is not None else (),
+    )
     api = create_app(
-        config,
+        source,
+        clock=clock,
         secrets_dir=secrets_dir,
         audit=audit,
         hooks=hooks,

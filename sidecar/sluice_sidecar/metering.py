@@ -100,6 +100,8 @@ def headers(ex: Exchange) -> dict[str, str]:
         out["x-sluice-backend"] = ex.backend.name
     if ex.attempts:
         out["x-sluice-attempts"] = str(ex.attempts)
+    if ex.prompt_ref is not None and ex.prompt_version is not None:
+        out["x-sluice-prompt-version"] = f"{ex.prompt_ref.partition('@')[0]}@{ex.prompt_version}"
     return out
 
 
