@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from . import errors, routing, tracing
+from . import errors, podinfo, routing, tracing
 from .clock import Clock
 from .config_source import ConfigSource
 from .contract import Backend, BackendState, Provider, Route, SidecarConfig
@@ -57,14 +57,17 @@ class Snapshot:
     models_body: bytes
 
 
-def snapshot_of(config: SidecarConfig) -> Snapshot:
-    """The request-time view of ``config``. A pure function."""
-    routes = {r.name: r for r in config.routes}
+def snapshot_of(config: SidecarConfig, pod_labels: Mapping[str, str] | None = None) -> Snapshot:
+    """The request-time view of ``config`` for a pod with ``pod_labels``: routes whose
+    ``workloadSelector`` the pod does not match are not offered (unknown model). Pure."""
+    labels = pod_labels or {}
+    usable = [r for r in config.routes if podinfo.matches(r.workload_selector, labels)]
+    routes = {r.name: r for r in usable}
     models = {
         "object": "list",
         "data": [
             {"id": r.name, "object": "model", "created": 0, "owned_by": "sluice"}
-            for r in config.routes
+            for r in usable
         ],
     }
     return Snapshot(config, config.content_hash(), routes, json.dumps(models).encode())
@@ -91,6 +94,8 @@ class Gateway:
     who: Mapping[str, str | None] = field(default_factory=dict)
     #: Put the prompt's messages in the audit record (off: never any prompt text).
     audit_prompts: bool = False
+    #: The pod's labels (downward API): routes' ``workloadSelector`` is matched against them.
+    pod_labels: Mapping[str, str] = field(default_factory=podinfo.pod_labels)
     snapshot: Snapshot | None = None
     adapters: dict[Provider, Adapter] = field(default_factory=dict)
     _routes: dict[str, _RouteEntry] = field(default_factory=dict)
@@ -101,7 +106,7 @@ class Gateway:
         self.source.subscribe(self._on_config)
 
     def _on_config(self, config: SidecarConfig) -> None:
-        snap = snapshot_of(config)
+        snap = snapshot_of(config, self.pod_labels)
         for route in config.routes:
             key = (route.retry.budget_ratio, route.retry.budget_min_per_second)
             entry = self._routes.get(route.name)

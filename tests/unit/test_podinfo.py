@@ -25,3 +25,24 @@ def test_selector_matching() -> None:
     assert podinfo.matches({"app": "web"}, {"app": "web", "x": "y"})
     assert not podinfo.matches({"app": "web"}, {"app": "api"})
     assert not podinfo.matches({"app": "web"}, {})
+
+
+def test_snapshot_offers_only_routes_whose_workload_selector_matches() -> None:
+    from sluice_sidecar.contract import Backend, Provider, Route, SidecarConfig
+    from sluice_sidecar.runtime import snapshot_of
+
+    mock = (Backend(name="m", provider=Provider.MOCK, model="m"),)
+    cfg = SidecarConfig(
+        namespace="ns",
+        routes=(
+            Route(name="open", source="open", backends=mock),
+            Route(
+                name="web-only", source="web-only", backends=mock, workload_selector={"app": "web"}
+            ),
+        ),
+    )
+    assert set(snapshot_of(cfg, {"app": "web"}).routes) == {"open", "web-only"}
+    api = snapshot_of(cfg, {"app": "api"})
+    assert set(api.routes) == {"open"}
+    assert b"web-only" not in api.models_body
+    assert set(snapshot_of(cfg).routes) == {"open"}
