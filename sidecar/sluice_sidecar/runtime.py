@@ -66,8 +66,7 @@ def snapshot_of(config: SidecarConfig, pod_labels: Mapping[str, str] | None = No
     models = {
         "object": "list",
         "data": [
-            {"id": r.name, "object": "model", "created": 0, "owned_by": "sluice"}
-            for r in usable
+            {"id": r.name, "object": "model", "created": 0, "owned_by": "sluice"} for r in usable
         ],
     }
     return Snapshot(config, config.content_hash(), routes, json.dumps(models).encode())
