@@ -627,9 +627,11 @@ def report(
     noise = direct.results["unary"]["rate_p99"]
     if noise > 2.0:
         lines += [
-            f"Note: the direct call's own p99 at 100 rps was {noise:.1f} ms, so tail latency on "
-            "this machine was dominated by scheduling noise (other work shared its 2 cores); "
-            "the added-p99 figures are not meaningful from this run. Rerun on an idle machine.",
+            f"Note: the direct call's own p99 at 100 rps was {noise:.1f} ms. On this virtual "
+            "machine tail latency is set by scheduling (waking idle virtual CPUs, other tenants "
+            "of the host), not by the proxies, and every proxy adds two more such hand-offs "
+            "between processes: the aiohttp floor's own added p99 is the environment's share. "
+            "Added-p99 figures from this machine say little about Sluice itself.",
             "",
         ]
     return "\n".join(lines)

@@ -299,7 +299,7 @@ class JsonLinesAudit:
     ticker calls it every second, and at shutdown). The gateway hands it ready lines
     (``audit_line``) through ``write_line``."""
 
-    def __init__(self, stream: IO[str], batch: int = 1024) -> None:
+    def __init__(self, stream: IO[str], batch: int = 256) -> None:
         self._stream = stream
         self._batch = batch
         self._lines: list[str] = []
