@@ -20,14 +20,11 @@ def free_port() -> int:
 
 
 @dataclass
-class OperatorProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
+class ChildProcess:
+    """A child process the tests started, with its combined stdout/stderr log."""
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    proc: subprocess.Popen[bytes]
+    log: Path
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -40,6 +37,15 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@dataclass
+class OperatorProcess(ChildProcess):
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
 def start_operator(
@@ -76,7 +82,7 @@ def start_operator(
             stderr=subprocess.STDOUT,
             env=child_env,
         )
-    op = OperatorProcess(proc, port, log)
+    op = OperatorProcess(proc=proc, log=log, port=port)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

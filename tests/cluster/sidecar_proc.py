@@ -10,31 +10,17 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .operator_proc import free_port
+from .operator_proc import ChildProcess, free_port
 
 
 @dataclass
-class SidecarProcess:
-    proc: subprocess.Popen[bytes]
+class SidecarProcess(ChildProcess):
     port: int
     admin_port: int
-    log: Path
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def start_sidecar(
@@ -74,7 +60,7 @@ def start_sidecar(
             stderr=subprocess.STDOUT,
             env=env,
         )
-    side = SidecarProcess(proc, port, admin, log)
+    side = SidecarProcess(proc=proc, log=log, port=port, admin_port=admin)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
