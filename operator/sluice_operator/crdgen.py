@@ -150,7 +150,9 @@ def schema_for(model: type[Any]) -> dict[str, Any]:
 def crd_for(kind: Kind) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     spec = schema_for(kind.spec)
-    status = schema_for(kind.status)
+    # `status: {}` by default, so its own defaults (observedGeneration: 0) apply to an object the
+    # operator has not written yet: kstatus and Argo CD then read it as not observed.
+    status = {**schema_for(kind.status), "default": {}}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -36,6 +36,7 @@ class Resource:
     generation: int = 1
     labels: Mapping[str, str] = field(default_factory=dict)
     origin: str = ""  # where it came from, for messages: "file.yaml: document 2"
+    created: str = ""  # metadata.creationTimestamp (RFC 3339, sorts by time); "" from files
 
     @property
     def ref(self) -> str:
@@ -149,6 +150,7 @@ def parse_object(obj: Any, origin: str) -> Resource | list[ManifestError] | None
         generation=int(meta.get("generation") or 1),
         labels={str(k): str(v) for k, v in labels.items()},
         origin=origin,
+        created=str(meta.get("creationTimestamp") or ""),
     )
 
 

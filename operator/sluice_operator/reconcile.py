@@ -1,9 +1,10 @@
 """The namespace reconciler: watch events in, ConfigMap + status + Events out.
 
 Owns the in-memory view of every Sluice object (fed by kopf's watch events), the set of namespaces
-that need a pass, and one pass: validate → compile (pure) → apply the ConfigMap and publish to
-connected sidecars when the hash changed → patch each object's status only where it changed →
-post an Event when an object's readiness changes.
+that need a pass, and one pass: validate → compile (pure; an invalid object keeps its last valid
+compiled form from the config in force, read back from the ConfigMap after a restart) → apply the
+ConfigMap and publish to connected sidecars when the hash changed → patch each object's status
+only where it changed → post an Event when an object's readiness changes.
 
 Passes are debounced (a burst of events costs one pass per namespace), a failing pass is retried
 with growing back-off (never a hot loop), and report-driven status refreshes are rate-limited per
@@ -16,15 +17,17 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sluice_sidecar.contract import UsageReport
+from pydantic import ValidationError
+
+from sluice_sidecar.contract import SidecarConfig, UsageReport
 
 from . import manifests, reports, status
 from .api import KINDS, Kind
-from .compile import CompileResult, compile_namespace
+from .compile import CompileResult, Held, compile_namespace
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +52,16 @@ def utcnow() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+async def _no_stored_config(namespace: str) -> str | None:
+    return None
+
+
 @dataclass
 class Reconciler:
     writer: Writer
+    # The config JSON of a namespace's ConfigMap (``kube.Kube.read_config``): after a restart,
+    # where the last valid generation of an object that is invalid now is found.
+    stored_config: Callable[[str], Awaitable[str | None]] = _no_stored_config
     publish: Callable[[str, CompileResult], None] = lambda ns, result: None
     debounce: float = 0.1
     report_interval: float = 5.0
@@ -130,6 +140,7 @@ class Reconciler:
         mine = {k: v for k, v in self.objects.items() if k[1] == namespace}
         resources: list[manifests.Resource] = []
         invalid: dict[tuple[str, str, str], list[str]] = {}
+        held: list[Held] = []
         for key, obj in sorted(mine.items()):
             kind = KIND_BY_PLURAL[key[0]]
             parsed = manifests.parse_object(obj, f"{kind.kind} {key[1]}/{key[2]}")
@@ -137,8 +148,13 @@ class Reconciler:
                 resources.append(parsed)
             elif parsed:
                 invalid[key] = [f"{e.path}: {e.message}" if e.path else e.message for e in parsed]
-        result = compile_namespace(namespace, resources)
+                created = (obj.get("metadata") or {}).get("creationTimestamp") or ""
+                held.append(Held(kind.kind, key[2], str(created)))
         previous = self.results.get(namespace)
+        in_force = previous.config if previous is not None else None
+        if held and in_force is None:
+            in_force = await self._stored_config(namespace)  # first pass since start-up
+        result = compile_namespace(namespace, resources, held=held, previous=in_force)
         if previous is None or previous.hash != result.hash:
             await self.writer.apply_config(namespace, result.config.canonical_json(), result.hash)
             log.info("namespace %s: config %s", namespace, result.hash)
@@ -182,8 +198,20 @@ class Reconciler:
             change = status.event_worthy(old, desired)
             if change is not None:
                 await self.writer.event(
-                    obj, "Normal" if change.status else "Warning", change.reason, change.message
+                    obj, "Normal" if change.ok else "Warning", change.reason, change.message
                 )
+
+    async def _stored_config(self, namespace: str) -> SidecarConfig | None:
+        """The config in the namespace's ConfigMap (what sidecars run), or None: after a restart
+        it is where the last valid generation of an object that is invalid now lives."""
+        text = await self.stored_config(namespace)
+        if not text:
+            return None
+        try:
+            return SidecarConfig.model_validate_json(text)
+        except ValidationError:
+            log.warning("namespace %s: the stored config is unreadable; not reusing it", namespace)
+            return None
 
     def _with_reports(
         self, namespace: str, name: str, desired: dict[str, Any], result: CompileResult

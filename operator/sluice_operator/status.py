@@ -1,16 +1,19 @@
 """What each resource's ``status`` should say, computed from compile results and sidecar reports.
 
-Owns: the standard conditions (``Ready``, ``ResolvedRefs``, ``Valid``) with reasons a person can act
-on, ``observedGeneration``, kind-specific status fields (a route's resolved model name, backend
-health and rollout; a template's version hashes and label history), and the minimal merge patch
-from the current status to the desired one (``None`` when nothing changed, so an idle operator
-writes nothing).
+Owns: the standard conditions (``Ready``, ``Reconciling``, ``Stalled`` - read by Flux kstatus and
+the Argo CD health check - plus ``Valid``, ``ResolvedRefs`` and a route's ``CredentialsAvailable``)
+with reasons a person can act on, ``observedGeneration`` and ``enforcedGeneration`` (the generation
+in force, which lags while a later edit is invalid), kind-specific status fields (a route's resolved
+model name, backend health and rollout; a template's version hashes and label history), and the
+minimal merge patch from the current status to the desired one (``None`` when nothing changed, so
+an idle operator writes nothing).
 
 A purely computational module with no side-effects; the caller performs the IO. Time is passed in.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,33 +21,44 @@ from typing import Any
 from .compile import CompileResult, Problem
 
 READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
 RESOLVED_REFS = "ResolvedRefs"
 VALID = "Valid"
+CREDENTIALS = "CredentialsAvailable"
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+# Problems with a reference to another object (ResolvedRefs=False); others (a model-name
+# conflict) leave ResolvedRefs alone.
+REFERENCE_REASONS = frozenset({"RouteNotFound", "SelectsNothing"})
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One condition's desired value."""
+    """One condition's desired value; ``status`` is "True", "False" or "Unknown"."""
 
     type: str
-    status: bool
+    status: str
     reason: str
     message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == TRUE
 
 
 def _condition(
     old: Sequence[Mapping[str, Any]], v: Verdict, generation: int, now: str
 ) -> dict[str, Any]:
-    status = "True" if v.status else "False"
     previous = next((c for c in old if c.get("type") == v.type), None)
     since = (
         previous["lastTransitionTime"]
-        if previous and previous.get("status") == status and previous.get("lastTransitionTime")
+        if previous and previous.get("status") == v.status and previous.get("lastTransitionTime")
         else now
     )
     return {
         "type": v.type,
-        "status": status,
+        "status": v.status,
         "reason": v.reason,
         "message": v.message,
         "lastTransitionTime": since,
@@ -52,25 +66,98 @@ def _condition(
     }
 
 
-def verdicts(invalid: Sequence[str], problems: Sequence[Problem]) -> list[Verdict]:
-    """Conditions for one resource from its validation errors and reference problems."""
-    if invalid:
-        message = "; ".join(invalid)
-        return [
-            Verdict(VALID, False, "InvalidSpec", message),
-            Verdict(RESOLVED_REFS, False, "InvalidSpec", "not checked: the spec is invalid"),
-            Verdict(READY, False, "InvalidSpec", f"{message}. Fix the spec; nothing else changed."),
+def invalid_reason(invalid: Sequence[str]) -> str:
+    """A CamelCase reason naming the field at fault: ``spec.limits[0].timezone: …`` →
+    ``InvalidTimezone``; ``InvalidSpec`` when no field is named."""
+    path = invalid[0].split(": ", 1)[0] if invalid and ": " in invalid[0] else ""
+    words = [w for w in re.split(r"[.\[\]]", path) if w and not w.isdigit()]
+    field = words[-1] if len(words) > 1 else ""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", field):
+        return "InvalidSpec"
+    return "Invalid" + field[0].upper() + field[1:]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the status of one object is computed from (all pure data)."""
+
+    invalid: Sequence[str] = ()  # "path: message" for each validation error of the spec
+    problems: Sequence[Problem] = ()  # reference and conflict problems found by the compiler
+    in_effect: bool = False  # the object has rules in the compiled config
+    enforced: int | None = None  # the generation in force, when known
+    secrets: Sequence[str] = ()  # "secret/key" a ModelRoute's backends read (ModelRoute only)
+    route: bool = False  # the object is a ModelRoute (gets the credentials condition)
+
+
+def verdicts(facts: Facts) -> list[Verdict]:
+    """Conditions for one resource. Ready says whether the current generation is in effect;
+    Stalled=True whenever it is not because of something only a person can fix (so kstatus says
+    Failed and the Argo CD check Degraded); Reconciling is False once the operator has acted on
+    the generation (before that, ``observedGeneration`` lags and both read it as in progress)."""
+    if facts.invalid:
+        reason = invalid_reason(facts.invalid)
+        errors = "; ".join(facts.invalid)
+        if facts.in_effect:
+            which = (
+                f"generation {facts.enforced}" if facts.enforced else "its last valid generation"
+            )
+            note = (
+                f"Still enforcing {which}; fix the spec (or revert it) to apply changes. "
+                "Deleting the object removes its rules."
+            )
+        else:
+            note = "Not in effect: no generation of this object was valid yet; fix the spec."
+        message = f"{errors}. {note}"
+        out = [
+            Verdict(VALID, FALSE, reason, errors),
+            Verdict(RESOLVED_REFS, UNKNOWN, "NotChecked", "Not checked: the spec is invalid."),
+            Verdict(READY, FALSE, reason, message),
+            Verdict(STALLED, TRUE, reason, message),
+            Verdict(RECONCILING, FALSE, reason, "Waiting for a valid spec."),
         ]
-    out = [Verdict(VALID, True, "Valid", "The spec is valid.")]
-    if problems:
-        first = problems[0]
-        message = "; ".join(f"{p.path}: {p.message}" for p in problems)
-        out.append(Verdict(RESOLVED_REFS, False, first.reason, message))
-        out.append(Verdict(READY, False, first.reason, message))
+        if facts.route:
+            out.append(Verdict(CREDENTIALS, UNKNOWN, "NotChecked", "The spec is invalid."))
+        return out
+    out = [Verdict(VALID, TRUE, "Valid", "The spec is valid.")]
+    refs = [p for p in facts.problems if p.reason in REFERENCE_REASONS]
+    if refs:
+        out.append(Verdict(RESOLVED_REFS, FALSE, refs[0].reason, _say(refs)))
     else:
-        out.append(Verdict(RESOLVED_REFS, True, "ResolvedRefs", "All references resolve."))
-        out.append(Verdict(READY, True, "Compiled", "In effect in the namespace's sidecar config."))
+        out.append(Verdict(RESOLVED_REFS, TRUE, "ResolvedRefs", "All references resolve."))
+    if facts.problems:
+        first = facts.problems[0]
+        message = _say(facts.problems)
+        if not facts.in_effect:
+            message += ". Not in effect."
+        out.append(Verdict(READY, FALSE, first.reason, message))
+        out.append(Verdict(STALLED, TRUE, first.reason, message))
+    else:
+        out.append(Verdict(READY, TRUE, "Compiled", "In effect in the namespace's sidecar config."))
+        out.append(Verdict(STALLED, FALSE, "Compiled", "Nothing blocks this object."))
+    out.append(
+        Verdict(RECONCILING, FALSE, "Compiled", "The operator has acted on this generation.")
+    )
+    if facts.route:
+        out.append(_credentials(facts.secrets))
     return out
+
+
+def _say(problems: Sequence[Problem]) -> str:
+    return "; ".join(f"{p.path}: {p.message}" for p in problems)
+
+
+def _credentials(secrets: Sequence[str]) -> Verdict:
+    if not secrets:
+        return Verdict(CREDENTIALS, TRUE, "NoSecrets", "No backend of this route needs an API key.")
+    return Verdict(
+        CREDENTIALS,
+        UNKNOWN,
+        "CheckedBySidecar",
+        f"The operator has no access to Secrets, so it cannot tell whether {', '.join(secrets)} "
+        "exist; each sidecar reads the mounted key and answers 503 missing_credential for a "
+        "backend whose key is missing (then falls back to the next backend). Check with "
+        "`kubectl get secret`.",
+    )
 
 
 def conditions(
@@ -142,13 +229,36 @@ def desired_status(
     generation = int(meta.get("generation") or 1)
     old = obj.get("status") or {}
     problems = result.problems_for(kind, name) if result is not None and not invalid else []
+    in_effect = result is not None and result.in_effect(kind, name)
+    enforced: int | None = None
+    if in_effect:
+        # Valid: this generation. Invalid: the last valid one, carried over; its number is in
+        # the status we wrote then.
+        enforced = generation if not invalid else old.get("enforcedGeneration")
     status = dict(old)
     status.update(kind_fields(kind, obj, result if not invalid else None, now))
     status["observedGeneration"] = generation
-    status["conditions"] = conditions(
-        old.get("conditions") or [], verdicts(invalid, problems), generation, now
+    status["enforcedGeneration"] = enforced
+    facts = Facts(
+        invalid=invalid,
+        problems=problems,
+        in_effect=in_effect,
+        enforced=enforced,
+        secrets=_secrets(obj) if kind == "ModelRoute" else (),
+        route=kind == "ModelRoute",
     )
+    status["conditions"] = conditions(old.get("conditions") or [], verdicts(facts), generation, now)
     return status
+
+
+def _secrets(obj: Mapping[str, Any]) -> list[str]:
+    """``secret/key`` for every backend of a ModelRoute that reads an API key."""
+    out = []
+    for b in (obj.get("spec") or {}).get("backends") or []:
+        ref = ((b or {}).get("credentials") or {}).get("secretRef") or {}
+        if ref.get("name"):
+            out.append(f"Secret {ref['name']} key {ref.get('key', '')}")
+    return sorted(set(out))
 
 
 def status_patch(
@@ -166,7 +276,7 @@ def event_worthy(old: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> V
     change = ready_changed(old, desired)
     if change is None:
         return None
-    if change.status and not _had_ready(old):
+    if change.ok and not _had_ready(old):
         return None
     return change
 
@@ -188,5 +298,5 @@ def ready_changed(old: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> 
     if (before.get("status"), before.get("reason")) == (after.get("status"), after.get("reason")):
         return None
     return Verdict(
-        READY, after.get("status") == "True", after.get("reason", ""), after.get("message", "")
+        READY, after.get("status", UNKNOWN), after.get("reason", ""), after.get("message", "")
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from sluice_operator.reconcile import Reconciler
 
-from .test_api_models import PROMPT, ROUTE
+from .test_api_models import GUARD, PROMPT, ROUTE
 
 
 @dataclass
@@ -19,6 +19,8 @@ class Recorder:
     statuses: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)
     fail_next: int = 0
+    stored: dict[str, str] = field(default_factory=dict)  # namespace -> ConfigMap config.json
+    reads: int = 0
 
     async def apply_config(self, namespace: str, config_json: str, config_hash: str) -> None:
         if self.fail_next:
@@ -33,6 +35,10 @@ class Recorder:
 
     async def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((obj["metadata"]["name"], reason))
+
+    async def read_config(self, namespace: str) -> str | None:
+        self.reads += 1
+        return self.stored.get(namespace)
 
 
 def ready(st: Mapping[str, Any]) -> str:
@@ -82,7 +88,7 @@ async def test_invalid_object_from_the_api_gets_valid_false() -> None:
     result = await r.reconcile("team-a")
     assert result.config.routes == ()
     (_, _, st) = rec.statuses[-1]
-    assert ready(st) == "InvalidSpec"
+    assert ready(st) == "InvalidBackends"
 
 
 async def test_background_loop_debounces_and_retries_failures() -> None:
@@ -101,3 +107,96 @@ async def test_background_loop_debounces_and_retries_failures() -> None:
         assert r.passes == 2
     finally:
         task.cancel()
+
+
+FILTERS = ("guardrailpolicies", "team-a", "filters")
+
+
+def edit(r: Reconciler, plural: str, doc: dict[str, Any]) -> None:
+    """A MODIFIED watch event: the new spec, with the status the apiserver holds (ours)."""
+    key = (plural, doc["metadata"]["namespace"], doc["metadata"]["name"])
+    r.observe(plural, "MODIFIED", {**doc, "status": r.objects[key].get("status", {})})
+
+
+def broken(doc: dict[str, Any], generation: int) -> dict[str, Any]:
+    out = copy.deepcopy(doc)
+    out["metadata"]["generation"] = generation
+    out["spec"]["input"]["deny"] = [{"regex": "([unclosed"}]
+    return out
+
+
+def at(doc: dict[str, Any], generation: int) -> dict[str, Any]:
+    out = copy.deepcopy(doc)
+    out["metadata"]["generation"] = generation
+    return out
+
+
+async def test_invalid_edit_keeps_the_last_valid_generation_until_deleted() -> None:
+    rec = Recorder()
+    r = Reconciler(writer=rec)
+    r.observe("guardrailpolicies", None, at(GUARD, 1))
+    r.observe("modelroutes", None, ROUTE)
+    good = await r.reconcile("team-a")
+    assert [g.name for g in good.config.guardrails] == ["filters"]
+
+    # A typo in an edit: the policy's rules stay in force, the rest of the namespace compiles.
+    edit(r, "guardrailpolicies", broken(GUARD, 2))
+    changed_route = at(ROUTE, 2)
+    changed_route["spec"]["retry"]["attempts"] = 5
+    edit(r, "modelroutes", changed_route)
+    held = await r.reconcile("team-a")
+    assert held.config.guardrails == good.config.guardrails
+    assert held.config.routes[0].retry.attempts == 5
+    st = r.objects[FILTERS]["status"]  # what the reconciler last wrote
+    assert ready(st) == "InvalidRegex"
+    assert "Still enforcing generation 1" in next(
+        c["message"] for c in st["conditions"] if c["type"] == "Ready"
+    )
+    assert (st["observedGeneration"], st["enforcedGeneration"]) == (2, 1)
+    assert ("filters", "InvalidRegex") in rec.events
+
+    # Fixing it applies the new generation.
+    fixed = at(GUARD, 3)
+    fixed["spec"]["input"]["maxChars"] = 5
+    edit(r, "guardrailpolicies", fixed)
+    again = await r.reconcile("team-a")
+    assert again.config.guardrails[0].input.max_chars == 5
+
+    # Only deleting the object removes its rules.
+    edit(r, "guardrailpolicies", broken(GUARD, 4))
+    assert (await r.reconcile("team-a")).config.guardrails == again.config.guardrails
+    r.observe("guardrailpolicies", "DELETED", GUARD)
+    assert (await r.reconcile("team-a")).config.guardrails == ()
+
+
+async def test_after_a_restart_the_last_valid_generation_comes_from_the_configmap() -> None:
+    first = Recorder()
+    r1 = Reconciler(writer=first)
+    r1.observe("guardrailpolicies", None, at(GUARD, 1))
+    good = await r1.reconcile("team-a")
+    written = r1.objects[FILTERS]["status"]
+
+    # A new operator process: nothing in memory, the object is invalid by now.
+    rec = Recorder(stored={"team-a": good.config.canonical_json()})
+    r2 = Reconciler(writer=rec, stored_config=rec.read_config)
+    obj = broken(GUARD, 2)
+    obj["status"] = written
+    r2.observe("guardrailpolicies", None, obj)
+    result = await r2.reconcile("team-a")
+    assert result.config.guardrails == good.config.guardrails
+    assert rec.reads == 1
+    st = r2.objects[FILTERS]["status"]
+    assert (st["observedGeneration"], st["enforcedGeneration"]) == (2, 1)
+
+
+async def test_an_object_that_was_never_valid_is_left_out_and_others_compile() -> None:
+    rec = Recorder()
+    r = Reconciler(writer=rec)
+    r.observe("guardrailpolicies", None, broken(GUARD, 1))
+    r.observe("modelroutes", None, ROUTE)
+    result = await r.reconcile("team-a")
+    assert result.config.guardrails == ()
+    assert [x.source for x in result.config.routes] == ["chat"]
+    st = r.objects[FILTERS]["status"]
+    message = next(c["message"] for c in st["conditions"] if c["type"] == "Ready")
+    assert "Not in effect" in message

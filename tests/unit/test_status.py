@@ -6,10 +6,10 @@ import copy
 from typing import Any
 
 from sluice_operator import manifests, status
-from sluice_operator.compile import compile_namespace
+from sluice_operator.compile import Held, compile_namespace
 from sluice_operator.manifests import Resource
 
-from .test_api_models import PROMPT, ROUTE
+from .test_api_models import GUARD, PROMPT, ROUTE
 
 T0 = "2026-11-27T10:00:00Z"
 T1 = "2026-11-27T11:00:00Z"
@@ -73,11 +73,96 @@ def test_transition_time_kept_while_status_unchanged() -> None:
     assert status.ready_changed(first, second) is None
 
 
-def test_invalid_spec_sets_valid_false() -> None:
+def test_invalid_spec_sets_valid_false_and_stalled_with_a_reason_naming_the_field() -> None:
     st = status.desired_status("ModelRoute", ROUTE, ["spec.backends: boom"], None, T0)
     assert cond(st, "Valid")["status"] == "False"
-    assert cond(st, "Ready")["reason"] == "InvalidSpec"
+    assert cond(st, "Ready")["reason"] == "InvalidBackends"
     assert "spec.backends: boom" in cond(st, "Ready")["message"]
+    assert (cond(st, "Stalled")["status"], cond(st, "Stalled")["reason"]) == (
+        "True",
+        "InvalidBackends",
+    )
+    assert cond(st, "Reconciling")["status"] == "False"
+    # What was not checked is Unknown, not False.
+    assert cond(st, "ResolvedRefs")["status"] == "Unknown"
+    assert "Not in effect" in cond(st, "Ready")["message"]
+    assert st["enforcedGeneration"] is None
+
+
+def test_invalid_reason_names_the_field() -> None:
+    assert status.invalid_reason(["spec.limits[0].timezone: unknown"]) == "InvalidTimezone"
+    assert status.invalid_reason(["spec.input.deny[2].regex: bad"]) == "InvalidRegex"
+    assert status.invalid_reason(["spec.backends[1]: x"]) == "InvalidBackends"
+    assert status.invalid_reason(["spec: required field is missing"]) == "InvalidSpec"
+    assert status.invalid_reason(["no path at all"]) == "InvalidSpec"
+
+
+def test_ready_object_reads_ready_not_stalled_not_reconciling() -> None:
+    obj = copy.deepcopy(GUARD)
+    obj["metadata"]["generation"] = 2
+    result = compile_namespace("team-a", [res(obj)])
+    st = status.desired_status("GuardrailPolicy", obj, [], result, T0)
+    got = {c["type"]: (c["status"], c["observedGeneration"]) for c in st["conditions"]}
+    assert got == {
+        "Valid": ("True", 2),
+        "ResolvedRefs": ("True", 2),
+        "Ready": ("True", 2),
+        "Stalled": ("False", 2),
+        "Reconciling": ("False", 2),
+    }
+    assert st["enforcedGeneration"] == 2
+
+
+def test_invalid_edit_says_which_generation_is_still_enforced() -> None:
+    good = copy.deepcopy(GUARD)
+    good["metadata"]["generation"] = 4
+    first = compile_namespace("team-a", [res(good)])
+    good["status"] = status.desired_status("GuardrailPolicy", good, [], first, T0)
+    bad = copy.deepcopy(good)
+    bad["metadata"]["generation"] = 5
+    errors = ["spec.input.deny[0].regex: not a valid regular expression"]
+    held = compile_namespace(
+        "team-a", [], held=[Held("GuardrailPolicy", "filters")], previous=first.config
+    )
+    st = status.desired_status("GuardrailPolicy", bad, errors, held, T1)
+    ready = cond(st, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidRegex")
+    assert "spec.input.deny[0].regex" in ready["message"]
+    assert "Still enforcing generation 4" in ready["message"]
+    assert (st["observedGeneration"], st["enforcedGeneration"]) == (5, 4)
+    assert cond(st, "Stalled")["status"] == "True"
+    # A Warning Event is due: Ready went from True to False.
+    change = status.event_worthy(good["status"], st)
+    assert change is not None and not change.ok
+
+
+def test_route_with_secret_refs_says_credentials_are_unknown() -> None:
+    result = compile_namespace("team-a", [res(ROUTE)])
+    st = status.desired_status("ModelRoute", ROUTE, [], result, T0)
+    creds = cond(st, "CredentialsAvailable")
+    assert (creds["status"], creds["reason"]) == ("Unknown", "CheckedBySidecar")
+    assert "Secret openai key api-key" in creds["message"]
+    mock_only = copy.deepcopy(ROUTE)
+    mock_only["spec"]["backends"] = [ROUTE["spec"]["backends"][1]]
+    result = compile_namespace("team-a", [res(mock_only)])
+    st = status.desired_status("ModelRoute", mock_only, [], result, T0)
+    assert cond(st, "CredentialsAvailable")["status"] == "True"
+
+
+def test_route_that_lost_its_model_name_is_not_in_effect() -> None:
+    older = copy.deepcopy(ROUTE)
+    newer = copy.deepcopy(ROUTE)
+    older["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    newer["metadata"].update(name="newer", creationTimestamp="2026-02-01T00:00:00Z")
+    newer["spec"]["model"] = "chat"
+    result = compile_namespace("team-a", [res(older), res(newer)])
+    st = status.desired_status("ModelRoute", newer, [], result, T0)
+    ready = cond(st, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ModelConflict")
+    assert ready["message"].endswith("Not in effect.")
+    assert cond(st, "Stalled")["status"] == "True"
+    assert cond(st, "ResolvedRefs")["status"] == "True"  # a conflict is not a dangling reference
+    assert st["enforcedGeneration"] is None
 
 
 def test_prompt_status_has_versions_and_label_history() -> None:

@@ -169,15 +169,32 @@ class Condition(SluiceModel):
 
 
 class CommonStatus(SluiceModel):
-    """Fields every kind's status has; kind-specific status models extend it."""
+    """Fields every kind's status has; kind-specific status models extend it.
 
-    observed_generation: int | None = Field(
-        default=None, description="The .metadata.generation the operator last acted on."
+    ``observedGeneration`` defaults to 0 in the CRD (and ``status`` to ``{}``), so an object the
+    operator has not seen yet reads as not observed: Flux kstatus says InProgress, the Argo CD
+    health check Progressing, instead of a premature Current/Healthy.
+    """
+
+    observed_generation: int = Field(
+        default=0,
+        ge=0,
+        description="The .metadata.generation the operator last acted on; 0 until it has seen "
+        "the object.",
+    )
+    enforced_generation: int | None = Field(
+        default=None,
+        ge=1,
+        description="The generation whose rules the namespace's sidecars are given. Lower than "
+        "observedGeneration while a later edit is invalid (the last valid generation stays in "
+        "force); absent when no generation was ever valid.",
     )
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=16,
-        description="Ready, ResolvedRefs and kind-specific conditions in the standard shape.",
+        description="Ready, Reconciling, Stalled, Valid, ResolvedRefs and kind-specific "
+        "conditions in the standard shape.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from .base import NAME_REGEX, CommonStatus, Rule, Selector, SluiceModel, duration
+from .base import NAME_REGEX, CommonStatus, Rule, Selector, SluiceModel, duration, parse_duration
 
 
 class Window(StrEnum):
@@ -47,7 +48,27 @@ class Limit(SluiceModel):
             check=lambda x: (x.window == Window.ROLLING) == (x.duration is not None),
             field="duration",
         ),
+        Rule(
+            cel="!has(self.duration) || duration(self.duration) > duration('0s')",
+            message="duration must be longer than zero",
+            check=lambda x: x.duration is None or parse_duration(x.duration) > 0,
+            field="duration",
+        ),
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        # The CRD can only check the spelling; the IANA database (the same one the sidecar
+        # uses: the `tzdata` package) decides whether the zone exists.
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as UTC, Europe/Berlin or "
+                "America/New_York"
+            ) from None
+        return value
 
 
 class RateLimits(SluiceModel):

@@ -6,6 +6,9 @@ text. Purely declarative: no IO.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from pydantic import Field
 
 from sluice_sidecar.contract import FailureClass, Provider, Strategy
@@ -17,6 +20,7 @@ from .base import (
     Selector,
     SluiceModel,
     duration,
+    parse_duration,
     text,
 )
 
@@ -158,6 +162,11 @@ class Fallback(SluiceModel):
     max_retry_after: str = duration("Cap on an honoured Retry-After.", default="10s")
 
 
+def _positive(attr: str) -> Callable[[Any], bool]:
+    """A check that the duration field ``attr`` is longer than zero."""
+    return lambda model: parse_duration(getattr(model, attr)) > 0
+
+
 class Timeouts(SluiceModel):
     """Deadlines; `total` spans every attempt."""
 
@@ -165,6 +174,21 @@ class Timeouts(SluiceModel):
     first_token: str = duration("Time to the first byte of the answer.", default="30s")
     idle: str = duration("Longest silence inside a streamed answer.", default="30s")
     total: str = duration("Deadline over all attempts of one request.", default="120s")
+
+    rules = tuple(
+        Rule(
+            cel=f"duration(self.{name}) > duration('0s')",
+            message=f"{name} must be longer than zero",
+            check=_positive(attr),
+            field=name,
+        )
+        for name, attr in (
+            ("connect", "connect"),
+            ("firstToken", "first_token"),
+            ("idle", "idle"),
+            ("total", "total"),
+        )
+    )
 
 
 class CircuitBreaker(SluiceModel):

@@ -3,6 +3,6 @@
 Purely computational, no side-effects; the caller (CLI or kopf handlers) performs the IO.
 """
 
-from .compiler import CompileResult, Problem, compile_namespace
+from .compiler import CompileResult, Held, Problem, compile_namespace
 
-__all__ = ["CompileResult", "Problem", "compile_namespace"]
+__all__ = ["CompileResult", "Held", "Problem", "compile_namespace"]

@@ -3,18 +3,21 @@
 A purely computational function with no side-effects; the caller performs the IO. Schema-level
 validity is already guaranteed (``manifests`` / the CRD); what is checked here is what needs more
 than one object: references between resources (a PromptTemplate naming an unknown ModelRoute, a
-Budget selecting nothing, two routes claiming the same model name). Each such problem names the
-resource, the field path, a machine reason for conditions, and what to do. A resource with a problem
-still compiles where that is safe (the broken reference is simply not followed), so one typo does
-not take a namespace's traffic down.
+Budget selecting nothing, two routes claiming the same model name: the oldest keeps it). Each such
+problem names the resource, the field path, a machine reason for conditions, and what to do. A
+resource with a problem still compiles where that is safe (the broken reference is simply not
+followed), so one typo does not take a namespace's traffic down; an object whose spec is invalid
+keeps its last valid compiled form (``Held``), so a bad edit never lifts its rules.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TypeVar
 
 from sluice_sidecar import contract as c
 
@@ -42,15 +45,39 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Held:
+    """An object whose current spec is invalid: its last valid compiled form stays in force."""
+
+    kind: str
+    name: str
+    created: str = ""  # metadata.creationTimestamp, for the oldest-route-wins rule
+
+
+@dataclass(frozen=True)
 class CompileResult:
     config: c.SidecarConfig
     hash: str
     problems: tuple[Problem, ...] = ()
     # (kind, name) of every resource compiled, for status writers
     compiled: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # (kind, name) of held objects whose last valid form is still in the config
+    kept: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     def problems_for(self, kind: str, name: str) -> list[Problem]:
         return [p for p in self.problems if p.kind == kind and p.name == name]
+
+    def keeps(self, kind: str, name: str) -> bool:
+        """Whether an invalid object's last valid generation is still in force."""
+        return (kind, name) in self.kept
+
+    def in_effect(self, kind: str, name: str) -> bool:
+        """Whether the object has rules in the config (a route that lost its model name, or an
+        invalid object with no valid past, has none)."""
+        return (kind, name) in self._sources
+
+    @cached_property
+    def _sources(self) -> set[tuple[str, str]]:
+        return _sources(self.config)
 
 
 def _route(res: Resource, spec: ModelRouteSpec) -> c.Route:
@@ -272,39 +299,102 @@ def _route_refs(
     ]
 
 
-def compile_namespace(namespace: str, resources: Sequence[Resource]) -> CompileResult:
-    """Compile the resources of ``namespace`` (others are ignored) into a sidecar config."""
+def _selection(
+    res: Resource, routes: set[str], selected: Sequence[str], what: str
+) -> list[Problem]:
+    """``SelectsNothing`` when every route a selector names is missing (the object then does
+    nothing at all), else ``RouteNotFound`` for each missing one."""
+    refs = [(f"spec.selector.routes[{i}]", name) for i, name in enumerate(selected)]
+    if selected and all(name not in routes for name in selected):
+        return [
+            Problem(
+                res.kind.kind,
+                res.name,
+                "spec.selector.routes",
+                "SelectsNothing",
+                f"none of the selected routes ({', '.join(selected)}) exist in namespace "
+                f'"{res.namespace}", so this {what}; fix spec.selector.routes (existing: '
+                f"{', '.join(sorted(routes)) or 'none'}) or remove it to cover every route",
+            )
+        ]
+    return _route_refs(res, routes, refs)
+
+
+def _claim_models(
+    candidates: list[tuple[str, str, c.Route, bool]], namespace: str
+) -> tuple[list[c.Route], list[Problem]]:
+    """Give each virtual model name to the oldest route claiming it (creationTimestamp, then
+    name: Gateway API's rule), so a newly applied route never takes a live name from another.
+    ``candidates`` are (created, ModelRoute name, compiled route, held)."""
+    claimed: dict[str, tuple[str, str]] = {}  # model name -> (ModelRoute, created)
+    routes: list[c.Route] = []
+    problems: list[Problem] = []
+    for created, name, route, held in sorted(candidates, key=lambda x: (x[0], x[1])):
+        owner = claimed.get(route.name)
+        if owner is None:
+            claimed[route.name] = (name, created)
+            routes.append(route)
+            continue
+        if held:
+            continue  # its status already says it is invalid; its old form simply drops out
+        since = f" (created {owner[1]})" if owner[1] else ""
+        problems.append(
+            Problem(
+                "ModelRoute",
+                name,
+                "spec.model",
+                "ModelConflict",
+                f'model name "{route.name}" is already served by ModelRoute "{owner[0]}"'
+                f"{since} in namespace {namespace!r}; the oldest route keeps a model name. Give "
+                "this route another spec.model, or delete the other route",
+            )
+        )
+    return sorted(routes, key=lambda r: r.source), problems
+
+
+def compile_namespace(
+    namespace: str,
+    resources: Sequence[Resource],
+    *,
+    held: Sequence[Held] = (),
+    previous: c.SidecarConfig | None = None,
+) -> CompileResult:
+    """Compile the resources of ``namespace`` (others are ignored) into a sidecar config.
+
+    ``held`` names objects whose current spec is invalid: their compiled form in ``previous``
+    (the config in force, i.e. their last valid generation) is carried over unchanged, so a bad
+    edit never lifts a guardrail or a budget. A held object absent from ``previous`` (it never
+    had a valid generation) is left out. Only deleting an object removes its rules.
+    """
     mine = sorted(
         (r for r in resources if r.namespace == namespace), key=lambda r: (r.kind.kind, r.name)
     )
     by_kind: dict[str, list[Resource]] = {}
     for res in mine:
         by_kind.setdefault(res.kind.kind, []).append(res)
+    held_by_kind: dict[str, list[Held]] = {}
+    for h in held:
+        held_by_kind.setdefault(h.kind, []).append(h)
+    old = previous if previous is not None and previous.namespace == namespace else None
 
     problems: list[Problem] = []
-    routes: list[c.Route] = []
-    claimed: dict[str, str] = {}  # virtual model name -> ModelRoute that has it
+    candidates: list[tuple[str, str, c.Route, bool]] = []
     route_names: set[str] = set()
     for res in by_kind.get("ModelRoute", []):
         assert isinstance(res.spec, ModelRouteSpec)
-        route = _route(res, res.spec)
         route_names.add(res.name)
-        if route.name in claimed:
-            problems.append(
-                Problem(
-                    "ModelRoute",
-                    res.name,
-                    "spec.model",
-                    "ModelConflict",
-                    f'model name "{route.name}" is already served by ModelRoute '
-                    f'"{claimed[route.name]}"; give this route another spec.model',
-                )
-            )
-            continue
-        claimed[route.name] = res.name
-        routes.append(route)
+        candidates.append((res.created, res.name, _route(res, res.spec), False))
+    for h in held_by_kind.get("ModelRoute", []):
+        for route in old.routes if old else ():
+            if route.source == h.name:
+                route_names.add(h.name)
+                candidates.append((h.created, h.name, route, True))
+    routes, conflicts = _claim_models(candidates, namespace)
+    problems.extend(conflicts)
 
-    prompts = []
+    prompts = {
+        p.name: p for p in _carried(held_by_kind, "PromptTemplate", old.prompts if old else ())
+    }
     for res in by_kind.get("PromptTemplate", []):
         assert isinstance(res.spec, PromptTemplateSpec)
         refs: list[tuple[str, str | None]] = [
@@ -313,53 +403,62 @@ def compile_namespace(namespace: str, resources: Sequence[Resource]) -> CompileR
         if res.spec.evaluation and res.spec.evaluation.judge:
             refs.append(("spec.evaluation.judge.route", res.spec.evaluation.judge.route))
         problems.extend(_route_refs(res, route_names, refs))
-        prompts.append(_prompt(res, res.spec))
+        prompts[res.name] = _prompt(res, res.spec)
 
-    budgets = []
+    budgets = {b.name: b for b in _carried(held_by_kind, "Budget", old.budgets if old else ())}
     for res in by_kind.get("Budget", []):
         assert isinstance(res.spec, BudgetSpec)
         selected = res.spec.selector.routes if res.spec.selector else []
-        refs = [(f"spec.selector.routes[{i}]", name) for i, name in enumerate(selected)]
+        problems.extend(_selection(res, route_names, selected, "budget limits nothing"))
         if res.spec.on_exceeded:
-            refs.append(("spec.onExceeded.route", res.spec.on_exceeded.route))
-        missing = _route_refs(res, route_names, refs)
-        problems.extend(missing)
-        if selected and all(name not in route_names for name in selected):
-            problems.append(
-                Problem(
-                    "Budget",
-                    res.name,
-                    "spec.selector.routes",
-                    "SelectsNothing",
-                    "none of the selected routes exist, so this budget limits nothing; "
-                    "fix spec.selector.routes or remove it to cover the whole namespace",
+            problems.extend(
+                _route_refs(
+                    res, route_names, [("spec.onExceeded.route", res.spec.on_exceeded.route)]
                 )
             )
-        budgets.append(_budget(res, res.spec))
+        budgets[res.name] = _budget(res, res.spec)
 
-    guardrails = []
+    guardrails = {
+        g.name: g for g in _carried(held_by_kind, "GuardrailPolicy", old.guardrails if old else ())
+    }
     for res in by_kind.get("GuardrailPolicy", []):
         assert isinstance(res.spec, GuardrailPolicySpec)
         selected = res.spec.selector.routes if res.spec.selector else []
-        problems.extend(
-            _route_refs(
-                res,
-                route_names,
-                [(f"spec.selector.routes[{i}]", name) for i, name in enumerate(selected)],
-            )
-        )
-        guardrails.append(_guardrail(res, res.spec))
+        problems.extend(_selection(res, route_names, selected, "policy filters nothing"))
+        guardrails[res.name] = _guardrail(res, res.spec)
 
     config = c.SidecarConfig(
         namespace=namespace,
         routes=tuple(routes),
-        prompts=tuple(prompts),
-        budgets=tuple(budgets),
-        guardrails=tuple(guardrails),
+        prompts=tuple(prompts[k] for k in sorted(prompts)),
+        budgets=tuple(budgets[k] for k in sorted(budgets)),
+        guardrails=tuple(guardrails[k] for k in sorted(guardrails)),
     )
+    valid = {(r.kind.kind, r.name) for r in mine}
+    kept = {(h.kind, h.name) for h in held if (h.kind, h.name) not in valid} & _sources(config)
     return CompileResult(
         config=config,
         hash=config.content_hash(),
         problems=tuple(problems),
         compiled=tuple((r.kind.kind, r.name) for r in mine),
+        kept=tuple(sorted(kept)),
+    )
+
+
+_Named = TypeVar("_Named", c.Prompt, c.BudgetRule, c.Guardrail)
+
+
+def _carried(held: Mapping[str, list[Held]], kind: str, previous: Sequence[_Named]) -> list[_Named]:
+    """The previous compiled entries of the held objects of ``kind``."""
+    names = {h.name for h in held.get(kind, [])}
+    return [x for x in previous if x.name in names]
+
+
+def _sources(config: c.SidecarConfig) -> set[tuple[str, str]]:
+    """(kind, name) of every object that has rules in ``config``."""
+    return (
+        {("ModelRoute", r.source) for r in config.routes}
+        | {("PromptTemplate", p.name) for p in config.prompts}
+        | {("Budget", b.name) for b in config.budgets}
+        | {("GuardrailPolicy", g.name) for g in config.guardrails}
     )
