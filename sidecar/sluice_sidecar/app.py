@@ -1,11 +1,16 @@
-"""The two aiohttp applications of the sidecar: the API (127.0.0.1) and the admin port.
+"""The composition root: the two aiohttp applications of the sidecar, the API (127.0.0.1) and the
+admin port, and the stages every request passes.
 
-Owns wiring only: ``create_app`` builds the API app around a ``Gateway`` (config source, clock,
-randomness, secrets, audit sink and upstream session are all passed in or defaulted here; state
-lives in ``web.AppKey``s; the upstream session, config watcher and audit flusher start and stop
-in ``cleanup_ctx``); ``api_runner`` is how it is served (handler cancellation, the request-head
-timeout). ``create_admin_app`` serves ``/healthz``, ``/readyz`` and ``/metrics`` from
-the same gateway. Handlers are thin: the pipeline is ``proxy``.
+Owns wiring only. ``default_stages`` declares the stages and their order — the one place it is
+declared: the prompt template is rendered first, the input guardrails check what will really be
+sent, and the budget reserves last (so it prices the rendered, redacted request); the guardrails'
+output phases see every answer. ``create_app`` builds the API app around a ``Gateway`` (config
+source, clock, randomness, secrets, audit sink, upstream session and stages are passed in or
+defaulted here — by default the same stages a pod runs; tests pass ``stages=`` to narrow them;
+state lives in ``web.AppKey``s; the upstream session, config watcher and audit flusher start and
+stop in ``cleanup_ctx``); ``api_runner`` is how it is served (handler cancellation, the
+request-head timeout). ``create_admin_app`` serves ``/healthz``, ``/readyz`` and ``/metrics``
+from the same gateway. Handlers are thin: the request path is ``gateway``.
 """
 
 from __future__ import annotations
@@ -15,21 +20,27 @@ import contextlib
 import json
 import os
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from . import config_source, errors, inbound_anthropic, proxy, tracing
+from . import config_source, errors, gateway, podinfo, tracing, translate
+from .budget import BudgetStage
 from .clock import Clock, SystemClock
 from .contract import SidecarConfig
 from .credentials import Credentials
+from .exchange import Exchange
+from .gateway import GATEWAY, Gateway
+from .guardrails import GuardrailStage
 from .metering import AuditSink, Metrics, NullAudit, StateCollector, who_from_env
-from .runtime import GATEWAY, Gateway, Hooks
+from .prompts import PromptStage
+from .stage import Stage, Stages
 
 SessionFactory = Callable[[], aiohttp.ClientSession]
+FinishCallback = Callable[[Exchange], None]
 USER_AGENT = "sluice-sidecar"
 API_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/models")
 #: Seconds a client connection may take to send a complete request head, counted from its
@@ -58,6 +69,38 @@ def default_session() -> aiohttp.ClientSession:
     )
 
 
+class _OnFinish(Stage):
+    """Calls a plain callback at ``on_finish`` (e.g. the control-plane usage reporter)."""
+
+    name = "report"
+
+    def __init__(self, callback: FinishCallback) -> None:
+        self._callback = callback
+
+    def on_finish(self, ex: Exchange) -> None:
+        self._callback(ex)
+
+
+def default_stages(
+    source: config_source.ConfigSource,
+    clock: Clock,
+    pod_labels: Mapping[str, str],
+    *,
+    rng: random.Random | None = None,
+    on_finish: Sequence[FinishCallback] = (),
+) -> list[Stage]:
+    """The stages of a sidecar, in order: prompt, guardrails, budget, then ``on_finish``
+    callbacks (which see the settled request)."""
+    budget = BudgetStage((), pod_labels, clock, ())
+    source.subscribe(budget.on_config)
+    return [
+        PromptStage(rng or random.Random()),  # noqa: S311 - traffic split, not secrets
+        GuardrailStage(pod_labels),
+        budget,
+        *(_OnFinish(cb) for cb in on_finish),
+    ]
+
+
 def create_app(
     config: str | Path | SidecarConfig | config_source.ConfigSource,
     *,
@@ -66,7 +109,9 @@ def create_app(
     secrets_dir: str | Path | None = None,
     audit: AuditSink | None = None,
     session_factory: SessionFactory | None = None,
-    hooks: Hooks | None = None,
+    stages: Sequence[Stage] | None = None,
+    on_finish: Sequence[FinishCallback] = (),
+    pod_labels: Mapping[str, str] | None = None,
     registry: CollectorRegistry | None = None,
     audit_flush_seconds: float = 1.0,
     tracer: tracing.Exporter | None = None,
@@ -74,21 +119,28 @@ def create_app(
     audit_prompts: bool = False,
 ) -> web.Application:
     """The API application. ``config`` is a file path, a ``SidecarConfig`` or a ``ConfigSource``.
-    ``who`` defaults to the pod's identity from the environment (``metering.who_from_env``)."""
+    ``stages`` defaults to ``default_stages`` (with ``on_finish`` callbacks last); ``pod_labels``
+    to the pod's labels (``podinfo.pod_labels``, read once here); ``who`` to the pod's identity
+    from the environment (``metering.who_from_env``)."""
     clock = clock or SystemClock()
+    rng = rng or random.Random()  # noqa: S311 - jitter and weights, not secrets
     source = config_source.source_from(config)
+    labels = dict(pod_labels) if pod_labels is not None else podinfo.pod_labels()
+    if stages is None:
+        stages = default_stages(source, clock, labels, rng=rng, on_finish=on_finish)
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
     gw = Gateway(
         source=source,
         clock=clock,
-        rng=rng or random.Random(),  # noqa: S311 - jitter and weights, not secrets
+        rng=rng,
         credentials=Credentials(secrets_dir, clock),
         metrics=Metrics(registry),
         audit=audit or NullAudit(),
-        hooks=hooks or Hooks(),
+        stages=Stages(stages),
         tracer=tracer or tracing.NullExporter(),
         who=who if who is not None else who_from_env(os.environ),
         audit_prompts=audit_prompts,
+        pod_labels=labels,
     )
     registry.register(StateCollector(gw.health, gw.config_health))
     app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
@@ -156,15 +208,15 @@ async def _flush_audit(gw: Gateway, every: float) -> None:
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:
-    return await proxy.handle(request.app[GATEWAY], request, "chat")
+    return await gateway.handle(request.app[GATEWAY], request, "chat")
 
 
 async def _embeddings(request: web.Request) -> web.StreamResponse:
-    return await proxy.handle(request.app[GATEWAY], request, "embeddings")
+    return await gateway.handle(request.app[GATEWAY], request, "embeddings")
 
 
 async def _messages(request: web.Request) -> web.StreamResponse:
-    return await proxy.handle(request.app[GATEWAY], request, "chat", inbound_anthropic.DIALECT)
+    return await gateway.handle(request.app[GATEWAY], request, "chat", translate.ANTHROPIC)
 
 
 async def _models(request: web.Request) -> web.StreamResponse:

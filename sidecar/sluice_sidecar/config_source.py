@@ -142,10 +142,6 @@ class ConfigSource:
         if self.current is not None:
             listener(self.current)
 
-    def unsubscribe(self, listener: Listener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
-
     def _swap(self, config: SidecarConfig) -> None:
         self.current = config
         self.current_hash = config.content_hash()

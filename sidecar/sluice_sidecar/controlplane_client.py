@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import metering
+from . import model
 from .clock import Clock, SystemClock
 from .config_source import ConfigError, FileConfig, parse
 from .contract import BackendHealth, BackendState, UsageEntry, UsageReport
@@ -210,7 +210,7 @@ class UsageReporter:
         if ex.usage is not None:
             c.input_tokens += ex.usage.input_tokens
             c.output_tokens += ex.usage.output_tokens
-            c.cost_usd += metering.cost_usd(ex.backend, ex.usage)
+            c.cost_usd += model.cost_usd(ex.backend, ex.usage)
         if len(c.latencies_ms) < MAX_SAMPLES:
             c.latencies_ms.append((self.clock.now() - ex.started) * 1000)
             if ex.ttft is not None:

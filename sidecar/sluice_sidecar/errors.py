@@ -2,7 +2,7 @@
 
 Owns the exception tree and the single mapping from exception to status, headers and body. Pure:
 no IO. Transport exceptions (aiohttp, OSError, timeouts) are translated into this tree at the edge
-(``providers``), never here.
+(``upstream``), never here; the stages raise ``BudgetExceeded`` and ``GuardrailBlocked``.
 
     SluiceError                     status, type, code, param, message
     ├── RequestError                the client's request is wrong; never sent upstream
@@ -12,7 +12,10 @@ no IO. Transport exceptions (aiohttp, OSError, timeouts) are translated into thi
     │   ├── UnknownModel            404 invalid_request_error / model_not_found
     │   ├── RequestTimeout          408 invalid_request_error / request_timeout (slow body)
     │   ├── PayloadTooLarge         413 invalid_request_error / request_too_large
-    │   └── RateLimited             429 rate_limit_exceeded (budgets, later)
+    │   ├── RateLimited             429 rate_limit_exceeded (a Budget's rpm/tpm) + Retry-After
+    │   │   └── BudgetExceeded      429 insufficient_quota / budget_exceeded + Retry-After
+    │   └── GuardrailBlocked        400 content_filter (input); an answer ends with
+    │                               finish_reason content_filter instead
     ├── NotReady                    503 service_unavailable: no valid config loaded
     ├── NoBackendAvailable          503 service_unavailable + Retry-After: every backend ejected
     └── UpstreamError               one try against one backend failed; carries its FailureClass
@@ -124,6 +127,47 @@ class RateLimited(SluiceError):
 
     def headers(self) -> dict[str, str]:
         return _retry_after_header(self.retry_after)
+
+
+class BudgetExceeded(RateLimited):
+    """429: a Budget's limit would be broken. ``type`` is OpenAI's for a spent quota, so clients
+    that stop retrying on it do the right thing; ``Retry-After`` says when the window resets.
+    ``exceeded`` is the budget stage's record of which limit said no (``budget.Exceeded``)."""
+
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+    def __init__(self, exceeded: Any, message: str) -> None:
+        super().__init__(message, retry_after=exceeded.retry_after)
+        self.exceeded = exceeded
+
+
+_GUARD_CHECKS = {
+    "pii": "personal data",
+    "deny": "a denied pattern",
+    "promptInjection": "a suspected prompt injection",
+    "maxChars": "text longer than allowed",
+}
+
+
+class GuardrailBlocked(RequestError):
+    """A guardrail blocked the request (400) or the answer (``finish_reason: content_filter``).
+    ``stage`` is "input" or "output"; ``check`` the check that blocked."""
+
+    status = 400
+    type = "content_filter"
+    code = "content_filter"
+
+    def __init__(self, policy: str, stage: str, check: str, detail: str = "") -> None:
+        what = _GUARD_CHECKS.get(check, check) + (f" ({detail})" if detail else "")
+        where = "request" if stage == "input" else "answer"
+        super().__init__(
+            f"The {where} was blocked by guardrail policy '{policy}': it contains {what}.",
+            param="messages" if stage == "input" else None,
+        )
+        self.policy = policy
+        self.stage = stage
+        self.check = check
 
 
 class NotReady(SluiceError):

@@ -1,46 +1,19 @@
-"""One client request as it moves through the pipeline: the record every stage reads and extends.
+"""One client request as it moves along the request path: the record every stage reads and extends.
 
-Owns the ``Exchange`` data class, the ``Try`` record of each upstream attempt, and the
-``Dialect`` protocol (the API shape a client speaks when it is not OpenAI's): pure data, no
-behaviour, no IO. Pipeline hooks (prompt rendering, guardrails, budgets — later work) receive it;
-metering and tracing turn it into metrics, the audit record and spans when the request ends.
+Owns the ``Exchange`` data class and the ``Try`` record of each upstream attempt: pure data, no
+behaviour, no IO. The stages (prompts, guardrails, budget) receive it in each phase; metering and
+tracing turn it into metrics, the audit record and spans when the request ends.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from .contract import Backend, Limits, Route
+from .contract import Backend, Limits, Route, SidecarConfig
 from .errors import SluiceError
-from .providers.base import Operation, Upstream, Usage
-
-if TYPE_CHECKING:
-    from .tracing import TraceContext
-
-
-class Dialect(Protocol):
-    """A client API other than OpenAI's (``inbound_anthropic``): requests are translated to the
-    canonical OpenAI body at the door, answers and errors back to the client's shape."""
-
-    name: str
-    #: What ends a successful stream (``b""`` when the last event is enough).
-    done: bytes
-
-    def parse(self, obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """(model, canonical OpenAI chat body) for the client's checked body."""
-
-    def error_body(self, err: SluiceError) -> bytes: ...
-
-    def stream_error(self, err: SluiceError) -> bytes: ...
-
-    def adapt(self, up: Upstream) -> Upstream:
-        """``up`` (which answers in OpenAI's shape) answering in this dialect."""
-
-    def length_stop(self, output_tokens: int) -> bytes:
-        """What ends a stream the sidecar cut at ``limits.maxStreamBytes`` (the dialect's
-        "stopped at the token limit"), after ``output_tokens``."""
-
+from .model import Operation, TraceContext, Usage
+from .translate import OPENAI, ClientAPI
 
 _DEFAULT_LIMITS = Limits()
 
@@ -69,11 +42,13 @@ class Exchange:
     started: float
     #: Monotonic seconds; ``started`` + the route's total timeout.
     deadline: float = 0.0
+    #: The config this request started with (a config swap applies to the next request).
+    config: SidecarConfig | None = None
     #: The limits of the config this request started with.
     limits: Limits = _DEFAULT_LIMITS
     #: The most output tokens the answer may have: the client's ``max_completion_tokens`` or
     #: ``max_tokens``, else ``limits.defaultMaxTokens`` (what a budget reservation is computed
-    #: from; a hook that lowers the request's cap should lower this too).
+    #: from; a stage that lowers the request's cap should lower this too).
     output_cap: int = 0
     body: dict[str, Any] = field(default_factory=dict)
     model: str = ""
@@ -91,19 +66,20 @@ class Exchange:
     usage: Usage | None = None
     ttft: float | None = None
     bytes_in: int = 0
-    prompt_chars: int = 0
     committed: bool = False
     #: Free-form facts later stages add to the audit record (e.g. prompt version, verdicts).
     annotations: dict[str, Any] = field(default_factory=dict)
-    #: The client's API when it is not OpenAI's (``POST /v1/messages``), and its own body.
-    dialect: Dialect | None = None
+    #: The API the client speaks (``translate.OPENAI``, or ``translate.ANTHROPIC`` for
+    #: ``POST /v1/messages``), and its own body while no stage rewrote the request (then it can
+    #: be passed through as it is).
+    client: ClientAPI = OPENAI
     native: dict[str, Any] | None = None
     #: Every upstream attempt, in order.
     tries: list[Try] = field(default_factory=list)
     #: W3C trace context when the request is traced or propagated.
     trace: TraceContext | None = None
-    #: The prompt that was rendered (``name@label``) and its version (prompt stage, later work).
+    #: The prompt that was rendered (``name@label``) and its version (prompt stage).
     prompt_ref: str | None = None
     prompt_version: int | None = None
-    #: Guardrail verdicts (guardrail stage, later work): ``{"policy", "stage", "action", …}``.
+    #: Guardrail verdicts (guardrail stage): ``{"policy", "stage", "action", …}``.
     verdicts: list[dict[str, Any]] = field(default_factory=list)

@@ -21,13 +21,12 @@ from typing import IO, Any
 
 from aiohttp import web
 
-from . import controlplane_client, pipeline, podinfo, tracing
+from . import controlplane_client, tracing
 from .app import HEADER_TIMEOUT, api_runner, create_admin_app, create_app
-from .clock import SystemClock
 from .config_source import ConfigSource, source_from
 from .contract import SidecarConfig
+from .gateway import GATEWAY
 from .metering import AuditSink, JsonLinesAudit, NullAudit, who_from_env
-from .runtime import GATEWAY
 
 log = logging.getLogger("sluice.sidecar")
 #: Allocations between collections of the youngest generation once serving (default 700).
@@ -99,19 +98,11 @@ async def serve_async(
         )
     else:
         source = source_from(config)
-    clock = SystemClock()
-    hooks = pipeline.build(
-        source,
-        clock,
-        podinfo.pod_labels(),
-        extra_finish=(reporter.record,) if reporter is not None else (),
-    )
     api = create_app(
         source,
-        clock=clock,
         secrets_dir=secrets_dir,
         audit=audit,
-        hooks=hooks,
+        on_finish=(reporter.record,) if reporter is not None else (),
         tracer=tracer,
         audit_prompts=audit_prompts,
     )

@@ -3,7 +3,7 @@
 Owns the metric definitions (one ``CollectorRegistry`` per app, no globals), their names
 (OpenTelemetry GenAI semantic conventions where one exists: ``gen_ai_client_operation_duration``,
 ``gen_ai_client_token_usage``, ``gen_ai_server_time_to_first_token``; ``sluice_*`` for the rest),
-cost arithmetic and the JSON-lines audit record (one per request: who, what, how much, which
+the JSON-lines audit record (one per request: who, what, how much, which
 verdicts, which config; never a secret, and never any prompt or answer text unless the operator
 of the sidecar switched prompts on). State that only matters when scraped (breaker states,
 config health) is read by a custom collector at scrape time, so the hot path does not pay for it.
@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 
 from .contract import Backend, BackendState
 from .exchange import Exchange, Try
-from .providers.base import Usage
+from .model import cost_usd
 
 DURATION_BUCKETS = (
     0.01,
@@ -78,17 +78,6 @@ _STATE_VALUES = {BackendState.HEALTHY: 0, BackendState.COOLING_DOWN: 1, BackendS
 
 
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def cost_usd(backend: Backend, usage: Usage) -> float:
-    """USD for ``usage`` at ``backend``'s prices. A pure function."""
-    p = backend.pricing
-    cached = min(usage.cached_input_tokens, usage.input_tokens)
-    return (
-        (usage.input_tokens - cached) * p.input_per_mtok
-        + cached * p.cached_input_per_mtok
-        + usage.output_tokens * p.output_per_mtok
-    ) / 1_000_000
 
 
 def headers(ex: Exchange) -> dict[str, str]:
@@ -151,7 +140,7 @@ def audit_record(
         "namespace": who.get("namespace"),
         "pod": who.get("pod"),
         "serviceAccount": who.get("serviceAccount"),
-        "api": ex.dialect.name if ex.dialect is not None else "openai",
+        "api": ex.client.name,
         "operation": ex.operation,
         "model": ex.model if route is not None else None,
         "route": route.name if route is not None else None,
@@ -254,7 +243,7 @@ def audit_line(
         _js(who.get("namespace")),
         _js(who.get("pod")),
         _js(who.get("serviceAccount")),
-        _ESC(ex.dialect.name) if ex.dialect is not None else '"openai"',
+        _ESC(ex.client.name),
         _ESC(ex.operation),
         _ESC(ex.model) if route is not None else "null",
         _ESC(route.name) if route is not None else "null",

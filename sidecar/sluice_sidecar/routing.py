@@ -18,7 +18,6 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 
 from .contract import Backend, BackendState, FailureClass, Route, Strategy
 
@@ -257,30 +256,6 @@ def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential back-off with equal jitter (half fixed, half random); ``attempt`` from 1."""
     ceiling = min(cap, base * (2.0 ** max(0, attempt - 1)))
     return ceiling / 2 + rng.random() * ceiling / 2
-
-
-def parse_retry_after(value: str | None, now_wall: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (RFC 9110: delay-seconds or HTTP-date).
-
-    Returns None when absent or unparseable (the caller then uses its default back-off); a date in
-    the past gives 0. Capping is the caller's (it knows ``maxRetryAfter``). Decimal seconds, which
-    some providers send, are accepted.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if text.isascii() and text.replace(".", "", 1).isdigit():
-        seconds = float(text)
-        return seconds if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now_wall)
 
 
 # --- the retry / fallback decision --------------------------------------------------------------

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from .model import TraceContext
+
 if TYPE_CHECKING:
     from .exchange import Exchange
 
@@ -33,23 +35,6 @@ _HEX = frozenset("0123456789abcdef")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 PROVIDER_NAMES = {"gemini": "gcp.gemini", "mistral": "mistral_ai"}
-
-
-@dataclass(frozen=True, slots=True)
-class TraceContext:
-    trace_id: str
-    #: The caller's span (None when the sidecar started the trace).
-    parent_id: str | None
-    #: The sidecar's own span for this request (None when spans are not exported).
-    span_id: str | None
-    flags: str = "01"
-    state: str | None = None
-    #: The ``traceparent`` as received, passed upstream unchanged when not exporting.
-    received: str | None = None
-
-    @property
-    def sampled(self) -> bool:
-        return bool(int(self.flags, 16) & 1)
 
 
 def _hex(value: str, n: int) -> bool:
@@ -98,16 +83,7 @@ def incoming(headers: Mapping[str, str], exporting: bool) -> TraceContext | None
 
 def upstream_headers(ctx: TraceContext | None, span_id: str | None) -> dict[str, str]:
     """``traceparent`` (and ``tracestate``) for one try upstream."""
-    if ctx is None:
-        return {}
-    if span_id is None:
-        value = ctx.received or f"00-{ctx.trace_id}-{ctx.parent_id}-{ctx.flags}"
-    else:
-        value = f"00-{ctx.trace_id}-{span_id}-{ctx.flags}"
-    out = {"traceparent": value}
-    if ctx.state:
-        out["tracestate"] = ctx.state
-    return out
+    return {} if ctx is None else ctx.upstream_headers(span_id)
 
 
 @dataclass(slots=True)

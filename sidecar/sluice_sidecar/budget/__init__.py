@@ -1,8 +1,9 @@
-"""Budget enforcement in the sidecar: reserve before the call, settle after, per window.
+"""The budget stage: spend, token and rate limits, reserved before the call and settled after.
 
-Owns the public face of the ``budget`` package and its glue to the request pipeline:
-``Enforcer`` (the two pipeline hooks over a ``BudgetPolicy``, plus config swaps and status) and
-the factory ``make_hooks``. The parts:
+Owns the public face of the ``budget`` package and its stage: ``BudgetStage`` (``on_request``
+and ``on_finish`` over a ``BudgetPolicy``, plus config swaps and status). ("Budget" here always
+means a Budget resource's limits; the retry budget is ``routing``'s, and a request's time is its
+deadline.) The parts:
 
 * ``windows`` — Day/Week/Month windows in an IANA zone (DST, month ends), rolling windows as a
   bounded ring of buckets, and the clock-step rule (a window is never reset early or twice).
@@ -12,12 +13,13 @@ the factory ``make_hooks``. The parts:
 * ``policy`` — selection, worst-case estimate and imposed output cap, combining budgets, and the
   Block / Downgrade / AlertOnly actions.
 
-How it runs in the pipeline (``runtime.Hooks``): ``Enforcer.before_backend`` runs after the
+How it runs on the request path (``stage.Stage``): ``BudgetStage.on_request`` runs after the
 route is resolved (and after prompt rendering and input guardrails, which may change the body:
-register it last). It reserves the worst case in every budget that covers the request and either
+it is declared last, ``app.default_stages``). It reserves the worst case in every budget that
+covers the request and either
 raises (``BudgetExceeded``/``errors.RateLimited`` → 429 with Retry-After), moves the request to a
 downgrade route (``ex.route``), or lets it through; a body without an output cap gets the config's
-``defaultMaxTokens`` (a new ``ex.body`` dict). ``Enforcer.on_finish`` runs once per request and
+``defaultMaxTokens`` (a new ``ex.body`` dict). ``BudgetStage.on_finish`` runs once per request and
 settles the reservations with ``ex.usage`` at ``ex.backend``'s prices, or releases them when the
 request produced no usage. Windows use ``clock.wall()``; rate limits use ``clock.now()``.
 
@@ -37,26 +39,28 @@ worst case; only the final try's usage is charged (a mid-stream ``Continue`` fal
 partial answer is not); and counters live in memory, so a restarted sidecar starts its windows
 from zero.
 
-**Across replicas (later).** Each sidecar enforces what it sees, so N replicas may spend up to N
-limits. The plan (DESIGN.md, Doorman-style leases): the operator grants each sidecar a slice of
-each budget window with a TTL, sized by the replicas' recent demand, such that the granted
-slices plus the reported spend never exceed the limit; a sidecar uses its slice as its local cap
-(the same ledger, with per-window caps from the lease) and reports spend per window key, so the
-operator's view survives restarts and seeds new leases. Windows are then keyed by the operator's
-clock (the lease carries start and resetsAt), so replica clock skew cannot reset a window. The
-overshoot bound becomes the sum of the per-sidecar settlement errors plus the slices held by
-sidecars that vanished without reporting (until their lease TTL), and admission stays local: no
-network call on the request path.
+**Across replicas (the leases plan).** Each sidecar enforces what it sees, so N replicas may spend
+up to N limits. The plan (DESIGN.md, Doorman-style leases): the operator grants each sidecar a slice
+of each budget window with a TTL, sized by the replicas' recent demand, such that the granted slices
+plus the reported spend never exceed the limit; a sidecar uses its slice as its local cap (the same
+ledger, with per-window caps from the lease) and reports spend per window key, so the operator's
+view survives restarts and seeds new leases. Windows are then keyed by the operator's clock (the
+lease carries start and resetsAt), so replica clock skew cannot reset a window. The overshoot bound
+becomes the sum of the per-sidecar settlement errors plus the slices held by sidecars that vanished
+without reporting (until their lease TTL), and admission stays local: no network call on the request
+path.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..clock import Clock
 from ..contract import BudgetRule, Route, SidecarConfig
+from ..errors import BudgetExceeded
 from ..exchange import Exchange
+from ..stage import Stage
 from .ledger import (
     Alert,
     Amount,
@@ -67,7 +71,6 @@ from .ledger import (
 )
 from .policy import (
     Admission,
-    BudgetExceeded,
     BudgetPolicy,
     WorstCase,
     check_budgets,
@@ -84,8 +87,8 @@ __all__ = [
     "Amount",
     "BudgetExceeded",
     "BudgetPolicy",
+    "BudgetStage",
     "CalendarTracker",
-    "Enforcer",
     "Exceeded",
     "Ledger",
     "RateExceeded",
@@ -98,15 +101,12 @@ __all__ = [
     "WorstCase",
     "calendar_window",
     "check_budgets",
-    "make_hooks",
     "prompt_tokens",
     "selects",
     "worst_case",
 ]
 
 log = logging.getLogger("sluice.budget")
-RequestHook = Callable[[Exchange], Awaitable[None]]
-FinishHook = Callable[[Exchange], None]
 AlertSink = Callable[[Alert], None]
 #: Admissions tracked at once; beyond it the oldest is released (on_finish must have been lost).
 MAX_TRACKED = 100_000
@@ -118,8 +118,10 @@ def _route_map(routes: Mapping[str, Route] | Iterable[Route]) -> dict[str, Route
     return {r.name: r for r in routes}
 
 
-class Enforcer:
-    """The budget hooks of one sidecar (one pod): ``before_backend`` and ``on_finish``."""
+class BudgetStage(Stage):
+    """The budget stage of one sidecar (one pod): ``on_request`` and ``on_finish``."""
+
+    name = "budget"
 
     def __init__(
         self,
@@ -152,7 +154,7 @@ class Enforcer:
             mono=self.clock.now(),
         )
 
-    async def before_backend(self, ex: Exchange) -> None:
+    async def on_request(self, ex: Exchange) -> None:
         route = ex.route
         if route is None or not self.policy.active:
             return
@@ -208,26 +210,3 @@ class Enforcer:
 
     def in_flight(self) -> int:
         return len(self._inflight)
-
-
-def make_hooks(
-    config_budgets: Sequence[BudgetRule],
-    pod_labels: Mapping[str, str],
-    clock: Clock,
-    routes: Mapping[str, Route] | Iterable[Route],
-    *,
-    default_max_tokens: int = 4096,
-    on_alert: AlertSink | None = None,
-) -> tuple[RequestHook, FinishHook]:
-    """``(before_backend, on_finish)`` for ``runtime.Hooks``, enforcing ``config_budgets`` for
-    a pod with ``pod_labels``. For config swaps and status, build an ``Enforcer`` instead (these
-    are its bound methods)."""
-    e = Enforcer(
-        config_budgets,
-        pod_labels,
-        clock,
-        routes,
-        default_max_tokens=default_max_tokens,
-        on_alert=on_alert,
-    )
-    return e.before_backend, e.on_finish

@@ -44,8 +44,8 @@ from typing import Any
 
 from .. import errors
 from ..contract import Backend, BudgetRule, ExceededAction, Provider, Route, Selector, WindowKind
-from ..metering import cost_usd
-from ..providers.base import Usage
+from ..errors import BudgetExceeded
+from ..model import Usage, cost_usd
 from .ledger import Alert, Exceeded, Ledger, Reservation, WindowStatus
 from .ratelimit import RateExceeded, RateLimiter
 from .windows import zone
@@ -178,18 +178,6 @@ def with_cap(body: Mapping[str, Any], worst: WorstCase) -> dict[str, Any]:
 
 
 # --- errors -------------------------------------------------------------------------------------
-
-
-class BudgetExceeded(errors.RateLimited):
-    """429: a Budget's limit would be broken. ``type`` is OpenAI's for a spent quota, so clients
-    that stop retrying on it do the right thing; ``Retry-After`` says when the window resets."""
-
-    type = "insufficient_quota"
-    code = "budget_exceeded"
-
-    def __init__(self, exceeded: Exceeded, message: str) -> None:
-        super().__init__(message, retry_after=exceeded.retry_after)
-        self.exceeded = exceeded
 
 
 def _amount(metric: str, value: float, *, unit: bool = True) -> str:

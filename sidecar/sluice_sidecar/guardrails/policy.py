@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, TypeVar
 
 from ..contract import GuardAction, Guardrail, GuardStage
-from ..errors import SluiceError
+from ..errors import GuardrailBlocked
 from .detectors import DENY_PREFIX, Scanner, Span
 from .holdback import HoldbackRedactor
 from .injection import InjectionScore, score
@@ -63,34 +63,9 @@ INJECTION_ROLES: Final = frozenset({"user", "tool"})
 _CACHE_MAX_CHARS: Final = 1 << 16
 _CACHE_ENTRIES: Final = 2048
 _STRICTNESS: Final[dict[str, int]] = {"Audit": 0, "Holdback": 1, "Buffer": 2}
-_CHECK_TEXT: Final = {
-    "pii": "personal data",
-    "deny": "a denied pattern",
-    "promptInjection": "a suspected prompt injection",
-    "maxChars": "text longer than allowed",
-}
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-
-
-class GuardrailBlocked(SluiceError):  # noqa: N818 - named like the errors tree
-    """A guardrail blocked the request (400) or the answer (``finish_reason: content_filter``)."""
-
-    status = 400
-    type = "content_filter"
-    code = "content_filter"
-
-    def __init__(self, policy: str, stage: Stage, check: str, detail: str = "") -> None:
-        what = _CHECK_TEXT.get(check, check) + (f" ({detail})" if detail else "")
-        where = "request" if stage == "input" else "answer"
-        super().__init__(
-            f"The {where} was blocked by guardrail policy '{policy}': it contains {what}.",
-            param="messages" if stage == "input" else None,
-        )
-        self.policy = policy
-        self.stage = stage
-        self.check = check
 
 
 class _LRU(Generic[K, V]):

@@ -18,7 +18,9 @@ from typing import Any
 from .. import errors, sse, validate
 from ..clock import Clock
 from ..contract import MockBehaviour
-from .base import Adapter, Call, Upstream, Usage
+from ..model import Usage
+from ..translate import BackendDialect, Call
+from .base import Upstream
 
 _WORDS = (
     "This",
@@ -61,12 +63,15 @@ def embedding(text: Any) -> list[float]:
     return [round((b - 128) / 128, 4) for b in digest[:8]]
 
 
-class MockAdapter(Adapter):
+class MockTransport:
+    """The ``mock`` provider's transport: answers in the canonical (OpenAI) shape, whatever the
+    dialect, without any network."""
+
     def __init__(self, clock: Clock, rng: random.Random) -> None:
         self._clock = clock
         self._rng = rng
 
-    async def open(self, call: Call) -> Upstream:
+    async def open(self, call: Call, dialect: BackendDialect) -> Upstream:
         b = call.backend.mock or _DEFAULT
         if b.latency_ms > 0:
             await self._clock.sleep(b.latency_ms / 1000.0)

@@ -1,7 +1,8 @@
-"""The Anthropic Messages API: OpenAI chat requests to ``POST /v1/messages`` and answers back.
+"""The ``openai_anthropic`` translator: OpenAI chat requests to Anthropic's ``POST /v1/messages``
+and its answers back. Pure: no IO.
 
 Owns the translation in both directions between the OpenAI chat format the sidecar serves and
-Anthropic's wire format, and the thin adapter that sends it:
+Anthropic's wire format (``DIALECT`` is the backend half the request path uses):
 
 * request: system/developer messages → top-level ``system`` (a string, or text blocks when the
   client sent parts); text, images (``data:`` URLs → base64 source, http(s) → url source) and PDF
@@ -20,10 +21,8 @@ Anthropic's wire format, and the thin adapter that sends it:
   ``UpstreamStreamError`` of the right failure class.
 * errors: ``normalise_error`` maps Anthropic's error types (and HTTP 529) to OpenAI's vocabulary
   so fallback rules treat them like any provider's.
-* native passthrough: a ``/v1/messages`` request (``Call.native``) is sent as the client wrote it
-  and answered in Anthropic's format (``dialect = "anthropic"``), still metered.
 
-Everything above the adapter classes is pure.
+The pass-through of an Anthropic client's own body is another pair: ``anthropic_anthropic``.
 """
 
 from __future__ import annotations
@@ -31,12 +30,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiohttp
-
 from .. import errors, sse
-from ..clock import Clock
-from . import chat, wire
-from .base import Adapter, Call, Upstream, Usage
+from ..model import Operation, Usage
+from . import chat
+from .base import Answer, Call, Normalised, dumps, incomplete, loads_event
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -72,15 +69,8 @@ def url_of(base_url: str | None) -> str:
     return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
 
 
-def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
-    """(url, body, headers) for ``call``. A purely computational function."""
-    if call.native is not None:
-        body = dict(call.native)
-        body["model"] = call.backend.model
-    else:
-        body = to_messages_request(call.body, call.backend.model, call.default_max_tokens)
-        if call.stream:
-            body["stream"] = True
+def headers_for(call: Call) -> dict[str, str]:
+    """The headers of a Messages request for ``call``."""
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if call.stream else "application/json",
@@ -89,7 +79,7 @@ def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
     }
     if call.api_key:
         headers["x-api-key"] = call.api_key
-    return url_of(call.backend.base_url), wire.dumps(body), headers
+    return headers
 
 
 def to_messages_request(
@@ -295,7 +285,7 @@ def to_chat_completion(msg: dict[str, Any], created: int) -> tuple[dict[str, Any
 def normalise_error(
     status: int, code: str | None, etype: str | None, message: str
 ) -> tuple[int, str | None, str | None]:
-    """Anthropic's error answer in OpenAI's vocabulary (see ``http.Normaliser``)."""
+    """Anthropic's error answer in OpenAI's vocabulary (``BackendDialect.normalise_error``)."""
     text = message.lower()
     if "prompt is too long" in text or "context window" in text or "too many tokens" in text:
         return status, "context_length_exceeded", "invalid_request_error"
@@ -343,8 +333,9 @@ class StreamTranslator:
             self._w = chat.ChunkWriter("msg", self.created, "")
         return self._w
 
-    def feed(self, event: str | None, data: dict[str, Any]) -> list[bytes]:
-        kind = data.get("type") or event
+    def feed(self, ev: sse.Event) -> list[bytes]:
+        data = loads_event(ev, self.backend)
+        kind = data.get("type") or ev.event
         if kind == "content_block_delta":
             delta = data.get("delta") or {}
             dtype = delta.get("type")
@@ -397,6 +388,11 @@ class StreamTranslator:
             raise stream_error(data, self.backend)
         return []  # ping, content_block_stop, events added later
 
+    def end(self) -> list[bytes]:
+        if not self.complete:
+            raise incomplete(self.backend)
+        return []
+
     def _usage_delta(self, u: Any) -> None:
         if not isinstance(u, dict):
             return
@@ -413,94 +409,32 @@ class StreamTranslator:
             self.usage = Usage(base.input_tokens, u["output_tokens"], base.cached_input_tokens)
 
 
-class NativeStream:
-    """Anthropic events passed through to an Anthropic client, metered on the way. Events before
-    the first content are held back, so a failure before any content can still be retried."""
+class AnthropicDialect:
+    """The backend half of ``openai_anthropic``: canonical chat requests to Messages requests,
+    Messages answers and events to canonical ones."""
 
-    def __init__(self, backend: str) -> None:
-        self.backend = backend
-        self.usage: Usage | None = None
-        self.complete = False
-        self.finished = False
-        self.content_chunks = 0
-        self._held: list[bytes] | None = []
+    name = "anthropic"
+    operations: frozenset[Operation] = frozenset({"chat"})
 
-    def feed(self, event: str | None, data: dict[str, Any], raw: str) -> list[bytes]:
-        kind = data.get("type") or event
-        if kind == "error":
-            raise stream_error(data, self.backend)
-        frame = sse.encode(raw, str(kind))
-        if kind == "message_start":
-            self.usage = usage_of((data.get("message") or {}).get("usage"))
-        elif kind == "content_block_delta":
-            self.content_chunks += 1
-        elif kind == "message_delta":
-            self.complete = True
-            u = data.get("usage")
-            if isinstance(u, dict) and isinstance(u.get("output_tokens"), int):
-                base = self.usage or Usage(0, 0)
-                if isinstance(u.get("input_tokens"), int):
-                    base = usage_of(u) or base
-                self.usage = Usage(base.input_tokens, u["output_tokens"], base.cached_input_tokens)
-        elif kind == "message_stop":
-            self.finished = True
-        if self._held is not None:
-            self._held.append(frame)
-            if kind in ("content_block_delta", "message_delta", "message_stop"):
-                out, self._held = self._held, None
-                return out
-            return []
-        return [frame]
+    def request(self, call: Call) -> tuple[str, bytes, dict[str, str]]:
+        body = to_messages_request(call.body, call.backend.model, call.default_max_tokens)
+        if call.stream:
+            body["stream"] = True
+        return url_of(call.backend.base_url), dumps(body), headers_for(call)
 
+    def normalise_error(
+        self, status: int, code: str | None, etype: str | None, message: str
+    ) -> Normalised:
+        return normalise_error(status, code, etype, message)
 
-# --- the adapter (IO) -----------------------------------------------------------------------
-
-
-class AnthropicAdapter(Adapter):
-    def __init__(self, session: aiohttp.ClientSession, clock: Clock) -> None:
-        self._poster = wire.Poster(session, clock)
-        self._clock = clock
-
-    async def open(self, call: Call) -> Upstream:
-        if call.operation != "chat":
-            raise errors.UnsupportedProvider(
-                f"Backend '{call.backend.name}' (anthropic) cannot serve {call.operation}.",
-                backend=call.backend.name,
-            )
-        url, payload, headers = build_request(call)
-        resp = await self._poster.post(call, url, payload, headers, normalise_error)
-        return AnthropicUpstream(resp, call, int(self._clock.wall()))
-
-
-class AnthropicUpstream(wire.TranslatedUpstream):
-    def __init__(self, resp: aiohttp.ClientResponse, call: Call, created: int) -> None:
-        super().__init__(resp, call)
-        self._created = created
-        self._translator: StreamTranslator | NativeStream
-        if call.native is not None:
-            self.dialect = "anthropic"
-            self._translator = NativeStream(self._backend)
-        else:
-            self._translator = StreamTranslator(self._backend, created, call.client_wants_usage)
-
-    def translate_body(self, raw: bytes, obj: dict[str, Any]) -> bytes:
+    def answer(self, call: Call, raw: bytes, obj: dict[str, Any], created: int) -> Answer:
         if obj.get("type") == "error":
-            raise stream_error(obj, self._backend)
-        if self.dialect == "anthropic":
-            self.usage = usage_of(obj.get("usage"))
-            return raw
-        body, self.usage = to_chat_completion(obj, self._created)
-        return json.dumps(body, separators=(",", ":")).encode()
+            raise stream_error(obj, call.backend.name)
+        body, usage = to_chat_completion(obj, created)
+        return Answer(json.dumps(body, separators=(",", ":")).encode(), usage)
 
-    def on_event(self, ev: sse.Event) -> list[bytes]:
-        data = wire.loads_event(ev, self._backend)
-        t = self._translator
-        if isinstance(t, NativeStream):
-            out = t.feed(ev.event, data, ev.data)
-        else:
-            out = t.feed(ev.event, data)
-        self.usage = t.usage
-        self.complete = t.complete
-        self.finished = t.finished
-        self.content_chunks = t.content_chunks
-        return out
+    def stream(self, call: Call, created: int) -> StreamTranslator:
+        return StreamTranslator(call.backend.name, created, call.client_wants_usage)
+
+
+DIALECT = AnthropicDialect()

@@ -1,6 +1,6 @@
 """Resuming a stream that failed after its commit point (``streaming.midStreamFailure: Continue``).
 
-Owns three pure pieces; the pipeline (``proxy``) does the IO and asks ``routing`` where to go:
+Owns three pure pieces; the request path (``stream``) does the IO and asks ``routing`` where to go:
 
 * ``Transcript`` reads the canonical OpenAI chunks the client was sent and keeps what a resumption
   needs: the text of the answer so far, how many content chunks it took, the first chunk's
@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .contract import Provider
-from .providers.base import Usage
+from ..contract import Provider
+from ..model import Usage
 
 #: What an OpenAI-style backend is asked after the partial answer.
 CONTINUE_PROMPT = (

@@ -1,10 +1,11 @@
-"""The sidecar's live state: the current config snapshot, routing state, adapters and sinks.
+"""The sidecar's live state: the current config snapshot, routing state, stages, transports, sinks.
 
-Owns ``Gateway``, the one object the request pipeline reads (it lives in the app under a
+Owns ``Gateway``, the one object the request path reads (it lives in the app under a
 ``web.AppKey``; there are no module globals), and ``Snapshot``, the derived, immutable view of a
 config that is swapped in whole when the config changes, so a request sees one config from start
 to end. Routing state (breakers, EWMAs, retry budgets) survives config swaps per route and backend
-name. Pipeline hooks are the seam for prompt rendering, guardrails and budgets (later work).
+name. ``Gateway.finish`` is where every request ends: metrics, the stages' ``on_finish``, the
+audit record and the spans.
 """
 
 from __future__ import annotations
@@ -12,41 +13,26 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 
-from . import errors, podinfo, routing, tracing
-from .clock import Clock
-from .config_source import ConfigSource
-from .contract import Backend, BackendState, Provider, Route, SidecarConfig
-from .credentials import Credentials
-from .exchange import Exchange
-from .metering import AuditSink, JsonLinesAudit, Metrics, NullAudit, audit_line, audit_record
-from .providers.anthropic import AnthropicAdapter
-from .providers.base import Adapter, Call
-from .providers.gemini import GeminiAdapter
-from .providers.mock import MockAdapter
-from .providers.openai import OpenAIAdapter
+from .. import errors, podinfo, routing, tracing, translate
+from ..clock import Clock
+from ..config_source import ConfigSource
+from ..contract import Backend, BackendState, Provider, Route, SidecarConfig
+from ..credentials import Credentials
+from ..exchange import Exchange
+from ..metering import AuditSink, JsonLinesAudit, Metrics, NullAudit, audit_line, audit_record
+from ..stage import Stages
+from ..translate import Call, Translator
+from ..upstream import Transport
+from ..upstream.http import HttpTransport
+from ..upstream.mock import MockTransport
 
-log = logging.getLogger("sluice.runtime")
-RequestHook = Callable[[Exchange], Awaitable[None]]
-FinishHook = Callable[[Exchange], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Hooks:
-    """Pipeline seams. ``before_backend`` runs after the route is resolved and before a backend is
-    chosen (render prompt, input guardrails, budget reservation: may edit ``ex.body`` or raise a
-    ``SluiceError``); ``on_finish`` runs once per request with the final exchange (settle usage).
-    A hook that changes the request must assign a new dict to ``ex.body`` rather than edit it in
-    place: that is how the pipeline knows a ``/v1/messages`` body can no longer be passed through
-    to an Anthropic backend as the client wrote it."""
-
-    before_backend: tuple[RequestHook, ...] = ()
-    on_finish: tuple[FinishHook, ...] = ()
+log = logging.getLogger("sluice.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +72,8 @@ class Gateway:
     credentials: Credentials
     metrics: Metrics
     audit: AuditSink
-    hooks: Hooks = Hooks()
+    #: The stages every request passes, in their declared order (``app.default_stages``).
+    stages: Stages = field(default_factory=lambda: Stages(()))
     #: Span export (``tracing``); off unless an OTLP endpoint is configured.
     tracer: tracing.Exporter = field(default_factory=tracing.NullExporter)
     #: Who this sidecar serves (namespace, pod, serviceAccount): stamped on every audit record.
@@ -96,7 +83,7 @@ class Gateway:
     #: The pod's labels (downward API): routes' ``workloadSelector`` is matched against them.
     pod_labels: Mapping[str, str] = field(default_factory=podinfo.pod_labels)
     snapshot: Snapshot | None = None
-    adapters: dict[Provider, Adapter] = field(default_factory=dict)
+    transports: dict[Provider, Transport] = field(default_factory=dict)
     _routes: dict[str, _RouteEntry] = field(default_factory=dict)
     _auditing: bool = field(default=True, init=False)
 
@@ -122,15 +109,9 @@ class Gateway:
         self.snapshot = snap
 
     def start(self, session: aiohttp.ClientSession) -> None:
-        openai = OpenAIAdapter(session, self.clock)
-        self.adapters = {
-            Provider.OPENAI: openai,
-            Provider.MISTRAL: openai,
-            Provider.OPENAI_COMPATIBLE: openai,
-            Provider.ANTHROPIC: AnthropicAdapter(session, self.clock),
-            Provider.GEMINI: GeminiAdapter(session, self.clock),
-            Provider.MOCK: MockAdapter(self.clock, self.rng),
-        }
+        http = HttpTransport(session, self.clock)
+        self.transports = {p: http for p in Provider if p is not Provider.MOCK}
+        self.transports[Provider.MOCK] = MockTransport(self.clock, self.rng)
 
     def route_state(self, route: Route) -> routing.RouteState:
         entry = self._routes.get(route.name)
@@ -141,15 +122,16 @@ class Gateway:
             )
         return entry.state
 
-    def adapter(self, call: Call) -> Adapter:
-        adapter = self.adapters.get(call.backend.provider)
-        if adapter is None:
+    def translator(self, ex: Exchange, backend: Backend) -> Translator:
+        """The translator for a try of ``ex`` against ``backend``."""
+        tr = translate.pick(ex.client, backend.provider, native=ex.native is not None)
+        if tr is None or backend.provider not in self.transports:
             raise errors.UnsupportedProvider(
-                f"Backend '{call.backend.name}' uses provider '{call.backend.provider}', which "
+                f"Backend '{backend.name}' uses provider '{backend.provider}', which "
                 "this sidecar version cannot speak yet.",
-                backend=call.backend.name,
+                backend=backend.name,
             )
-        return adapter
+        return tr
 
     def make_call(
         self, ex: Exchange, route: Route, backend: Backend, span_id: str | None = None
@@ -170,17 +152,21 @@ class Gateway:
             key,
             ex.request_id,
             limits.default_max_tokens,
-            ex.native if backend.provider is Provider.ANTHROPIC else None,
+            ex.native,
             tracing.upstream_headers(ex.trace, span_id) if ex.trace is not None else {},
             limits.max_response_bytes,
         )
 
     def finish(self, ex: Exchange) -> None:
-        """Metrics, hooks and the audit record of a finished request; never raises."""
+        """Metrics, the stages' ``on_finish`` and the audit record of a finished request; never
+        raises."""
         now = self.clock.now()
         self.metrics.finish(ex, now)
-        for hook in self.hooks.on_finish:
-            hook(ex)
+        for stage in self.stages.finish:
+            try:
+                stage.on_finish(ex)
+            except Exception:  # a stage must never fail a request's finish
+                log.exception("stage %s failed to finish request %s", stage.name, ex.request_id)
         now_wall = self.clock.wall()
         config_hash = self.snapshot.hash if self.snapshot else None
         audit = self.audit

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from .. import errors
-from .base import Usage
+from ..model import Usage
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:

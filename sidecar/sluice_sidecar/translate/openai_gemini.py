@@ -1,6 +1,8 @@
-"""The Gemini API: OpenAI chat requests to ``generateContent`` / ``streamGenerateContent``.
+"""The ``openai_gemini`` translator: OpenAI chat requests to Gemini's ``generateContent`` /
+``streamGenerateContent``, and its answers back. Pure: no IO.
 
-Owns the translation between the OpenAI chat format and Gemini's, and the thin adapter:
+Owns the translation between the OpenAI chat format and Gemini's (``DIALECT`` is the backend half
+the request path uses):
 
 * request (``POST {base}/v1beta/models/{model}:generateContent``, or
   ``:streamGenerateContent?alt=sse``; key in ``x-goog-api-key``): system/developer messages →
@@ -25,7 +27,6 @@ Owns the translation between the OpenAI chat format and Gemini's, and the thin a
 * errors: ``normalise_error`` maps Gemini's errors (an invalid API key is a 400 there; here a
   401, like every provider's) to OpenAI's vocabulary.
 
-Everything above the adapter classes is pure.
 """
 
 from __future__ import annotations
@@ -36,12 +37,10 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
 from .. import errors, sse
-from ..clock import Clock
-from . import chat, wire
-from .base import Adapter, Call, Upstream, Usage
+from ..model import Operation, Usage
+from . import chat
+from .base import Answer, Call, Normalised, dumps, incomplete, loads_event
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 FINISH_REASONS = {
@@ -82,7 +81,7 @@ def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
         headers["x-goog-api-key"] = call.api_key
     url = url_of(call.backend.base_url, call.backend.model, call.stream)
     payload = to_generate_request(call.body, call.default_max_tokens)
-    return url, wire.dumps(payload), headers
+    return url, dumps(payload), headers
 
 
 def to_generate_request(body: dict[str, Any], default_max_tokens: int = 0) -> dict[str, Any]:
@@ -330,7 +329,7 @@ def to_chat_completion(
 def normalise_error(
     status: int, code: str | None, etype: str | None, message: str
 ) -> tuple[int, str | None, str | None]:
-    """Gemini's error answer in OpenAI's vocabulary (see ``http.Normaliser``)."""
+    """Gemini's error answer in OpenAI's vocabulary (``BackendDialect.normalise_error``)."""
     text = message.lower()
     if "api key not valid" in text or "api_key_invalid" in text:
         return 401, "invalid_api_key", "invalid_request_error"
@@ -362,7 +361,11 @@ class StreamTranslator:
         self._open: set[int] = set()
         self._done: set[int] = set()
 
-    def feed(self, obj: dict[str, Any]) -> list[bytes]:
+    #: Gemini streams end at EOF: there is no last event.
+    finished = False
+
+    def feed(self, ev: sse.Event) -> list[bytes]:
+        obj = loads_event(ev, self.backend)
         failure = in_band_error(obj, self.backend)
         if failure is not None:
             raise failure
@@ -407,53 +410,39 @@ class StreamTranslator:
         return out
 
     def end(self) -> list[bytes]:
+        if not self.complete:
+            raise incomplete(self.backend)
         if self.wants_usage and self.usage is not None and self._w is not None:
             return [self._w.usage(self.usage)]
         return []
 
 
-# --- the adapter (IO) -----------------------------------------------------------------------
+class GeminiDialect:
+    """The backend half of ``openai_gemini``."""
 
+    name = "gemini"
+    operations: frozenset[Operation] = frozenset({"chat"})
 
-class GeminiAdapter(Adapter):
-    def __init__(self, session: aiohttp.ClientSession, clock: Clock) -> None:
-        self._poster = wire.Poster(session, clock)
-        self._clock = clock
+    def request(self, call: Call) -> tuple[str, bytes, dict[str, str]]:
+        return build_request(call)
 
-    async def open(self, call: Call) -> Upstream:
-        if call.operation != "chat":
-            raise errors.UnsupportedProvider(
-                f"Backend '{call.backend.name}' (gemini) cannot serve {call.operation}.",
-                backend=call.backend.name,
-            )
-        url, payload, headers = build_request(call)
-        resp = await self._poster.post(call, url, payload, headers, normalise_error)
-        return GeminiUpstream(resp, call, int(self._clock.wall()))
+    def normalise_error(
+        self, status: int, code: str | None, etype: str | None, message: str
+    ) -> Normalised:
+        return normalise_error(status, code, etype, message)
 
-
-class GeminiUpstream(wire.TranslatedUpstream):
-    def __init__(self, resp: aiohttp.ClientResponse, call: Call, created: int) -> None:
-        super().__init__(resp, call)
-        self._created = created
-        self._model = call.backend.model
-        self._stream = StreamTranslator(
-            self._backend, created, call.backend.model, call.client_wants_usage
-        )
-
-    def translate_body(self, raw: bytes, obj: dict[str, Any]) -> bytes:
-        failure = in_band_error(obj, self._backend)
+    def answer(self, call: Call, raw: bytes, obj: dict[str, Any], created: int) -> Answer:
+        backend = call.backend.name
+        failure = in_band_error(obj, backend)
         if failure is not None:
             raise failure
-        body, self.usage = to_chat_completion(obj, self._created, self._model, self._backend)
-        return json.dumps(body, separators=(",", ":")).encode()
+        body, usage = to_chat_completion(obj, created, call.backend.model, backend)
+        return Answer(json.dumps(body, separators=(",", ":")).encode(), usage)
 
-    def on_event(self, ev: sse.Event) -> list[bytes]:
-        out = self._stream.feed(wire.loads_event(ev, self._backend))
-        self.usage = self._stream.usage
-        self.complete = self._stream.complete
-        self.content_chunks = self._stream.content_chunks
-        return out
+    def stream(self, call: Call, created: int) -> StreamTranslator:
+        return StreamTranslator(
+            call.backend.name, created, call.backend.model, call.client_wants_usage
+        )
 
-    def on_end(self) -> list[bytes]:
-        super().on_end()
-        return self._stream.end()
+
+DIALECT = GeminiDialect()

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .contract import Prompt, PromptVersion
-from .errors import InvalidField
+from ..contract import Prompt, PromptVersion
+from ..errors import InvalidField
 
 HEADER = "x-sluice-prompt"
 PRODUCTION = "production"

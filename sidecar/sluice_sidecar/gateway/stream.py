@@ -1,8 +1,9 @@
-"""Streamed answers: the commit point, the relay, the output limit and mid-stream failures.
+"""Streamed answers: the commit point, the relay, the stages' filters, the output limit and
+mid-stream failures.
 
 Owns what happens once a chat request asked for ``stream: true``. A try opens the stream and
 waits for its first frame (``try_stream``): until then a failure is retried or falls over
-invisibly (``retries``). The first frame commits: the response headers go out and frames are
+invisibly (``dispatch``). The first frame commits: the response headers go out and frames are
 relayed as they arrive, with ``timeouts.idle`` between upstream frames (not counting time the
 client takes to read) and ``timeouts.total`` over everything. After the commit there is no silent
 fallback:
@@ -18,44 +19,58 @@ fallback:
   ``/v1/messages``); the upstream connection is dropped and the estimated output is capped at
   the request's ``max_tokens``.
 
+Each frame goes to the client through one line of steps (``_Relay.write``): a continuation's
+frames are spliced into the first stream (``continuation.Splicer``); the stages' filters see the
+text deltas of each choice (``filtering.ChunkFilters``: holdback redaction; a block ends the
+stream with ``finish_reason: content_filter`` then ``[DONE]``); the translator's client half
+reshapes canonical chunks into the client's events (``/v1/messages``); the output limit counts
+what is written. A stream with none of these steps is relayed as it arrives, without a detour.
+
 Usage is settled per try (provider-reported when a try completed, else estimated) and summed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncGenerator, Awaitable
 
 from aiohttp import web
 
-from . import continuation, errors, metering, retries, routing, sse, validate
-from .contract import MidStreamFailure
-from .errors import UpstreamError
-from .exchange import Exchange
-from .providers import chat
-from .providers.base import Call, Upstream, Usage
-from .runtime import Gateway
+from .. import errors, metering, routing, validate
+from ..contract import MidStreamFailure
+from ..errors import UpstreamError
+from ..exchange import Exchange
+from ..model import Usage, total_usage
+from ..translate import Call, StreamReshaper, Translator
+from ..upstream import Upstream
+from . import continuation, dispatch
+from .filtering import ChunkFilters
+from .state import Gateway
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
-Opened = tuple[Upstream, AsyncGenerator[bytes, None], bytes | None]
+Opened = tuple[Upstream, AsyncGenerator[bytes, None], bytes | None, Translator]
 
 
 class _Cut:
     """The relay stopped at ``limits.maxStreamBytes``."""
 
 
+class _Blocked:
+    """A stage's filter ended the stream (``finish_reason: content_filter`` was written)."""
+
+
 CUT = _Cut()
+BLOCKED = _Blocked()
 
 
-async def try_stream(gw: Gateway, ex: Exchange, call: Call) -> Opened:
+async def try_stream(gw: Gateway, ex: Exchange, call: Call, tr: Translator) -> Opened:
     """Open the stream and wait for its first frame: the last point where a retry is invisible."""
-    first_budget = retries.budget(gw, ex, call.route.timeouts.first_token)
+    first_budget = dispatch.time_left(gw, ex, call.route.timeouts.first_token)
     up: Upstream | None = None
     frames: AsyncGenerator[bytes, None] | None = None
     try:
         async with asyncio.timeout(first_budget):
-            up = retries.adapt(ex, await gw.adapter(call).open(call))
+            up = await gw.transports[call.backend.provider].open(call, tr.backend)
             frames = up.frames()
             first = await anext(frames, None)
     except BaseException as exc:
@@ -64,33 +79,59 @@ async def try_stream(gw: Gateway, ex: Exchange, call: Call) -> Opened:
         if up is not None:
             up.close()
         if isinstance(exc, TimeoutError):
-            raise retries.timeout_error(call, "sent no first token", first_budget) from None
+            raise dispatch.timeout_error(call, "sent no first token", first_budget) from None
         raise
-    return up, frames, first
+    return up, frames, first, tr
 
 
 class _Relay:
-    """Writes frames to the client: counts bytes against the limit, records the transcript a
-    continuation needs and rewrites a continuation's frames."""
+    """Writes frames to the client through the stream's steps (splice, filter, reshape), counts
+    bytes against the limit and records the transcript a continuation needs."""
 
-    __slots__ = ("limit", "resp", "sent", "splicer", "transcript")
+    __slots__ = ("filters", "limit", "reshape", "resp", "sent", "splicer", "transcript")
 
     def __init__(
-        self, resp: web.StreamResponse, limit: int, transcript: continuation.Transcript | None
+        self,
+        resp: web.StreamResponse,
+        limit: int,
+        transcript: continuation.Transcript | None,
+        filters: ChunkFilters | None,
+        reshape: StreamReshaper | None,
     ) -> None:
         self.resp = resp
         self.limit = limit
         self.sent = 0
         self.transcript = transcript
         self.splicer: continuation.Splicer | None = None
+        self.filters = filters
+        self.reshape = reshape
+
+    @property
+    def plain(self) -> bool:
+        return (
+            self.splicer is None
+            and self.transcript is None
+            and self.filters is None
+            and self.reshape is None
+        )
 
     async def write(self, frame: bytes) -> bool:
-        """Write ``frame``; False when it does not fit under the limit (the whole events of it
-        that fit were written)."""
+        """Write ``frame`` through the steps; False when it does not fit under the limit (the
+        whole events of it that fit were written) or a filter blocked the stream."""
         if self.splicer is not None:
             frame = self.splicer.rewrite(frame)
-            if not frame:
-                return True
+        if self.filters is not None and frame:
+            frame = self.filters.feed(frame)
+        if self.reshape is not None and frame:
+            frame = self.reshape.feed(frame)
+        if not frame:
+            return self.filters is None or self.filters.blocked is None
+        return await self.write_out(frame) and (
+            self.filters is None or self.filters.blocked is None
+        )
+
+    async def write_out(self, frame: bytes) -> bool:
+        """Write ``frame`` as it is, within the limit."""
         sent = self.sent + len(frame)
         fits = sent <= self.limit
         if not fits:
@@ -104,21 +145,35 @@ class _Relay:
             await self.resp.write(frame)
         return fits
 
+    async def close(self) -> None:
+        """The end of a complete answer: what the filters still hold, the client dialect's
+        closing events."""
+        if self.filters is not None:
+            tail = self.filters.close()
+            if tail and self.reshape is not None:
+                tail = self.reshape.feed(tail)
+            if tail:
+                await self.write_out(tail)
+        if self.reshape is not None:
+            end = self.reshape.end()
+            if end:
+                await self.write_out(end)
+
     async def run(
         self, gw: Gateway, ex: Exchange, frames: AsyncGenerator[bytes, None], first: bytes | None
-    ) -> UpstreamError | _Cut | None:
-        """Relay one try's frames: None when its answer is complete, ``CUT`` at the limit, or
-        the failure that ended it."""
+    ) -> UpstreamError | _Cut | _Blocked | None:
+        """Relay one try's frames: None when its answer is complete, ``CUT`` at the limit,
+        ``BLOCKED`` when a filter ended it, or the failure that ended it."""
         route = ex.route
         assert route is not None
         idle = route.timeouts.idle
         loop = asyncio.get_running_loop()
-        plain = self.splicer is None and self.transcript is None
+        plain = self.plain
         write = self.resp.write
         try:
             if first is not None and not await self.write(first):
-                return CUT
-            async with asyncio.timeout(retries.budget(gw, ex, idle)) as tm:
+                return self._stopped()
+            async with asyncio.timeout(dispatch.time_left(gw, ex, idle)) as tm:
                 async for frame in frames:
                     tm.reschedule(None)  # the client's reading time is not upstream idle time
                     sent = self.sent + len(frame)
@@ -126,8 +181,8 @@ class _Relay:
                         self.sent = sent
                         await write(frame)
                     elif not await self.write(frame):
-                        return CUT
-                    tm.reschedule(loop.time() + retries.budget(gw, ex, idle))
+                        return self._stopped()
+                    tm.reschedule(loop.time() + dispatch.time_left(gw, ex, idle))
         except TimeoutError:
             backend = ex.backend.name if ex.backend is not None else "?"
             return errors.UpstreamTimeout(
@@ -141,45 +196,65 @@ class _Relay:
             await frames.aclose()
         return None
 
+    def _stopped(self) -> _Cut | _Blocked:
+        return BLOCKED if self.filters is not None and self.filters.blocked else CUT
+
 
 async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one piece
     gw: Gateway, request: web.Request, ex: Exchange
 ) -> web.StreamResponse:
     """Answer ``ex`` (a chat request with ``stream: true``) as a stream."""
-    up, frames, first = await retries.with_retries(gw, ex, lambda c: try_stream(gw, ex, c))
+    up, frames, first, tr = await dispatch.with_retries(
+        gw, ex, lambda call, tr: try_stream(gw, ex, call, tr)
+    )
     route = ex.route
     assert route is not None
     ex.ttft = gw.clock.now() - ex.started
     ex.status = 200
     resp = web.StreamResponse(headers={**metering.headers(ex), **_SSE_HEADERS})
-    relay = _Relay(resp, ex.limits.max_stream_bytes, _transcript(ex))
+    relay = _Relay(
+        resp,
+        ex.limits.max_stream_bytes,
+        _transcript(ex),
+        _filters(gw, ex, tr),
+        tr.reshape.stream() if tr.reshape is not None else None,
+    )
     earlier: list[Usage] = []  # settled tries before a continuation
     try:
         await resp.prepare(request)
         ex.committed = True
-        done = sse.DONE if ex.dialect is None else ex.dialect.done
+        done = ex.client.done
         while True:
             end = await relay.run(gw, ex, frames, first)
             if end is None:
+                await relay.close()
                 if done:
                     await resp.write(done)
                 up.release()
                 break
             up.close()
+            if isinstance(end, _Blocked):
+                ex.annotations["outputBlocked"] = True
+                await relay.close()
+                if done:
+                    await resp.write(done)
+                break
             if isinstance(end, _Cut):
                 ex.outcome = "truncated"
                 ex.annotations["truncatedAtBytes"] = relay.sent
                 await resp.write(_length_stop(gw, ex, relay, up) + done)
                 break
-            _mid_stream_failure(gw, ex, end)
+            ex.outcome = "stream_error"
+            ex.error = end
+            dispatch.book_failure(gw, ex, end, retry_after=None, mid_stream=True)
             used = _usage(ex, up)
-            resumed = await _resume(gw, ex, relay, end, _total([*earlier, used]))
+            resumed = await _resume(gw, ex, relay, end, total_usage([*earlier, used]))
             if isinstance(resumed, UpstreamError):
                 ex.error = resumed
-                await resp.write(_error_frame(ex, resumed))
+                await resp.write(ex.client.stream_error(resumed))
                 break
             earlier.append(used)
-            up, frames, first = resumed
+            up, frames, first, _ = resumed
             ex.outcome = "ok"
             ex.error = None
     except ConnectionError:
@@ -189,7 +264,7 @@ async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one pie
         up.close()
         raise
     finally:
-        ex.usage = _total([*earlier, _usage(ex, up)])
+        ex.usage = total_usage([*earlier, _usage(ex, up)])
     try:
         await resp.write_eof()
     except ConnectionError:
@@ -197,12 +272,23 @@ async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one pie
     return resp
 
 
+def _filters(gw: Gateway, ex: Exchange, tr: Translator) -> ChunkFilters | None:
+    """The stages' filters over this stream, or None when no stage filters it (or the answer
+    is not in the canonical shape)."""
+    if not gw.stages.streams or not tr.canonical:
+        return None
+    first = gw.stages.filters(ex)
+    if not first:
+        return None
+    return ChunkFilters(lambda: gw.stages.filters(ex), first)
+
+
 def _transcript(ex: Exchange) -> continuation.Transcript | None:
     """A transcript when a failed stream may be continued (OpenAI clients, one choice)."""
     route = ex.route
     if route is None or route.mid_stream_failure is not MidStreamFailure.CONTINUE:
         return None
-    if ex.dialect is not None or ex.body.get("n") not in (None, 1):
+    if ex.client.name != "openai" or ex.body.get("n") not in (None, 1):
         return None
     return continuation.Transcript()
 
@@ -220,18 +306,20 @@ async def _resume(
     failed = ex.backend
     if transcript is None or not transcript.resumable or failed is None:
         return err
-    decision = retries.next_try(gw, ex, err)
+    decision = dispatch.next_try(gw, ex, err)
     if isinstance(decision, routing.GiveUp):
         return err
     partial, produced, cap = transcript.text, transcript.chunks, ex.output_cap
 
-    def attempt(call: Call) -> Awaitable[Opened]:
+    def attempt(call: Call, tr: Translator) -> Awaitable[Opened]:
         call.body = continuation.resume_body(ex.body, partial, call.backend.provider, produced, cap)
         call.native = None
-        return try_stream(gw, ex, call)
+        return try_stream(gw, ex, call, tr)
 
     try:
-        opened = await retries.with_retries(gw, ex, attempt, resume=(failed, decision, err.failure))
+        opened = await dispatch.with_retries(
+            gw, ex, attempt, resume=(failed, decision, err.failure)
+        )
     except UpstreamError as exc:
         return exc
     ex.annotations["continued"] = ex.annotations.get("continued", 0) + 1
@@ -239,46 +327,17 @@ async def _resume(
     return opened
 
 
-def _mid_stream_failure(gw: Gateway, ex: Exchange, err: UpstreamError) -> None:
-    route, backend = ex.route, ex.backend
-    assert route is not None and backend is not None
-    ex.outcome = "stream_error"
-    ex.error = err
-    if ex.tries:
-        retries.failed_try(ex.tries[-1], err, gw.clock.now())
-    reason = str(err.failure) if err.failure else (err.code or "error")
-    gw.metrics.stream_failures.labels(route.name, backend.name, reason).inc()
-    if routing.on_failure(
-        route,
-        gw.route_state(route).of(backend),
-        failure=err.failure,
-        counts_for_breaker=err.counts_for_breaker,
-        retry_after=None,
-        now=gw.clock.now(),
-        rng=gw.rng,
-    ):
-        gw.metrics.ejections.labels(route.name, backend.name).inc()
-
-
-def _error_frame(ex: Exchange, err: UpstreamError) -> bytes:
-    if ex.dialect is not None:
-        return ex.dialect.stream_error(err)
-    return sse.encode(json.dumps(errors.error_object(err)))
-
-
 def _length_stop(gw: Gateway, ex: Exchange, relay: _Relay, up: Upstream) -> bytes:
     """The frames that end a stream cut at the limit, as if it had reached its token limit."""
-    if ex.dialect is not None:
-        return ex.dialect.length_stop(_usage(ex, up).output_tokens)
     t = relay.transcript
     backend = ex.backend.model if ex.backend is not None else ""
-    return chat.finish_chunk(
+    chunk = (
         (t.id if t is not None and t.id else None) or f"chatcmpl-{ex.request_id}",
         int(gw.clock.wall()),
         (t.model if t is not None and t.model else None) or backend,
-        "length",
         _choices(ex),
     )
+    return ex.client.length_stop(_usage(ex, up).output_tokens, chunk)
 
 
 def _choices(ex: Exchange) -> int:
@@ -303,14 +362,3 @@ def _usage(ex: Exchange, up: Upstream) -> Usage:
         produced = min(produced, ex.output_cap * _choices(ex))
     cached = u.cached_input_tokens if u is not None else 0
     return Usage(prompt, produced, cached, source="estimated")
-
-
-def _total(usages: list[Usage]) -> Usage:
-    if len(usages) == 1:
-        return usages[0]
-    return Usage(
-        sum(u.input_tokens for u in usages),
-        sum(u.output_tokens for u in usages),
-        sum(u.cached_input_tokens for u in usages),
-        "provider" if all(u.source == "provider" for u in usages) else "estimated",
-    )

@@ -1,31 +1,34 @@
-"""``POST /v1/messages``: the Anthropic API served by the sidecar, for apps using the anthropic SDK.
+"""The ``anthropic_openai`` translator's client half: ``POST /v1/messages``, the Anthropic API
+served by the sidecar for apps using the anthropic SDK, over any backend that takes the canonical
+(OpenAI chat) body. Pure: no IO.
 
-Owns the Anthropic *dialect* of the pipeline (``exchange.Dialect``): checking an Anthropic
+Owns the Anthropic client API (``API``: ``translate.base.ClientAPI``): checking an Anthropic
 Messages request and translating it into the canonical OpenAI chat body that routing, hooks and
 every provider work on; and translating the answer back — a ``chat.completion`` into a
 ``message``, ``chat.completion.chunk`` frames into Anthropic's event stream (``message_start``,
 ``content_block_start``/``delta``/``stop``, ``message_delta`` with the usage, ``message_stop``),
 errors into ``{"type": "error", "error": {…}}`` bodies and ``event: error`` frames.
 
-When the chosen backend is Anthropic and no hook replaced the body, the client's own request is
-passed through untouched (``Call.native``: cache_control, thinking, documents, server tools all
-survive) and the answer needs no translation. Otherwise the request goes through the canonical
-form, which drops what OpenAI cannot say: ``thinking`` blocks, ``cache_control``, ``top_k``,
-``is_error`` on tool results; blocks and tools of other types are carried as they are (an
+When the chosen backend is Anthropic and no stage replaced the body, the client's own request is
+passed through untouched (``anthropic_anthropic``: cache_control, thinking, documents, server
+tools all survive) and the answer needs no translation. Otherwise the request goes through the
+canonical form, which drops what OpenAI cannot say: ``thinking`` blocks, ``cache_control``,
+``top_k``, ``is_error`` on tool results; blocks and tools of other types are carried as they are (an
 Anthropic backend understands them, others refuse them).
 
-Everything but ``AnthropicShaped`` (which wraps an upstream) is pure.
+The pairs ``anthropic_gemini`` and ``anthropic_anthropic`` over a rewritten body are this client
+half composed with the backend halves of ``openai_gemini`` and ``openai_anthropic``
+(``translate.pick``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
 from typing import Any
 
-from . import sse
-from .errors import InvalidField, SluiceError
-from .providers.base import Upstream
+from .. import sse
+from ..errors import InvalidField, SluiceError
+from ..model import Operation
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -392,55 +395,44 @@ def error_object(err: SluiceError) -> dict[str, Any]:
 # --- the dialect ------------------------------------------------------------------------------
 
 
-class AnthropicShaped(Upstream):
-    """An upstream answering in OpenAI's shape, answering in Anthropic's."""
+class _StreamReshape:
+    """Canonical chunk frames → Anthropic events, for one stream."""
 
-    dialect = "anthropic"
+    __slots__ = ("_parser", "_writer")
 
-    def __init__(self, inner: Upstream) -> None:
-        self._inner = inner
+    def __init__(self) -> None:
+        self._writer = EventWriter()
+        self._parser = sse.Parser()
 
-    def _sync(self) -> None:
-        self.usage = self._inner.usage
-        self.complete = self._inner.complete
-        self.content_chunks = self._inner.content_chunks
+    def feed(self, frames: bytes) -> bytes:
+        out: list[bytes] = []
+        for ev in self._parser.feed(frames):
+            obj = json.loads(ev.data)
+            if isinstance(obj, dict):
+                out += self._writer.feed(obj)
+        return b"".join(out)
 
-    async def read(self) -> bytes:
-        raw = await self._inner.read()
-        self._sync()
-        return json.dumps(to_message(json.loads(raw)), separators=(",", ":")).encode()
-
-    async def frames(self) -> AsyncGenerator[bytes, None]:
-        writer = EventWriter()
-        parser = sse.Parser()
-        inner = self._inner.frames()
-        try:
-            async for batch in inner:
-                self._sync()
-                out: list[bytes] = []
-                for ev in parser.feed(batch):
-                    obj = json.loads(ev.data)
-                    if isinstance(obj, dict):
-                        out += writer.feed(obj)
-                if out:
-                    yield b"".join(out)
-            self._sync()
-            yield b"".join(writer.end())
-        finally:
-            await inner.aclose()
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def release(self) -> None:
-        self._inner.release()
+    def end(self) -> bytes:
+        return b"".join(self._writer.end())
 
 
-class AnthropicDialect:
+class AnthropicReshaper:
+    """The client half of ``anthropic_*`` pairs that go through the canonical body."""
+
+    def answer(self, body: bytes) -> bytes:
+        return json.dumps(to_message(json.loads(body)), separators=(",", ":")).encode()
+
+    def stream(self) -> _StreamReshape:
+        return _StreamReshape()
+
+
+class AnthropicAPI:
+    """``POST /v1/messages`` as a client API: checks, error shapes, the end of a cut stream."""
+
     name = "anthropic"
     done = b""
 
-    def parse(self, obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def parse(self, obj: dict[str, Any], operation: Operation) -> tuple[str, dict[str, Any]]:
         return check(obj), to_chat_request(obj)
 
     def error_body(self, err: SluiceError) -> bytes:
@@ -449,10 +441,7 @@ class AnthropicDialect:
     def stream_error(self, err: SluiceError) -> bytes:
         return sse.encode(json.dumps(error_object(err), ensure_ascii=False), "error")
 
-    def adapt(self, up: Upstream) -> Upstream:
-        return AnthropicShaped(up)
-
-    def length_stop(self, output_tokens: int) -> bytes:
+    def length_stop(self, output_tokens: int, chunk: tuple[str, int, str, int]) -> bytes:
         delta = {"stop_reason": "max_tokens", "stop_sequence": None}
         usage = {"output_tokens": output_tokens}
         return _event(
@@ -460,4 +449,5 @@ class AnthropicDialect:
         ) + _event("message_stop", {"type": "message_stop"})
 
 
-DIALECT = AnthropicDialect()
+API = AnthropicAPI()
+RESHAPE = AnthropicReshaper()

@@ -1,4 +1,6 @@
-"""The OpenAI wire format: ``openai``, ``mistral`` and ``openai-compatible`` (vLLM, Ollama, …).
+"""The ``openai_openai`` translator (pass-through): OpenAI clients to ``openai``, ``mistral`` and
+``openai-compatible`` backends (vLLM, Ollama, …), and the backend half other OpenAI-shaped pairs
+share (``anthropic_openai``).
 
 Owns request building (base URL + path, ``Authorization: Bearer``, the backend's model name,
 ``stream_options.include_usage`` so usage arrives on streams, ``limits.defaultMaxTokens`` as
@@ -14,16 +16,13 @@ keep working. Mistral is not sent ``stream_options`` (it reports usage on the la
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
 from typing import Any
 
-import aiohttp
-
-from .. import errors, sse
-from ..clock import Clock
+from .. import errors, sse, validate
 from ..contract import FailureClass, Provider
-from . import http, wire
-from .base import Adapter, Call, Upstream, Usage
+from ..model import Operation, Usage
+from . import chat
+from .base import Answer, Call, Normalised, dumps
 
 DEFAULT_BASE_URLS = {
     Provider.OPENAI: "https://api.openai.com/v1",
@@ -84,7 +83,7 @@ def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
         so = dict(so) if isinstance(so, dict) else {}
         so["include_usage"] = True
         body["stream_options"] = so
-    payload = wire.dumps(body)
+    payload = dumps(body)
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if call.stream else "application/json",
@@ -97,98 +96,24 @@ def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
     return base + PATHS[call.operation], payload, headers
 
 
-class OpenAIAdapter(Adapter):
-    def __init__(self, session: aiohttp.ClientSession, clock: Clock) -> None:
-        self._session = session
-        self._clock = clock
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+class OpenAIStream:
+    """An OpenAI-style stream, re-emitted in canonical SSE form as it arrives."""
 
-    async def open(self, call: Call) -> Upstream:
-        url, payload, headers = build_request(call)
-        connect = call.route.timeouts.connect
-        timeout = self._timeouts.get(connect)
-        if timeout is None:
-            timeout = self._timeouts[connect] = aiohttp.ClientTimeout(
-                total=None, sock_connect=connect
-            )
-        name = call.backend.name
-        try:
-            resp = await self._session.post(url, data=payload, headers=headers, timeout=timeout)
-        except http.TRANSPORT_ERRORS as exc:
-            raise http.map_exception(exc, name, after_headers=False) from exc
-        if not 200 <= resp.status < 300:
-            raise await http.status_error(resp, name, self._clock.wall())
-        return OpenAIUpstream(resp, call)
+    __slots__ = ("_backend", "_wants_usage", "complete", "content_chunks", "finished", "usage")
 
-
-class OpenAIUpstream(Upstream):
-    def __init__(self, resp: aiohttp.ClientResponse, call: Call) -> None:
-        self._resp = resp
+    def __init__(self, call: Call) -> None:
         self._backend = call.backend.name
         self._wants_usage = call.client_wants_usage
-        self._max_bytes = call.max_response_bytes
+        self.usage: Usage | None = None
+        self.content_chunks = 0
+        self.complete = False
+        self.finished = False
 
-    async def read(self) -> bytes:
-        name = self._backend
-        raw, obj = await http.read_answer(self._resp, name, self._max_bytes)
-        if not isinstance(obj, dict):
-            raise errors.BadUpstreamResponse(
-                f"Backend '{name}' answered 200 with a body that is not a JSON object "
-                f"(content-type {self._resp.content_type!r}).",
-                backend=name,
-            )
-        failure = in_band_error(obj, name)
-        if failure is not None:
-            raise failure
-        self.usage = usage_of(obj)
-        self.complete = True
-        return raw
-
-    async def frames(self) -> AsyncGenerator[bytes, None]:
-        """Frames as they arrive; the frames of one network read go out as one write."""
-        name = self._backend
-        parser = sse.Parser()
-        content = self._resp.content
-        try:
-            while True:
-                raw = await content.readany()
-                if not raw:
-                    break
-                batch: list[bytes] = []
-                for ev in parser.feed(raw):
-                    try:
-                        out = self._frame(ev)
-                    except errors.UpstreamError:
-                        if batch:
-                            yield b"".join(batch)
-                        raise
-                    if out is None:
-                        continue
-                    if out is _DONE:
-                        self.complete = True
-                        if batch:
-                            yield b"".join(batch)
-                        return
-                    batch.append(out)
-                if batch:
-                    yield b"".join(batch)
-        except http.TRANSPORT_ERRORS as exc:
-            raise http.map_exception(exc, name, after_headers=True) from exc
-        if parser.has_partial:
-            raise errors.BadUpstreamResponse(
-                f"Backend '{name}' cut the stream in the middle of an event.", backend=name
-            )
-        if not self.complete:
-            raise errors.BadUpstreamResponse(
-                f"Backend '{name}' ended the stream before the answer was complete "
-                "(no [DONE], no finish_reason).",
-                backend=name,
-            )
-
-    def _frame(self, ev: sse.Event) -> bytes | None:
+    def feed(self, ev: sse.Event) -> list[bytes]:
         data = ev.data
         if data.strip() == "[DONE]":
-            return _DONE
+            self.complete = self.finished = True
+            return []
         try:
             obj = json.loads(data)
         except (ValueError, RecursionError):
@@ -208,8 +133,8 @@ class OpenAIUpstream(Upstream):
                 self.usage = usage
         if not choices:
             if obj.get("usage") and self._wants_usage:
-                return _encode(data)
-            return None
+                return [_encode(data)]
+            return []
         if isinstance(choices, list):
             for choice in choices:
                 if not isinstance(choice, dict):
@@ -219,16 +144,69 @@ class OpenAIUpstream(Upstream):
                 delta = choice.get("delta")
                 if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")):
                     self.content_chunks += 1
-        return _encode(data)
+        return [_encode(data)]
 
-    def close(self) -> None:
-        self._resp.close()
+    def end(self) -> list[bytes]:
+        if not self.complete:
+            raise errors.BadUpstreamResponse(
+                f"Backend '{self._backend}' ended the stream before the answer was complete "
+                "(no [DONE], no finish_reason).",
+                backend=self._backend,
+            )
+        return []
 
-    def release(self) -> None:
-        self._resp.release()
+
+class OpenAIDialect:
+    """The backend half of ``openai_openai``: the body goes on as it is (model, cap and
+    ``stream_options`` set), the answer comes back as it is."""
+
+    name = "openai"
+    operations: frozenset[Operation] = frozenset({"chat", "embeddings"})
+
+    def request(self, call: Call) -> tuple[str, bytes, dict[str, str]]:
+        return build_request(call)
+
+    def normalise_error(
+        self, status: int, code: str | None, etype: str | None, message: str
+    ) -> Normalised:
+        return status, code, etype
+
+    def answer(self, call: Call, raw: bytes, obj: dict[str, Any], created: int) -> Answer:
+        failure = in_band_error(obj, call.backend.name)
+        if failure is not None:
+            raise failure
+        return Answer(raw, usage_of(obj))
+
+    def stream(self, call: Call, created: int) -> OpenAIStream:
+        return OpenAIStream(call)
 
 
-_DONE = b"[DONE]"
+DIALECT = OpenAIDialect()
+
+
+class OpenAIAPI:
+    """The OpenAI API as a client API (``/v1/chat/completions``, ``/v1/embeddings``): the body is
+    already canonical; errors are OpenAI's ``{"error": {…}}``."""
+
+    name = "openai"
+    done = sse.DONE
+
+    def parse(self, obj: dict[str, Any], operation: Operation) -> tuple[str, dict[str, Any]]:
+        model = validate.chat(obj) if operation == "chat" else validate.embeddings(obj)
+        return model, obj
+
+    def error_body(self, err: errors.SluiceError) -> bytes:
+        return errors.error_body(err)
+
+    def stream_error(self, err: errors.SluiceError) -> bytes:
+        return sse.encode(json.dumps(errors.error_object(err)))
+
+    def length_stop(self, output_tokens: int, chunk: tuple[str, int, str, int]) -> bytes:
+        id_, created, model, choices = chunk
+        return chat.finish_chunk(id_, created, model, "length", choices)
+
+
+API = OpenAIAPI()
 
 
 def _encode(data: str) -> bytes:

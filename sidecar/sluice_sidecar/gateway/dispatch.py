@@ -1,10 +1,11 @@
-"""The try loop of one request: send a try, and after a failure ask ``routing`` where to go next.
+"""Dispatch: the try loop of one request, and the one place that books a failed try.
 
 Owns ``with_retries`` (run an attempt against the backends ``routing`` picks until one succeeds
-or routing gives up, feeding breakers, EWMAs, the retry budget, the audit's ``Try`` records and
-the metrics) and the small helpers every try shares (its time budget under the request's
-deadline, the client's dialect). What one try does is the caller's: ``proxy`` for whole answers,
-``streaming`` for streams (which also resumes a failed stream through here).
+or routing gives up), ``book_failure`` (a failed try's record, breaker, metrics — for a try that
+failed before its answer and for a stream that failed after its commit point alike),
+``next_try`` (where to go after a failure), and the small helpers every try shares: its translator
+and call, its time under the request's deadline (``time_left``), the timeout error. What one try
+does is the caller's: ``handle.try_unary`` for whole answers, ``stream.try_stream`` for streams.
 """
 
 from __future__ import annotations
@@ -12,23 +13,22 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from . import errors, routing, tracing
-from .contract import Backend, FailureClass, Route
-from .errors import UpstreamError
-from .exchange import Exchange, Try
-from .providers.base import Call, Upstream
-from .runtime import Gateway
+from .. import errors, routing, tracing
+from ..contract import Backend, FailureClass, Route
+from ..errors import UpstreamError
+from ..exchange import Exchange, Try
+from ..translate import Call, Translator
+from .state import Gateway
 
 T = TypeVar("T")
+#: One try: the call and its translator → the try's result (raises ``UpstreamError``).
+Attempt = Callable[[Call, Translator], Awaitable[T]]
 #: Where a resumed request goes first: the backend that failed, the decision and its reason.
 Resume = tuple[Backend, routing.Attempt, FailureClass | None]
 
 
 async def with_retries(
-    gw: Gateway,
-    ex: Exchange,
-    attempt: Callable[[Call], Awaitable[T]],
-    resume: Resume | None = None,
+    gw: Gateway, ex: Exchange, attempt: Attempt[T], resume: Resume | None = None
 ) -> T:
     """Run ``attempt`` against backends chosen by ``routing`` until one succeeds or routing gives
     up; then re-raise the last failure. Without ``resume`` this is a new request (counted by the
@@ -61,22 +61,10 @@ async def with_retries(
         ex.tries.append(record)
         routing.on_dispatch(health, started)
         try:
-            result = await attempt(gw.make_call(ex, route, backend, record.span_id))
+            tr = gw.translator(ex, backend)
+            result = await attempt(gw.make_call(ex, route, backend, record.span_id), tr)
         except UpstreamError as err:
-            now = clock.now()
-            failed_try(record, err, now)
-            ejected = routing.on_failure(
-                route,
-                health,
-                failure=err.failure,
-                counts_for_breaker=err.counts_for_breaker,
-                retry_after=err.retry_after,
-                now=now,
-                rng=gw.rng,
-            )
-            metrics.attempts.labels(route.name, backend.name, str(err.failure or "fatal")).inc()
-            if ejected:
-                metrics.ejections.labels(route.name, backend.name).inc()
+            book_failure(gw, ex, err, retry_after=err.retry_after)
             step = next_try(gw, ex, err)
             if isinstance(step, routing.GiveUp):
                 raise
@@ -90,6 +78,46 @@ async def with_retries(
         routing.on_success(health, record.duration)
         metrics.attempts.labels(route.name, backend.name, "ok").inc()
         return result
+
+
+def book_failure(
+    gw: Gateway,
+    ex: Exchange,
+    err: UpstreamError,
+    *,
+    retry_after: float | None,
+    mid_stream: bool = False,
+) -> None:
+    """Book the failure of the request's last try (``ex.tries[-1]`` against ``ex.backend``):
+    its audit record, the backend's breaker and cool-down, and the metrics. A stream that
+    failed after its commit point passes ``mid_stream`` (counted as a stream failure, never a
+    cool-down from a Retry-After it cannot honour)."""
+    route, backend = ex.route, ex.backend
+    assert route is not None and backend is not None
+    now = gw.clock.now()
+    if ex.tries:
+        record = ex.tries[-1]
+        record.duration = now - record.started
+        record.result = str(err.failure or "fatal")
+        record.reason = err.code
+        record.status = getattr(err, "upstream_status", None)
+    metrics = gw.metrics
+    if mid_stream:
+        reason = str(err.failure) if err.failure else (err.code or "error")
+        metrics.stream_failures.labels(route.name, backend.name, reason).inc()
+    else:
+        metrics.attempts.labels(route.name, backend.name, str(err.failure or "fatal")).inc()
+    ejected = routing.on_failure(
+        route,
+        gw.route_state(route).of(backend),
+        failure=err.failure,
+        counts_for_breaker=err.counts_for_breaker,
+        retry_after=retry_after,
+        now=now,
+        rng=gw.rng,
+    )
+    if ejected:
+        metrics.ejections.labels(route.name, backend.name).inc()
 
 
 def next_try(gw: Gateway, ex: Exchange, err: UpstreamError) -> routing.Attempt | routing.GiveUp:
@@ -146,26 +174,12 @@ def tries_per_backend(ex: Exchange) -> dict[str, int]:
     return out
 
 
-def failed_try(record: Try, err: UpstreamError, now: float) -> None:
-    record.duration = now - record.started
-    record.result = str(err.failure or "fatal")
-    record.reason = err.code
-    record.status = getattr(err, "upstream_status", None)
-
-
 def timeout_error(call: Call, what: str, seconds: float) -> errors.UpstreamTimeout:
     return errors.UpstreamTimeout(
         f"Backend '{call.backend.name}' {what} within {seconds:g}s.", backend=call.backend.name
     )
 
 
-def adapt(ex: Exchange, up: Upstream) -> Upstream:
-    """``up`` answering in the client's dialect."""
-    if ex.dialect is None or up.dialect == ex.dialect.name:
-        return up
-    return ex.dialect.adapt(up)
-
-
-def budget(gw: Gateway, ex: Exchange, limit: float) -> float:
+def time_left(gw: Gateway, ex: Exchange, limit: float) -> float:
     """Seconds a step may take: ``limit``, or less when the request's deadline is nearer."""
     return max(0.0, min(limit, ex.deadline - gw.clock.now()))

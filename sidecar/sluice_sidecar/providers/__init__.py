@@ -1,1 +1,0 @@
-"""Provider adapters: one module per wire format; ``base`` holds the interface they implement."""

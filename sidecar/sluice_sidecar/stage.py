@@ -1,0 +1,120 @@
+"""The contract between the request path and its stages: ``Stage``, its four phases, and the
+shapes each phase is handed.
+
+A stage is one policy applied to traffic (the prompt template, the guardrails, the budget). It
+may take part in any of four phases, each optional:
+
+* ``on_request(ex)`` — after the route is resolved, before any backend is chosen. It may
+  rewrite the request (assign a *new* dict to ``ex.body``: that is how the request path knows a
+  client's own body can no longer be passed through), refuse it (raise a ``SluiceError``), or
+  re-route it (assign ``ex.route`` and ``ex.deadline``). A stage that must see the answer in
+  the canonical shape sets ``ex.native = None`` (no pass-through of the client's own dialect).
+* ``on_response(ex, answer)`` — a whole (unary) answer in the canonical shape, before it is
+  reshaped for the client; ``answer.body`` parses it on first use, ``answer.replace`` rewrites it.
+* ``stream_filter(ex)`` — a ``DeltaFilter`` over the text deltas of one streamed choice (asked
+  once per choice), or None. It may hold text back (redaction across chunk boundaries) and stop
+  the stream (``blocked``: the choice ends with ``finish_reason: content_filter``).
+* ``on_finish(ex)`` — once per request, after the answer went out: settle, record, report. It
+  must never raise.
+
+``Stages`` keeps the stages in their declared order (``app.default_stages`` declares it) and, per
+phase, only those that implement it, so a phase no stage uses costs nothing per request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from .errors import SluiceError
+from .exchange import Exchange
+
+
+class DeltaFilter(Protocol):
+    """The output check of one streamed choice: ``feed`` each text delta and send what it
+    returns; at the end call ``finish`` once and send what it returns before the choice's
+    ``finish_reason``. Once ``blocked`` is set, nothing more of the choice is sent."""
+
+    @property
+    def blocked(self) -> SluiceError | None: ...
+
+    def feed(self, text: str) -> str: ...
+
+    def finish(self) -> str: ...
+
+
+class UnaryAnswer:
+    """A whole canonical answer (a ``chat.completion`` or an embeddings list) as the stages see
+    it: parsed only when a stage asks for ``body``."""
+
+    __slots__ = ("_obj", "_raw", "changed")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._obj: dict[str, Any] | None = None
+        self.changed = False
+
+    @property
+    def body(self) -> dict[str, Any] | None:
+        """The answer as a JSON object (None when it is not one)."""
+        if self._obj is None:
+            try:
+                obj = json.loads(self._raw)
+            except (ValueError, RecursionError):
+                return None
+            self._obj = obj if isinstance(obj, dict) else None
+        return self._obj
+
+    def replace(self, body: dict[str, Any]) -> None:
+        self._obj = body
+        self.changed = True
+
+    def encoded(self) -> bytes:
+        if not self.changed or self._obj is None:
+            return self._raw
+        return json.dumps(self._obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Stage:
+    """Base class of a stage: every phase does nothing. Override the phases the stage uses."""
+
+    name = "stage"
+
+    async def on_request(self, ex: Exchange) -> None:
+        return None
+
+    def on_response(self, ex: Exchange, answer: UnaryAnswer) -> None:
+        return None
+
+    def stream_filter(self, ex: Exchange) -> DeltaFilter | None:
+        return None
+
+    def on_finish(self, ex: Exchange) -> None:
+        return None
+
+
+def _overrides(stage: Stage, phase: str) -> bool:
+    return getattr(type(stage), phase) is not getattr(Stage, phase)
+
+
+class Stages:
+    """Stages in their declared order, split by phase."""
+
+    __slots__ = ("all", "finish", "request", "response", "streams")
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.all = tuple(stages)
+        self.request = tuple(s for s in self.all if _overrides(s, "on_request"))
+        self.response = tuple(s for s in self.all if _overrides(s, "on_response"))
+        self.streams = tuple(s for s in self.all if _overrides(s, "stream_filter"))
+        self.finish = tuple(s for s in self.all if _overrides(s, "on_finish"))
+
+    def filters(self, ex: Exchange) -> list[DeltaFilter]:
+        """The filters of one streamed choice of ``ex``, in stage order."""
+        out = []
+        for s in self.streams:
+            f = s.stream_filter(ex)
+            if f is not None:
+                out.append(f)
+        return out

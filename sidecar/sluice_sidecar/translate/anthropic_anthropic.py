@@ -1,0 +1,95 @@
+"""The ``anthropic_anthropic`` translator (pass-through): an Anthropic client's ``/v1/messages``
+request sent to an Anthropic backend as the client wrote it, and answered as the backend did.
+
+Owns the pass-through explicitly: the request is the client's own body with the backend's model
+name (``Call.native``: set only while no stage rewrote the request — a rewritten request takes
+``anthropic_openai`` through the canonical body instead); the answer is metered on the way
+(usage from ``message_start`` and ``message_delta``, content events counted) but not changed.
+Events before the first content are held back, so a failure before any content (an
+``overloaded_error`` event) can still be retried invisibly. Pure: no IO.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import sse
+from ..model import Operation, Usage
+from .base import Answer, Call, Normalised, dumps, incomplete, loads_event
+from .openai_anthropic import headers_for, normalise_error, stream_error, url_of, usage_of
+
+
+class NativeStream:
+    """Anthropic events passed through to an Anthropic client, metered on the way. Events before
+    the first content are held back, so a failure before any content can still be retried."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.usage: Usage | None = None
+        self.complete = False
+        self.finished = False
+        self.content_chunks = 0
+        self._held: list[bytes] | None = []
+
+    def feed(self, ev: sse.Event) -> list[bytes]:
+        data = loads_event(ev, self.backend)
+        raw = ev.data
+        kind = data.get("type") or ev.event
+        if kind == "error":
+            raise stream_error(data, self.backend)
+        frame = sse.encode(raw, str(kind))
+        if kind == "message_start":
+            self.usage = usage_of((data.get("message") or {}).get("usage"))
+        elif kind == "content_block_delta":
+            self.content_chunks += 1
+        elif kind == "message_delta":
+            self.complete = True
+            u = data.get("usage")
+            if isinstance(u, dict) and isinstance(u.get("output_tokens"), int):
+                base = self.usage or Usage(0, 0)
+                if isinstance(u.get("input_tokens"), int):
+                    base = usage_of(u) or base
+                self.usage = Usage(base.input_tokens, u["output_tokens"], base.cached_input_tokens)
+        elif kind == "message_stop":
+            self.finished = True
+        if self._held is not None:
+            self._held.append(frame)
+            if kind in ("content_block_delta", "message_delta", "message_stop"):
+                out, self._held = self._held, None
+                return out
+            return []
+        return [frame]
+
+    def end(self) -> list[bytes]:
+        if not self.complete:
+            raise incomplete(self.backend)
+        return []
+
+
+class NativeDialect:
+    """The backend half of ``anthropic_anthropic``."""
+
+    name = "anthropic"
+    operations: frozenset[Operation] = frozenset({"chat"})
+
+    def request(self, call: Call) -> tuple[str, bytes, dict[str, str]]:
+        assert call.native is not None, "anthropic_anthropic needs the client's own body"
+        body = dict(call.native)
+        body["model"] = call.backend.model
+        return url_of(call.backend.base_url), dumps(body), headers_for(call)
+
+    def normalise_error(
+        self, status: int, code: str | None, etype: str | None, message: str
+    ) -> Normalised:
+        return normalise_error(status, code, etype, message)
+
+    def answer(self, call: Call, raw: bytes, obj: dict[str, Any], created: int) -> Answer:
+        if obj.get("type") == "error":
+            raise stream_error(obj, call.backend.name)
+        return Answer(raw, usage_of(obj.get("usage")))
+
+    def stream(self, call: Call, created: int) -> NativeStream:
+        return NativeStream(call.backend.name)
+
+
+DIALECT = NativeDialect()

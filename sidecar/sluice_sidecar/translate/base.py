@@ -1,0 +1,172 @@
+"""The shapes every translator shares: one try's request (``Call``), the backend half of a
+translator (``BackendDialect`` and its per-stream ``StreamDecoder``), the client half
+(``ClientAPI`` and ``Reshaper``) and the pair itself (``Translator``).
+
+A translator is pure: it turns a request body into an upstream request (url, bytes, headers) and
+an upstream answer (a whole JSON body, or one SSE event at a time) back into the canonical answer
+— OpenAI's chat completion and its ``chat.completion.chunk`` frames — and, when the client speaks
+another API, the canonical answer into the client's shape. The one HTTP adapter (``upstream``)
+does the IO; the request path (``gateway``) picks the pair per try.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .. import errors, sse
+from ..contract import Backend, Route
+from ..model import Operation, Usage
+
+#: A provider's view of its own error answer: (status, code, type, message) → (status, code,
+#: type) in OpenAI's vocabulary, so that e.g. "prompt is too long" becomes
+#: ``context_length_exceeded`` and is classified like OpenAI's.
+Normalised = tuple[int, str | None, str | None]
+
+
+@dataclass(slots=True)
+class Call:
+    """One try against one backend."""
+
+    operation: Operation
+    route: Route
+    backend: Backend
+    body: dict[str, Any]
+    stream: bool
+    #: The client itself asked for ``stream_options.include_usage`` (else the usage chunk the
+    #: sidecar asked for is dropped before it reaches the client).
+    client_wants_usage: bool
+    api_key: str | None
+    request_id: str
+    #: ``max_tokens`` sent when the request has none (every provider gets a cap).
+    default_max_tokens: int = 4096
+    #: The client's own body when it is passed through as it is (``anthropic_anthropic``).
+    native: dict[str, Any] | None = None
+    #: ``traceparent`` / ``tracestate`` to send upstream (W3C trace context).
+    trace_headers: dict[str, str] = field(default_factory=dict)
+    #: The most bytes of a non-streamed answer that are read (``limits.maxResponseBytes``).
+    max_response_bytes: int = 32 * 1024 * 1024
+
+
+class StreamDecoder(Protocol):
+    """The backend's stream events → canonical chunk frames, for one stream. Feed it the events
+    in order; it keeps what the meter needs."""
+
+    usage: Usage | None
+    #: Chunks that carried generated content (the token estimate when no usage came).
+    content_chunks: int
+    #: The provider said the answer is complete (a finish reason, ``[DONE]``, …).
+    complete: bool
+    #: The provider said its last word: no more events are needed.
+    finished: bool
+
+    def feed(self, ev: sse.Event) -> list[bytes]:
+        """Frames for the client from one event; raises ``UpstreamError`` (in-band errors)."""
+
+    def end(self) -> list[bytes]:
+        """Frames after the last event; raises ``BadUpstreamResponse`` when incomplete."""
+
+
+class BackendDialect(Protocol):
+    """The backend half of a translator: a provider's wire format."""
+
+    #: The dialect's name (the second half of a translator's name).
+    name: str
+    operations: frozenset[Operation]
+
+    def request(self, call: Call) -> tuple[str, bytes, dict[str, str]]:
+        """(url, body, headers) for ``call``."""
+
+    def normalise_error(
+        self, status: int, code: str | None, etype: str | None, message: str
+    ) -> Normalised:
+        """The provider's error answer in OpenAI's vocabulary."""
+
+    def answer(self, call: Call, raw: bytes, obj: dict[str, Any], created: int) -> Answer:
+        """A whole 2xx answer; raises ``UpstreamError`` for an error inside it."""
+
+    def stream(self, call: Call, created: int) -> StreamDecoder: ...
+
+
+@dataclass(slots=True)
+class Answer:
+    """A whole answer in the dialect the request path serves it in."""
+
+    body: bytes
+    usage: Usage | None
+
+
+class StreamReshaper(Protocol):
+    def feed(self, frames: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+class Reshaper(Protocol):
+    """Canonical answers → a client dialect's answers (the client half of a translator)."""
+
+    def answer(self, body: bytes) -> bytes: ...
+
+    def stream(self) -> StreamReshaper: ...
+
+
+class ClientAPI(Protocol):
+    """An API a client speaks: its request checks, its error shapes and its stream's ending."""
+
+    name: str
+    #: What ends a successful stream (``b""`` when the last event is enough).
+    done: bytes
+
+    def parse(self, obj: dict[str, Any], operation: Operation) -> tuple[str, dict[str, Any]]:
+        """(model, canonical body) for the client's body; ``InvalidField`` when it is wrong."""
+
+    def error_body(self, err: errors.SluiceError) -> bytes: ...
+
+    def stream_error(self, err: errors.SluiceError) -> bytes: ...
+
+    def length_stop(self, output_tokens: int, chunk: tuple[str, int, str, int]) -> bytes:
+        """What ends a stream the sidecar cut at ``limits.maxStreamBytes`` (the dialect's
+        "stopped at the token limit"), after ``output_tokens``; ``chunk`` is the stream's
+        (id, created, model, number of choices) as the client saw them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Translator:
+    """One (client dialect, backend dialect) pair: ``backend`` speaks to the provider and
+    ``reshape`` turns canonical answers into the client's (None: the backend half already
+    answers in the client's dialect — OpenAI clients, and pass-through)."""
+
+    name: str
+    backend: BackendDialect
+    reshape: Reshaper | None = None
+    #: The backend half answers in the canonical shape (False for a pass-through of another
+    #: dialect): only canonical answers are shown to the stages' response phases.
+    canonical: bool = True
+
+
+def loads_event(ev: sse.Event, backend: str) -> dict[str, Any]:
+    """An event's data as a JSON object; ``BadUpstreamResponse`` otherwise."""
+    try:
+        obj = json.loads(ev.data)
+    except (ValueError, RecursionError):
+        obj = None
+    if not isinstance(obj, dict):
+        raise errors.BadUpstreamResponse(
+            f"Backend '{backend}' sent a stream event that is not a JSON object.", backend=backend
+        )
+    return obj
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON for request bodies (UTF-8, no ASCII escaping)."""
+    return _ENCODER.encode(obj).encode()
+
+
+def incomplete(backend: str) -> errors.BadUpstreamResponse:
+    return errors.BadUpstreamResponse(
+        f"Backend '{backend}' ended the stream before the answer was complete.", backend=backend
+    )
