@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from cluster.operator_proc import start_operator  # noqa: E402
 from cluster.sidecar_proc import start_sidecar  # noqa: E402
-from sluice_operator import devcluster  # noqa: E402
+from sluice_cli import devcluster  # noqa: E402
 
 
 def route(reply: str) -> str:

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from cluster.operator_proc import start_operator  # noqa: E402
-from sluice_operator import devcluster  # noqa: E402
+from sluice_cli import devcluster  # noqa: E402
 
 
 def objects(namespaces: int, per_ns: int) -> list[dict[str, object]]:

@@ -18,11 +18,11 @@ step "building/locating the local control-plane tools"
 bash hack/ensure-tools.sh
 
 step "ruff"
-"${PY}" -m ruff check operator sidecar tests bench
-"${PY}" -m ruff format --check operator sidecar tests bench
+"${PY}" -m ruff check operator sidecar cli tests bench
+"${PY}" -m ruff format --check operator sidecar cli tests bench
 
 step "mypy --strict"
-"${PY}" -m mypy operator/sluice_operator sidecar/sluice_sidecar
+"${PY}" -m mypy operator/sluice_operator sidecar/sluice_sidecar cli/sluice_cli
 
 step "import-linter"
 lint-imports

@@ -16,8 +16,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import manifests
-from .compile import CompileResult, compile_namespace
+from sluice_operator import configmap, manifests
+from sluice_operator.compile import CompileResult, compile_namespace
 
 POLL_SECONDS = 1.0
 
@@ -126,7 +126,7 @@ def run(
         return 1
     _report(result)
     with tempfile.TemporaryDirectory(prefix="sluice-run-") as tmp:
-        target = Path(tmp) / "config.json"
+        target = Path(tmp) / configmap.KEY
         write_atomically(target, result.config.canonical_json())
         stop = threading.Event()
         watcher = threading.Thread(

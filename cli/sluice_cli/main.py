@@ -22,8 +22,8 @@ from typing import TextIO
 
 import yaml
 
-from . import crdgen, manifests
-from .compile import CompileResult, compile_namespace
+from sluice_operator import crdgen, manifests
+from sluice_operator.compile import CompileResult, compile_namespace
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -106,8 +106,8 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    from . import docgen
-    from .api import KINDS
+    from sluice_operator import docgen
+    from sluice_operator.api import KINDS
 
     stale = []
     for kind in KINDS:
@@ -174,9 +174,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
-    from . import main, settings
+    from sluice_operator import main as operator_main
+    from sluice_operator import settings
 
-    return main.run(settings.from_args(args))
+    return operator_main.run(settings.from_args(args))
 
 
 def cmd_dev_cluster(args: argparse.Namespace) -> int:
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_flags(demo)
     demo.set_defaults(func=cmd_demo)
 
-    from . import settings
+    from sluice_operator import settings
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator")
     settings.add_flags(operator)

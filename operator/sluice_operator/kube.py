@@ -23,14 +23,13 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from . import configmap
 from .api import GROUP, VERSION
+from .inject import annotations as ann
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FIELD_MANAGER = "sluice-operator"
-CONFIGMAP_NAME = "sluice-config"
-CONFIG_KEY = "config.json"
-HASH_ANNOTATION = "sluice.dev/config-hash"
 RETRIES = 3
 
 
@@ -82,24 +81,24 @@ class Kube:
         return None
 
     async def apply_config(self, namespace: str, config_json: str, config_hash: str) -> None:
-        """Create or update the namespace's ``sluice-config`` ConfigMap."""
+        """Create or update the namespace's config ConfigMap (``configmap.NAME``)."""
         body = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
-                "name": CONFIGMAP_NAME,
+                "name": configmap.NAME,
                 "namespace": namespace,
                 "labels": {
                     "app.kubernetes.io/managed-by": "sluice-operator",
                     "app.kubernetes.io/part-of": "sluice",
                 },
-                "annotations": {HASH_ANNOTATION: config_hash},
+                "annotations": {ann.CONFIG_HASH.key: config_hash},
             },
-            "data": {CONFIG_KEY: config_json},
+            "data": {configmap.KEY: config_json},
         }
         await self._call(
             lambda: self.core.patch_namespaced_config_map(
-                CONFIGMAP_NAME,
+                configmap.NAME,
                 namespace,
                 body,
                 field_manager=FIELD_MANAGER,
@@ -107,6 +106,15 @@ class Kube:
                 _content_type="application/apply-patch+yaml",
             )
         )
+
+    async def read_config(self, namespace: str) -> str | None:
+        """The config JSON in the namespace's ``sluice-config`` ConfigMap, or None."""
+        cm = await self._call(
+            lambda: self.core.read_namespaced_config_map(configmap.NAME, namespace)
+        )
+        data = getattr(cm, "data", None) or {}
+        value = data.get(configmap.KEY)
+        return value if isinstance(value, str) else None
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]

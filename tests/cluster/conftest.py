@@ -1,4 +1,4 @@
-"""Pytest fixtures for the cluster tests: thin wrappers around sluice_operator.devcluster.
+"""Pytest fixtures for the cluster tests: thin wrappers around sluice_cli.devcluster.
 
 Owns the session-scoped control plane (`cluster`), a fresh namespace per test (`namespace`), the
 `kubectl` callable, `repo_root`, and `sluice_crds` (the project's CRDs applied and Established).
@@ -16,8 +16,8 @@ from typing import Protocol
 
 import pytest
 
-from sluice_operator import devcluster
-from sluice_operator.devcluster import Cluster
+from sluice_cli import devcluster
+from sluice_cli.devcluster import Cluster
 
 
 class Kubectl(Protocol):

@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sluice_operator.devcluster import Cluster
+from sluice_cli.devcluster import Cluster
 
 from .operator_proc import OperatorProcess, free_port, start_operator
 from .polling import eventually

@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from sluice_operator.devcluster import Cluster
+from sluice_cli.devcluster import Cluster
 
 pytestmark = pytest.mark.cluster
 
 
 def test_sluice_crds_piped_to_kubectl_dry_run(cluster: Cluster) -> None:
     crds = subprocess.run(
-        [sys.executable, "-m", "sluice_operator.cli", "crds"],
+        [sys.executable, "-m", "sluice_cli", "crds"],
         capture_output=True,
         text=True,
         check=True,

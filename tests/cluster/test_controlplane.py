@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import pytest
 
-from sluice_operator.devcluster import Cluster
+from sluice_cli.devcluster import Cluster
 
 from .operator_proc import OperatorProcess, start_operator
 from .polling import eventually

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sluice_cli.devcluster import Cluster
 from sluice_operator.api.modelroute import Backend, ModelRouteSpec
-from sluice_operator.devcluster import Cluster
 
 from .conftest import Kubectl
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sluice_operator import devcluster
-from sluice_operator.devcluster import Cluster
+from sluice_cli import devcluster
+from sluice_cli.devcluster import Cluster
 
 from .conftest import Kubectl, wait_established
 

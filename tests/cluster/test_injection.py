@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from sluice_operator.devcluster import Cluster, KubectlError
+from sluice_cli.devcluster import Cluster, KubectlError
 from sluice_operator.inject.config import (
     NAMESPACE_WEBHOOK,
     FailurePolicy,

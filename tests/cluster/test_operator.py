@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sluice_operator.devcluster import Cluster
+from sluice_cli.devcluster import Cluster
 
 from .operator_proc import OperatorProcess, start_operator
 from .polling import eventually

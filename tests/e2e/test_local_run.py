@@ -48,7 +48,7 @@ class Served:
                 [
                     sys.executable,
                     "-m",
-                    "sluice_operator.cli",
+                    "sluice_cli",
                     *args,
                     f"--port={self.port}",
                     f"--admin-port={self.admin}",
@@ -139,7 +139,7 @@ def test_invalid_folder_serves_nothing_and_says_why(tmp_path: Path) -> None:
         "spec: {backends: []}\n"
     )
     out = subprocess.run(
-        [sys.executable, "-m", "sluice_operator.cli", "run", str(bad)],
+        [sys.executable, "-m", "sluice_cli", "run", str(bad)],
         capture_output=True,
         text=True,
         timeout=60,

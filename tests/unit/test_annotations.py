@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice_operator import annotations as ann
+from sluice_operator.inject import annotations as ann
 
 REPO = Path(__file__).resolve().parents[2]
 KEY_LITERAL = re.compile(r"^sluice\.dev/[A-Za-z0-9._-]+$")
@@ -48,15 +48,14 @@ def test_the_docs_are_current() -> None:
         for path, text in ann.expected_docs(REPO).items()
         if path.read_text(encoding="utf-8") != text
     ]
-    assert not stale, (
-        f"{', '.join(stale)} out of date; run `python -m sluice_operator.annotations --write`"
-    )
+    command = "python -m sluice_operator.inject.annotations --write"
+    assert not stale, f"{', '.join(stale)} out of date; run `{command}`"
 
 
 def test_every_key_the_code_spells_is_in_the_table() -> None:
     known = {k.key for k in ann.TABLE}
     unknown = {k: v for k, v in _code_literals().items() if k not in known}
-    assert not unknown, f"add these keys to sluice_operator/annotations.py TABLE: {unknown}"
+    assert not unknown, f"add these keys to sluice_operator/inject/annotations.py TABLE: {unknown}"
 
 
 def test_every_key_the_chart_spells_is_in_the_table() -> None:
@@ -82,7 +81,7 @@ def test_every_row_is_read_or_written_by_some_code() -> None:
             and isinstance(n.value, ast.Name)
             and n.value.id == "ann"
         }
-    module = ast.parse((REPO / "operator/sluice_operator/annotations.py").read_text())
+    module = ast.parse((REPO / "operator/sluice_operator/inject/annotations.py").read_text())
     for fn in (n for n in module.body if isinstance(n, ast.FunctionDef)):
         used |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
     via_resources = {name for name, k in constants.items() if k.key in ann.RESOURCE_KEYS}

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from sluice_operator import devcluster
+from sluice_cli import devcluster
 from sluice_operator.inject import InjectorSettings
 from sluice_operator.inject.config import ServiceRef, mutating_webhook_configuration
 from sluice_operator.settings import add_flags

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def sluice(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sluice_operator.cli", *args],
+        [sys.executable, "-m", "sluice_cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

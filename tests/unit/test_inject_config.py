@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sluice_operator import annotations as ann
 from sluice_operator.inject import InjectorSettings, NamespaceFacts
+from sluice_operator.inject import annotations as ann
 from sluice_operator.inject.config import (
     NAMESPACE_WEBHOOK,
     OBJECT_WEBHOOK,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sluice_operator import annotations as ann
 from sluice_operator.inject import InjectorSettings, NamespaceFacts
+from sluice_operator.inject import annotations as ann
 from sluice_operator.inject.decide import decide
 
 SETTINGS = InjectorSettings(operator_namespace="sluice-system")

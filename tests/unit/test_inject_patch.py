@@ -18,8 +18,8 @@ import jsonpatch
 import pytest
 import yaml
 
-from sluice_operator import annotations as ann
 from sluice_operator.inject import InjectorSettings, NamespaceFacts, inject_pod
+from sluice_operator.inject import annotations as ann
 from sluice_operator.inject.cache import secret_mounts
 from sluice_operator.inject.decide import Decision
 from sluice_operator.inject.patch import build_patch, escape, secret_volume_name

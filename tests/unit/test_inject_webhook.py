@@ -22,9 +22,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 
-from sluice_operator import annotations as ann
-from sluice_operator.devcluster import Pki
+from sluice_cli.devcluster import Pki
 from sluice_operator.inject import InjectionCache, InjectorSettings
+from sluice_operator.inject import annotations as ann
 from sluice_operator.inject.admission import Outcome
 from sluice_operator.inject.webhook import PATH, create_webhook_app, start_webhook
 

@@ -10,10 +10,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+SOURCE_ROOTS = {"operator": "sluice_operator", "sidecar": "sluice_sidecar", "cli": "sluice_cli"}
+
+
 def test_source_roots_are_not_packages() -> None:
     # An operator/__init__.py would shadow the standard library's `operator` module.
-    for root in ("operator", "sidecar"):
+    for root in SOURCE_ROOTS:
         assert not (REPO / root / "__init__.py").exists(), f"remove {root}/__init__.py"
+
+
+def test_every_source_root_is_packaged_and_on_the_editable_path() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    build = project["tool"]["hatch"]["build"]
+    wanted = {f"{root}/{package}" for root, package in SOURCE_ROOTS.items()}
+    assert set(build["targets"]["wheel"]["packages"]) == wanted
+    assert set(build["dev-mode-dirs"]) == set(SOURCE_ROOTS)
+    assert set(project["tool"]["mypy"]["mypy_path"]) == set(SOURCE_ROOTS)
+    assert set(project["tool"]["importlinter"]["root_packages"]) == set(SOURCE_ROOTS.values())
+    assert project["project"]["scripts"]["sluice"] == "sluice_cli.main:main"
 
 
 def test_no_test_folder_is_named_operator() -> None:
@@ -47,8 +63,8 @@ def test_every_module_starts_with_a_docstring() -> None:
     import ast
 
     missing = []
-    for root in ("operator/sluice_operator", "sidecar/sluice_sidecar"):
-        for path in (REPO / root).rglob("*.py"):
+    for root, package in SOURCE_ROOTS.items():
+        for path in (REPO / root / package).rglob("*.py"):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             if not ast.get_docstring(tree):
                 missing.append(str(path.relative_to(REPO)))

@@ -2,6 +2,7 @@
 
 Layers, each importing only the ones above it:
 
+* ``annotations``: the table of every ``sluice.dev/*`` key and its parsers;
 * ``settings``: ``InjectorSettings`` (from the chart's environment);
 * ``cache``: ``InjectionCache``: namespace labels and referenced Secrets, filled by watches;
 * ``decide``: pod + namespace facts + settings → ``Decision(inject, reasons, code, warnings)``;
@@ -14,8 +15,9 @@ Layers, each importing only the ones above it:
 every caller injects exactly the same way.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` in this file: it would bind the package attribute
+# `annotations` to the __future__ feature, and `from . import annotations` (the submodule) in the
+# modules below would then silently get that feature instead of the table.
 from collections.abc import Mapping, Sequence
 from typing import Any
 

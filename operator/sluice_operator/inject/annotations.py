@@ -2,10 +2,11 @@
 
 Owns the table (key, kind, where, type, default, who sets it, doc), the parsers the injector uses
 to read those keys, and the Markdown rendering of the table that ``docs/annotations.md`` and the
-table section of ``docs/injection.md`` are generated from (``python -m sluice_operator.annotations
---write``). A unit test fails when the docs are stale, and when any module of the operator or the
-sidecar spells a ``sluice.dev/<key>`` string that is not in the table: code reads keys through the
-constants below, never through ad-hoc literals.
+table section of ``docs/injection.md`` are generated from
+(``python -m sluice_operator.inject.annotations --write``). A unit test fails when the docs are
+stale, and when any module of the operator or the sidecar spells a ``sluice.dev/<key>`` string
+that is not in the table: code reads keys through the constants below, never through ad-hoc
+literals.
 
 Parsing is pure and forgiving: a bad value is never an exception on the admission path; it is
 ignored, the default is used, and the problem comes back as text for the pod's
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Literal
+
+from .. import configmap
 
 PREFIX = "sluice.dev/"
 
@@ -153,11 +156,11 @@ MEMORY_LIMIT = Key(
 CONFIG_HASH = Key(
     key="sluice.dev/config-hash",
     kind="annotation",
-    on="ConfigMap sluice-config",
+    on=f"ConfigMap {configmap.NAME}",
     type="string",
     default="",
     set_by="operator",
-    doc="Hash of the compiled config in the namespace's `sluice-config` ConfigMap; sidecars "
+    doc=f"Hash of the compiled config in the namespace's `{configmap.NAME}` ConfigMap; sidecars "
     "report the hash they run, so rollout status compares the two.",
 )
 
@@ -364,8 +367,10 @@ def merge_resources(
 # Docs
 # ----------------------------------------------------------------------------------------------
 
-DOC_BEGIN = "<!-- BEGIN GENERATED: annotations table (python -m sluice_operator.annotations "
-DOC_BEGIN += "--write) -->"
+DOC_BEGIN = (
+    "<!-- BEGIN GENERATED: annotations table "
+    "(python -m sluice_operator.inject.annotations --write) -->"
+)
 DOC_END = "<!-- END GENERATED: annotations table -->"
 
 
@@ -409,8 +414,8 @@ def render_markdown() -> str:
     return (
         "# Labels and annotations\n\n"
         "Every `sluice.dev/*` label and annotation Sluice reads or writes. Generated from\n"
-        "`operator/sluice_operator/annotations.py`; do not edit by hand. Types: `bool` is the\n"
-        "string `true` or `false`; `port` is 1024-65535 (the sidecar runs as non-root);\n"
+        "`operator/sluice_operator/inject/annotations.py`; do not edit by hand. Types: `bool` is\n"
+        "the string `true` or `false`; `port` is 1024-65535 (the sidecar runs as non-root);\n"
         "`quantity` is a Kubernetes resource quantity. A bad value is ignored (the default\n"
         "applies) and reported in `sluice.dev/inject-reason` and as an admission warning.\n\n"
         f"{render_section()}\n\n"
@@ -443,8 +448,8 @@ def expected_docs(repo: Path) -> dict[Path, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sluice_operator.annotations [--write]``: print or update the docs."""
-    parser = argparse.ArgumentParser(prog="python -m sluice_operator.annotations")
+    """``python -m sluice_operator.inject.annotations [--write]``: print or update the docs."""
+    parser = argparse.ArgumentParser(prog="python -m sluice_operator.inject.annotations")
     parser.add_argument("--write", action="store_true", help="update docs/ in the repo at --repo")
     parser.add_argument("--repo", default=".", help="repository root (default: .)")
     args = parser.parse_args(argv)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .. import annotations as ann
+from . import annotations as ann
 from .settings import ALWAYS_EXCLUDED, SYSTEM_NAMESPACES
 
 PATH = "/mutate-pods"

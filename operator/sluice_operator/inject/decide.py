@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import annotations as ann
+from . import annotations as ann
 from .cache import NamespaceFacts
 from .settings import VOLUME_PREFIX, InjectorSettings
 

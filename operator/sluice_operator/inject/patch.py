@@ -40,13 +40,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import annotations as ann
+from .. import configmap
+from . import annotations as ann
 from .decide import Decision, containers, effective_ports, metadata, spec, string_map
 from .settings import InjectorSettings
 
 JsonPatch = list[dict[str, Any]]
 
-CONFIG_VOLUME = "sluice-config"
+CONFIG_VOLUME = configmap.NAME  # the volume is named after the ConfigMap it mounts
 TOKEN_VOLUME = "sluice-token"  # noqa: S105 - a volume name
 PODINFO_VOLUME = "sluice-podinfo"
 TMP_VOLUME = "sluice-tmp"

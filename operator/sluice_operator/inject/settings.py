@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal
 
-from .. import annotations as ann
+from .. import configmap
+from . import annotations as ann
 
 #: Namespaces never injected by default, whatever their labels say (configurable).
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
@@ -50,8 +51,8 @@ class InjectorSettings:
     sidecar_name: str = SIDECAR_NAME
     port: int = 4000
     admin_port: int = 4001
-    config_map: str = "sluice-config"
-    config_key: str = "config.json"
+    config_map: str = configmap.NAME
+    config_key: str = configmap.KEY
     config_dir: str = "/etc/sluice/config"
     secrets_dir: str = "/etc/sluice/secrets"
     podinfo_dir: str = "/etc/sluice/podinfo"
