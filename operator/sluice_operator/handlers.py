@@ -52,7 +52,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         board.publish(namespace, result)
         cache.set_config(namespace, result.config)
 
-    reconciler = Reconciler(writer=writer, publish=publish)
+    reconciler = Reconciler(writer=writer, publish=publish, stored_config=writer.read_config)
     memo["kube"] = writer
     memo["reconciler"] = reconciler
     memo["cache"] = cache

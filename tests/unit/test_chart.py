@@ -480,20 +480,3 @@ def test_cert_manager_annotation_allows_an_existing_secret_without_ca_bundle(hel
     mwc = rendered.one("MutatingWebhookConfiguration")
     assert all("caBundle" not in h["clientConfig"] for h in mwc["webhooks"])
     assert mwc["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "sluice-system/tls"}
-
-
-# ------------------------------------------------------------------------------------------------
-# docs
-
-
-def test_readme_has_an_argo_cd_health_check_for_every_kind() -> None:
-    readme = (CHART / "README.md").read_text(encoding="utf-8")
-    for kind in KINDS:
-        assert f"resource.customizations.health.sluice.dev_{kind}" in readme
-    assert "observedGeneration" in readme
-    assert 'condition.type == "Ready"' in readme
-    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
-    data = yaml.safe_load(block)["data"]
-    scripts = {data[f"resource.customizations.health.sluice.dev_{kind}"] for kind in KINDS}
-    assert len(scripts) == 1  # one script, via a YAML anchor
-    assert next(iter(scripts)).rstrip().endswith("return hs")
