@@ -15,8 +15,8 @@ from multidict import CIMultiDict
 from sluice_sidecar import app as sidecar_app
 from sluice_sidecar.config_source import ConfigSource
 from sluice_sidecar.contract import Backend, Route, SidecarConfig
+from sluice_sidecar.gateway import GATEWAY, Gateway
 from sluice_sidecar.metering import MemoryAudit
-from sluice_sidecar.runtime import GATEWAY, Gateway
 from tests.fakes.clock import FakeClock
 from tests.fakes.openai_server import FakeOpenAI
 

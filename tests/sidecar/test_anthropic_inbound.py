@@ -16,7 +16,7 @@ import pytest
 from sluice_sidecar import sse
 from sluice_sidecar.contract import Backend
 from sluice_sidecar.exchange import Exchange
-from sluice_sidecar.runtime import Hooks
+from sluice_sidecar.stage import Stage
 from tests.fakes import anthropic_server as fa
 from tests.fakes import gemini_server as fg
 from tests.fakes import openai_server as fo
@@ -271,15 +271,15 @@ async def test_mid_stream_failure_is_an_error_event(
     assert events[0].event == "message_start"
 
 
-async def test_hook_rewriting_the_body_disables_passthrough(
-    start_sidecar: StartSidecar, claude: FakeAnthropic
-) -> None:
-    async def redact(ex: Exchange) -> None:
+class _Redact(Stage):
+    async def on_request(self, ex: Exchange) -> None:
         ex.body = {**ex.body, "messages": [{"role": "user", "content": "[redacted]"}]}
 
-    sc = await start_sidecar(
-        config(route("claude", claude_backend(claude))), hooks=Hooks(before_backend=(redact,))
-    )
+
+async def test_stage_rewriting_the_body_disables_passthrough(
+    start_sidecar: StartSidecar, claude: FakeAnthropic
+) -> None:
+    sc = await start_sidecar(config(route("claude", claude_backend(claude))), stages=[_Redact()])
     status, _, body = await sc.post(
         "/v1/messages",
         {"model": "claude", "max_tokens": 9, "messages": MSGS, "top_k": 3},

@@ -245,18 +245,19 @@ async def test_pipeline_hook_can_refuse_before_any_upstream_call(fake: FakeOpenA
     from sluice_sidecar import errors
     from sluice_sidecar.app import create_app
     from sluice_sidecar.exchange import Exchange
-    from sluice_sidecar.runtime import Hooks
+    from sluice_sidecar.stage import Stage
 
     seen: list[Exchange] = []
 
-    async def budget(ex: Exchange) -> None:
-        seen.append(ex)
-        raise errors.RateLimited("Budget 'team' exhausted.", retry_after=30)
+    class Refuse(Stage):
+        async def on_request(self, ex: Exchange) -> None:
+            seen.append(ex)
+            raise errors.RateLimited("Budget 'team' exhausted.", retry_after=30)
 
     app = create_app(
         config(route("chat", backend("a", fake))),
         rng=random.Random(1),
-        hooks=Hooks(before_backend=(budget,)),
+        stages=[Refuse()],
     )
     async with TestClient(TestServer(app)) as client:
         r = await client.post("/v1/chat/completions", json={"model": "chat", "messages": MSG})

@@ -13,8 +13,8 @@ import aiohttp
 import openai
 
 from sluice_sidecar import sse
-from sluice_sidecar.continuation import CONTINUE_PROMPT
 from sluice_sidecar.contract import MidStreamFailure, Retry, Route, Timeouts
+from sluice_sidecar.gateway.continuation import CONTINUE_PROMPT
 from tests.fakes import anthropic_server as fa
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI, cut, hang_mid, ok, status

@@ -8,9 +8,6 @@ from typing import Any
 import openai
 import pytest
 
-from sluice_sidecar import pipeline
-from sluice_sidecar.clock import SystemClock
-from sluice_sidecar.config_source import StaticConfig
 from sluice_sidecar.contract import (
     BudgetLimit,
     BudgetRule,
@@ -53,8 +50,7 @@ PROMPT = Prompt(
 
 
 async def start(start_sidecar: StartSidecar, cfg: SidecarConfig) -> Sidecar:
-    source = StaticConfig(cfg)
-    return await start_sidecar(source, hooks=pipeline.build(source, SystemClock(), {}))
+    return await start_sidecar(cfg, pod_labels={})
 
 
 def client(sc: Sidecar) -> openai.OpenAI:

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from sluice_sidecar import errors, metering
 from sluice_sidecar.contract import Backend, Pricing, Route
 from sluice_sidecar.exchange import Exchange, Try
-from sluice_sidecar.inbound_anthropic import DIALECT
-from sluice_sidecar.providers.base import Usage
+from sluice_sidecar.model import Usage
 from sluice_sidecar.tracing import TraceContext
+from sluice_sidecar.translate import ANTHROPIC
 
 text = st.text(max_size=12)  # any unicode: quotes, controls, surrogate-free
 maybe_text = st.none() | text
@@ -64,7 +64,7 @@ def exchanges(draw: Any) -> tuple[Exchange, dict[str, Any]]:
     if draw(st.booleans()):
         ex.trace = TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", None, None)
     if draw(st.booleans()):
-        ex.dialect = DIALECT
+        ex.client = ANTHROPIC
     ex.body = {"messages": [{"role": "user", "content": draw(text)}]}
     kw = {
         "now_wall": draw(finite) + 1.7e9,

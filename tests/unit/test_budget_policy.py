@@ -15,9 +15,8 @@ from sluice_sidecar import errors
 from sluice_sidecar.budget import (
     BudgetExceeded,
     BudgetPolicy,
-    Enforcer,
+    BudgetStage,
     check_budgets,
-    make_hooks,
     prompt_tokens,
     selects,
     worst_case,
@@ -40,7 +39,7 @@ from sluice_sidecar.contract import (
     WindowKind,
 )
 from sluice_sidecar.exchange import Exchange
-from sluice_sidecar.providers.base import Usage
+from sluice_sidecar.model import Usage
 from tests.fakes.clock import FakeClock
 
 DAY = WindowKind.DAY
@@ -96,7 +95,7 @@ def finish(ex: Exchange, inp: int, out: int) -> None:
     ex.attempts = 1
 
 
-def spent(e: Enforcer, i: int = 0) -> tuple[float, int, int, float]:
+def spent(e: BudgetStage, i: int = 0) -> tuple[float, int, int, float]:
     s = e.status()[i]
     return s.spent_usd, s.tokens, s.requests, s.held_usd
 
@@ -145,7 +144,9 @@ def test_missing_max_tokens_is_imposed() -> None:
 
 
 async def test_hook_imposes_the_cap_on_a_new_body() -> None:
-    before, _ = make_hooks([budget()], LABELS, clock_at(LATE), ROUTES, default_max_tokens=256)
+    before = BudgetStage(
+        [budget()], LABELS, clock_at(LATE), ROUTES, default_max_tokens=256
+    ).on_request
     original = body()
     ex = exchange("r1", original)
     await before(ex)
@@ -162,10 +163,12 @@ async def test_hook_imposes_the_cap_on_a_new_body() -> None:
 
 
 async def test_block_answers_429_naming_budget_window_and_reset() -> None:
-    e = Enforcer([budget(limits=(BudgetLimit(window=DAY, usd=0.01),))], {}, clock_at(LATE), ROUTES)
+    e = BudgetStage(
+        [budget(limits=(BudgetLimit(window=DAY, usd=0.01),))], {}, clock_at(LATE), ROUTES
+    )
     ex = exchange("big", body("x" * 4000, max_tokens=1000))  # ~$0.04 at the dearest backend
     with pytest.raises(BudgetExceeded) as info:
-        await e.before_backend(ex)
+        await e.on_request(ex)
     err = info.value
     assert err.status == 429
     assert err.exceeded.retry_after is None and err.headers() == {}  # waiting cannot help
@@ -174,7 +177,7 @@ async def test_block_answers_429_naming_budget_window_and_reset() -> None:
     assert "team-daily" in obj["message"] and "lower max_tokens" in obj["message"]
 
     # Spend the budget, then a request that would fit an empty window: Retry-After to midnight.
-    before = e.before_backend
+    before = e.on_request
     ok = exchange("a", body(max_tokens=100))
     await before(ok)
     finish(ok, 300, 100)  # $0.006
@@ -193,13 +196,13 @@ async def test_block_answers_429_naming_budget_window_and_reset() -> None:
 async def test_retry_after_counts_down_to_the_window_reset_in_its_zone() -> None:
     lim = BudgetLimit(window=DAY, timezone="America/New_York", requests=1)
     clock = clock_at(datetime(2025, 11, 2, 12, 0, tzinfo=UTC).timestamp())  # 07:00 EST
-    e = Enforcer([budget(limits=(lim,))], {}, clock, ROUTES)
+    e = BudgetStage([budget(limits=(lim,))], {}, clock, ROUTES)
     ex = exchange("a")
-    await e.before_backend(ex)
+    await e.on_request(ex)
     finish(ex, 10, 10)
     e.on_finish(ex)
     with pytest.raises(BudgetExceeded) as info:
-        await e.before_backend(exchange("b"))
+        await e.on_request(exchange("b"))
     assert info.value.headers() == {"Retry-After": str(17 * 3600)}  # to 00:00 EST
     assert "America/New_York" in info.value.message
 
@@ -207,22 +210,22 @@ async def test_retry_after_counts_down_to_the_window_reset_in_its_zone() -> None
 async def test_all_budgets_must_admit_and_a_refusal_releases_the_others() -> None:
     roomy = budget("roomy", limits=(BudgetLimit(window=DAY, usd=100.0),))
     tight = budget("tight", limits=(BudgetLimit(window=DAY, requests=1),))
-    e = Enforcer([roomy, tight], {}, clock_at(LATE), ROUTES)
-    await e.before_backend(exchange("a"))
+    e = BudgetStage([roomy, tight], {}, clock_at(LATE), ROUTES)
+    await e.on_request(exchange("a"))
     with pytest.raises(BudgetExceeded) as info:
-        await e.before_backend(exchange("b"))
+        await e.on_request(exchange("b"))
     assert info.value.exceeded.rule == "tight"
     roomy_status = next(s for s in e.status() if s.rule == "roomy")
     assert roomy_status.held_requests == 1  # only the admitted request holds
 
 
 async def test_refusal_by_in_flight_holds_says_retry_soon() -> None:
-    e = Enforcer(
+    e = BudgetStage(
         [budget(limits=(BudgetLimit(window=DAY, requests=1),))], {}, clock_at(LATE), ROUTES
     )
-    await e.before_backend(exchange("a"))
+    await e.on_request(exchange("a"))
     with pytest.raises(BudgetExceeded) as info:
-        await e.before_backend(exchange("b"))
+        await e.on_request(exchange("b"))
     assert info.value.exceeded.in_flight
     assert info.value.headers() == {"Retry-After": "1"}
     assert "in flight" in info.value.message
@@ -241,9 +244,9 @@ def downgrading(usd: float = 0.001) -> BudgetRule:
 
 
 async def test_downgrade_moves_the_request_to_the_cheaper_route() -> None:
-    e = Enforcer([downgrading()], {}, clock_at(LATE), ROUTES)
+    e = BudgetStage([downgrading()], {}, clock_at(LATE), ROUTES)
     ex = exchange("a", body("x" * 400, max_tokens=100))
-    await e.before_backend(ex)
+    await e.on_request(ex)
     assert ex.route is CHEAP
     assert ex.deadline == ex.started + CHEAP.timeouts.total
     assert ex.annotations["budget"]["downgradedFrom"] == "chat"
@@ -254,17 +257,17 @@ async def test_downgrade_moves_the_request_to_the_cheaper_route() -> None:
 
 
 async def test_downgraded_request_is_recorded_even_over_the_limit() -> None:
-    e = Enforcer([downgrading(usd=0.00001)], {}, clock_at(LATE), ROUTES)
+    e = BudgetStage([downgrading(usd=0.00001)], {}, clock_at(LATE), ROUTES)
     ex = exchange("a", body("x" * 400, max_tokens=100))
-    await e.before_backend(ex)
+    await e.on_request(ex)
     assert ex.route is CHEAP
     assert ex.annotations["budget"]["overBudget"] == ["dg"]
 
 
 async def test_downgrade_keeps_the_route_when_the_budget_allows() -> None:
-    e = Enforcer([downgrading(usd=10.0)], {}, clock_at(LATE), ROUTES)
+    e = BudgetStage([downgrading(usd=10.0)], {}, clock_at(LATE), ROUTES)
     ex = exchange("a")
-    await e.before_backend(ex)
+    await e.on_request(ex)
     assert ex.route is CHAT and "downgradedFrom" not in ex.annotations["budget"]
 
 
@@ -274,18 +277,18 @@ async def test_downgrade_still_obeys_block_budgets_of_the_new_route() -> None:
         selector=Selector(routes=("chat-cheap",)),
         limits=(BudgetLimit(window=DAY, requests=1),),
     )
-    e = Enforcer([downgrading(), cheap_cap], {}, clock_at(LATE), ROUTES)
-    await e.before_backend(exchange("a"))
+    e = BudgetStage([downgrading(), cheap_cap], {}, clock_at(LATE), ROUTES)
+    await e.on_request(exchange("a"))
     with pytest.raises(BudgetExceeded) as info:
-        await e.before_backend(exchange("b"))
+        await e.on_request(exchange("b"))
     assert info.value.exceeded.rule == "cheap-cap"
 
 
 async def test_downgrade_to_a_missing_route_blocks() -> None:
     rule = downgrading().model_copy(update={"downgrade_route": "nowhere"})
-    e = Enforcer([rule], {}, clock_at(LATE), ROUTES)
+    e = BudgetStage([rule], {}, clock_at(LATE), ROUTES)
     with pytest.raises(BudgetExceeded) as info:
-        await e.before_backend(exchange("a", body("x" * 400, max_tokens=100)))
+        await e.on_request(exchange("a", body("x" * 400, max_tokens=100)))
     assert "downgrade route 'nowhere' is not available" in info.value.message
 
 
@@ -296,10 +299,10 @@ async def test_alert_only_admits_records_and_alerts() -> None:
         on_exceeded=ExceededAction.ALERT_ONLY,
         alert_thresholds=(50, 100),
     )
-    e = Enforcer([rule], {}, clock_at(LATE), ROUTES, on_alert=alerts.append)
+    e = BudgetStage([rule], {}, clock_at(LATE), ROUTES, on_alert=alerts.append)
     for i in range(3):
         ex = exchange(f"r{i}", body("x" * 400, max_tokens=100))
-        await e.before_backend(ex)
+        await e.on_request(ex)
         assert ex.route is CHAT
         finish(ex, 100, 100)  # $0.004 each at "big"
         e.on_finish(ex)
@@ -313,44 +316,44 @@ async def test_alert_only_admits_records_and_alerts() -> None:
 
 async def test_rpm_refuses_with_retry_after_and_refills() -> None:
     clock = clock_at(LATE)
-    e = Enforcer([budget(limits=(), rate_limits=RateLimits(rpm=2))], {}, clock, ROUTES)
+    e = BudgetStage([budget(limits=(), rate_limits=RateLimits(rpm=2))], {}, clock, ROUTES)
     for rid in ("a", "b"):
-        await e.before_backend(exchange(rid))
+        await e.on_request(exchange(rid))
     with pytest.raises(errors.RateLimited) as info:
-        await e.before_backend(exchange("c"))
+        await e.on_request(exchange("c"))
     assert not isinstance(info.value, BudgetExceeded)
     assert info.value.headers() == {"Retry-After": "30"}
     assert "2 requests per minute" in info.value.message and "team-daily" in info.value.message
     clock.advance(30)
-    await e.before_backend(exchange("c"))
+    await e.on_request(exchange("c"))
 
 
 async def test_tpm_uses_the_worst_case_then_refunds_the_rest() -> None:
     clock = clock_at(LATE)
-    e = Enforcer([budget(limits=(), rate_limits=RateLimits(tpm=1000))], {}, clock, ROUTES)
+    e = BudgetStage([budget(limits=(), rate_limits=RateLimits(tpm=1000))], {}, clock, ROUTES)
     ex = exchange("a", body(max_tokens=900))
-    await e.before_backend(ex)
+    await e.on_request(ex)
     with pytest.raises(errors.RateLimited):
-        await e.before_backend(exchange("b", body(max_tokens=500)))
+        await e.on_request(exchange("b", body(max_tokens=500)))
     finish(ex, 10, 20)
     e.on_finish(ex)  # 30 actual tokens: the rest of the 900+ comes back
-    await e.before_backend(exchange("b", body(max_tokens=500)))
+    await e.on_request(exchange("b", body(max_tokens=500)))
 
 
 async def test_alert_only_rate_limits_do_not_refuse() -> None:
     rule = budget(limits=(), rate_limits=RateLimits(rpm=1), on_exceeded=ExceededAction.ALERT_ONLY)
-    e = Enforcer([rule], {}, clock_at(LATE), ROUTES)
+    e = BudgetStage([rule], {}, clock_at(LATE), ROUTES)
     for rid in "abc":
-        await e.before_backend(exchange(rid))
+        await e.on_request(exchange(rid))
 
 
 # --- settlement, idempotency, bursts ------------------------------------------------------------
 
 
 async def test_failed_request_releases_its_reservation() -> None:
-    e = Enforcer([budget()], {}, clock_at(LATE), ROUTES)
+    e = BudgetStage([budget()], {}, clock_at(LATE), ROUTES)
     ex = exchange("a")
-    await e.before_backend(ex)
+    await e.on_request(ex)
     assert spent(e)[3] > 0
     ex.outcome, ex.attempts = "error", 1
     e.on_finish(ex)
@@ -360,16 +363,16 @@ async def test_failed_request_releases_its_reservation() -> None:
 
 
 async def test_request_that_never_reached_the_hook_is_ignored() -> None:
-    e = Enforcer([budget()], {}, clock_at(LATE), ROUTES)
+    e = BudgetStage([budget()], {}, clock_at(LATE), ROUTES)
     e.on_finish(exchange("never"))
     assert spent(e) == (0.0, 0, 0, 0.0)
 
 
 async def test_client_retry_with_the_same_request_id_is_counted_once() -> None:
-    e = Enforcer([budget()], {}, clock_at(LATE), ROUTES)
+    e = BudgetStage([budget()], {}, clock_at(LATE), ROUTES)
     for _ in range(3):  # the SDK retried twice after timeouts it saw
         ex = exchange("req-42")
-        await e.before_backend(ex)
+        await e.on_request(ex)
         finish(ex, 100, 50)
         e.on_finish(ex)
     usd, tokens, requests, _ = spent(e)
@@ -377,7 +380,7 @@ async def test_client_retry_with_the_same_request_id_is_counted_once() -> None:
     assert usd == pytest.approx((100 * 10 + 50 * 30) / 1e6)
     # The same id on a different request (another body) is not taken for a retry.
     other = exchange("req-42", body("a much longer and different question", max_tokens=100))
-    await e.before_backend(other)
+    await e.on_request(other)
     finish(other, 100, 50)
     e.on_finish(other)
     assert spent(e)[2] == 2
@@ -385,13 +388,15 @@ async def test_client_retry_with_the_same_request_id_is_counted_once() -> None:
 
 async def test_concurrent_burst_through_the_hooks_stays_within_the_budget() -> None:
     limit = 0.05
-    e = Enforcer([budget(limits=(BudgetLimit(window=DAY, usd=limit),))], {}, clock_at(LATE), ROUTES)
+    e = BudgetStage(
+        [budget(limits=(BudgetLimit(window=DAY, usd=limit),))], {}, clock_at(LATE), ROUTES
+    )
     worst = worst_case(CHAT, body(max_tokens=100), "chat", 4096).usd
 
     async def one(i: int) -> bool:
         ex = exchange(f"r{i}")
         try:
-            await e.before_backend(ex)
+            await e.on_request(ex)
         except BudgetExceeded:
             return False
         finally:
@@ -413,14 +418,16 @@ async def test_prompt_underestimate_is_the_only_overshoot() -> None:
     """A prompt that tokenizes to more than estimated costs more than it reserved: the overshoot
     is at most that difference, for the requests in flight at the edge."""
     limit = 0.02
-    e = Enforcer([budget(limits=(BudgetLimit(window=DAY, usd=limit),))], {}, clock_at(LATE), ROUTES)
+    e = BudgetStage(
+        [budget(limits=(BudgetLimit(window=DAY, usd=limit),))], {}, clock_at(LATE), ROUTES
+    )
     b = body("日本語のテキスト" * 50, max_tokens=100)  # 400 chars ≈ 107 tokens estimated
     estimated = worst_case(CHAT, b, "chat", 4096)
     inflight = []
     for i in range(100):
         ex = exchange(f"r{i}", b)
         try:
-            await e.before_backend(ex)
+            await e.on_request(ex)
         except BudgetExceeded:
             break
         inflight.append(ex)
@@ -448,9 +455,9 @@ def test_budgets_for_other_pods_are_ignored() -> None:
 
 async def test_config_swap_keeps_spend_and_rejects_broken_budgets() -> None:
     clock = clock_at(LATE)
-    e = Enforcer([budget()], {}, clock, ROUTES)
+    e = BudgetStage([budget()], {}, clock, ROUTES)
     ex = exchange("a")
-    await e.before_backend(ex)
+    await e.on_request(ex)
     finish(ex, 100, 100)
     e.on_finish(ex)
     before = spent(e)

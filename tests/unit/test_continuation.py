@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from sluice_sidecar import continuation as cont
 from sluice_sidecar.contract import Provider
-from sluice_sidecar.providers.base import Usage
+from sluice_sidecar.gateway import continuation as cont
+from sluice_sidecar.model import Usage
 
 
 def frame(*chunks: dict[str, Any]) -> bytes:

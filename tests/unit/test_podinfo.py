@@ -29,7 +29,7 @@ def test_selector_matching() -> None:
 
 def test_snapshot_offers_only_routes_whose_workload_selector_matches() -> None:
     from sluice_sidecar.contract import Backend, Provider, Route, SidecarConfig
-    from sluice_sidecar.runtime import snapshot_of
+    from sluice_sidecar.gateway import snapshot_of
 
     mock = (Backend(name="m", provider=Provider.MOCK, model="m"),)
     cfg = SidecarConfig(

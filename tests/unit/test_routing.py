@@ -22,6 +22,7 @@ from sluice_sidecar.contract import (
     Route,
     Strategy,
 )
+from sluice_sidecar.upstream import http
 
 NOW = 1000.0
 
@@ -212,13 +213,13 @@ def test_429_never_cools_down_the_only_backend() -> None:
     ],  # asctime has no zone: ambiguous, default back-off
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
-    assert routing.parse_retry_after(value, 1_800_000_000.0) == expected
+    assert http.parse_retry_after(value, 1_800_000_000.0) == expected
 
 
 def test_parse_retry_after_future_date() -> None:
     now = 1_800_000_000.0
     date = format_datetime(datetime.fromtimestamp(now + 42, UTC), usegmt=True)
-    assert routing.parse_retry_after(date, now) == pytest.approx(42)
+    assert http.parse_retry_after(date, now) == pytest.approx(42)
 
 
 # --- budget and decisions ----------------------------------------------------------------------

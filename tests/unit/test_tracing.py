@@ -7,7 +7,7 @@ import pytest
 from sluice_sidecar import errors, tracing
 from sluice_sidecar.contract import Backend, Route
 from sluice_sidecar.exchange import Exchange, Try
-from sluice_sidecar.providers.base import Usage
+from sluice_sidecar.model import Usage
 
 TID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PID = "00f067aa0ba902b7"

@@ -16,8 +16,9 @@ from pydantic import TypeAdapter
 
 from sluice_sidecar import errors, sse
 from sluice_sidecar.contract import FailureClass
-from sluice_sidecar.providers import anthropic as tr
-from sluice_sidecar.providers.base import Usage
+from sluice_sidecar.model import Usage
+from sluice_sidecar.translate import anthropic_anthropic
+from sluice_sidecar.translate import openai_anthropic as tr
 from tests.fakes import anthropic_server as fa
 
 CREATE = TypeAdapter(MessageCreateParamsNonStreaming)
@@ -209,17 +210,18 @@ def test_untranslatable_requests_are_400_with_a_path(message: dict[str, Any], pa
 
 def test_build_request_headers_url_and_native() -> None:
     from sluice_sidecar.contract import Backend, Route
-    from sluice_sidecar.providers.base import Call
+    from sluice_sidecar.translate import Call
 
     b = Backend(name="c", provider="anthropic", model="claude-x", base_url="https://h.test/v1")
     r = Route(name="r", source="r", backends=(b,))
     call = Call("chat", r, b, {"messages": [USER]}, True, False, "k", "rid")
-    url, payload, headers = tr.build_request(call)
+    url, payload, headers = tr.DIALECT.request(call)
     assert url == "https://h.test/v1/messages"
     assert headers["x-api-key"] == "k" and headers["anthropic-version"] == "2023-06-01"
     assert json.loads(payload)["stream"] is True
     call.native = {"model": "route", "max_tokens": 5, "messages": [USER], "top_k": 2}
-    assert json.loads(tr.build_request(call)[1]) == {**call.native, "model": "claude-x"}
+    native = anthropic_anthropic.DIALECT.request(call)
+    assert json.loads(native[1]) == {**call.native, "model": "claude-x"}
     assert tr.url_of(None) == "https://api.anthropic.com/v1/messages"
 
 
@@ -323,6 +325,10 @@ def test_stream_error_event_classes(etype: str, failure: FailureClass | None) ->
 # --- streams ------------------------------------------------------------------------------------
 
 
+def ev_(kind: str | None, data: dict[str, Any]) -> sse.Event:
+    return sse.Event(json.dumps(data), kind)
+
+
 def sse_bytes(step: fa.Step) -> bytes:
     return b"".join(fa.encode(kind, data) for kind, data in fa.events(step, "claude-x"))
 
@@ -333,7 +339,7 @@ def run(chunks: list[bytes], *, wants_usage: bool = True) -> tuple[bytes, tr.Str
     out = []
     for chunk in chunks:
         for ev in parser.feed(chunk):
-            out += t.feed(ev.event, json.loads(ev.data))
+            out += t.feed(ev)
     assert not parser.has_partial
     return b"".join(out), t
 
@@ -373,9 +379,9 @@ def test_stream_frames_are_valid_openai_chunks() -> None:
 def test_stream_emits_nothing_before_content_so_errors_stay_retryable() -> None:
     t = tr.StreamTranslator("c", 1, False)
     evs = fa.events(fa.ok(), "claude-x")
-    assert [t.feed(kind, data) for kind, data in evs[:3]] == [[], [], []]
+    assert [t.feed(ev_(kind, data)) for kind, data in evs[:3]] == [[], [], []]
     with pytest.raises(errors.UpstreamStreamError) as exc:
-        t.feed("error", fa.error_body("overloaded_error", "Overloaded"))
+        t.feed(ev_("error", fa.error_body("overloaded_error", "Overloaded")))
     assert exc.value.failure is FailureClass.SERVER_ERROR
 
 
@@ -383,30 +389,30 @@ def test_stream_usage_from_message_delta_with_input_tokens() -> None:
     t = tr.StreamTranslator("c", 1, True)
     evs = fa.events(fa.ok("x"), "m")
     for kind, data in evs[:-2]:
-        t.feed(kind, data)
+        t.feed(ev_(kind, data))
     delta = {
         "type": "message_delta",
         "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
         "usage": {"input_tokens": 100, "cache_read_input_tokens": 50, "output_tokens": 9},
     }
-    out = t.feed("message_delta", delta)
+    out = t.feed(ev_("message_delta", delta))
     assert t.usage == Usage(150, 9, 50) and b'"finish_reason":"length"' in out[0]
 
 
 def test_native_stream_holds_events_until_content() -> None:
-    n = tr.NativeStream("c")
-    evs = fa.events(fa.ok("a b"), "m")
-    held = [n.feed(kind, data, json.dumps(data)) for kind, data in evs[:3]]
+    n = anthropic_anthropic.NativeStream("c")
+    evs = [sse.Event(json.dumps(data), kind) for kind, data in fa.events(fa.ok("a b"), "m")]
+    held = [n.feed(ev) for ev in evs[:3]]
     assert held == [[], [], []]
-    released = n.feed(evs[3][0], evs[3][1], json.dumps(evs[3][1]))
+    released = n.feed(evs[3])
     assert [sse.Parser().feed(f)[0].event for f in released] == [
         "message_start",
         "ping",
         "content_block_start",
         "content_block_delta",
     ]
-    for kind, data in evs[4:]:
-        n.feed(kind, data, json.dumps(data))
+    for ev in evs[4:]:
+        n.feed(ev)
     assert n.finished and n.usage == Usage(12, 5, 0)
 
 
@@ -414,12 +420,12 @@ def test_native_passthrough_any_split_gives_the_same_events() -> None:
     data = sse_bytes(STREAMS[1])
 
     def native(chunks: list[bytes]) -> bytes:
-        n = tr.NativeStream("c")
+        n = anthropic_anthropic.NativeStream("c")
         parser = sse.Parser()
         out = []
         for chunk in chunks:
             for ev in parser.feed(chunk):
-                out += n.feed(ev.event, json.loads(ev.data), ev.data)
+                out += n.feed(ev)
         return b"".join(out)
 
     whole = native([data])

@@ -12,8 +12,8 @@ import pytest
 
 from sluice_sidecar import errors, sse
 from sluice_sidecar.contract import FailureClass
-from sluice_sidecar.providers import gemini as tr
-from sluice_sidecar.providers.base import Usage
+from sluice_sidecar.model import Usage
+from sluice_sidecar.translate import openai_gemini as tr
 from tests.fakes import gemini_server as fg
 
 USER = {"role": "user", "content": "hi"}
@@ -293,7 +293,7 @@ def run(chunks: list[bytes]) -> tuple[bytes, tr.StreamTranslator]:
     out = []
     for chunk in chunks:
         for ev in parser.feed(chunk):
-            out += t.feed(json.loads(ev.data))
+            out += t.feed(ev)
     out += t.end()
     assert not parser.has_partial
     return b"".join(out), t
@@ -332,14 +332,15 @@ def test_stream_call_finish_and_multiple_candidates() -> None:
             {"index": 1, "content": {"parts": [{"text": "b"}]}},
         ]
     }
-    two.feed(ev)
+    two.feed(sse.Event(json.dumps(ev)))
     assert not two.complete
-    two.feed({"candidates": [{"index": 1, "content": {"parts": []}, "finishReason": "MAX_TOKENS"}]})
+    last = {"candidates": [{"index": 1, "content": {"parts": []}, "finishReason": "MAX_TOKENS"}]}
+    two.feed(sse.Event(json.dumps(last)))
     assert two.complete
 
 
 def test_stream_blocked_prompt_raises_before_any_frame() -> None:
     t = tr.StreamTranslator("b", 1, "g", False)
     with pytest.raises(errors.UpstreamStatusError) as exc:
-        t.feed(fg.stream_events(fg.blocked(), "g")[0])
+        t.feed(sse.Event(json.dumps(fg.stream_events(fg.blocked(), "g")[0])))
     assert exc.value.failure is FailureClass.CONTENT_FILTER

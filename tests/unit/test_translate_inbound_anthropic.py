@@ -14,8 +14,8 @@ from anthropic.types import Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
 from sluice_sidecar import errors, sse
-from sluice_sidecar import inbound_anthropic as ib
-from sluice_sidecar.providers import anthropic as out_tr
+from sluice_sidecar.translate import anthropic_openai as ib
+from sluice_sidecar.translate import openai_anthropic as out_tr
 
 EVENT = TypeAdapter(RawMessageStreamEvent)
 B64 = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
@@ -427,7 +427,7 @@ def test_empty_stream_still_makes_a_valid_message() -> None:
 )
 def test_error_shapes(err: errors.SluiceError, status: int, etype: str) -> None:
     assert err.status == status
-    body = json.loads(ib.DIALECT.error_body(err))
+    body = json.loads(ib.API.error_body(err))
     assert body == {"type": "error", "error": {"type": etype, "message": err.message}}
-    ev = sse.Parser().feed(ib.DIALECT.stream_error(err))[0]
+    ev = sse.Parser().feed(ib.API.stream_error(err))[0]
     assert ev.event == "error" and json.loads(ev.data) == body
