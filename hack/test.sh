@@ -27,9 +27,9 @@ step "mypy --strict"
 step "import-linter"
 lint-imports
 
-step "CRDs are current"
+step "CRDs and generated docs are current"
 sluice crds --check
-sluice docs
+"${PY}" -m sluice_cli.maintainer docs
 
 step "pytest"
 "${PY}" -m pytest "$@"

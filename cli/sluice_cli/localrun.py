@@ -5,11 +5,16 @@ manifests are polled for changes, recompiled, and the file is replaced atomicall
 like the kubelet's ConfigMap swap), so the sidecar's own file watcher picks the change up. A broken
 edit prints its errors and leaves the last good config in place. The sidecar itself is the same
 code that runs in a pod (``sluice_sidecar.main.serve``).
+
+Before serving, both ports are tried: a port already taken (another ``sluice run`` on the defaults)
+ends the command with one line naming the port and the flag that changes it, not a traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -20,6 +25,37 @@ from sluice_operator import configmap, manifests
 from sluice_operator.compile import CompileResult, compile_namespace
 
 POLL_SECONDS = 1.0
+ADMIN_HOST = "127.0.0.1"  # the sidecar's default admin bind address
+
+
+def port_taken(host: str, port: int) -> bool:
+    """True when something already listens on ``host:port`` (a bind fails with EADDRINUSE)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return False  # the server reports a bad host itself
+    with socket.socket(family, kind, proto) as probe:
+        # as the server will bind: SO_REUSEADDR ignores TIME_WAIT leftovers, not live listeners
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def busy_port_message(host: str, port: int, admin_port: int) -> str | None:
+    """One line for the user when a port to serve on is taken, else None."""
+    for bind, number, what, flag in (
+        (host, port, "API", "--port"),
+        (ADMIN_HOST, admin_port, "admin (metrics, health)", "--admin-port"),
+    ):
+        if port_taken(bind, number):
+            return (
+                f"error: {what} port {number} on {bind} is already in use (another `sluice run`?); "
+                f"choose another with {flag} N"
+            )
+    return None
 
 
 def _fingerprint(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
@@ -35,6 +71,9 @@ def _fingerprint(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
 
 def compile_for(paths: Sequence[Path], namespace: str | None) -> CompileResult | str:
     """The compiled config of ``namespace`` (or the only one), or an error text for the user."""
+    absent = manifests.missing(paths)
+    if absent:
+        return "\n".join(f"error: {p}: no such file or directory" for p in absent)
     resources, errors = manifests.load_paths(paths)
     if errors:
         return "\n".join(f"error: {e}" for e in errors)
@@ -124,6 +163,10 @@ def run(
     if isinstance(result, str):
         print(f"{result}\nnothing was served; fix the errors above.", file=sys.stderr)
         return 1
+    busy = busy_port_message(host, port, admin_port)
+    if busy is not None:
+        print(busy, file=sys.stderr)
+        return 1
     _report(result)
     with tempfile.TemporaryDirectory(prefix="sluice-run-") as tmp:
         target = Path(tmp) / configmap.KEY
@@ -141,6 +184,13 @@ def run(
             )
         except KeyboardInterrupt:
             pass
+        except OSError as exc:  # a port taken between the check and the bind, or not allowed
+            print(
+                f"error: cannot serve on {host}:{port} / {ADMIN_HOST}:{admin_port}: "
+                f"{exc.strerror or exc}; choose other ports with --port and --admin-port",
+                file=sys.stderr,
+            )
+            return 1
         finally:
             stop.set()
     return 0

@@ -1,11 +1,14 @@
 """The ``sluice`` command line: thin entry points over the packages, nothing else.
 
 Subcommands:
-  render  validate manifests and print the compiled sidecar config
-  crds    print (or --write / --check) the generated CustomResourceDefinitions
-  run     compile manifests and serve the sidecar locally, reloading on change
-  demo    serve the built-in quickstart with the mock provider
-  dev     developer helpers (``sluice dev cluster``: a local kube-apiserver)
+  render    validate manifests and print the compiled sidecar config (``--strict`` for CI)
+  crds      print (or --write / --check) the generated CustomResourceDefinitions
+  run       compile manifests and serve the sidecar locally, reloading on change
+  demo      serve the built-in quickstart with the mock provider
+  operator  run the Kubernetes operator (``sluice_operator.main``)
+  dev       developer helpers (``sluice dev cluster``: a local kube-apiserver)
+
+Maintainer tools (regenerating docs) are not here: see ``sluice_cli.maintainer``.
 
 Heavy or optional imports (the sidecar server, kopf) happen inside the subcommand that needs them,
 so ``sluice render`` starts fast and works without the ``[operator]`` extra.
@@ -17,6 +20,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TextIO
 
@@ -27,10 +31,24 @@ from sluice_operator.compile import CompileResult, compile_namespace
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+DISTRIBUTION = "sluicegate"
+
+
+def version() -> str:
+    """The installed version of the distribution."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
 
 
 def compile_paths(paths: Sequence[str | Path], err: TextIO) -> list[CompileResult] | None:
     """Load, validate and compile manifests; print errors and return None when any is invalid."""
+    absent = manifests.missing(paths)
+    if absent:
+        for path in absent:
+            print(f"error: {path}: no such file or directory", file=err)
+        return None
     resources, errors = manifests.load_paths(paths)
     if errors:
         for error in errors:
@@ -71,6 +89,13 @@ def cmd_render(args: argparse.Namespace) -> int:
             for r in results
         ]
         sys.stdout.write("---\n".join(parts))
+    problems = sum(len(r.problems) for r in results)
+    if args.strict and problems:
+        print(
+            f"{problems} problem(s) named above (warnings); failing because of --strict",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     return 0
 
 
@@ -103,27 +128,6 @@ def cmd_crds(args: argparse.Namespace) -> int:
             path.unlink()
     print(f"wrote {len(rendered)} CRDs to {', '.join(map(str, targets))}", file=sys.stderr)
     return 0
-
-
-def cmd_docs(args: argparse.Namespace) -> int:
-    from sluice_operator import docgen
-    from sluice_operator.api import KINDS
-
-    stale = []
-    for kind in KINDS:
-        path = Path(args.dir) / f"{kind.singular}.md"
-        current = path.read_text(encoding="utf-8") if path.exists() else f"# {kind.kind}\n"
-        wanted = docgen.splice(current, kind)
-        if current != wanted:
-            stale.append(path)
-            if args.write:
-                path.write_text(wanted, encoding="utf-8")
-    if args.write:
-        print(f"updated {len(stale)} page(s)", file=sys.stderr)
-        return 0
-    for path in stale:
-        print(f"{path}: field reference out of date; run `sluice docs --write`", file=sys.stderr)
-    return EXIT_INVALID if stale else 0
 
 
 def _same(path: Path, text: str) -> bool:
@@ -181,9 +185,20 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_cluster(args: argparse.Namespace) -> int:
-    from . import devcluster
+    try:
+        from . import devcluster
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != "cryptography":
+            raise
+        print(
+            "error: sluice dev cluster needs the cryptography package, part of the [operator] "
+            "extra: pip install 'sluicegate[operator]'",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
 
     argv = ["--workdir", args.workdir] if args.workdir else []
+    argv.append(f"--timeout={args.timeout}")
     return devcluster.main_dev_cluster(argv + [f"--apply={p}" for p in args.apply])
 
 
@@ -191,11 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sluice", description="Kubernetes-native LLM traffic control."
     )
+    parser.add_argument("--version", action="version", version=f"sluice {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="validate manifests and print the compiled config")
     render.add_argument("paths", nargs="+", help="YAML files or folders of them")
     render.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    render.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when there are problems (dangling references) too, not only errors (for CI)",
+    )
     render.set_defaults(func=cmd_render)
 
     crds = sub.add_parser("crds", help="print the CustomResourceDefinitions")
@@ -204,14 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--dir", default="crds", help="folder for --write/--check (default crds)")
     crds.set_defaults(func=cmd_crds)
 
-    docs = sub.add_parser("docs", help="check (or --write) the field references in docs/")
-    docs.add_argument("--write", action="store_true", help="rewrite them")
-    docs.add_argument("--dir", default="docs", help="docs folder (default docs)")
-    docs.set_defaults(func=cmd_docs)
-
     def serve_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--port", type=int, default=4000, help="API port (default 4000)")
-        p.add_argument("--admin-port", type=int, default=4001, help="metrics/health port")
+        p.add_argument(
+            "--admin-port", type=int, default=4001, help="metrics/health port (default 4001)"
+        )
         p.add_argument(
             "--secrets-dir",
             default=".secrets",
@@ -241,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--workdir", default=None, help="folder for certs, data and kubeconfig")
     cluster.add_argument(
         "--apply", action="append", default=[], metavar="PATH", help="kubectl apply once up"
+    )
+    cluster.add_argument(
+        "--timeout", type=float, default=180.0, help="startup timeout, seconds (default 180)"
     )
     cluster.set_defaults(func=cmd_dev_cluster)
     return parser

@@ -192,6 +192,11 @@ def expand(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def missing(paths: Sequence[str | Path]) -> list[str]:
+    """The paths named that do not exist (to say so plainly, before any validation)."""
+    return [str(p) for p in paths if not Path(p).exists()]
+
+
 def load_paths(paths: Sequence[str | Path]) -> tuple[list[Resource], list[ManifestError]]:
     """Read and validate every manifest under ``paths``; duplicates are errors too."""
     resources: list[Resource] = []

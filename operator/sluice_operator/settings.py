@@ -29,7 +29,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     d = OperatorOptions()
     parser.add_argument("--namespace", default=d.namespace, help="the operator's own namespace")
     parser.add_argument(
-        "--standalone", action="store_true", help="no leader election (one replica, dev, tests)"
+        "--standalone",
+        action="store_true",
+        help="no leader election (one replica, dev, tests); without it kopf's peering CRD "
+        "(clusterkopfpeerings.kopf.dev) must be installed",
     )
     parser.add_argument("--peering", default=d.peering, help="kopf peering name for leadership")
     parser.add_argument("--controlplane-host", default=d.controlplane_host)

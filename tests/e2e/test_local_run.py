@@ -131,6 +131,26 @@ def test_broken_edit_keeps_the_last_good_config(served: Served, folder: Path) ->
     assert ask(served) == "first"
 
 
+def test_a_second_run_on_the_same_ports_exits_with_one_line(served: Served, folder: Path) -> None:
+    for ports, flag, taken in (
+        ([f"--port={free_port()}", f"--admin-port={served.admin}"], "--admin-port", served.admin),
+        ([f"--port={served.port}", f"--admin-port={free_port()}"], "--port", served.port),
+    ):
+        second = subprocess.run(
+            [sys.executable, "-m", "sluice_cli", "run", str(folder), *ports],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert second.stderr.splitlines() == [
+            f"error: {'API' if flag == '--port' else 'admin (metrics, health)'} port {taken} on "
+            f"127.0.0.1 is already in use (another `sluice run`?); choose another with {flag} N"
+        ]
+    assert ask(served) == "first"  # the first one is unharmed
+
+
 def test_invalid_folder_serves_nothing_and_says_why(tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()

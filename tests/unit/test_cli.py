@@ -1,10 +1,15 @@
-"""`sluice render` and `sluice crds` as a user runs them: a real process, real files."""
+"""The `sluice` command as a user runs it: a real process, real files."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -82,22 +87,140 @@ def test_invalid_yaml_is_located(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_missing_path_is_reported(tmp_path: Path) -> None:
-    out = sluice("render", "nope.yaml", cwd=tmp_path)
-    assert out.returncode == 1
-    assert "nope.yaml: cannot read" in out.stderr
+def test_missing_path_is_reported_plainly(tmp_path: Path) -> None:
+    for name in ("nope.yaml", "/nonexistent"):
+        out = sluice("render", name, cwd=tmp_path)
+        assert out.returncode == 1
+        assert out.stderr == f"error: {name}: no such file or directory\n"
+        assert out.stdout == ""
+
+
+DANGLING = (
+    "apiVersion: sluice.dev/v1alpha1\nkind: PromptTemplate\nmetadata: {name: p}\n"
+    "spec:\n  versions:\n  - version: 1\n    route: missing\n"
+    "    messages: [{role: user, content: hi}]\n"
+)
 
 
 def test_dangling_reference_warns_but_renders(tmp_path: Path) -> None:
-    text = (
-        "apiVersion: sluice.dev/v1alpha1\nkind: PromptTemplate\nmetadata: {name: p}\n"
-        "spec:\n  versions:\n  - version: 1\n    route: missing\n"
-        "    messages: [{role: user, content: hi}]\n"
-    )
-    (tmp_path / "p.yaml").write_text(text)
+    (tmp_path / "p.yaml").write_text(DANGLING)
     out = sluice("render", "p.yaml", cwd=tmp_path)
     assert out.returncode == 0
     assert 'warning: namespace default: PromptTemplate "p": spec.versions[0].route' in out.stderr
+
+
+def test_render_strict_fails_on_dangling_references_for_ci(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(DANGLING)
+    out = sluice("render", "--strict", "p.yaml", cwd=tmp_path)
+    assert out.returncode == 1
+    assert 'warning: namespace default: PromptTemplate "p": spec.versions[0].route' in out.stderr
+    assert "1 problem(s) named above (warnings); failing because of --strict" in out.stderr
+    assert sluice("render", "--strict", "examples/01-quickstart").returncode == 0
+
+
+def test_version() -> None:
+    out = sluice("--version")
+    assert out.returncode == 0
+    assert out.stdout == f"sluice {metadata.version('sluicegate')}\n"
+
+
+def test_docs_is_a_maintainer_tool_not_a_user_command() -> None:
+    out = sluice("docs")
+    assert out.returncode == 2
+    assert "invalid choice: 'docs'" in out.stderr
+    assert "docs" not in sluice("--help").stdout
+    maintainer = subprocess.run(
+        [sys.executable, "-m", "sluice_cli.maintainer", "docs"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert maintainer.returncode == 0, maintainer.stderr
+    assert "sluice_cli.maintainer docs" in (REPO / "hack" / "test.sh").read_text()
+
+
+def test_dev_cluster_flags_match_the_docs() -> None:
+    help_text = sluice("dev", "cluster", "--help").stdout
+    documented = (REPO / "docs" / "local-cluster.md").read_text()
+    options = documented[documented.index("Options: ") :].split("\n\n")[0]
+    flags = set(re.findall(r"`(--[a-z-]+)", options))
+    assert flags == {"--workdir", "--apply", "--timeout"}
+    for flag in flags:
+        assert flag in help_text
+
+
+def test_cryptography_comes_with_the_operator_extra() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extra = project["optional-dependencies"]["operator"]
+    assert any(re.match(r"cryptography\b", req) for req in extra)
+
+
+def test_dev_cluster_without_cryptography_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['cryptography'] = None\n"
+        "from sluice_cli.main import main\n"
+        "sys.exit(main(['dev', 'cluster', '--timeout', '1']))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert out.returncode == 1
+    assert "pip install 'sluicegate[operator]'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def _without_kube_credentials(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    env["KUBECONFIG"] = str(tmp_path / "no-such-kubeconfig")
+    env["HOME"] = str(tmp_path)
+    return env
+
+
+def test_operator_without_kubeconfig_exits_with_one_clear_line(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sluice_cli", "operator"],
+        env=_without_kube_credentials(tmp_path),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("sluice operator: no Kubernetes credentials:")
+    assert "set KUBECONFIG" in out.stderr
+    assert out.stderr.count("\n") == 1
+    assert "Traceback" not in out.stderr
+
+
+def _listening(port: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen()
+    return s
+
+
+def test_run_on_a_taken_port_says_which_and_the_flag(tmp_path: Path) -> None:
+    with _listening(0) as taken:
+        busy = taken.getsockname()[1]
+        for flags, flag in (
+            ([f"--port={busy}", "--admin-port=0"], "--port"),
+            (["--port=0", f"--admin-port={busy}"], "--admin-port"),
+        ):
+            out = subprocess.run(
+                [sys.executable, "-m", "sluice_cli", "run", "examples/01-quickstart", *flags],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+            assert out.returncode == 1
+            assert f"port {busy} on 127.0.0.1 is already in use" in out.stderr
+            assert f"choose another with {flag} N" in out.stderr
+            assert out.stderr.count("\n") == 1
+            assert "Traceback" not in out.stderr
 
 
 def test_crds_prints_every_kind_and_check_passes() -> None:

@@ -107,4 +107,5 @@ def test_docs_field_references_are_current() -> None:
         text = page.read_text(encoding="utf-8")
         if docgen.splice(text, kind) != text:
             stale.append(page.name)
-    assert not stale, f"docs out of date ({', '.join(stale)}); run `sluice docs --write`"
+    command = "python -m sluice_cli.maintainer docs --write"
+    assert not stale, f"docs out of date ({', '.join(stale)}); run `{command}`"

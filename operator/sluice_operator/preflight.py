@@ -1,0 +1,65 @@
+"""Checks made once before kopf starts, so that a start that cannot work fails with one clear line.
+
+Left to itself, kopf retries a missing login every 60 seconds with a traceback, and with mandatory
+peering it waits silently, forever, for its peering CRD to appear. Both are configuration errors a
+person has to fix, so the operator checks them first and exits with a message saying what to do:
+
+* credentials: the in-cluster ServiceAccount, else a kubeconfig (``KUBECONFIG`` or
+  ``~/.kube/config``) — the same lookup kopf and ``kube.load_client`` make;
+* peering (unless ``--standalone``): the ``clusterkopfpeerings.kopf.dev`` resource is served.
+  Discovery (``GET /apis/kopf.dev/v1``) needs no RBAC beyond what every authenticated user has.
+
+Reads only; it never writes to the API.
+"""
+
+from __future__ import annotations
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from . import kube
+from .settings import OperatorOptions
+
+PEERING_GROUP = "kopf.dev"
+PEERING_VERSION = "v1"
+PEERING_RESOURCE = "clusterkopfpeerings"
+PEERING_CRD_FILE = "charts/sluice/crds/kopf.dev-peerings.yaml"
+TIMEOUT_SECONDS = 10.0
+
+
+class PreflightError(Exception):
+    """The operator cannot start; ``str()`` says why and what to do, in one line."""
+
+
+def check(options: OperatorOptions) -> None:
+    """Raise :class:`PreflightError` when kopf could not do its work with ``options``."""
+    try:
+        api = kube.load_client()
+    except config.ConfigException as exc:
+        raise PreflightError(
+            "no Kubernetes credentials: not running in a pod (no ServiceAccount) and no "
+            f"kubeconfig found ({exc}); set KUBECONFIG or create ~/.kube/config"
+        ) from exc
+    if options.standalone:
+        return
+    host = api.configuration.host
+    try:
+        resources = client.CustomObjectsApi(api).get_api_resources(
+            PEERING_GROUP, PEERING_VERSION, _request_timeout=TIMEOUT_SECONDS
+        )
+        served = {r.name for r in resources.resources} if resources else set()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise PreflightError(
+                f"the Kubernetes API at {host} answered {exc.status} {exc.reason} to discovery "
+                f"of {PEERING_GROUP}/{PEERING_VERSION}"
+            ) from exc
+        served = set()
+    except Exception as exc:  # urllib3 wraps connection errors in several types
+        raise PreflightError(f"cannot reach the Kubernetes API at {host}: {exc}") from exc
+    if PEERING_RESOURCE not in served:
+        raise PreflightError(
+            f"kopf's peering CRD ({PEERING_RESOURCE}.{PEERING_GROUP}) is not installed at "
+            f"{host}, so leader election cannot start: install it (kubectl apply -f "
+            f"{PEERING_CRD_FILE}; the Helm chart does) or run one replica with --standalone"
+        )
