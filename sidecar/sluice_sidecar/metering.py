@@ -491,7 +491,7 @@ class Metrics:
             ["route", "from_backend", "to_backend", "reason"],
             registry=registry,
         )
-        self.budget_exhausted = Counter(
+        self.retry_budget_exhausted = Counter(
             "sluice_retry_budget_exhausted",
             "Retries refused because the retry budget was spent.",
             ["route"],

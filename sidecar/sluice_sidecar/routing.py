@@ -86,7 +86,7 @@ class RetryBudget:
 class RouteState:
     """Everything routing remembers about one route between requests."""
 
-    budget: RetryBudget
+    retry_budget: RetryBudget
     health: dict[str, BackendHealth] = field(default_factory=dict)
 
     def of(self, backend: Backend) -> BackendHealth:
@@ -335,7 +335,7 @@ def next_try(
         return GiveUp("no backend left to try")
     if now + choice.delay >= deadline:
         return GiveUp("deadline exceeded")
-    if not state.budget.try_withdraw(now):
+    if not state.retry_budget.try_withdraw(now):
         return GiveUp("retry budget exhausted")
     return choice
 

@@ -40,7 +40,7 @@ async def with_retries(
     state = gw.route_state(route)
     if resume is None:
         now = clock.now()
-        state.budget.record_request(now)
+        state.retry_budget.record_request(now)
         candidates = routing.order(route, state, now, gw.rng)
         if not candidates:
             raise errors.NoBackendAvailable(
@@ -139,7 +139,7 @@ def next_try(gw: Gateway, ex: Exchange, err: UpstreamError) -> routing.Attempt |
     )
     if isinstance(decision, routing.GiveUp):
         if decision.reason == "retry budget exhausted":
-            gw.metrics.budget_exhausted.labels(route.name).inc()
+            gw.metrics.retry_budget_exhausted.labels(route.name).inc()
         ex.annotations["gaveUp"] = decision.reason
     return decision
 
