@@ -38,6 +38,7 @@ import pytest
 import yaml
 
 from sluice_cli.devcluster import Cluster
+from sluice_operator import configmap
 
 from .operator_proc import OperatorProcess, free_port, start_operator
 from .polling import eventually
@@ -263,6 +264,109 @@ def test_service_account_cannot_read_secrets(cluster: Cluster, release: Release)
     )
     assert out.returncode != 0
     assert "Forbidden" in out.stderr
+
+
+def test_service_account_writes_only_sluices_own_configmap(
+    cluster: Cluster, release: Release, namespace: str
+) -> None:
+    who = f"system:serviceaccount:{release.namespace}:{release.service_account}"
+
+    def can(*args: str) -> bool:
+        out = cluster.kubectl("auth", "can-i", *args, f"--as={who}", check=False)
+        return out.stdout.strip() == "yes"
+
+    own = f"configmaps/{configmap.NAME}"
+    for verb in ("get", "create", "update", "patch"):
+        assert can(verb, own, "-n", namespace), verb
+        assert can(verb, own, "-n", "kube-system"), verb  # the name, in any namespace
+        assert not can(verb, "configmaps/kube-root-ca.crt", "-n", namespace), verb
+        assert not can(verb, "configmaps/coredns", "-n", "kube-system"), verb
+    for verb in ("list", "watch", "delete"):
+        assert not can(verb, "configmaps", "-n", namespace), verb
+    assert not can("create", "configmaps", "-n", namespace)  # a POST names nothing: refused
+
+    # What the operator does, with the ServiceAccount's own token: server-side apply creates
+    # sluice-config (the apiserver authorizes that create with the name) and nothing else.
+    kubeconfig = cluster.service_account_kubeconfig(
+        release.namespace, release.service_account, create=False
+    )
+
+    def apply(name: str) -> subprocess.CompletedProcess[str]:
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {configmap.KEY: "{}"},
+        }
+        return cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=sluice-operator",
+            "-f",
+            "-",
+            input=json.dumps(body),
+            kubeconfig=kubeconfig,
+            check=False,
+        )
+
+    created = apply(configmap.NAME)
+    assert created.returncode == 0, created.stderr
+    refused = apply("not-sluices")
+    assert refused.returncode != 0
+    assert "Forbidden" in refused.stderr
+
+
+def test_namespace_viewers_and_editors_get_the_four_kinds(
+    cluster: Cluster, release: Release, namespace: str
+) -> None:
+    """The chart's -view and -edit ClusterRoles carry the aggregation labels of the built-in
+    view and edit roles. There is no controller-manager here to aggregate them, so each is bound
+    directly, as aggregation would make view's and edit's holders get them."""
+    view = cluster.kubectl_json("get", "clusterrole", f"{RELEASE}-view")
+    edit = cluster.kubectl_json("get", "clusterrole", f"{RELEASE}-edit")
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    # the built-in roles select exactly those labels (and view is part of edit)
+    builtin_edit = cluster.kubectl_json("get", "clusterrole", "edit")
+    builtin_view = cluster.kubectl_json("get", "clusterrole", "view")
+    assert builtin_view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"]
+    for role, label in ((builtin_view, "view"), (builtin_edit, "edit")):
+        selectors = role["aggregationRule"]["clusterRoleSelectors"]
+        assert {"matchLabels": {f"rbac.authorization.k8s.io/aggregate-to-{label}": "true"}} in (
+            selectors
+        )
+
+    grants = {"viewer": ["view"], "editor": ["view", "edit"]}
+    for user, roles in grants.items():
+        cluster.kubectl("create", "serviceaccount", user, "-n", namespace)
+        for role in roles:
+            cluster.kubectl(
+                "create",
+                "rolebinding",
+                f"{user}-{role}",
+                "-n",
+                namespace,
+                f"--clusterrole={RELEASE}-{role}",
+                f"--serviceaccount={namespace}:{user}",
+            )
+
+    def can(user: str, verb: str, resource: str, *extra: str) -> bool:
+        who = f"--as=system:serviceaccount:{namespace}:{user}"
+        out = cluster.kubectl(
+            "auth", "can-i", verb, resource, *extra, "-n", namespace, who, check=False
+        )
+        return out.stdout.strip() == "yes"
+
+    for kind in ("modelroutes", "prompttemplates", "budgets", "guardrailpolicies"):
+        for verb in ("get", "list", "watch"):
+            assert can("viewer", verb, f"{kind}.sluice.dev"), (kind, verb)
+            assert can("editor", verb, f"{kind}.sluice.dev"), (kind, verb)
+        for verb in ("create", "update", "patch", "delete", "deletecollection"):
+            assert not can("viewer", verb, f"{kind}.sluice.dev"), (kind, verb)
+            assert can("editor", verb, f"{kind}.sluice.dev"), (kind, verb)
+        assert can("viewer", "get", f"{kind}.sluice.dev", "--subresource=status")
+        assert not can("editor", "patch", f"{kind}.sluice.dev", "--subresource=status")
+    assert not can("editor", "get", "secrets")
 
 
 @dataclass

@@ -93,6 +93,11 @@ class Rendered:
         assert len(found) == 1, f"{len(found)} {kind} objects"
         return found[0]
 
+    def named(self, kind: str, name: str) -> dict[str, Any]:
+        found = [d for d in self.all(kind) if d["metadata"]["name"] == name]
+        assert len(found) == 1, f"{len(found)} {kind} objects named {name}"
+        return found[0]
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.docs)
 
@@ -122,11 +127,12 @@ NON_DEFAULT = {
         },
     },
     "image": {"repository": "reg.example/operator", "tag": "9.9.9"},
-    "operator": {"replicas": 3, "logLevel": "debug"},
+    "operator": {"replicas": 1, "logLevel": "debug"},
     "podDisruptionBudget": {"enabled": False},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
     "prometheusRule": {"enabled": True},
     "peering": {"enabled": False},
+    "rbac": {"aggregateToDefaultRoles": False},
 }
 
 
@@ -159,6 +165,8 @@ def test_default_objects(default: Rendered) -> None:
         [
             "ClusterKopfPeering",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
             "MutatingWebhookConfiguration",
@@ -188,6 +196,9 @@ def _rules(rendered: Rendered) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+SLUICE_RESOURCES = {"modelroutes", "prompttemplates", "budgets", "guardrailpolicies"}
+
+
 @pytest.mark.parametrize("which", ["default", "custom"])
 def test_rbac_has_no_secrets_no_wildcards_no_delete(
     which: str, request: pytest.FixtureRequest
@@ -200,14 +211,49 @@ def test_rbac_has_no_secrets_no_wildcards_no_delete(
         assert not any(r == "secrets" or r.startswith("secrets/") for r in resources), where
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule.get(field, []), f"{where}: wildcard in {field}"
-        assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(
-            rule["verbs"]
-        ), where
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), where
+        if where.endswith("-operator"):  # the operator never deletes anything
+            assert not {"delete", "deletecollection"} & set(rule["verbs"]), where
+        else:  # namespace users (aggregated roles) may delete Sluice resources, nothing else
+            assert rule["apiGroups"] == ["sluice.dev"], where
+            assert {r.split("/")[0] for r in resources} <= SLUICE_RESOURCES, where
         assert "nonResourceURLs" not in rule
 
 
+def test_configmap_writes_are_limited_to_sluices_own_configmap(default: Rendered) -> None:
+    from sluice_operator import configmap
+
+    rules = [
+        r
+        for r in default.named("ClusterRole", "sluice-operator")["rules"]
+        if "configmaps" in r["resources"]
+    ]
+    # read by name, written by server-side apply: no list, no watch, and every verb by name
+    assert {v for r in rules for v in r["verbs"]} == {"get", "update", "patch", "create"}
+    for rule in rules:
+        assert rule["resources"] == ["configmaps"]
+        assert rule["resourceNames"] == [configmap.NAME]
+    # create is a rule of its own (with the comment that says why a name restricts it here)
+    assert ["create"] in [r["verbs"] for r in rules]
+
+
+def test_namespace_users_get_the_four_kinds_through_view_and_edit(default: Rendered) -> None:
+    view = default.named("ClusterRole", "sluice-view")
+    edit = default.named("ClusterRole", "sluice-edit")
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-edit" not in view["metadata"]["labels"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+    (read,) = view["rules"]
+    assert read["verbs"] == ["get", "list", "watch"]
+    assert {r.split("/")[0] for r in read["resources"]} == SLUICE_RESOURCES
+    (write,) = edit["rules"]
+    assert set(write["resources"]) == SLUICE_RESOURCES  # no status: the operator owns it
+    assert set(write["verbs"]) == {"create", "update", "patch", "delete", "deletecollection"}
+
+
 def test_rbac_grants_what_the_operator_needs(default: Rendered) -> None:
-    cluster = default.one("ClusterRole")["rules"]
+    cluster = default.named("ClusterRole", "sluice-operator")["rules"]
 
     def verbs(group: str, resource: str) -> set[str]:
         return {
@@ -221,7 +267,7 @@ def test_rbac_grants_what_the_operator_needs(default: Rendered) -> None:
         assert verbs("sluice.dev", kind) == {"get", "list", "watch", "patch"}
         assert {"get", "patch"} <= verbs("sluice.dev", f"{kind}/status")
     assert verbs("", "events") == {"create", "patch"}
-    assert verbs("", "configmaps") == {"get", "list", "watch", "create", "update", "patch"}
+    assert verbs("", "configmaps") == {"get", "create", "update", "patch"}
     assert verbs("", "pods") == {"list", "watch"}
     assert verbs("", "namespaces") == {"list", "watch"}
     assert verbs("authentication.k8s.io", "tokenreviews") == {"create"}
@@ -231,6 +277,7 @@ def test_rbac_grants_what_the_operator_needs(default: Rendered) -> None:
     assert role["metadata"]["namespace"] == "sluice-system"
     assert role["rules"][0]["resources"] == ["leases"]
     binding = default.one("ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == "sluice-operator"
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "sluice", "namespace": "sluice-system"}
     ]
@@ -408,7 +455,8 @@ def test_existing_secret_replaces_the_generated_one(custom: Rendered) -> None:
 def test_toggles(custom: Rendered) -> None:
     assert custom.all("PodDisruptionBudget") == []
     assert custom.all("ClusterKopfPeering") == []
-    assert custom.one("Deployment")["spec"]["replicas"] == 3
+    assert custom.one("Deployment")["spec"]["replicas"] == 1
+    assert [r["metadata"]["name"] for r in custom.all("ClusterRole")] == ["sluice-operator"]
     monitor = custom.one("ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["endpoints"][0]["port"] == "http-control"
@@ -445,6 +493,16 @@ def test_the_sidecar_admin_port_name_matches_the_pod_monitor() -> None:
         (["--set", "webhook.timeoutSeconds=0"], "timeoutSeconds must be within 1-30"),
         (["--set", "webhook.certificate.existingSecret=x"], "caBundle"),
         (["--kube-version", "1.28.5"], "needs Kubernetes 1.29"),
+        (
+            ["--set", "peering.enabled=false"],
+            "peering.enabled=false runs each operator replica as its own leader (--standalone), "
+            "so 2 replicas would all reconcile at once; set operator.replicas=1 or "
+            "peering.enabled=true",
+        ),
+        (
+            ["--set", "peering.enabled=false,operator.replicas=3"],
+            "so 3 replicas would all reconcile at once",
+        ),
     ],
 )
 def test_bad_values_fail_with_a_message(helm: Path, args: list[str], message: str) -> None:
