@@ -93,6 +93,31 @@ class Parser:
         elif name == "retry" and value.isascii() and value.isdigit():
             self._retry = int(value)
 
+    def simple_events(self, chunk: bytes) -> list[bytes] | None:
+        """The events of ``chunk`` as ``data: <payload>`` lines (without the blank line) when
+        every one of them is that simple — one ``data:`` field with a space and a non-empty
+        value, LF line ends, nothing pending from an earlier chunk, the chunk ending at an event
+        boundary — as upstreams send nearly always; None otherwise (then use ``feed``). What it
+        returns is what ``feed`` would dispatch, already in canonical form, so a caller can pass
+        the bytes on without decoding and encoding them."""
+        if (
+            self._buf
+            or self._data
+            or self._skip_lf
+            or not chunk.endswith(b"\n\n")
+            or b"\r" in chunk
+            or not chunk.startswith(b"data: ")
+        ):
+            return None
+        blocks = chunk.split(b"\n\n")
+        blocks.pop()
+        for block in blocks:
+            if len(block) <= 6 or not block.startswith(b"data: ") or b"\n" in block:
+                return None
+        self._started = True
+        self._event = None
+        return blocks
+
     @property
     def has_partial(self) -> bool:
         """True when bytes or fields of an event are pending that no blank line has completed."""

@@ -3,6 +3,7 @@ however the bytes are split, the events are the same."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -117,3 +118,36 @@ def test_writer_output_parses_back(events: list[tuple[str, str | None]]) -> None
     parsed, partial = parse_all([raw])
     assert [(ev.data, ev.event) for ev in parsed] == clean
     assert not partial
+
+
+# --- the fast path for simple events ------------------------------------------------------------
+
+
+def test_simple_events_are_what_feed_would_dispatch() -> None:
+    chunk = b'data: {"a":1}\n\ndata: [DONE]\n\n'
+    fast = sse.Parser().simple_events(chunk)
+    assert fast == [b'data: {"a":1}', b"data: [DONE]"]
+    assert [e.data for e in sse.Parser().feed(chunk)] == [b[6:].decode() for b in fast]
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b'data: {"a":1}\n\ndata: {"b"',  # ends inside an event
+        b'data: {"a":1}\r\n\r\n',  # CR line ends
+        b": keep-alive\n\ndata: x\n\n",  # a comment
+        b"event: message\ndata: x\n\n",  # another field
+        b"data: a\ndata: b\n\n",  # multi-line data
+        b"data:x\n\n",  # no space after the colon
+        b"data: \n\n",  # empty data (not dispatched)
+        b"\xef\xbb\xbfdata: x\n\n",  # a BOM
+    ],
+)
+def test_anything_else_takes_the_full_parser(chunk: bytes) -> None:
+    assert sse.Parser().simple_events(chunk) is None
+
+
+def test_no_fast_path_while_an_event_is_pending() -> None:
+    p = sse.Parser()
+    assert p.feed(b"data: par") == []
+    assert p.simple_events(b'data: {"a":1}\n\n') is None

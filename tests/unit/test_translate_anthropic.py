@@ -339,7 +339,7 @@ def run(chunks: list[bytes], *, wants_usage: bool = True) -> tuple[bytes, tr.Str
     out = []
     for chunk in chunks:
         for ev in parser.feed(chunk):
-            out += t.feed(ev)
+            out += t.event(ev)
     assert not parser.has_partial
     return b"".join(out), t
 
@@ -379,9 +379,9 @@ def test_stream_frames_are_valid_openai_chunks() -> None:
 def test_stream_emits_nothing_before_content_so_errors_stay_retryable() -> None:
     t = tr.StreamTranslator("c", 1, False)
     evs = fa.events(fa.ok(), "claude-x")
-    assert [t.feed(ev_(kind, data)) for kind, data in evs[:3]] == [[], [], []]
+    assert [t.event(ev_(kind, data)) for kind, data in evs[:3]] == [[], [], []]
     with pytest.raises(errors.UpstreamStreamError) as exc:
-        t.feed(ev_("error", fa.error_body("overloaded_error", "Overloaded")))
+        t.event(ev_("error", fa.error_body("overloaded_error", "Overloaded")))
     assert exc.value.failure is FailureClass.SERVER_ERROR
 
 
@@ -389,22 +389,22 @@ def test_stream_usage_from_message_delta_with_input_tokens() -> None:
     t = tr.StreamTranslator("c", 1, True)
     evs = fa.events(fa.ok("x"), "m")
     for kind, data in evs[:-2]:
-        t.feed(ev_(kind, data))
+        t.event(ev_(kind, data))
     delta = {
         "type": "message_delta",
         "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
         "usage": {"input_tokens": 100, "cache_read_input_tokens": 50, "output_tokens": 9},
     }
-    out = t.feed(ev_("message_delta", delta))
+    out = t.event(ev_("message_delta", delta))
     assert t.usage == Usage(150, 9, 50) and b'"finish_reason":"length"' in out[0]
 
 
 def test_native_stream_holds_events_until_content() -> None:
     n = anthropic_anthropic.NativeStream("c")
     evs = [sse.Event(json.dumps(data), kind) for kind, data in fa.events(fa.ok("a b"), "m")]
-    held = [n.feed(ev) for ev in evs[:3]]
+    held = [n.event(ev) for ev in evs[:3]]
     assert held == [[], [], []]
-    released = n.feed(evs[3])
+    released = n.event(evs[3])
     assert [sse.Parser().feed(f)[0].event for f in released] == [
         "message_start",
         "ping",
@@ -412,7 +412,7 @@ def test_native_stream_holds_events_until_content() -> None:
         "content_block_delta",
     ]
     for ev in evs[4:]:
-        n.feed(ev)
+        n.event(ev)
     assert n.finished and n.usage == Usage(12, 5, 0)
 
 
@@ -425,7 +425,7 @@ def test_native_passthrough_any_split_gives_the_same_events() -> None:
         out = []
         for chunk in chunks:
             for ev in parser.feed(chunk):
-                out += n.feed(ev)
+                out += n.event(ev)
         return b"".join(out)
 
     whole = native([data])

@@ -293,7 +293,7 @@ def run(chunks: list[bytes]) -> tuple[bytes, tr.StreamTranslator]:
     out = []
     for chunk in chunks:
         for ev in parser.feed(chunk):
-            out += t.feed(ev)
+            out += t.event(ev)
     out += t.end()
     assert not parser.has_partial
     return b"".join(out), t
@@ -332,15 +332,15 @@ def test_stream_call_finish_and_multiple_candidates() -> None:
             {"index": 1, "content": {"parts": [{"text": "b"}]}},
         ]
     }
-    two.feed(sse.Event(json.dumps(ev)))
+    two.event(sse.Event(json.dumps(ev)))
     assert not two.complete
     last = {"candidates": [{"index": 1, "content": {"parts": []}, "finishReason": "MAX_TOKENS"}]}
-    two.feed(sse.Event(json.dumps(last)))
+    two.event(sse.Event(json.dumps(last)))
     assert two.complete
 
 
 def test_stream_blocked_prompt_raises_before_any_frame() -> None:
     t = tr.StreamTranslator("b", 1, "g", False)
     with pytest.raises(errors.UpstreamStatusError) as exc:
-        t.feed(sse.Event(json.dumps(fg.stream_events(fg.blocked(), "g")[0])))
+        t.event(sse.Event(json.dumps(fg.stream_events(fg.blocked(), "g")[0])))
     assert exc.value.failure is FailureClass.CONTENT_FILTER

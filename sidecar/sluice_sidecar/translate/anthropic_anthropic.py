@@ -15,23 +15,23 @@ from typing import Any
 
 from .. import sse
 from ..model import Operation, Usage
-from .base import Answer, Call, Normalised, dumps, incomplete, loads_event
+from .base import Answer, Call, EventStream, Normalised, dumps, loads_event
 from .openai_anthropic import headers_for, normalise_error, stream_error, url_of, usage_of
 
 
-class NativeStream:
+class NativeStream(EventStream):
     """Anthropic events passed through to an Anthropic client, metered on the way. Events before
     the first content are held back, so a failure before any content can still be retried."""
 
     def __init__(self, backend: str) -> None:
-        self.backend = backend
+        super().__init__(backend)
         self.usage: Usage | None = None
         self.complete = False
         self.finished = False
         self.content_chunks = 0
         self._held: list[bytes] | None = []
 
-    def feed(self, ev: sse.Event) -> list[bytes]:
+    def event(self, ev: sse.Event) -> list[bytes]:
         data = loads_event(ev, self.backend)
         raw = ev.data
         kind = data.get("type") or ev.event
@@ -59,11 +59,6 @@ class NativeStream:
                 return out
             return []
         return [frame]
-
-    def end(self) -> list[bytes]:
-        if not self.complete:
-            raise incomplete(self.backend)
-        return []
 
 
 class NativeDialect:

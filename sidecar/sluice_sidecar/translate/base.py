@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from .. import errors, sse
 from ..contract import Backend, Route
 from ..model import Operation, Usage
@@ -50,8 +52,8 @@ class Call:
 
 
 class StreamDecoder(Protocol):
-    """The backend's stream events → canonical chunk frames, for one stream. Feed it the events
-    in order; it keeps what the meter needs."""
+    """The backend's stream → canonical chunk frames, for one stream. Feed it the bytes as they
+    arrive; it keeps what the meter needs."""
 
     usage: Usage | None
     #: Chunks that carried generated content (the token estimate when no usage came).
@@ -61,11 +63,51 @@ class StreamDecoder(Protocol):
     #: The provider said its last word: no more events are needed.
     finished: bool
 
-    def feed(self, ev: sse.Event) -> list[bytes]:
-        """Frames for the client from one event; raises ``UpstreamError`` (in-band errors)."""
+    def feed(self, chunk: bytes, out: list[bytes]) -> None:
+        """Append to ``out`` the frames for the client from ``chunk``; raises
+        ``UpstreamError`` (in-band errors), with the frames before the error in ``out``."""
 
     def end(self) -> list[bytes]:
-        """Frames after the last event; raises ``BadUpstreamResponse`` when incomplete."""
+        """Frames after the last byte; raises ``BadUpstreamResponse`` when the answer is
+        incomplete or the stream was cut inside an event."""
+
+
+class EventStream:
+    """The usual ``StreamDecoder``: SSE events parsed from the bytes, each handed to ``event``
+    (a subclass's translation of one event); ``complete`` when the provider said so."""
+
+    usage: Usage | None = None
+    content_chunks = 0
+    complete = False
+    finished = False
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.parser = sse.Parser()
+
+    def event(self, ev: sse.Event) -> list[bytes]:
+        """Frames for the client from one event; raises ``UpstreamError`` (in-band errors)."""
+        raise NotImplementedError
+
+    def feed(self, chunk: bytes, out: list[bytes]) -> None:
+        for ev in self.parser.feed(chunk):
+            out += self.event(ev)
+            if self.finished:
+                return
+
+    def end(self) -> list[bytes]:
+        if not self.finished and self.parser.has_partial:
+            raise errors.BadUpstreamResponse(
+                f"Backend '{self.backend}' cut the stream in the middle of an event.",
+                backend=self.backend,
+            )
+        return self.tail()
+
+    def tail(self) -> list[bytes]:
+        """Frames after the last event; raises when the answer is incomplete."""
+        if not self.complete:
+            raise incomplete(self.backend)
+        return []
 
 
 class BackendDialect(Protocol):
@@ -148,8 +190,8 @@ class Translator:
 def loads_event(ev: sse.Event, backend: str) -> dict[str, Any]:
     """An event's data as a JSON object; ``BadUpstreamResponse`` otherwise."""
     try:
-        obj = json.loads(ev.data)
-    except (ValueError, RecursionError):
+        obj = orjson.loads(ev.data)
+    except orjson.JSONDecodeError:
         obj = None
     if not isinstance(obj, dict):
         raise errors.BadUpstreamResponse(

@@ -33,7 +33,7 @@ from typing import Any
 from .. import errors, sse
 from ..model import Operation, Usage
 from . import chat
-from .base import Answer, Call, Normalised, dumps, incomplete, loads_event
+from .base import Answer, Call, EventStream, Normalised, dumps, loads_event
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -314,11 +314,11 @@ def stream_error(obj: dict[str, Any], backend: str) -> errors.UpstreamStreamErro
     return out
 
 
-class StreamTranslator:
+class StreamTranslator(EventStream):
     """Anthropic stream events → OpenAI chunk frames. Pure; feed it events in order."""
 
     def __init__(self, backend: str, created: int, wants_usage: bool) -> None:
-        self.backend = backend
+        super().__init__(backend)
         self.created = created
         self.wants_usage = wants_usage
         self.usage: Usage | None = None
@@ -333,7 +333,7 @@ class StreamTranslator:
             self._w = chat.ChunkWriter("msg", self.created, "")
         return self._w
 
-    def feed(self, ev: sse.Event) -> list[bytes]:
+    def event(self, ev: sse.Event) -> list[bytes]:
         data = loads_event(ev, self.backend)
         kind = data.get("type") or ev.event
         if kind == "content_block_delta":
@@ -387,11 +387,6 @@ class StreamTranslator:
         if kind == "error":
             raise stream_error(data, self.backend)
         return []  # ping, content_block_stop, events added later
-
-    def end(self) -> list[bytes]:
-        if not self.complete:
-            raise incomplete(self.backend)
-        return []
 
     def _usage_delta(self, u: Any) -> None:
         if not isinstance(u, dict):

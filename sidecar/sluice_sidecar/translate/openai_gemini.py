@@ -40,7 +40,7 @@ from urllib.parse import quote
 from .. import errors, sse
 from ..model import Operation, Usage
 from . import chat
-from .base import Answer, Call, Normalised, dumps, incomplete, loads_event
+from .base import Answer, Call, EventStream, Normalised, dumps, incomplete, loads_event
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 FINISH_REASONS = {
@@ -344,11 +344,11 @@ def normalise_error(
     return status, None if code == str(status) else code, None
 
 
-class StreamTranslator:
+class StreamTranslator(EventStream):
     """Gemini stream events (partial ``GenerateContentResponse``s) → OpenAI chunk frames."""
 
     def __init__(self, backend: str, created: int, model: str, wants_usage: bool) -> None:
-        self.backend = backend
+        super().__init__(backend)
         self.created = created
         self.model = model
         self.wants_usage = wants_usage
@@ -361,10 +361,7 @@ class StreamTranslator:
         self._open: set[int] = set()
         self._done: set[int] = set()
 
-    #: Gemini streams end at EOF: there is no last event.
-    finished = False
-
-    def feed(self, ev: sse.Event) -> list[bytes]:
+    def event(self, ev: sse.Event) -> list[bytes]:
         obj = loads_event(ev, self.backend)
         failure = in_band_error(obj, self.backend)
         if failure is not None:
@@ -409,7 +406,7 @@ class StreamTranslator:
         self.complete = bool(self._done) and not self._open
         return out
 
-    def end(self) -> list[bytes]:
+    def tail(self) -> list[bytes]:
         if not self.complete:
             raise incomplete(self.backend)
         if self.wants_usage and self.usage is not None and self._w is not None:

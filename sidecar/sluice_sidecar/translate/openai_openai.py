@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from .. import errors, sse, validate
 from ..contract import FailureClass, Provider
 from ..model import Operation, Usage
 from . import chat
-from .base import Answer, Call, Normalised, dumps
+from .base import Answer, Call, EventStream, Normalised, dumps
 
 DEFAULT_BASE_URLS = {
     Provider.OPENAI: "https://api.openai.com/v1",
@@ -96,45 +98,53 @@ def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
     return base + PATHS[call.operation], payload, headers
 
 
-class OpenAIStream:
-    """An OpenAI-style stream, re-emitted in canonical SSE form as it arrives."""
+class OpenAIStream(EventStream):
+    """An OpenAI-style stream, passed on in canonical SSE form as it arrives.
 
-    __slots__ = ("_backend", "_wants_usage", "complete", "content_chunks", "finished", "usage")
+    The usual upstream chunk — whole events, each one ``data:`` line — takes ``simple_events``:
+    each payload is checked as JSON and the canonical bytes go on without being decoded and
+    encoded again. Anything else (CR line ends, comments, multi-line data, an event split across
+    reads) goes through the full parser and is re-encoded canonically."""
 
     def __init__(self, call: Call) -> None:
-        self._backend = call.backend.name
+        super().__init__(call.backend.name)
         self._wants_usage = call.client_wants_usage
-        self.usage: Usage | None = None
-        self.content_chunks = 0
-        self.complete = False
-        self.finished = False
 
-    def feed(self, ev: sse.Event) -> list[bytes]:
+    def feed(self, chunk: bytes, out: list[bytes]) -> None:
+        blocks = self.parser.simple_events(chunk)
+        if blocks is None:
+            super().feed(chunk, out)
+            return
+        for block in blocks:
+            payload = block[6:]
+            if payload.strip() == b"[DONE]":
+                self.complete = self.finished = True
+                return
+            if self._check(_loads(payload, self.backend)):
+                out.append(block + b"\n\n")
+
+    def event(self, ev: sse.Event) -> list[bytes]:
         data = ev.data
         if data.strip() == "[DONE]":
             self.complete = self.finished = True
             return []
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError):
-            obj = None
-        if not isinstance(obj, dict):
-            raise errors.BadUpstreamResponse(
-                f"Backend '{self._backend}' sent a stream event that is not a JSON object.",
-                backend=self._backend,
-            )
-        failure = in_band_error(obj, self._backend)
-        if failure is not None:
-            raise failure
+        if self._check(_loads(data, self.backend)):
+            return [_encode(data)]
+        return []
+
+    def _check(self, obj: dict[str, Any]) -> bool:
+        """Meter one chunk; whether the client gets it. Raises for an in-band error."""
+        if "error" in obj:
+            failure = in_band_error(obj, self.backend)
+            if failure is not None:
+                raise failure
         choices = obj.get("choices")
         if obj.get("usage"):
             usage = usage_of(obj)
             if usage is not None:
                 self.usage = usage
         if not choices:
-            if obj.get("usage") and self._wants_usage:
-                return [_encode(data)]
-            return []
+            return bool(obj.get("usage")) and self._wants_usage
         if isinstance(choices, list):
             for choice in choices:
                 if not isinstance(choice, dict):
@@ -144,16 +154,29 @@ class OpenAIStream:
                 delta = choice.get("delta")
                 if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")):
                     self.content_chunks += 1
-        return [_encode(data)]
+        return True
 
-    def end(self) -> list[bytes]:
+    def tail(self) -> list[bytes]:
         if not self.complete:
             raise errors.BadUpstreamResponse(
-                f"Backend '{self._backend}' ended the stream before the answer was complete "
+                f"Backend '{self.backend}' ended the stream before the answer was complete "
                 "(no [DONE], no finish_reason).",
-                backend=self._backend,
+                backend=self.backend,
             )
         return []
+
+
+def _loads(data: str | bytes, backend: str) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise errors.BadUpstreamResponse(
+            f"Backend '{backend}' sent a stream event that is not a JSON object.",
+            backend=backend,
+        )
+    return obj
 
 
 class OpenAIDialect:

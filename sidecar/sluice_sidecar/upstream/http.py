@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from .. import errors, sse
+from .. import errors
 from ..clock import Clock
 from ..translate import Answer, BackendDialect, Call
 from .base import Upstream
@@ -284,7 +284,6 @@ class HttpUpstream(Upstream):
         """Frames as they arrive; the frames of one network read go out as one write."""
         name = self._call.backend.name
         decoder = self._dialect.stream(self._call, self._created)
-        parser = sse.Parser()
         content = self._resp.content
         try:
             while not decoder.finished:
@@ -292,25 +291,18 @@ class HttpUpstream(Upstream):
                 if not raw:
                     break
                 batch: list[bytes] = []
-                for ev in parser.feed(raw):
-                    try:
-                        batch += decoder.feed(ev)
-                    except errors.UpstreamError:
-                        self._sync(decoder)
-                        if batch:
-                            yield b"".join(batch)
-                        raise
-                    if decoder.finished:
-                        break
+                try:
+                    decoder.feed(raw, batch)
+                except errors.UpstreamError:
+                    self._sync(decoder)
+                    if batch:
+                        yield b"".join(batch)
+                    raise
                 self._sync(decoder)
                 if batch:
-                    yield b"".join(batch)
+                    yield batch[0] if len(batch) == 1 else b"".join(batch)
         except TRANSPORT_ERRORS as exc:
             raise map_exception(exc, name, after_headers=True) from exc
-        if not decoder.finished and parser.has_partial:
-            raise errors.BadUpstreamResponse(
-                f"Backend '{name}' cut the stream in the middle of an event.", backend=name
-            )
         tail = decoder.end()
         self._sync(decoder)
         if tail:
