@@ -69,3 +69,30 @@ def test_every_module_starts_with_a_docstring() -> None:
             if not ast.get_docstring(tree):
                 missing.append(str(path.relative_to(REPO)))
     assert not missing, f"modules without a docstring: {missing}"
+
+
+def test_the_configmap_name_and_key_are_spelled_in_one_module() -> None:
+    import ast
+
+    from sluice_operator import configmap
+
+    spelled = {configmap.NAME, configmap.KEY}
+    found = []
+    for root, package in (("operator", "sluice_operator"), ("cli", "sluice_cli")):
+        for path in (REPO / root / package).rglob("*.py"):
+            if path == REPO / "operator" / "sluice_operator" / "configmap.py":
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            docstrings = {
+                id(node.body[0].value)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+                and node.body
+                and isinstance(node.body[0], ast.Expr)
+            }
+            found += [
+                f"{path.relative_to(REPO)}:{n.lineno}"
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Constant) and n.value in spelled and id(n) not in docstrings
+            ]
+    assert not found, f"use sluice_operator.configmap.NAME / KEY instead of literals: {found}"
