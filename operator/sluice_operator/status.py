@@ -203,10 +203,17 @@ def kind_fields(
                 history.append({"label": label, "version": version, "at": now})
         return {
             "productionVersion": prompt.labels.get("production"),
+            "labelsSummary": labels_summary(prompt.labels),
             "versions": versions,
             "labelHistory": history[-50:],
         }
     return {}
+
+
+def labels_summary(labels: Mapping[str, int]) -> str | None:
+    """``production=3,canary=4``: production first, then by name (None when there are none)."""
+    order = sorted(labels, key=lambda label: (label != "production", label))
+    return ",".join(f"{label}={labels[label]}" for label in order) or None
 
 
 def _keep_evaluation(old: Mapping[str, Any], version: int) -> dict[str, Any]:

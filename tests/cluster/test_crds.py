@@ -212,11 +212,11 @@ INVALID: list[Invalid] = [
             ("spec.backends", "Required value")),
     Invalid("modelroute-duplicate-backend-names", "ModelRoute",
             _set("backends", [_mock_backend("a"), _mock_backend("a")]),
-            ("spec.backends", "backend names must be unique")),
+            ("spec.backends", "backend name a is used more than once")),
     Invalid("modelroute-weighted-without-weights", "ModelRoute",
             _all(_set("strategy", "Weighted"),
                  _set("backends", [_mock_backend("a", weight=3), _mock_backend("b")])),
-            ("spec.backends", "strategy Weighted needs a weight")),
+            ("spec.backends", 'on every backend; without one: ["b"]')),
     Invalid("modelroute-inline-key-in-model", "ModelRoute", _set("backends[0].model", FAKE_KEY),
             ("spec.backends[0].model", INLINE_KEY)),
     Invalid("modelroute-inline-key-in-mock-reply", "ModelRoute",
@@ -247,7 +247,7 @@ INVALID: list[Invalid] = [
     # ---- PromptTemplate (create-time; the transition rules are tested below)
     Invalid("prompttemplate-label-points-at-missing-version", "PromptTemplate",
             _set("labels", {"production": 7}),
-            ("spec.labels", "every label must point at an existing version")),
+            ("spec.labels", "label production points at version 7, which does not exist")),
     Invalid("prompttemplate-no-versions", "PromptTemplate", _set("versions", []),
             ("spec.versions", "at least 1 item")),
     Invalid("prompttemplate-duplicate-version-numbers", "PromptTemplate",
@@ -255,7 +255,7 @@ INVALID: list[Invalid] = [
             ("spec.versions[1]", "Duplicate value")),
     Invalid("prompttemplate-split-key-not-a-label", "PromptTemplate",
             _set("split", {"beta": 10}),
-            ("spec.split", "every split key must be a label")),
+            ("spec.split", "split key beta is not a label")),
     Invalid("prompttemplate-split-above-100", "PromptTemplate", _set("split", {"canary": 150}),
             ("spec.split.canary", "less than or equal to 100")),
     Invalid("prompttemplate-inline-key-in-message", "PromptTemplate",
@@ -375,14 +375,14 @@ def test_prompttemplate_existing_version_is_immutable(
     got = _replace(kubectl, namespace, edited)
     assert got.returncode != 0
     assert "spec.versions[0]" in got.stderr, got.stderr
-    assert "an existing version is immutable" in got.stderr, got.stderr
+    assert "version 1 is immutable; add a new version instead" in got.stderr, got.stderr
 
     params_edit = copy.deepcopy(obj)
     params_edit["spec"]["versions"][1]["params"] = {"temperature": 0.9}
     got = _replace(kubectl, namespace, params_edit)
     assert got.returncode != 0
     assert "spec.versions[1]" in got.stderr, got.stderr
-    assert "an existing version is immutable" in got.stderr, got.stderr
+    assert "version 2 is immutable" in got.stderr, got.stderr
 
 
 def test_prompttemplate_versions_cannot_be_removed(
@@ -397,7 +397,7 @@ def test_prompttemplate_versions_cannot_be_removed(
     got = _replace(kubectl, namespace, removed)
     assert got.returncode != 0
     assert "spec.versions" in got.stderr, got.stderr
-    assert "existing versions cannot be removed" in got.stderr, got.stderr
+    assert "existing versions cannot be removed: version 1 is missing" in got.stderr, got.stderr
 
 
 def test_prompttemplate_append_version_and_move_label_is_allowed(

@@ -178,6 +178,9 @@ def test_every_kind_reads_right_in_every_state_under_kstatus_and_argo_cd(
         assert condition(obj, "Stalled")["status"] == "False"
         assert condition(obj, "Reconciling")["status"] == "False"
     good = config(cluster, ns)
+    printed = cluster.kubectl("get", "prompttemplates", "-n", ns).stdout
+    assert "LABELS" in printed.splitlines()[0] and "production=1" in printed
+    assert cluster.kubectl("get", "mroute", "chat", "-n", ns).returncode == 0
 
     # Broken: an invalid edit of three kinds, and a newer route claiming the live model name.
     apply(

@@ -259,14 +259,14 @@ INVALID: list[tuple[str, str, Callable[[dict[str, Any]], None], str, str]] = [
         "PromptTemplate",
         _set("spec.labels.production", 7),
         "spec.labels",
-        "existing version",
+        "label production points at version 7, which does not exist",
     ),
     (
         "prompt-split-not-label",
         "PromptTemplate",
         _set("spec.split", {"beta": 5}),
         "spec.split",
-        "label",
+        "split key beta is not a label",
     ),
     (
         "prompt-split-over-100",
@@ -280,7 +280,7 @@ INVALID: list[tuple[str, str, Callable[[dict[str, Any]], None], str, str]] = [
         "PromptTemplate",
         _set("spec.versions.1.version", 1),
         "spec.versions",
-        "unique",
+        "version 1 appears more than once",
     ),
     (
         "prompt-bad-role",

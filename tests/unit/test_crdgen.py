@@ -109,3 +109,18 @@ def test_docs_field_references_are_current() -> None:
             stale.append(page.name)
     command = "python -m sluice_cli.maintainer docs --write"
     assert not stale, f"docs out of date ({', '.join(stale)}); run `{command}`"
+
+
+def test_short_names_do_not_clash_with_well_known_kinds() -> None:
+    # `route` is OpenShift's Route; `kubectl get route` must keep meaning that there.
+    taken = {"route", "routes", "po", "svc", "deploy", "cm", "ns", "ing", "pv", "pvc", "sa", "ev"}
+    names = {n for kind in KINDS for n in kind.short_names}
+    assert not names & taken
+    assert "mroute" in next(k for k in KINDS if k.kind == "ModelRoute").short_names
+
+
+def test_prompttemplate_columns_name_no_particular_label() -> None:
+    kind = next(k for k in KINDS if k.kind == "PromptTemplate")
+    paths = [c.json_path for c in kind.columns]
+    assert ".status.labelsSummary" in paths
+    assert not any(".spec.labels." in p for p in paths)

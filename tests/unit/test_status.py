@@ -170,6 +170,7 @@ def test_prompt_status_has_versions_and_label_history() -> None:
     result = compile_namespace("team-a", [res(obj), res(ROUTE)])
     st = status.desired_status("PromptTemplate", obj, [], result, T0)
     assert st["productionVersion"] == 1
+    assert st["labelsSummary"] == "production=1,canary=2"
     assert [v["version"] for v in st["versions"]] == [1, 2]
     assert all(v["firstSeen"] == T0 and len(v["hash"]) == 12 for v in st["versions"])
     assert {(h["label"], h["version"]) for h in st["labelHistory"]} == {
@@ -192,3 +193,10 @@ def test_foreign_conditions_are_kept() -> None:
     result = compile_namespace("team-a", [res(obj)])
     st = status.desired_status("ModelRoute", obj, [], result, T0)
     assert "Custom" in {c["type"] for c in st["conditions"]}
+
+
+def test_labels_summary_puts_production_first_then_names() -> None:
+    assert status.labels_summary({"canary": 4, "beta": 2, "production": 3}) == (
+        "production=3,beta=2,canary=4"
+    )
+    assert status.labels_summary({}) is None

@@ -64,7 +64,7 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         kind="ModelRoute",
         plural="modelroutes",
-        short_names=("mr", "route"),
+        short_names=("mr", "mroute"),  # not "route": OpenShift's Route has it
         spec=ModelRouteSpec,
         status=ModelRouteStatus,
         description="A virtual model name that apps send, resolved to provider backends with "
@@ -89,16 +89,9 @@ KINDS: tuple[Kind, ...] = (
         description="Versioned prompts with movable labels (production, canary, ...).",
         columns=_common(
             Column(
-                "Production",
-                ".spec.labels.production",
-                type="integer",
-                description="Version the production label points at.",
-            ),
-            Column(
-                "Canary",
-                ".spec.labels.canary",
-                type="integer",
-                description="Version the canary label points at.",
+                "Labels",
+                ".status.labelsSummary",
+                description="Labels and the versions they serve, e.g. production=3,canary=4.",
             ),
         ),
     ),

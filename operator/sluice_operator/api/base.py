@@ -92,12 +92,23 @@ class Rule:
     check: Callable[[Any], bool]
     field: str | None = None
     transition: bool = False  # uses oldSelf; only the apiserver can check it
+    # The specific message (naming the label, version or backend at fault): a CEL
+    # ``messageExpression`` for the apiserver and the same text from Python. ``message`` stays
+    # the fallback the apiserver shows if the expression cannot be evaluated.
+    message_cel: str | None = None
+    explain: Callable[[Any], str] | None = None
 
     def to_crd(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rule": self.cel, "message": self.message}
+        if self.message_cel:
+            out["messageExpression"] = self.message_cel
         if self.field:
             out["fieldPath"] = f".{self.field}"
         return out
+
+    def describe(self, model: Any) -> str:
+        """The message for a model that fails this rule."""
+        return self.explain(model) if self.explain is not None else self.message
 
 
 class RuleError(ValueError):
@@ -141,7 +152,7 @@ class SluiceModel(BaseModel):
                     raise RuleError(INLINE_KEY_MESSAGE, info.alias or name)
         for rule in type(self).rules:
             if not rule.transition and not rule.check(self):
-                raise RuleError(rule.message, rule.field)
+                raise RuleError(rule.describe(self), rule.field)
         return self
 
 

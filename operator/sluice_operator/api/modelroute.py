@@ -6,6 +6,7 @@ text. Purely declarative: no IO.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -245,6 +246,14 @@ class ModelRouteSpec(SluiceModel):
             message="backend names must be unique",
             check=lambda s: len({b.name for b in s.backends}) == len(s.backends),
             field="backends",
+            message_cel="'backend name %s is used more than once; backend names must be unique'"
+            ".format([self.backends.filter(b, !self.backends.exists_one(c, c.name == b.name))"
+            "[0].name])",
+            explain=lambda s: (
+                "backend name "
+                + next(b.name for b in s.backends if [c.name for c in s.backends].count(b.name) > 1)
+                + " is used more than once; backend names must be unique"
+            ),
         ),
         Rule(
             cel="self.strategy != 'Weighted' || self.backends.all(b, has(b.weight))",
@@ -253,6 +262,12 @@ class ModelRouteSpec(SluiceModel):
                 s.strategy != Strategy.WEIGHTED or all(b.weight is not None for b in s.backends)
             ),
             field="backends",
+            message_cel="'strategy Weighted needs a weight (> 0) on every backend; without one: "
+            "%s'.format([self.backends.filter(b, !has(b.weight)).map(b, b.name)])",
+            explain=lambda s: (
+                "strategy Weighted needs a weight (> 0) on every backend; without one: "
+                + json.dumps([b.name for b in s.backends if b.weight is None])
+            ),
         ),
     )
 

@@ -6,6 +6,7 @@ transition rules, checked by the apiserver); labels must point at existing versi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -114,6 +115,10 @@ class Evaluation(SluiceModel):
     )
 
 
+# The first label whose version does not exist, in CEL (used twice in one message).
+_DANGLING = "self.labels.filter(l, !self.versions.exists(v, v.version == self.labels[l]))[0]"
+
+
 class PromptTemplateSpec(SluiceModel):
     """Versions of a prompt and labels (production, canary, ...) that point at them."""
 
@@ -128,6 +133,8 @@ class PromptTemplateSpec(SluiceModel):
                 {
                     "rule": "self == oldSelf",
                     "message": "an existing version is immutable; add a new version instead",
+                    "messageExpression": "'version %d is immutable; add a new version "
+                    "instead'.format([self.version])",
                 }
             ],
         },
@@ -150,21 +157,42 @@ class PromptTemplateSpec(SluiceModel):
             message="version numbers must be unique",
             check=lambda s: len({v.version for v in s.versions}) == len(s.versions),
             field="versions",
+            message_cel="'version %d appears more than once; version numbers must be unique'"
+            ".format([self.versions.filter(a, !self.versions.exists_one(b, b.version == a.version))"
+            "[0].version])",
+            explain=lambda s: (
+                f"version {_duplicate(v.version for v in s.versions)} appears more "
+                "than once; version numbers must be unique"
+            ),
         ),
         Rule(
             cel="!has(self.labels) || self.labels.all(l, "
             "self.versions.exists(v, v.version == self.labels[l]))",
             message="every label must point at an existing version",
-            check=lambda s: all(
-                any(v.version == n for v in s.versions) for n in (s.labels or {}).values()
-            ),
+            check=lambda s: not _dangling_labels(s),
             field="labels",
+            message_cel="'label %s points at version %d, which does not exist'.format(["
+            + _DANGLING
+            + ", self.labels["
+            + _DANGLING
+            + "]])",
+            explain=lambda s: (
+                f"label {_dangling_labels(s)[0]} points at version "
+                f"{(s.labels or {})[_dangling_labels(s)[0]]}, which does not exist"
+            ),
         ),
         Rule(
             cel="!has(self.split) || self.split.all(k, has(self.labels) && k in self.labels)",
             message="every split key must be a label",
             check=lambda s: all(k in (s.labels or {}) for k in (s.split or {})),
             field="split",
+            message_cel="'split key %s is not a label; add it to labels or remove it from split'"
+            ".format([self.split.filter(k, !has(self.labels) || !(k in self.labels))[0]])",
+            explain=lambda s: (
+                "split key "
+                + next(k for k in s.split or {} if k not in (s.labels or {}))
+                + " is not a label; add it to labels or remove it from split"
+            ),
         ),
         Rule(
             cel="!has(oldSelf.versions) || oldSelf.versions.all(o, "
@@ -173,8 +201,25 @@ class PromptTemplateSpec(SluiceModel):
             check=lambda s: True,
             field="versions",
             transition=True,
+            message_cel="'existing versions cannot be removed: version %d is missing'.format(["
+            "oldSelf.versions.filter(o, !self.versions.exists(v, v.version == o.version))"
+            "[0].version])",
         ),
     )
+
+
+def _dangling_labels(spec: PromptTemplateSpec) -> list[str]:
+    versions = {v.version for v in spec.versions}
+    return [label for label, n in (spec.labels or {}).items() if n not in versions]
+
+
+def _duplicate(values: Iterable[int]) -> int | None:
+    seen: set[int] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 class VersionEvaluation(SluiceModel):
@@ -201,6 +246,12 @@ class PromptTemplateStatus(CommonStatus):
 
     production_version: int | None = Field(
         default=None, description="Version the production label serves."
+    )
+    labels_summary: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Every label and the version it serves, e.g. production=3,canary=4 "
+        "(production first, then by name): the LABELS column of kubectl get.",
     )
     versions: list[VersionStatus] = Field(default_factory=list, description="Per-version facts.")
     label_history: list[LabelMove] = Field(
