@@ -177,25 +177,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _missing_extra(exc: ModuleNotFoundError, command: str, packages: set[str]) -> int:
+    """Say which extra to install when ``exc`` is one of its ``packages`` missing; else re-raise."""
+    if exc.name is None or exc.name.partition(".")[0] not in packages:
+        raise exc
+    print(
+        f"error: {command} needs {exc.name.partition('.')[0]}, part of the [operator] extra: "
+        "pip install 'sluicegate[operator]'",
+        file=sys.stderr,
+    )
+    return EXIT_INVALID
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     from sluice_operator import main as operator_main
     from sluice_operator import settings
 
-    return operator_main.run(settings.from_args(args))
+    try:
+        return operator_main.run(settings.from_args(args))
+    except ModuleNotFoundError as exc:
+        return _missing_extra(exc, "sluice operator", {"kopf", "kubernetes"})
 
 
 def cmd_dev_cluster(args: argparse.Namespace) -> int:
     try:
         from . import devcluster
     except ModuleNotFoundError as exc:
-        if exc.name is None or exc.name.partition(".")[0] != "cryptography":
-            raise
-        print(
-            "error: sluice dev cluster needs the cryptography package, part of the [operator] "
-            "extra: pip install 'sluicegate[operator]'",
-            file=sys.stderr,
-        )
-        return EXIT_INVALID
+        return _missing_extra(exc, "sluice dev cluster", {"cryptography"})
 
     argv = ["--workdir", args.workdir] if args.workdir else []
     argv.append(f"--timeout={args.timeout}")
