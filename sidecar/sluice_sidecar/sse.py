@@ -111,9 +111,14 @@ class Parser:
             return None
         blocks = chunk.split(b"\n\n")
         blocks.pop()
-        for block in blocks:
-            if len(block) <= 6 or not block.startswith(b"data: ") or b"\n" in block:
-                return None
+        n = len(blocks)
+        # Each block one line (two LFs per block in all), each a "data: " line, none empty.
+        if (
+            chunk.count(b"\n") != 2 * n
+            or chunk.count(b"\n\ndata: ") != n - 1
+            or b"data: \n" in chunk
+        ):
+            return None
         self._started = True
         self._event = None
         return blocks

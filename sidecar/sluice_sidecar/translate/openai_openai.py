@@ -115,12 +115,21 @@ class OpenAIStream(EventStream):
         if blocks is None:
             super().feed(chunk, out)
             return
+        loads, check = orjson.loads, self._check
         for block in blocks:
-            payload = block[6:]
-            if payload.strip() == b"[DONE]":
-                self.complete = self.finished = True
-                return
-            if self._check(_loads(payload, self.backend)):
+            try:
+                obj = loads(memoryview(block)[6:])
+            except orjson.JSONDecodeError:
+                if block[6:].strip() == b"[DONE]":
+                    self.complete = self.finished = True
+                    return
+                obj = None
+            if type(obj) is not dict:
+                _loads(block[6:], self.backend)  # raises the error for it
+            elif _plain_content(block):
+                self.content_chunks += 1
+                out.append(block + b"\n\n")
+            elif check(obj):
                 out.append(block + b"\n\n")
 
     def event(self, ev: sse.Event) -> list[bytes]:
@@ -138,21 +147,22 @@ class OpenAIStream(EventStream):
             failure = in_band_error(obj, self.backend)
             if failure is not None:
                 raise failure
+        usage = obj.get("usage")
+        if usage:
+            metered = usage_of(obj)
+            if metered is not None:
+                self.usage = metered
         choices = obj.get("choices")
-        if obj.get("usage"):
-            usage = usage_of(obj)
-            if usage is not None:
-                self.usage = usage
         if not choices:
-            return bool(obj.get("usage")) and self._wants_usage
-        if isinstance(choices, list):
+            return bool(usage) and self._wants_usage
+        if type(choices) is list:
             for choice in choices:
-                if not isinstance(choice, dict):
+                if type(choice) is not dict:
                     continue
                 if choice.get("finish_reason"):
                     self.complete = True
                 delta = choice.get("delta")
-                if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")):
+                if type(delta) is dict and (delta.get("content") or delta.get("tool_calls")):
                     self.content_chunks += 1
         return True
 
@@ -164,6 +174,23 @@ class OpenAIStream(EventStream):
                 backend=self.backend,
             )
         return []
+
+
+def _plain_content(block: bytes) -> bool:
+    """Whether a (valid JSON object) chunk is, by its bytes alone, the usual middle of a stream:
+    one or more choices with text, no finish reason, no usage, no error. Only compact JSON as
+    OpenAI, vLLM and most servers write it qualifies; anything else is checked field by field.
+    In JSON text a quote inside a string is escaped, so ``"error"`` can only be a key or a whole
+    string value (both take the careful path)."""
+    return (
+        b'"choices":[{' in block
+        and b'"content":"' in block
+        and b'"content":""' not in block
+        and b'"finish_reason":"' not in block
+        and b'"error"' not in block
+        and b'"tool_calls"' not in block
+        and (b'"usage"' not in block or b'"usage":null}' == block[-13:])
+    )
 
 
 def _loads(data: str | bytes, backend: str) -> dict[str, Any]:
