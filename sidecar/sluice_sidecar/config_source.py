@@ -5,8 +5,8 @@ cannot express), the atomic swap of the current config and the memory of the las
 broken file never replaces a good config: it is reported through ``error`` (readiness, metrics)
 while the last good config keeps serving. Watching is a cheap poll of ``os.stat`` once per
 interval; ``stat`` follows symlinks, so the kubelet's ``..data`` symlink swap of a ConfigMap volume
-and an editor's atomic rename are both seen. The control-plane push stream is later work and will
-be another ``ConfigSource``.
+and an editor's atomic rename are both seen. The operator's push stream is another
+``ConfigSource`` (``controlplane_client.ControlPlaneConfig``).
 """
 
 from __future__ import annotations

@@ -184,22 +184,3 @@ async def start_webhook(
     )
     logger.info("injector webhook listening on https://%s:%d%s", host, bound, PATH)
     return server
-
-
-async def serve_webhook(
-    app: web.Application,
-    host: str,
-    port: int,
-    certfile: str,
-    keyfile: str,
-    *,
-    reload_interval: float = 30.0,
-) -> None:
-    """Serve until cancelled (e.g. as a kopf startup task), then shut down cleanly."""
-    server = await start_webhook(
-        app, host, port, certfile, keyfile, reload_interval=reload_interval
-    )
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await server.close()

@@ -81,7 +81,7 @@ class Gateway:
     #: Put the prompt's messages in the audit record (off: never any prompt text).
     audit_prompts: bool = False
     #: The pod's labels (downward API): routes' ``workloadSelector`` is matched against them.
-    pod_labels: Mapping[str, str] = field(default_factory=podinfo.pod_labels)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
     snapshot: Snapshot | None = None
     transports: dict[Provider, Transport] = field(default_factory=dict)
     _routes: dict[str, _RouteEntry] = field(default_factory=dict)

@@ -386,7 +386,7 @@ class StreamTranslator(EventStream):
             return []
         if kind == "error":
             raise stream_error(data, self.backend)
-        return []  # ping, content_block_stop, events added later
+        return []  # ping, content_block_stop, and event types Anthropic adds in future
 
     def _usage_delta(self, u: Any) -> None:
         if not isinstance(u, dict):

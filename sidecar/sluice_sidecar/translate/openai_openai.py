@@ -189,7 +189,7 @@ def _plain_content(block: bytes) -> bool:
         and b'"finish_reason":"' not in block
         and b'"error"' not in block
         and b'"tool_calls"' not in block
-        and (b'"usage"' not in block or b'"usage":null}' == block[-13:])
+        and (b'"usage"' not in block or block[-13:] == b'"usage":null}')
     )
 
 
