@@ -248,6 +248,9 @@ class GuardAction(StrEnum):
 class PiiRule(_Model):
     entities: tuple[str, ...]
     action: GuardAction = GuardAction.REDACT
+    #: Input only, with Redact: numbered placeholders go upstream, originals come back.
+    #: Left out of the JSON when false, so configs without it read the same in older sidecars.
+    restore: bool = Field(default=False, exclude_if=lambda v: not v)
 
 
 class InjectionRule(_Model):

@@ -41,6 +41,20 @@ class Pii(SluiceModel):
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     action: GuardAction = Field(default=GuardAction.REDACT, description="Redact, Block or Log.")
+    restore: bool = Field(
+        default=False,
+        description="Input only, with Redact: the provider sees typed placeholders "
+        "([EMAIL_1]) and the app's answer has the originals put back.",
+    )
+
+    rules = (
+        Rule(
+            cel="!has(self.restore) || !self.restore || self.action == 'Redact'",
+            message="restore needs action Redact",
+            check=lambda p: not p.restore or p.action == GuardAction.REDACT,
+            field="restore",
+        ),
+    )
 
 
 class PromptInjection(SluiceModel):
@@ -122,6 +136,13 @@ class GuardrailPolicySpec(SluiceModel):
             cel="has(self.input) || has(self.output)",
             message="set input or output checks",
             check=lambda s: s.input is not None or s.output is not None,
+        ),
+        Rule(
+            cel="!has(self.output) || !has(self.output.pii) || !has(self.output.pii.restore) "
+            "|| !self.output.pii.restore",
+            message="restore applies to input personal data only",
+            check=lambda s: s.output is None or s.output.pii is None or not s.output.pii.restore,
+            field="output",
         ),
     )
 

@@ -245,6 +245,7 @@ def _stage(stage: Stage | None) -> c.GuardStage:
         pii=c.PiiRule(
             entities=tuple(e.value for e in stage.pii.entities),
             action=c.GuardAction(stage.pii.action.value),
+            restore=stage.pii.restore,
         )
         if stage.pii
         else None,
