@@ -122,8 +122,12 @@ def chat(body: dict[str, Any]) -> str:
         raise InvalidField("messages", "this field is required")
     if not isinstance(messages, list):
         raise InvalidField("messages", f"expected an array of messages, got a {_kind(messages)}")
-    if not messages:
-        raise InvalidField("messages", "must contain at least one message")
+    if not messages and not _names_prompt(body):
+        raise InvalidField(
+            "messages",
+            "must contain at least one message (an empty list is allowed only when "
+            "metadata.prompt or the x-sluice-prompt header names a template that supplies them)",
+        )
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise InvalidField(f"messages[{i}]", f"expected an object, got a {_kind(m)}")
@@ -154,6 +158,12 @@ def chat(body: dict[str, Any]) -> str:
     ):
         raise InvalidField("stop", "expected a string or an array of strings")
     return model
+
+
+def _names_prompt(body: dict[str, Any]) -> bool:
+    """The body names a PromptTemplate (whose messages then make the list non-empty)."""
+    meta = body.get("metadata")
+    return isinstance(meta, dict) and isinstance(meta.get("prompt"), str) and bool(meta["prompt"])
 
 
 def embeddings(body: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import errors, metering, tracing, validate
+from .. import errors, metering, prompts, tracing, validate
 from ..errors import SluiceError
 from ..exchange import Exchange
 from ..model import Operation, Usage
@@ -73,6 +73,8 @@ async def handle(
         ex.bytes_in = len(raw)
         # 2. parse
         obj = validate.parse_object(raw)
+        if client is OPENAI and op == "chat":
+            prompts.from_headers(obj, request.headers)  # x-sluice-prompt → metadata.prompt
         ex.model, ex.body = client.parse(obj, op)
         if client is not OPENAI:
             ex.native = obj

@@ -1,5 +1,6 @@
-"""The prompt stage: a request that names a PromptTemplate (``metadata.prompt``) is rendered
-with the chosen version before anything else looks at it.
+"""The prompt stage: a request that names a PromptTemplate (``metadata.prompt``, or the
+``x-sluice-prompt`` header folded into it by ``from_headers``) is rendered with the chosen version
+before anything else looks at it.
 
 Owns ``PromptStage`` (``on_request``: the version chosen by label or number, with the template's
 traffic split drawn from the stage's random generator; the rendered body replaces ``ex.body``;
@@ -15,15 +16,27 @@ from collections.abc import Mapping, Sequence
 from ..contract import Prompt
 from ..exchange import Exchange
 from ..stage import Stage
-from .render import HEADER, PRODUCTION, Rendered, choose, fill, reference, render
+from .render import (
+    HEADER,
+    PRODUCTION,
+    VARIABLES_HEADER,
+    Rendered,
+    choose,
+    fill,
+    from_headers,
+    reference,
+    render,
+)
 
 __all__ = [
     "HEADER",
     "PRODUCTION",
+    "VARIABLES_HEADER",
     "PromptStage",
     "Rendered",
     "choose",
     "fill",
+    "from_headers",
     "reference",
     "render",
 ]

@@ -1,7 +1,9 @@
 """PromptTemplate rendering: which version serves a request, and the messages it becomes.
 
 Owns: reading the prompt reference (``metadata.prompt`` = ``name``, ``name@label`` or
-``name@<version>``, or the header ``x-sluice-prompt``) and its variables (``metadata.variables``);
+``name@<version>``, or the header ``x-sluice-prompt``) and its variables (``metadata.variables``,
+or the header ``x-sluice-prompt-variables``: a JSON object of at most ``MAX_VARIABLES_HEADER``
+bytes; ``from_headers`` folds both headers into the body, the body's own keys winning);
 choosing the version (a label, with ``split`` sending a share of ``production`` traffic to another
 label's version); filling ``{{variable}}`` placeholders (required, default, maxLength checked;
 values are inserted literally, never re-expanded); and the request body that results: the
@@ -13,6 +15,7 @@ Purely computational: the caller passes the random draw used for the split.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +25,10 @@ from ..contract import Prompt, PromptVersion
 from ..errors import InvalidField
 
 HEADER = "x-sluice-prompt"
+VARIABLES_HEADER = "x-sluice-prompt-variables"
+#: Longest accepted ``x-sluice-prompt-variables`` value, in bytes (below aiohttp's 8 KiB header
+#: line limit; larger values belong in the body's ``metadata.variables``).
+MAX_VARIABLES_HEADER = 4096
 PRODUCTION = "production"
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _OURS = ("prompt", "variables")
@@ -50,6 +57,40 @@ def reference(body: Mapping[str, Any], header: str | None) -> tuple[str, dict[st
     if not isinstance(variables, Mapping):
         raise InvalidField("metadata.variables", "expected an object of variable values")
     return ref, dict(variables)
+
+
+def from_headers(body: dict[str, Any], headers: Mapping[str, str]) -> None:
+    """Fold ``x-sluice-prompt`` and ``x-sluice-prompt-variables`` into ``body["metadata"]``
+    (in place) unless the body names a prompt itself; raises ``InvalidField`` for a variables
+    header that is oversized or not a JSON object of values."""
+    ref = headers.get(HEADER)
+    if ref is None:
+        return
+    meta = body.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        return  # the body's own check reports it
+    if meta is not None and "prompt" in meta:
+        return
+    merged: dict[str, Any] = dict(meta or {})
+    merged["prompt"] = ref.strip()
+    raw = headers.get(VARIABLES_HEADER)
+    if raw is not None and "variables" not in merged:
+        if len(raw.encode()) > MAX_VARIABLES_HEADER:
+            raise InvalidField(
+                VARIABLES_HEADER,
+                f"longer than {MAX_VARIABLES_HEADER} bytes; send large values in "
+                "metadata.variables instead",
+            )
+        try:
+            variables = json.loads(raw)
+        except ValueError:
+            variables = None
+        if not isinstance(variables, dict):
+            raise InvalidField(
+                VARIABLES_HEADER, 'expected a JSON object such as {"question": "..."}'
+            )
+        merged["variables"] = variables
+    body["metadata"] = merged
 
 
 def choose(prompt: Prompt, selector: str | None, draw: float) -> tuple[PromptVersion, str | None]:
