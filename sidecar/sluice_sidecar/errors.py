@@ -199,6 +199,9 @@ class UpstreamError(SluiceError):
     retry_same_backend: bool = True
     #: Whether this counts against the backend's circuit breaker.
     counts_for_breaker: bool = True
+    #: The provider said it is overloaded (Anthropic's 529 ``overloaded_error``): an Anthropic
+    #: client is answered 529 ``overloaded_error``, as the provider would.
+    overloaded: bool = False
 
     def __init__(self, message: str, *, backend: str = "", retry_after: float | None = None):
         super().__init__(message)
@@ -276,6 +279,7 @@ class UpstreamStatusError(UpstreamError):
     ) -> None:
         super().__init__(message, backend=backend, retry_after=retry_after)
         self.upstream_status = upstream_status
+        self.overloaded = upstream_status == 529
         self.failure = classify_status(upstream_status, upstream_code, message)
         self.counts_for_breaker = self.failure in (
             FailureClass.SERVER_ERROR,

@@ -74,6 +74,8 @@ class Exchange:
     #: be passed through as it is).
     client: ClientAPI = OPENAI
     native: dict[str, Any] | None = None
+    #: The client's headers its API forwards to the backend (``ClientAPI.forward_headers``).
+    client_headers: dict[str, str] = field(default_factory=dict)
     #: Every upstream attempt, in order.
     tries: list[Try] = field(default_factory=list)
     #: W3C trace context when the request is traced or propagated.

@@ -5,6 +5,7 @@ safety blocks, usage metadata, errors, and the stream translator fed at every by
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import openai.types.chat as oc
@@ -14,6 +15,7 @@ from sluice_sidecar import errors, sse
 from sluice_sidecar.contract import FailureClass
 from sluice_sidecar.model import Usage
 from sluice_sidecar.translate import openai_gemini as tr
+from sluice_sidecar.translate.signatures import SignatureStore
 from tests.fakes import gemini_server as fg
 
 USER = {"role": "user", "content": "hi"}
@@ -215,21 +217,26 @@ def test_answer_text_thoughts_calls_and_usage() -> None:
         "cachedContentTokenCount": 30,
         "totalTokenCount": 52,
     }
-    body, usage = tr.to_chat_completion(resp, 1, "fallback", "b")
+    store = SignatureStore()
+    body, usage = tr.to_chat_completion(resp, 1, "fallback", "b", store)
     out = oc.ChatCompletion.model_validate(body)
     m = out.choices[0].message
     assert m.content == "Sure." and out.choices[0].finish_reason == "tool_calls"
     tc: Any = m.tool_calls[0]  # type: ignore[index]
-    assert tc.id == "call_resp-fake_0~c2ln" and json.loads(tc.function.arguments) == {"c": "Oslo"}
+    # a short id every provider accepts; the signature stays in the sidecar
+    assert re.fullmatch(r"call_[0-9a-f]{24}", tc.id) and store.get(tc.id) == "c2ln"
+    assert json.loads(tc.function.arguments) == {"c": "Oslo"}
     assert usage == Usage(40, 12, 30) and out.model == "gemini-x"
 
 
 def test_answer_round_trips_into_the_next_request() -> None:
-    body, _ = tr.to_chat_completion(fg.response(fg.function_call("w", {"c": 1}), "g"), 1, "g", "b")
+    store = SignatureStore()
+    resp = fg.response(fg.function_call("w", {"c": 1}), "g")
+    body, _ = tr.to_chat_completion(resp, 1, "g", "b", store)
     msg = body["choices"][0]["message"]
-    nxt = req(
-        USER, msg, {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": "{}"}
-    )
+    tool = {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": "{}"}
+    chat_body = {"model": "m", "messages": [USER, msg, tool]}
+    nxt = tr.to_generate_request(chat_body, 0, store)
     assert nxt["contents"][1]["parts"][0] == {
         "functionCall": {"name": "w", "args": {"c": 1}},
         "thoughtSignature": "c2ln",

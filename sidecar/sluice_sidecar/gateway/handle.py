@@ -78,6 +78,7 @@ async def handle(
         ex.model, ex.body = client.parse(obj, op)
         if client is not OPENAI:
             ex.native = obj
+        ex.client_headers = {h: v for h in client.forward_headers if (v := request.headers.get(h))}
         # 3. resolve
         route = snap.routes.get(ex.model)
         if route is None:
@@ -123,15 +124,15 @@ def _output_cap(body: dict[str, Any], default: int) -> int:
 
 def error_response(ex: Exchange, err: SluiceError) -> web.Response:
     ex.error = err
-    ex.status = err.status
+    ex.status = ex.client.error_status(err)
     ex.outcome = "error"
     resp = web.Response(
-        status=err.status,
+        status=ex.status,
         body=ex.client.error_body(err),
         content_type=_JSON,
         headers={**metering.headers(ex), **err.headers()},
     )
-    if err.status in (408, 413):
+    if ex.status in (408, 413):
         resp.force_close()  # do not wait for (or drain) the rest of the body
     return resp
 

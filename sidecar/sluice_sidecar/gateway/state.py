@@ -84,6 +84,8 @@ class Gateway:
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     snapshot: Snapshot | None = None
     transports: dict[Provider, Transport] = field(default_factory=dict)
+    #: Gemini thought signatures behind the short tool-call ids clients see.
+    signatures: translate.SignatureStore = field(default_factory=translate.SignatureStore)
     _routes: dict[str, _RouteEntry] = field(default_factory=dict)
     _auditing: bool = field(default=True, init=False)
 
@@ -155,6 +157,8 @@ class Gateway:
             ex.native,
             tracing.upstream_headers(ex.trace, span_id) if ex.trace is not None else {},
             limits.max_response_bytes,
+            ex.client_headers,
+            self.signatures,
         )
 
     def finish(self, ex: Exchange) -> None:

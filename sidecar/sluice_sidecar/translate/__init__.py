@@ -36,6 +36,7 @@ from .base import (
     StreamReshaper,
     Translator,
 )
+from .signatures import SignatureStore
 
 __all__ = [
     "ANTHROPIC",
@@ -45,6 +46,7 @@ __all__ = [
     "Call",
     "ClientAPI",
     "Reshaper",
+    "SignatureStore",
     "StreamDecoder",
     "StreamReshaper",
     "Translator",

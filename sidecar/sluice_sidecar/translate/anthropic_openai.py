@@ -12,9 +12,13 @@ errors into ``{"type": "error", "error": {…}}`` bodies and ``event: error`` fr
 When the chosen backend is Anthropic and no stage replaced the body, the client's own request is
 passed through untouched (``anthropic_anthropic``: cache_control, thinking, documents, server
 tools all survive) and the answer needs no translation. Otherwise the request goes through the
-canonical form, which drops what OpenAI cannot say: ``thinking`` blocks, ``cache_control``,
-``top_k``, ``is_error`` on tool results; blocks and tools of other types are carried as they are (an
-Anthropic backend understands them, others refuse them).
+canonical form: ``output_config.format`` (structured outputs) becomes ``response_format``,
+``output_config.effort`` ``reasoning_effort``; top-level fields OpenAI has no name for (``top_k``,
+``thinking``, …) are carried under their own names for the backend's dialect to translate, pass
+or refuse with a 400; ``thinking`` blocks in earlier turns, ``cache_control`` and ``is_error``
+on tool results are dropped; blocks and tools of other types are carried as they are (an
+Anthropic backend understands them, others refuse them). Errors keep Anthropic's types and
+statuses: an overloaded provider is a 529 ``overloaded_error``.
 
 The pairs ``anthropic_gemini`` and ``anthropic_anthropic`` over a rewritten body are this client
 half composed with the backend halves of ``openai_gemini`` and ``openai_anthropic``
@@ -145,7 +149,57 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("stream") is True:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
+    _output_config(body.get("output_config"), out)
+    for name, value in body.items():
+        if name not in _TRANSLATED and value is not None:
+            out[name] = value  # Anthropic's own (top_k, thinking, …): each backend decides
     return out
+
+
+#: The Messages fields ``to_chat_request`` translates; the others are carried into the
+#: canonical body under their own names, where each backend's dialect translates, passes or
+#: refuses them (``FIELDS`` of ``openai_anthropic``, ``openai_gemini``).
+_TRANSLATED = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop_sequences",
+        "metadata",
+        "tools",
+        "tool_choice",
+        "stream",
+        "output_config",
+    }
+)
+
+
+def _output_config(config: Any, out: dict[str, Any]) -> None:
+    """``output_config``: ``format`` (structured outputs) → ``response_format``, ``effort`` →
+    ``reasoning_effort``."""
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise InvalidField("output_config", "expected an object")
+    fmt = config.get("format")
+    if fmt is not None:
+        schema = fmt.get("schema") if isinstance(fmt, dict) else None
+        if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+            raise InvalidField("output_config.format.type", "expected 'json_schema'")
+        if not isinstance(schema, dict):
+            raise InvalidField("output_config.format.schema", "expected a JSON Schema object")
+        out["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": schema, "strict": True},
+        }
+    if config.get("effort") is not None:
+        out["reasoning_effort"] = config["effort"]
+    unknown = sorted(set(config) - {"format", "effort"})
+    if unknown:
+        raise InvalidField(f"output_config.{unknown[0]}", "is not translated by Sluice")
 
 
 def _part(block: dict[str, Any]) -> dict[str, Any]:
@@ -385,10 +439,14 @@ class EventWriter:
 # --- errors -----------------------------------------------------------------------------------
 
 
+def error_status(err: SluiceError) -> int:
+    """The status of ``err`` for an Anthropic client: an overloaded provider stays 529."""
+    return 529 if getattr(err, "overloaded", False) else err.status
+
+
 def error_object(err: SluiceError) -> dict[str, Any]:
-    etype = ERROR_TYPES.get(
-        err.status, "api_error" if err.status >= 500 else "invalid_request_error"
-    )
+    status = error_status(err)
+    etype = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return {"type": "error", "error": {"type": etype, "message": err.message}}
 
 
@@ -431,9 +489,13 @@ class AnthropicAPI:
 
     name = "anthropic"
     done = b""
+    forward_headers: tuple[str, ...] = ("anthropic-version", "anthropic-beta")
 
     def parse(self, obj: dict[str, Any], operation: Operation) -> tuple[str, dict[str, Any]]:
         return check(obj), to_chat_request(obj)
+
+    def error_status(self, err: SluiceError) -> int:
+        return error_status(err)
 
     def error_body(self, err: SluiceError) -> bytes:
         return json.dumps(error_object(err), ensure_ascii=False).encode()

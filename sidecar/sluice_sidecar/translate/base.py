@@ -20,6 +20,7 @@ import orjson
 from .. import errors, sse
 from ..contract import Backend, Route
 from ..model import Operation, Usage
+from .signatures import SignatureStore
 
 #: A provider's view of its own error answer: (status, code, type, message) → (status, code,
 #: type) in OpenAI's vocabulary, so that e.g. "prompt is too long" becomes
@@ -49,6 +50,12 @@ class Call:
     trace_headers: dict[str, str] = field(default_factory=dict)
     #: The most bytes of a non-streamed answer that are read (``limits.maxResponseBytes``).
     max_response_bytes: int = 32 * 1024 * 1024
+    #: Headers of the client's own request that its API forwards (``ClientAPI.forward_headers``:
+    #: ``anthropic-version`` and ``anthropic-beta`` from an Anthropic client), lower-case names.
+    client_headers: dict[str, str] = field(default_factory=dict)
+    #: Where provider-specific tool-call state (Gemini's thought signatures) is kept between
+    #: turns, keyed by the short tool-call ids clients see (``signatures.SignatureStore``).
+    signatures: SignatureStore | None = None
 
 
 class StreamDecoder(Protocol):
@@ -159,6 +166,11 @@ class ClientAPI(Protocol):
     name: str
     #: What ends a successful stream (``b""`` when the last event is enough).
     done: bytes
+    #: Request headers (lower-case) handed to the backend half as ``Call.client_headers``.
+    forward_headers: tuple[str, ...]
+
+    def error_status(self, err: errors.SluiceError) -> int:
+        """The HTTP status ``err`` is answered with in this API."""
 
     def parse(self, obj: dict[str, Any], operation: Operation) -> tuple[str, dict[str, Any]]:
         """(model, canonical body) for the client's body; ``InvalidField`` when it is wrong."""
@@ -185,6 +197,43 @@ class Translator:
     #: The backend half answers in the canonical shape (False for a pass-through of another
     #: dialect): only canonical answers are shown to the stages' response phases.
     canonical: bool = True
+
+
+#: A canonical field's value that asks for nothing (so a backend that lacks the field can take
+#: the request): ``n: 1``, ``logprobs: false``, …
+NO_OP: dict[str, tuple[Any, ...]] = {
+    "n": (1,),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "logit_bias": ({},),
+    "store": (False,),
+    "parallel_tool_calls": (True,),
+    "service_tier": ("auto", "default"),
+    "stream_options": ({},),
+}
+
+
+def refuse_unknown(body: dict[str, Any], fields: dict[str, str], call: Call) -> None:
+    """Refuse (400 naming the field) every field of the canonical ``body`` the backend's dialect
+    does not translate (``fields``: field → how it is translated; a value starting with
+    ``refused`` is a field it cannot honour), unless its value asks for nothing (``NO_OP``).
+    A purely computational function: a field is translated, passed through or refused — never
+    silently dropped."""
+    for name, value in body.items():
+        how = fields.get(name)
+        if how is not None and not how.startswith("refused"):
+            continue
+        if value is None or value in NO_OP.get(name, ()):
+            continue
+        backend = call.backend
+        why = how.removeprefix("refused").strip(" :—-") if how else "it has no such field"
+        raise errors.InvalidField(
+            name,
+            f"backend '{backend.name}' ({backend.provider}) cannot honour it ({why}); remove "
+            "it or route this request to a backend that supports it",
+        )
 
 
 def loads_event(ev: sse.Event, backend: str) -> dict[str, Any]:

@@ -10,7 +10,11 @@ Anthropic's wire format (``DIALECT`` is the backend half the request path uses):
   ``tool_result`` blocks in a user turn; consecutive turns of one role merged (Anthropic wants
   them alternating); ``tools``/``tool_choice``/``parallel_tool_calls``; ``max_tokens`` (or
   ``max_completion_tokens``, or the config's default: Anthropic requires one); ``stop`` →
-  ``stop_sequences``; ``temperature`` clamped to Anthropic's 0…1; ``user`` → ``metadata.user_id``.
+  ``stop_sequences``; ``temperature`` clamped to Anthropic's 0…1; ``user`` → ``metadata.user_id``;
+  structured outputs (``response_format`` json_schema) and ``reasoning_effort`` →
+  ``output_config``; a field Anthropic cannot honour (``n > 1``, ``logprobs``, ``seed``, …) is
+  a 400 naming it (``FIELDS``); an Anthropic client's ``anthropic-version``/``anthropic-beta``
+  headers are forwarded.
   Content parts and tools of an unknown type pass through as they are (Anthropic blocks).
 * answer: text and ``tool_use`` blocks → ``content`` and ``tool_calls``; thinking blocks are not
   shown; ``stop_reason`` → ``finish_reason`` (``STOP_REASONS``); usage incl. cache tokens
@@ -33,7 +37,7 @@ from typing import Any
 from .. import errors, sse
 from ..model import Operation, Usage
 from . import chat
-from .base import Answer, Call, EventStream, Normalised, dumps, loads_event
+from .base import Answer, Call, EventStream, Normalised, dumps, loads_event, refuse_unknown
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -58,7 +62,40 @@ ERROR_TYPES = {
     "overloaded_error": ("server_error", "overloaded"),
     "timeout_error": ("server_error", "timeout"),
 }
-_PARAMS = ("top_p",)
+_PARAMS = ("top_p", "top_k", "thinking", "container", "mcp_servers", "context_management")
+#: How each canonical (OpenAI chat) request field reaches Anthropic; anything else is a 400.
+FIELDS = {
+    "model": "translated: the backend's model",
+    "messages": "translated: messages, system",
+    "stream": "translated: stream",
+    "stream_options": "translated: usage is always reported",
+    "max_tokens": "translated: max_tokens",
+    "max_completion_tokens": "translated: max_tokens",
+    "temperature": "translated: temperature, clamped to 0…1",
+    "top_p": "translated: top_p",
+    "top_k": "translated: top_k",
+    "stop": "translated: stop_sequences",
+    "tools": "translated: tools (input_schema)",
+    "tool_choice": "translated: tool_choice",
+    "parallel_tool_calls": "translated: tool_choice.disable_parallel_tool_use",
+    "user": "translated: metadata.user_id",
+    "metadata": "translated: only user_id is sent (OpenAI's tags need store)",
+    "response_format": "translated: output_config.format (json_schema; json_object refused)",
+    "reasoning_effort": "translated: output_config.effort",
+    "thinking": "passed: Anthropic's own (from an Anthropic client)",
+    "container": "passed: Anthropic's own (from an Anthropic client)",
+    "mcp_servers": "passed: Anthropic's own (from an Anthropic client)",
+    "context_management": "passed: Anthropic's own (from an Anthropic client)",
+    "n": "refused unless 1: Anthropic returns one choice (no fan-out)",
+    "logprobs": "refused: Anthropic has no log probabilities",
+    "top_logprobs": "refused: Anthropic has no log probabilities",
+    "seed": "refused: Anthropic has no seed",
+    "presence_penalty": "refused unless 0: Anthropic has no penalties",
+    "frequency_penalty": "refused unless 0: Anthropic has no penalties",
+    "logit_bias": "refused: Anthropic has no logit bias",
+    "store": "refused: Sluice and Anthropic do not store completions",
+    "service_tier": "refused unless auto/default: OpenAI's tiers",
+}
 
 
 # --- request --------------------------------------------------------------------------------
@@ -70,13 +107,17 @@ def url_of(base_url: str | None) -> str:
 
 
 def headers_for(call: Call) -> dict[str, str]:
-    """The headers of a Messages request for ``call``."""
+    """The headers of a Messages request for ``call``: an Anthropic client's own
+    ``anthropic-version`` and ``anthropic-beta`` are forwarded (``Call.client_headers``)."""
+    client = call.client_headers
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if call.stream else "application/json",
-        "anthropic-version": API_VERSION,
+        "anthropic-version": client.get("anthropic-version") or API_VERSION,
         "X-Request-Id": call.request_id,
     }
+    if "anthropic-beta" in client:
+        headers["anthropic-beta"] = client["anthropic-beta"]
     if call.api_key:
         headers["x-api-key"] = call.api_key
     return headers
@@ -158,6 +199,30 @@ def _params(body: dict[str, Any], out: dict[str, Any], default_max_tokens: int) 
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
     if choice is not None and (tools or choice.get("type") == "none"):
         out["tool_choice"] = choice
+    config = _output_config(body)
+    if config:
+        out["output_config"] = config
+
+
+def _output_config(body: dict[str, Any]) -> dict[str, Any]:
+    """``output_config`` for ``response_format`` (structured outputs) and ``reasoning_effort``."""
+    config: dict[str, Any] = {}
+    rf = body.get("response_format")
+    if isinstance(rf, dict) and rf.get("type") not in (None, "text"):
+        if rf.get("type") != "json_schema":
+            raise errors.InvalidField(
+                "response_format.type",
+                f"{rf.get('type')!r} cannot be sent to Anthropic, whose structured outputs "
+                "need a schema: send {'type': 'json_schema', 'json_schema': {'schema': …}}",
+            )
+        schema = (rf.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise errors.InvalidField("response_format.json_schema.schema", "expected an object")
+        config["format"] = {"type": "json_schema", "schema": schema}
+    effort = body.get("reasoning_effort")
+    if isinstance(effort, str):
+        config["effort"] = effort
+    return config
 
 
 def _append(
@@ -307,6 +372,7 @@ def stream_error(obj: dict[str, Any], backend: str) -> errors.UpstreamStreamErro
         f"Backend '{backend}' reported {etype}: {errors.sanitise(message)}", backend=backend
     )
     status = {"rate_limit_error": 429, "overloaded_error": 529, "api_error": 500}.get(etype, 400)
+    out.overloaded = etype == "overloaded_error"
     _, code, _ = normalise_error(status, None, etype, message)
     out.failure = errors.classify_status(status, code, message)
     if out.failure is None:
@@ -412,6 +478,7 @@ class AnthropicDialect:
     operations: frozenset[Operation] = frozenset({"chat"})
 
     def request(self, call: Call) -> tuple[str, bytes, dict[str, str]]:
+        refuse_unknown(call.body, FIELDS, call)
         body = to_messages_request(call.body, call.backend.model, call.default_max_tokens)
         if call.stream:
             body["stream"] = True

@@ -13,17 +13,19 @@ the request path uses):
   ``{"result": …}``); consecutive turns of one role merged; ``tools`` →
   ``functionDeclarations`` with the JSON Schema as ``parametersJsonSchema``; ``tool_choice`` →
   ``toolConfig.functionCallingConfig``; ``temperature``, ``top_p``, ``max_tokens``, ``stop``,
-  ``n``, penalties, ``seed`` and ``response_format`` → ``generationConfig``.
-* answer: text parts (not thoughts) → ``content``; ``functionCall`` → ``tool_calls`` (a
-  ``thoughtSignature`` rides in the tool call id after ``~`` and is handed back on the next
-  turn, as Gemini requires); ``finishReason`` → ``finish_reason`` (safety, recitation, blocklist,
+  ``n``, penalties, ``seed``, ``top_k`` and ``response_format`` → ``generationConfig``; any
+  other field is a 400 naming it (``FIELDS``).
+* answer: text parts (not thoughts) → ``content``; ``functionCall`` → ``tool_calls`` (short
+  ids valid for every provider; the ``thoughtSignature`` is kept in the sidecar's
+  ``signatures.SignatureStore`` under that id and handed back on the next turn, as Gemini
+  requires); ``finishReason`` → ``finish_reason`` (safety, recitation, blocklist,
   prohibited content, SPII → ``content_filter``; STOP with a function call → ``tool_calls``);
   ``usageMetadata`` → usage (thought tokens count as output, ``cachedContentTokenCount`` as
   cached input). A prompt blocked by ``promptFeedback.blockReason`` is a 400 ``content_filter``
   failure, so a route can fall over on ``contentFilter``.
 * stream: every SSE event is a partial ``GenerateContentResponse``; the stream ends at EOF
-  (there is no ``[DONE]``) and is complete once a ``finishReason`` came; the usage chunk is
-  written at the end.
+  (there is no ``[DONE]``) and is complete once a ``finishReason`` came; each choice's
+  ``finish_reason`` (the last one Gemini gave) and the usage chunk are written at the end.
 * errors: ``normalise_error`` maps Gemini's errors (an invalid API key is a 400 there; here a
   401, like every provider's) to OpenAI's vocabulary.
 
@@ -40,7 +42,17 @@ from urllib.parse import quote
 from .. import errors, sse
 from ..model import Operation, Usage
 from . import chat
-from .base import Answer, Call, EventStream, Normalised, dumps, incomplete, loads_event
+from .base import (
+    Answer,
+    Call,
+    EventStream,
+    Normalised,
+    dumps,
+    incomplete,
+    loads_event,
+    refuse_unknown,
+)
+from .signatures import SignatureStore, portable, short_id
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 FINISH_REASONS = {
@@ -55,6 +67,35 @@ FINISH_REASONS = {
     "IMAGE_PROHIBITED_CONTENT": "content_filter",
 }
 SIGNATURE_SEPARATOR = "~"
+#: How each canonical (OpenAI chat) request field reaches Gemini; anything else is a 400.
+FIELDS = {
+    "model": "translated: the URL's model",
+    "messages": "translated: contents, systemInstruction",
+    "stream": "translated: streamGenerateContent?alt=sse",
+    "stream_options": "translated: usage is always reported",
+    "max_tokens": "translated: generationConfig.maxOutputTokens",
+    "max_completion_tokens": "translated: generationConfig.maxOutputTokens",
+    "temperature": "translated: generationConfig.temperature",
+    "top_p": "translated: generationConfig.topP",
+    "top_k": "translated: generationConfig.topK",
+    "n": "translated: generationConfig.candidateCount",
+    "stop": "translated: generationConfig.stopSequences",
+    "presence_penalty": "translated: generationConfig.presencePenalty",
+    "frequency_penalty": "translated: generationConfig.frequencyPenalty",
+    "seed": "translated: generationConfig.seed",
+    "response_format": "translated: responseMimeType + responseJsonSchema",
+    "tools": "translated: functionDeclarations",
+    "tool_choice": "translated: toolConfig.functionCallingConfig",
+    "parallel_tool_calls": "refused unless true: Gemini has no switch for it",
+    "logprobs": "refused: log probabilities are not translated back",
+    "top_logprobs": "refused: log probabilities are not translated back",
+    "logit_bias": "refused: Gemini has no logit bias",
+    "user": "refused: Gemini has no end-user field",
+    "metadata": "refused: Gemini has no request metadata",
+    "store": "refused: Sluice and Gemini do not store completions",
+    "reasoning_effort": "refused: not translated to thinkingConfig",
+    "service_tier": "refused: OpenAI only",
+}
 _VERSIONED = re.compile(r"/v1(alpha|beta)?\d*$")
 
 
@@ -71,7 +112,9 @@ def url_of(base_url: str | None, model: str, stream: bool) -> str:
 
 
 def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
-    """(url, body, headers) for ``call``. A purely computational function."""
+    """(url, body, headers) for ``call``; 400 for a field Gemini cannot honour. A purely
+    computational function."""
+    refuse_unknown(call.body, FIELDS, call)
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if call.stream else "application/json",
@@ -80,13 +123,16 @@ def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
     if call.api_key:
         headers["x-goog-api-key"] = call.api_key
     url = url_of(call.backend.base_url, call.backend.model, call.stream)
-    payload = to_generate_request(call.body, call.default_max_tokens)
+    payload = to_generate_request(call.body, call.default_max_tokens, call.signatures)
     return url, dumps(payload), headers
 
 
-def to_generate_request(body: dict[str, Any], default_max_tokens: int = 0) -> dict[str, Any]:
+def to_generate_request(
+    body: dict[str, Any], default_max_tokens: int = 0, signatures: SignatureStore | None = None
+) -> dict[str, Any]:
     """A Gemini ``generateContent`` request for an OpenAI chat request (``maxOutputTokens`` is
-    ``default_max_tokens`` when the request has no cap and it is positive). A pure function."""
+    ``default_max_tokens`` when the request has no cap and it is positive; the thought signature
+    of a tool call is looked up in ``signatures`` by its id). A pure function."""
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}
@@ -108,8 +154,10 @@ def to_generate_request(body: dict[str, Any], default_max_tokens: int = 0) -> di
                     fn.get("arguments"), f"{path}.tool_calls[{j}].function.arguments"
                 )
                 part: dict[str, Any] = {"functionCall": {"name": fn.get("name"), "args": args}}
-                _, sep, signature = call_id.partition(SIGNATURE_SEPARATOR)
-                if sep and signature:
+                signature = signatures.get(call_id) if signatures is not None else None
+                if signature is None:  # an id from before short ids: ``id~signature``
+                    _, _, signature = call_id.partition(SIGNATURE_SEPARATOR)
+                if signature:
                     part["thoughtSignature"] = signature
                 parts.append(part)
             _append(contents, "model", parts)
@@ -196,6 +244,7 @@ def _generation_config(body: dict[str, Any], default_max_tokens: int) -> dict[st
         ("presence_penalty", "presencePenalty"),
         ("frequency_penalty", "frequencyPenalty"),
         ("seed", "seed"),
+        ("top_k", "topK"),
     ):
         if body.get(ours) is not None:
             config[theirs] = body[ours]
@@ -281,10 +330,19 @@ def in_band_error(obj: dict[str, Any], backend: str) -> errors.UpstreamError | N
     return out
 
 
-def _call_id(fc: dict[str, Any], part: dict[str, Any], prefix: str, n: int) -> str:
+def _call_id(
+    fc: dict[str, Any], part: dict[str, Any], prefix: str, n: int, store: SignatureStore | None
+) -> str:
+    """The id clients see for a function call: short and valid for every provider; its thought
+    signature is kept in ``store`` under it."""
     base = str(fc.get("id") or f"call_{prefix}_{n}")
     signature = part.get("thoughtSignature")
-    return f"{base}{SIGNATURE_SEPARATOR}{signature}" if signature else base
+    if signature:
+        out = short_id(f"{base}\0{signature}")
+        if store is not None:
+            store.put(out, str(signature))
+        return out
+    return base if portable(base) else short_id(base)
 
 
 def _finish(reason: Any, has_calls: bool) -> str:
@@ -293,7 +351,11 @@ def _finish(reason: Any, has_calls: bool) -> str:
 
 
 def to_chat_completion(
-    obj: dict[str, Any], created: int, model: str, backend: str
+    obj: dict[str, Any],
+    created: int,
+    model: str,
+    backend: str,
+    store: SignatureStore | None = None,
 ) -> tuple[dict[str, Any], Usage | None]:
     """(OpenAI chat completion, usage) for a ``GenerateContentResponse``. A pure function;
     raises the content-filter failure for a blocked prompt."""
@@ -311,7 +373,7 @@ def to_chat_completion(
             elif isinstance(part.get("functionCall"), dict):
                 fc = part["functionCall"]
                 args = json.dumps(fc.get("args") or {}, ensure_ascii=False)
-                cid = _call_id(fc, part, rid, len(calls))
+                cid = _call_id(fc, part, rid, len(calls), store)
                 calls.append(chat.tool_call(cid, str(fc.get("name")), args))
         choices.append(
             {
@@ -345,10 +407,23 @@ def normalise_error(
 
 
 class StreamTranslator(EventStream):
-    """Gemini stream events (partial ``GenerateContentResponse``s) → OpenAI chunk frames."""
+    """Gemini stream events (partial ``GenerateContentResponse``s) → OpenAI chunk frames.
 
-    def __init__(self, backend: str, created: int, model: str, wants_usage: bool) -> None:
+    A choice's ``finish_reason`` is written once, at the end of the stream (Gemini's stream ends
+    at EOF): older Gemini models put ``STOP`` on every event and a recitation stop after them,
+    and OpenAI clients take the first finish reason as the last word. The last reason given
+    wins."""
+
+    def __init__(
+        self,
+        backend: str,
+        created: int,
+        model: str,
+        wants_usage: bool,
+        store: SignatureStore | None = None,
+    ) -> None:
         super().__init__(backend)
+        self._store = store
         self.created = created
         self.model = model
         self.wants_usage = wants_usage
@@ -359,7 +434,7 @@ class StreamTranslator(EventStream):
         self._rid = "gemini"
         self._calls: dict[int, int] = {}
         self._open: set[int] = set()
-        self._done: set[int] = set()
+        self._reasons: dict[int, str] = {}
 
     def event(self, ev: sse.Event) -> list[bytes]:
         obj = loads_event(ev, self.backend)
@@ -377,7 +452,7 @@ class StreamTranslator(EventStream):
         out: list[bytes] = []
         for k, cand in enumerate(obj.get("candidates") or ()):
             index = cand.get("index", k)
-            if index not in self._done:
+            if index not in self._reasons:
                 self._open.add(index)
             for part in (cand.get("content") or {}).get("parts") or ():
                 if "text" in part and not part.get("thought"):
@@ -389,7 +464,7 @@ class StreamTranslator(EventStream):
                     n = self._calls[index] = self._calls.get(index, -1) + 1
                     tc = {
                         "index": n,
-                        "id": _call_id(fc, part, self._rid, n),
+                        "id": _call_id(fc, part, self._rid, n, self._store),
                         "type": "function",
                         "function": {
                             "name": fc.get("name"),
@@ -401,17 +476,18 @@ class StreamTranslator(EventStream):
             reason = cand.get("finishReason")
             if reason:
                 self._open.discard(index)
-                self._done.add(index)
-                out.append(w.finish(_finish(reason, index in self._calls), index))
-        self.complete = bool(self._done) and not self._open
+                self._reasons[index] = str(reason)
+        self.complete = bool(self._reasons) and not self._open
         return out
 
     def tail(self) -> list[bytes]:
-        if not self.complete:
+        if not self.complete or self._w is None:
             raise incomplete(self.backend)
-        if self.wants_usage and self.usage is not None and self._w is not None:
-            return [self._w.usage(self.usage)]
-        return []
+        w = self._w
+        out = [w.finish(_finish(r, i in self._calls), i) for i, r in sorted(self._reasons.items())]
+        if self.wants_usage and self.usage is not None:
+            out.append(w.usage(self.usage))
+        return out
 
 
 class GeminiDialect:
@@ -433,12 +509,16 @@ class GeminiDialect:
         failure = in_band_error(obj, backend)
         if failure is not None:
             raise failure
-        body, usage = to_chat_completion(obj, created, call.backend.model, backend)
+        body, usage = to_chat_completion(obj, created, call.backend.model, backend, call.signatures)
         return Answer(json.dumps(body, separators=(",", ":")).encode(), usage)
 
     def stream(self, call: Call, created: int) -> StreamTranslator:
         return StreamTranslator(
-            call.backend.name, created, call.backend.model, call.client_wants_usage
+            call.backend.name,
+            created,
+            call.backend.model,
+            call.client_wants_usage,
+            call.signatures,
         )
 
 

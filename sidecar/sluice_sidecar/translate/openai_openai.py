@@ -8,9 +8,10 @@ Owns request building (base URL + path, ``Authorization: Bearer``, the backend's
 cap) and reading answers: usage from the
 body or from the final usage chunk, in-band ``{"error": …}`` frames, streams that end without
 ``[DONE]``. Frames are re-emitted in canonical SSE form (the client never sees an upstream's CR
-line ends or a half line). Annotation-only frames (empty ``choices``, no usage; Azure sends
-them) and a usage chunk the client did not ask for are dropped so naive ``choices[0]`` clients
-keep working. Mistral is not sent ``stream_options`` (it reports usage on the last chunk anyway).
+line ends or a half line); tool-call deltas without an ``index`` (Mistral) get one.
+Annotation-only frames (empty ``choices``, no usage; Azure sends them) and a usage chunk the
+client did not ask for are dropped so naive ``choices[0]`` clients keep working. Mistral is not
+sent ``stream_options`` (it reports usage on the last chunk anyway).
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ class OpenAIStream(EventStream):
     def __init__(self, call: Call) -> None:
         super().__init__(call.backend.name)
         self._wants_usage = call.client_wants_usage
+        #: Per choice, the tool calls seen so far (for deltas that lack an ``index``).
+        self._tools: dict[Any, int] = {}
+        #: ``_check`` changed the chunk: it is encoded again.
+        self._dirty = False
 
     def feed(self, chunk: bytes, out: list[bytes]) -> None:
         blocks = self.parser.simple_events(chunk)
@@ -130,16 +135,21 @@ class OpenAIStream(EventStream):
                 self.content_chunks += 1
                 out.append(block + b"\n\n")
             elif check(obj):
-                out.append(block + b"\n\n")
+                out.append(self._encoded(obj) if self._dirty else block + b"\n\n")
 
     def event(self, ev: sse.Event) -> list[bytes]:
         data = ev.data
         if data.strip() == "[DONE]":
             self.complete = self.finished = True
             return []
-        if self._check(_loads(data, self.backend)):
-            return [_encode(data)]
+        obj = _loads(data, self.backend)
+        if self._check(obj):
+            return [self._encoded(obj) if self._dirty else _encode(data)]
         return []
+
+    def _encoded(self, obj: dict[str, Any]) -> bytes:
+        self._dirty = False
+        return sse.encode_data(dumps(obj))
 
     def _check(self, obj: dict[str, Any]) -> bool:
         """Meter one chunk; whether the client gets it. Raises for an in-band error."""
@@ -164,7 +174,23 @@ class OpenAIStream(EventStream):
                 delta = choice.get("delta")
                 if type(delta) is dict and (delta.get("content") or delta.get("tool_calls")):
                     self.content_chunks += 1
+                    if type(delta.get("tool_calls")) is list:
+                        self._index_tool_calls(choice.get("index", 0), delta["tool_calls"])
         return True
+
+    def _index_tool_calls(self, choice: Any, calls: list[Any]) -> None:
+        """Give tool-call deltas that lack an ``index`` (Mistral sends whole calls without one)
+        the index OpenAI clients' accumulators need: a delta with an ``id`` starts the next
+        call, one without continues the last."""
+        for tc in calls:
+            if type(tc) is not dict or "index" in tc:
+                continue
+            key = choice if type(choice) is int else 0
+            seen = self._tools.get(key, 0)
+            if tc.get("id") or not seen:
+                self._tools[key] = seen = seen + 1
+            tc["index"] = seen - 1
+            self._dirty = True
 
     def tail(self) -> list[bytes]:
         if not self.complete:
@@ -240,6 +266,10 @@ class OpenAIAPI:
 
     name = "openai"
     done = sse.DONE
+    forward_headers: tuple[str, ...] = ()
+
+    def error_status(self, err: errors.SluiceError) -> int:
+        return err.status
 
     def parse(self, obj: dict[str, Any], operation: Operation) -> tuple[str, dict[str, Any]]:
         model = validate.chat(obj) if operation == "chat" else validate.embeddings(obj)
