@@ -1,10 +1,12 @@
 """The namespace reconciler: watch events in, ConfigMap + status + Events out.
 
 Owns the in-memory view of every Sluice object (fed by kopf's watch events), the set of namespaces
-that need a pass, and one pass: validate → compile (pure; an invalid object keeps its last valid
-compiled form from the config in force, read back from the ConfigMap after a restart) → apply the
-ConfigMap and publish to connected sidecars when the hash changed → patch each object's status
-only where it changed → post an Event when an object's readiness changes.
+that need a pass, and one pass: validate → the evaluation gate (a gated PromptTemplate label
+keeps its version until the new one passed, ``evaluation.decide``) → compile (pure; an invalid
+object keeps its last valid compiled form from the config in force, read back from the ConfigMap
+after a restart) → apply the ConfigMap and publish to connected sidecars when the hash changed →
+patch each object's status only where it changed → post an Event when an object's readiness
+changes.
 
 Passes are debounced (a burst of events costs one pass per namespace), a failing pass is retried
 with growing back-off (never a hot loop), and report-driven status refreshes are rate-limited per
@@ -14,6 +16,7 @@ namespace. Nothing here talks to the API except through ``kube.Kube``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -25,13 +28,15 @@ from pydantic import ValidationError
 
 from sluice_sidecar.contract import SidecarConfig, UsageReport
 
-from . import manifests, reports, status
+from . import evaluation, manifests, reports, status
 from .api import KINDS, Kind
-from .compile import CompileResult, Held, compile_namespace
+from .api.prompttemplate import PromptTemplateSpec
+from .compile import CompileResult, Held, Problem, compile_namespace
 
 log = logging.getLogger(__name__)
 
 KIND_BY_PLURAL: dict[str, Kind] = {k.plural: k for k in KINDS}
+_PROMPTS = next(k.plural for k in KINDS if k.kind == "PromptTemplate")
 
 
 class Writer(Protocol):
@@ -150,11 +155,29 @@ class Reconciler:
                 invalid[key] = [f"{e.path}: {e.message}" if e.path else e.message for e in parsed]
                 created = (obj.get("metadata") or {}).get("creationTimestamp") or ""
                 held.append(Held(kind.kind, key[2], str(created)))
+        gates: dict[str, evaluation.Gate] = {}
+        for i, res in enumerate(resources):
+            if isinstance(res.spec, PromptTemplateSpec):
+                obj = mine[(res.kind.plural, namespace, res.name)]
+                gate = evaluation.decide(res.spec, _annotations(obj), _history(obj))
+                gates[res.name] = gate
+                if gate.held:  # the gated labels keep the versions they serve
+                    spec = res.spec.model_copy(update={"labels": gate.labels})
+                    resources[i] = dataclasses.replace(res, spec=spec)
         previous = self.results.get(namespace)
         in_force = previous.config if previous is not None else None
         if held and in_force is None:
             in_force = await self._stored_config(namespace)  # first pass since start-up
         result = compile_namespace(namespace, resources, held=held, previous=in_force)
+        result = dataclasses.replace(
+            result,
+            problems=result.problems
+            + tuple(
+                Problem("PromptTemplate", name, f"spec.labels.{h.label}", h.reason, h.message)
+                for name, gate in sorted(gates.items())
+                for h in gate.held
+            ),
+        )
         if previous is None or previous.hash != result.hash:
             await self.writer.apply_config(namespace, result.config.canonical_json(), result.hash)
             log.info("namespace %s: config %s", namespace, result.hash)
@@ -162,11 +185,24 @@ class Reconciler:
         self.publish(namespace, result)
 
         now = self.now()
+        evaluations = {
+            res.name: evaluation.results(
+                res.spec, _annotations(mine[(_PROMPTS, namespace, res.name)])
+            )
+            for res in resources
+            if isinstance(res.spec, PromptTemplateSpec)
+        }
         limit = asyncio.Semaphore(self.parallel_writes)
         await asyncio.gather(
             *(
                 self._write_status(
-                    key, obj=obj, invalid=invalid.get(key, []), result=result, now=now, limit=limit
+                    key,
+                    obj=obj,
+                    invalid=invalid.get(key, []),
+                    result=result,
+                    now=now,
+                    limit=limit,
+                    evaluations=evaluations.get(key[2]) if key[0] == _PROMPTS else None,
                 )
                 for key, obj in sorted(mine.items())
             )
@@ -182,10 +218,13 @@ class Reconciler:
         result: CompileResult,
         now: str,
         limit: asyncio.Semaphore,
+        evaluations: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
         plural, namespace, name = key
         kind = KIND_BY_PLURAL[plural]
-        desired = status.desired_status(kind.kind, obj, invalid, result, now)
+        desired = status.desired_status(
+            kind.kind, obj, invalid, result, now, evaluations=evaluations
+        )
         if kind.kind == "ModelRoute" and not invalid:
             desired = self._with_reports(namespace, name, desired, result)
         old = obj.get("status")
@@ -221,6 +260,14 @@ class Reconciler:
             return desired
         observed = self.reports.route_status(namespace, route.name, result.hash, self.wall())
         return reports.merge_route_status(desired, observed)
+
+
+def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("annotations") or {})
+
+
+def _history(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list((obj.get("status") or {}).get("labelHistory") or [])
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:

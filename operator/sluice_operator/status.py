@@ -4,7 +4,8 @@ Owns: the standard conditions (``Ready``, ``Reconciling``, ``Stalled`` - read by
 the Argo CD health check - plus ``Valid``, ``ResolvedRefs`` and a route's ``CredentialsAvailable``)
 with reasons a person can act on, ``observedGeneration`` and ``enforcedGeneration`` (the generation
 in force, which lags while a later edit is invalid), kind-specific status fields (a route's resolved
-model name, backend health and rollout; a template's version hashes and label history), and the
+model name, backend health and rollout; a template's version hashes, evaluation results and label
+history; a gated label move that waits for an evaluation is Ready=False, Reconciling=True), and the
 minimal merge patch from the current status to the desired one (``None`` when nothing changed, so
 an idle operator writes nothing).
 
@@ -31,6 +32,9 @@ TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 # Problems with a reference to another object (ResolvedRefs=False); others (a model-name
 # conflict) leave ResolvedRefs alone.
 REFERENCE_REASONS = frozenset({"RouteNotFound", "SelectsNothing"})
+# Problems that wait on something outside the cluster (an evaluation result from CI): Ready=False
+# and Reconciling=True (kstatus: in progress), not Stalled.
+WAITING_REASONS = frozenset({"EvaluationPending"})
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,10 @@ def verdicts(facts: Facts) -> list[Verdict]:
         if not facts.in_effect:
             message += ". Not in effect."
         out.append(Verdict(READY, FALSE, first.reason, message))
+        if first.reason in WAITING_REASONS:
+            out.append(Verdict(STALLED, FALSE, first.reason, "Waiting, not blocked."))
+            out.append(Verdict(RECONCILING, TRUE, first.reason, message))
+            return out + ([_credentials(facts.secrets)] if facts.route else [])
         out.append(Verdict(STALLED, TRUE, first.reason, message))
     else:
         out.append(Verdict(READY, TRUE, "Compiled", "In effect in the namespace's sidecar config."))
@@ -170,9 +178,14 @@ def conditions(
 
 
 def kind_fields(
-    kind: str, obj: Mapping[str, Any], result: CompileResult | None, now: str
+    kind: str,
+    obj: Mapping[str, Any],
+    result: CompileResult | None,
+    now: str,
+    evaluations: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Kind-specific status fields derived from the spec and the compiled config."""
+    """Kind-specific status fields derived from the spec and the compiled config (and, for a
+    PromptTemplate, ``evaluations``: each version's recorded evaluation, when known)."""
     spec = obj.get("spec") or {}
     name = obj.get("metadata", {}).get("name", "")
     old = obj.get("status") or {}
@@ -192,7 +205,15 @@ def kind_fields(
                 "version": v.version,
                 "hash": v.hash,
                 "firstSeen": first_seen.get(v.version) or now,
-                **_keep_evaluation(old, v.version),
+                **(
+                    _keep_evaluation(old, v.version)
+                    if evaluations is None
+                    else (
+                        {"evaluation": dict(evaluations[v.version])}
+                        if v.version in evaluations
+                        else {}
+                    )
+                ),
             }
             for v in prompt.versions
         ]
@@ -229,6 +250,8 @@ def desired_status(
     invalid: Sequence[str],
     result: CompileResult | None,
     now: str,
+    *,
+    evaluations: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The full status the resource should have now."""
     meta = obj.get("metadata") or {}
@@ -243,7 +266,7 @@ def desired_status(
         # the status we wrote then.
         enforced = generation if not invalid else old.get("enforcedGeneration")
     status = dict(old)
-    status.update(kind_fields(kind, obj, result if not invalid else None, now))
+    status.update(kind_fields(kind, obj, result if not invalid else None, now, evaluations))
     status["observedGeneration"] = generation
     status["enforcedGeneration"] = enforced
     facts = Facts(

@@ -14,6 +14,8 @@ from pydantic import Field
 from .base import DNS_LABEL, NAME_REGEX, CommonStatus, Rule, SluiceModel, text
 
 LabelName = Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]
+#: A gated label move, ``from->to`` (two label names).
+GATE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?->[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 VariableName = Annotated[str, Field(max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
@@ -75,8 +77,19 @@ class Check(SluiceModel):
 class Case(SluiceModel):
     """One inline evaluation case."""
 
+    name: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        description="Name of the case in reports (default case-<n>, counting from 1).",
+    )
     variables: dict[str, str] | None = Field(default=None, description="Variables for the case.")
-    expect: str | None = text(8192, "Expected content, for contains checks.", default=None)
+    expect: str | None = text(
+        8192,
+        "Expected content: what a contains check without a value looks for, and what the judge "
+        "is told a good answer says.",
+        default=None,
+    )
 
 
 class ConfigMapKeyRef(SluiceModel):
@@ -99,6 +112,21 @@ class Judge(SluiceModel):
     route: str = Field(max_length=253, pattern=NAME_REGEX, description="ModelRoute of the judge.")
     rubric: str = text(8192, "What the judge scores.")
     scale: int = Field(default=5, ge=2, le=100, description="Top of the score scale.")
+    pass_score: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Lowest passing score (default 70% of the scale, rounded up).",
+    )
+
+    rules = (
+        Rule(
+            cel="!has(self.passScore) || self.passScore <= self.scale",
+            message="passScore must not exceed scale",
+            check=lambda j: j.pass_score is None or j.pass_score <= j.scale,
+            field="passScore",
+        ),
+    )
 
 
 class Evaluation(SluiceModel):
@@ -108,10 +136,33 @@ class Evaluation(SluiceModel):
     checks: list[Check] | None = Field(default=None, max_length=16, description="Checks.")
     judge: Judge | None = Field(default=None, description="Judge settings for judge checks.")
     threshold: float = Field(default=1.0, ge=0, le=1, description="Pass rate needed.")
-    gate: list[Annotated[str, Field(max_length=130)]] | None = Field(
+    gate: list[Annotated[str, Field(max_length=130, pattern=GATE_PATTERN)]] | None = Field(
         default=None,
         max_length=8,
-        description="Label moves that need a pass, e.g. canary->production.",
+        description="Label moves that need a pass, e.g. canary->production: the label after "
+        "the arrow moves to a new version only once that version passed (moving it back to a "
+        "version it served before is a rollback and never gated).",
+    )
+
+    rules = (
+        Rule(
+            cel="has(self.dataset) && (has(self.dataset.configMapRef) || "
+            "(has(self.dataset.cases) && size(self.dataset.cases) > 0))",
+            message="an evaluation needs cases: set dataset.cases or dataset.configMapRef",
+            check=lambda e: (
+                e.dataset is not None
+                and (e.dataset.config_map_ref is not None or bool(e.dataset.cases))
+            ),
+            field="dataset",
+        ),
+        Rule(
+            cel="!has(self.checks) || !self.checks.exists(c, c.type == 'judge') || has(self.judge)",
+            message="a judge check needs judge settings (judge.route, judge.rubric)",
+            check=lambda e: (
+                e.judge is not None or not any(c.type == "judge" for c in e.checks or ())
+            ),
+            field="judge",
+        ),
     )
 
 
@@ -223,9 +274,31 @@ def _duplicate(values: Iterable[int]) -> int | None:
 
 
 class VersionEvaluation(SluiceModel):
-    score: float | None = Field(default=None, description="Pass rate or judge score.")
-    passed: bool | None = Field(default=None, description="Whether the version passed.")
+    score: float | None = Field(default=None, description="Pass rate of the cases (mean of runs).")
+    passed: bool | None = Field(
+        default=None, description="Whether the score reached the threshold in force."
+    )
     at: str | None = Field(default=None, description="When it was evaluated.")
+    threshold: float | None = Field(default=None, description="The threshold it was held to.")
+    cases: int | None = Field(default=None, description="Number of cases.")
+    runs: int | None = Field(default=None, description="Runs of every case (--repeat).")
+    spread: str | None = Field(
+        default=None, max_length=256, description="Score spread over runs: min..max (stdev)."
+    )
+    failed: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        default=None, max_length=20, description="Failing cases and checks (first 20)."
+    )
+    source: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Where the result came from: the evaluation.sluice.dev/v<N> annotation "
+        "written by `sluice eval --record`.",
+    )
+    stale: bool | None = Field(
+        default=None,
+        description="The recorded result was made against other evaluation settings or "
+        "another content of the version, so it does not count.",
+    )
 
 
 class VersionStatus(SluiceModel):
