@@ -44,6 +44,39 @@ class DeltaFilter(Protocol):
     def finish(self) -> str: ...
 
 
+class JsonTextGuard:
+    """A ``DeltaFilter`` for JSON text a filter rewrote (tool-call arguments): a ``[`` that
+    follows an odd run of backslashes (a redaction placeholder put right after an escape's
+    backslash, as in ``\\[EMAIL]``) gets one more backslash, so the text still parses. Valid
+    JSON never has ``\\[``, so nothing else changes. Works across deltas."""
+
+    __slots__ = ("_odd",)
+
+    blocked: SluiceError | None = None
+
+    def __init__(self) -> None:
+        self._odd = False  # the text so far ends in an odd run of backslashes
+
+    def feed(self, text: str) -> str:
+        if not self._odd and "\\" not in text:
+            return text
+        out: list[str] = []
+        odd = self._odd
+        for ch in text:
+            if ch == "\\":
+                odd = not odd
+            else:
+                if odd and ch == "[":
+                    out.append("\\")
+                odd = False
+            out.append(ch)
+        self._odd = odd
+        return "".join(out)
+
+    def finish(self) -> str:
+        return ""
+
+
 class UnaryAnswer:
     """A whole canonical answer (a ``chat.completion`` or an embeddings list) as the stages see
     it: parsed only when a stage asks for ``body``."""

@@ -1,12 +1,18 @@
 """The stages' stream filters applied to a canonical stream, chunk by chunk.
 
-Owns ``ChunkFilters``: it reads the ``chat.completion.chunk`` frames of one stream, hands each
-choice's text deltas through that choice's ``DeltaFilter``s (in stage order, asked once per
-choice), and writes the chunks back with the text the filters released. Text a filter holds back
-is released before the choice's ``finish_reason`` (in the same chunk). When a filter blocks,
-the choice ends with ``finish_reason: content_filter`` and ``blocked`` is set: the caller ends
-the stream there (``[DONE]`` for OpenAI clients). Frames it cannot read pass through unchanged.
-Pure: no IO.
+Owns ``ChunkFilters``: it reads the ``chat.completion.chunk`` frames of one stream and hands each
+streamed text of each choice — its content, and the ``function.arguments`` of each of its tool
+calls (tool-call arguments also through a ``JsonTextGuard``, so redacted JSON still parses) —
+through that text's own ``DeltaFilter``s (in stage order, asked once per text), and writes the
+chunks back with the text the filters released. A choice's texts come one after another: when
+the next one starts (a tool call after the content, the next tool call), what the filters of
+the previous one hold is released first (a chunk of its own), so each text is checked whole, as
+a unary answer's are, and every client dialect sees its parts in order. Content held back at
+the end is released before the choice's ``finish_reason`` (in the same chunk). When a filter
+blocks, the choice ends with ``finish_reason: content_filter`` (nothing of the blocked text,
+no further tool-call delta) and ``blocked`` is set: the caller ends the stream there
+(``[DONE]`` for OpenAI clients); every filter is finished so its verdicts are recorded. Frames
+it cannot read pass through unchanged. Pure: no IO.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import SluiceError
-from ..stage import DeltaFilter
+from ..stage import DeltaFilter, JsonTextGuard
 
 _DATA = b"data: "
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -44,22 +50,29 @@ def _finish(filters: Sequence[DeltaFilter]) -> tuple[str, SluiceError | None]:
     return text, None
 
 
-class ChunkFilters:
-    """The filters of one stream, per choice index."""
+_CONTENT = -1  # the part of a choice that is its content; tool calls are parts 0, 1, …
 
-    __slots__ = ("_done", "_filters", "_head", "_make", "blocked")
+
+class ChunkFilters:
+    """The filters of one stream, per choice index and part (content, tool call)."""
+
+    __slots__ = ("_current", "_done", "_filters", "_head", "_make", "blocked")
 
     def __init__(self, make: Callable[[], list[DeltaFilter]], first: list[DeltaFilter]) -> None:
         self._make = make
-        self._filters: dict[int, list[DeltaFilter]] = {0: first}
+        self._filters: dict[tuple[int, int], list[DeltaFilter]] = {(0, _CONTENT): first}
+        self._current: dict[int, int] = {}  # choice -> the part being streamed
         self._done: set[int] = set()
         self._head: dict[str, Any] = {"object": "chat.completion.chunk"}
         self.blocked: SluiceError | None = None
 
-    def _of(self, index: int) -> list[DeltaFilter]:
-        got = self._filters.get(index)
+    def _of(self, index: int, part: int) -> list[DeltaFilter]:
+        got = self._filters.get((index, part))
         if got is None:
-            got = self._filters[index] = self._make()
+            got = self._make()
+            if got and part != _CONTENT:
+                got.append(JsonTextGuard())
+            self._filters[(index, part)] = got
         return got
 
     def feed(self, frames: bytes) -> bytes:
@@ -72,35 +85,55 @@ class ChunkFilters:
             if obj is None:
                 out.append(raw + b"\n\n")
                 continue
-            chunk = self._chunk(obj)
+            before: list[dict[str, Any]] = []
+            chunk = self._chunk(obj, before)
+            out.extend(_encode(c) for c in before)
             if chunk is not None:
                 out.append(_encode(chunk))
             if self.blocked is not None:
+                self._finish_all()
                 break
         return b"".join(out)
 
     def close(self) -> bytes:
         """At the end of a complete stream: what is still held for choices that never said
         ``finish_reason``."""
-        out: list[bytes] = []
-        for index, filters in self._filters.items():
-            if index in self._done or not filters:
+        out: list[dict[str, Any]] = []
+        for index in sorted({i for i, _ in self._filters}):
+            if index in self._done:
                 continue
             self._done.add(index)
-            text, blocked = _finish(filters)
+            part = self._current.get(index, _CONTENT)
+            blocked = self._switch(index, part, None, out)
             if blocked is not None:
                 self.blocked = blocked
-                out.append(_encode(self._one(index, {}, "content_filter")))
+                out.append(self._one(index, {}, "content_filter"))
+                self._finish_all()
                 break
-            if text:
-                out.append(_encode(self._one(index, {"content": text}, None)))
-        return b"".join(out)
+        return b"".join(_encode(c) for c in out)
 
     def _one(self, index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         choice = {"index": index, "delta": delta, "finish_reason": finish}
         return {**self._head, "choices": [choice]}
 
-    def _chunk(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+    def _release(self, index: int, part: int, to: int | None) -> tuple[str, SluiceError | None]:
+        """Finish the filters of ``part`` of choice ``index``, which moves on to part ``to``
+        (None: it ends): what they held, or the block."""
+        filters = self._filters.pop((index, part), None)
+        if to is not None:
+            self._current[index] = to
+        return _finish(filters) if filters else ("", None)
+
+    def _switch(
+        self, index: int, part: int, to: int | None, out: list[dict[str, Any]]
+    ) -> SluiceError | None:
+        """``_release``, with what was held as a chunk of its own in ``out``."""
+        text, blocked = self._release(index, part, to)
+        if text:
+            out.append(self._one(index, _delta(part, text), None))
+        return blocked
+
+    def _chunk(self, obj: dict[str, Any], before: list[dict[str, Any]]) -> dict[str, Any] | None:
         choices = obj.get("choices")
         if not isinstance(choices, list) or not choices:
             return obj  # a usage chunk
@@ -114,31 +147,31 @@ class ChunkFilters:
             index = index if isinstance(index, int) else 0
             if index in self._done:
                 continue
-            filters = self._of(index)
-            if not filters:
-                kept.append(choice)
+            if not self._of(index, self._current.get(index, _CONTENT)):
+                kept.append(choice)  # no stage filters this stream
                 continue
             delta = choice.get("delta")
             delta = delta if isinstance(delta, dict) else {}
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                text, blocked = _through(filters, content)
-                if blocked is not None:
-                    self._block(index, choice, blocked)
-                    kept.append(choice)
-                    break
-                delta["content"] = text
-            if choice.get("finish_reason"):
+            blocked = self._content(index, delta, before)
+            if blocked is None:
+                blocked = self._tools(index, delta, before)
+            if blocked is None and choice.get("finish_reason"):
                 self._done.add(index)
-                tail, blocked = _finish(filters)
-                if blocked is not None:
-                    self._block(index, choice, blocked)
-                    kept.append(choice)
-                    break
-                if tail:
+                part = self._current.get(index, _CONTENT)
+                tail, blocked = self._release(index, part, None)
+                if tail and part == _CONTENT:
                     delta["content"] = (delta.get("content") or "") + tail
+                elif tail:
+                    delta["tool_calls"] = [
+                        *(delta.get("tool_calls") or ()),
+                        *_delta(part, tail)["tool_calls"],
+                    ]
+            if blocked is not None:
+                self._block(index, choice, blocked)
+                kept.append(choice)
+                break
             if not choice.get("finish_reason") and not any(
-                v not in (None, "") for v in delta.values()
+                v not in (None, "", []) for v in delta.values()
             ):
                 continue  # nothing left to say in this chunk
             choice["delta"] = delta
@@ -148,11 +181,77 @@ class ChunkFilters:
         obj["choices"] = kept
         return obj
 
+    def _content(
+        self, index: int, delta: dict[str, Any], before: list[dict[str, Any]]
+    ) -> SluiceError | None:
+        content = delta.get("content")
+        if not isinstance(content, str) or not content:
+            return None
+        part = self._current.get(index, _CONTENT)
+        if part != _CONTENT:
+            blocked = self._switch(index, part, _CONTENT, before)
+            if blocked is not None:
+                return blocked
+        text, blocked = _through(self._of(index, _CONTENT), content)
+        delta["content"] = text
+        return blocked
+
+    def _tools(
+        self, index: int, delta: dict[str, Any], before: list[dict[str, Any]]
+    ) -> SluiceError | None:
+        calls = delta.get("tool_calls")
+        if not isinstance(calls, list):
+            return None
+        kept: list[Any] = []
+        for call in calls:
+            if not isinstance(call, dict) or not isinstance(call.get("index"), int):
+                kept.append(call)
+                continue
+            part = call["index"]
+            now = self._current.get(index, _CONTENT)
+            if now != part:  # the previous text ends: what it held goes right before this call
+                tail, blocked = self._release(index, now, part)
+                if blocked is not None:
+                    return blocked
+                if tail and now == _CONTENT:
+                    delta["content"] = (delta.get("content") or "") + tail
+                elif tail:
+                    kept.append(_delta(now, tail)["tool_calls"][0])
+            fn = call.get("function")
+            args = fn.get("arguments") if isinstance(fn, dict) else None
+            if isinstance(fn, dict) and isinstance(args, str) and args:
+                text, blocked = _through(self._of(index, part), args)
+                if blocked is not None:
+                    return blocked
+                if not text and not call.get("id") and not fn.get("name"):
+                    continue  # only held arguments: nothing to say yet
+                kept.append({**call, "function": {**fn, "arguments": text}})
+                continue
+            kept.append(call)
+        if kept:
+            delta["tool_calls"] = kept
+        else:
+            delta.pop("tool_calls")
+        return None
+
     def _block(self, index: int, choice: dict[str, Any], blocked: SluiceError) -> None:
         self._done.add(index)
         self.blocked = blocked
         choice["delta"] = {}
         choice["finish_reason"] = "content_filter"
+
+    def _finish_all(self) -> None:
+        """After a block: every filter finished (its output dropped) so its verdicts count."""
+        for filters in self._filters.values():
+            for f in filters:
+                f.finish()
+        self._filters.clear()
+
+
+def _delta(part: int, text: str) -> dict[str, Any]:
+    if part == _CONTENT:
+        return {"content": text}
+    return {"tool_calls": [{"index": part, "function": {"arguments": text}}]}
 
 
 def _loads(raw: bytes) -> dict[str, Any] | None:

@@ -43,16 +43,18 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, TypeVar
 
 from ..contract import GuardAction, Guardrail, GuardStage
 from ..errors import GuardrailBlocked
+from ..stage import JsonTextGuard
 from .detectors import DENY_PREFIX, Scanner, Span
 from .holdback import HoldbackRedactor
 from .injection import InjectionScore, score
-from .redact import apply
+from .redact import apply, placeholder
+from .restore import Placeholders
 
 Stage = Literal["input", "output"]
 StreamingMode = Literal["Holdback", "Buffer", "Audit"]
@@ -135,6 +137,9 @@ class Plan:
     #: Labels that block (enforced Block rules).
     block: frozenset[str]
     streaming: StreamingMode = "Holdback"
+    #: Labels replaced by numbered placeholders whose originals the answer gets back (input
+    #: pii rules with ``restore``).
+    restore: frozenset[str] = frozenset()
     _spans: _LRU[tuple[int, int], tuple[Span, ...]] = field(default_factory=_LRU)
     _scores: _LRU[tuple[int, int], InjectionScore] = field(default_factory=_LRU)
 
@@ -268,6 +273,8 @@ class InputResult:
     body: dict[str, Any]
     verdicts: list[dict[str, Any]]
     blocked: GuardrailBlocked | None = None
+    #: The request's numbered placeholders (``restore``), when any was sent.
+    placeholders: Placeholders | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +399,12 @@ class Engine:
                     redact |= r.labels
                 elif r.action is GuardAction.BLOCK:
                     block |= r.labels
+        restore: set[str] = set()
+        if stage == "input":
+            for g in self.covering(route, source):
+                pii = g.input.pii
+                if g.mode == "Enforce" and pii is not None and pii.restore:
+                    restore |= set(pii.entities) & redact
         return Plan(
             stage,
             tuple(rules),
@@ -399,6 +412,7 @@ class Engine:
             frozenset(redact),
             frozenset(block),
             streaming,
+            frozenset(restore),
         )
 
     # --- input ---------------------------------------------------------------------------------
@@ -422,6 +436,8 @@ class Engine:
         counts: dict[str, int] = {}
         replaced: dict[tuple[Any, int | None], str] = {}
         first_block: str | None = None
+        holders = Placeholders() if plan.restore else None
+        name = None if holders is None else _namer(plan.restore, holders)
         if plan.scans:
             for where, text in scanned:
                 spans = plan.spans(text)
@@ -432,7 +448,7 @@ class Engine:
                     first_block = _first_block(plan, spans)
                 shown = [s for s in spans if s.entity in plan.redact]
                 if shown:
-                    replaced[where] = apply(text, shown)
+                    replaced[where] = apply(text, shown, name=name)
         span_v, span_block = _span_verdicts(plan, counts, _deny_index(plan), first_block)
         verdicts += span_v
         blocking = span_block
@@ -450,7 +466,9 @@ class Engine:
             return InputResult(body, verdicts, _blocked(plan, blocking, counts))
         if not replaced:
             return InputResult(body, verdicts)
-        return InputResult(_rewrite(body, replaced, operation), verdicts)
+        return InputResult(
+            _rewrite(body, replaced, operation), verdicts, placeholders=holders or None
+        )
 
     # --- output --------------------------------------------------------------------------------
 
@@ -461,9 +479,10 @@ class Engine:
     def filter_completion(
         self, completion: dict[str, Any], route: str, source: str | None = None
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """A unary chat completion with each choice's ``message.content`` checked: redacted, or
-        emptied with ``finish_reason: content_filter`` when blocked. The same object comes back
-        when nothing changed."""
+        """A unary chat completion with each choice's ``message.content`` and the
+        ``arguments`` of each of its ``tool_calls`` checked (each text on its own, as a stream
+        checks them): redacted, or blocked — content emptied, tool calls dropped,
+        ``finish_reason: content_filter``. The same object comes back when nothing changed."""
         plan = self.plan("output", route, source)
         choices = completion.get("choices")
         if plan.empty or not isinstance(choices, list):
@@ -473,20 +492,17 @@ class Engine:
         changed = False
         for choice in choices:
             message = choice.get("message") if isinstance(choice, dict) else None
-            content = message.get("content") if isinstance(message, dict) else None
-            if not isinstance(content, str):
+            if not isinstance(message, dict):
                 new_choices.append(choice)
                 continue
-            result = evaluate_text(plan, content)
-            verdicts += result.verdicts
-            if result.blocked is None and result.text == content:
+            assert isinstance(choice, dict)
+            new_message, blocked = _filter_message(plan, message, verdicts)
+            if new_message is message:
                 new_choices.append(choice)
                 continue
             changed = True
-            assert isinstance(choice, dict) and isinstance(message, dict)
-            new_choice = dict(choice)
-            new_choice["message"] = {**message, "content": result.text}
-            if result.blocked is not None:
+            new_choice = {**choice, "message": new_message}
+            if blocked:
                 new_choice["finish_reason"] = "content_filter"
             new_choices.append(new_choice)
         if not changed:
@@ -498,6 +514,74 @@ class Engine:
         check applies."""
         plan = self.plan("output", route, source, stream=True)
         return None if plan.empty else OutputFilter(plan)
+
+
+def _filter_message(
+    plan: Plan, message: dict[str, Any], verdicts: list[dict[str, Any]]
+) -> tuple[dict[str, Any], bool]:
+    """One answer message checked: the message to return (``message`` itself when unchanged)
+    and whether it is blocked."""
+    out = message
+    content = message.get("content")
+    if isinstance(content, str):
+        result = evaluate_text(plan, content)
+        verdicts += result.verdicts
+        if result.blocked is not None:
+            return _blocked_message(message), True
+        if result.text != content:
+            out = {**message, "content": result.text}
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return out, False
+    new_calls: list[Any] = []
+    for call in calls:
+        args = tool_arguments(call)
+        if args is None:
+            new_calls.append(call)
+            continue
+        result = evaluate_text(plan, args)
+        verdicts += result.verdicts
+        if result.blocked is not None:
+            return _blocked_message(message), True
+        text = json_text(result.text)
+        if text == args:
+            new_calls.append(call)
+        else:
+            new_calls.append({**call, "function": {**call["function"], "arguments": text}})
+    if any(a is not b for a, b in zip(new_calls, calls, strict=True)):
+        out = {**out, "tool_calls": new_calls}
+    return out, False
+
+
+def _blocked_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A blocked answer: no text, and no tool call (it must not run)."""
+    out = {k: v for k, v in message.items() if k not in ("tool_calls", "function_call")}
+    out["content"] = ""
+    return out
+
+
+def tool_arguments(call: Any) -> str | None:
+    """The ``function.arguments`` text of one tool call, when it has one."""
+    fn = call.get("function") if isinstance(call, dict) else None
+    args = fn.get("arguments") if isinstance(fn, dict) else None
+    return args if isinstance(args, str) else None
+
+
+def json_text(text: str) -> str:
+    """Redacted JSON text (tool-call arguments) kept valid: a placeholder that follows a
+    backslash (a match that began right after an escape such as ``\\n``) gets the backslash
+    escaped, so the JSON still parses (the escape's letter went with the match)."""
+    guard = JsonTextGuard()
+    return guard.feed(text) + guard.finish()
+
+
+def _namer(restore: frozenset[str], holders: Placeholders) -> Callable[[Span, str], str]:
+    def name(span: Span, original: str) -> str:
+        if span.entity in restore:
+            return holders.name(span, original)
+        return placeholder(span.entity)
+
+    return name
 
 
 def _deny_index(plan: Plan) -> dict[str, int]:
@@ -682,6 +766,14 @@ def _chat_parts(body: Mapping[str, Any]) -> Iterable[tuple[_Where, str, str]]:
                     and isinstance(part.get("text"), str)
                 ):
                     yield (i, j), role, part["text"]
+
+
+def request_texts(body: Mapping[str, Any], operation: str, roles: Iterable[str]) -> list[str]:
+    """The texts of a request the checks read: chat messages of ``roles``, embeddings
+    inputs."""
+    wanted = frozenset(roles)
+    parts = _embedding_parts(body) if operation == "embeddings" else _chat_parts(body)
+    return [text for _, role, text in parts if role in wanted]
 
 
 def _embedding_parts(body: Mapping[str, Any]) -> Iterable[tuple[_Where, str, str]]:

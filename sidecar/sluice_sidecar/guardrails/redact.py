@@ -9,7 +9,7 @@ placeholder each. ``redact(text, scanner)`` is the unary reference the streaming
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 
 from .detectors import DENY_PREFIX, Scanner, Span
 
@@ -31,8 +31,14 @@ def merge(spans: Iterable[Span]) -> list[Span]:
     return out
 
 
-def apply(text: str, spans: Sequence[Span], offset: int = 0) -> str:
-    """``text`` with each merged span (positions minus ``offset``) replaced by its placeholder."""
+def apply(
+    text: str,
+    spans: Sequence[Span],
+    offset: int = 0,
+    name: Callable[[Span, str], str] | None = None,
+) -> str:
+    """``text`` with each merged span (positions minus ``offset``) replaced by its placeholder
+    (or by ``name(span, original)``: the numbered placeholders of ``restore``)."""
     if not spans:
         return text
     parts: list[str] = []
@@ -40,7 +46,7 @@ def apply(text: str, spans: Sequence[Span], offset: int = 0) -> str:
     for span in merge(spans):
         start, end = span.start - offset, span.end - offset
         parts.append(text[at:start])
-        parts.append(placeholder(span.entity))
+        parts.append(placeholder(span.entity) if name is None else name(span, text[start:end]))
         at = end
     parts.append(text[at:])
     return "".join(parts)
