@@ -32,7 +32,9 @@ and with freshly started processes; the report gives per metric the median and t
 the floor's, each computed within one run, then the median over runs). After each Sluice run
 the script reads the sidecar's audit log and reports what it did (statuses, prompt renderings,
 guardrail verdicts, budget annotations), so a point that failed requests or skipped its features
-shows up in the report rather than as a fast number.
+shows up in the report rather than as a fast number. The sidecars run from a copy of the sidecar
+package taken at start (the working tree's, or with ``--ref REF`` the one committed at REF), so
+edits made to the tree during a run do not change what is measured; the report names it.
 
 The shared development machines are noisy (other virtual machines run on the same cores), so
 the script first waits until nothing else is busy (no pytest, etcd or kube-apiserver process,
@@ -47,7 +49,7 @@ Requirements (not needed by CI; benchmarks are not run there):
     apt-get install wrk
     python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]'
 
-Run:  python bench/sidecar_bench.py [--runs 3] [--duration 8] [--litellm PATH]
+Run:  python bench/sidecar_bench.py [--runs 3] [--duration 8] [--ref HEAD] [--litellm PATH]
 """
 
 from __future__ import annotations
@@ -462,10 +464,15 @@ class Target:
             self.proc.wait(5)
 
 
-def spawn(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Any:
+def spawn(
+    cmd: list[str],
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    cwd: Path | None = None,
+) -> Any:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
-        cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
     )
 
 
@@ -675,14 +682,43 @@ def sidecar_config(upstream: int, all_features: bool) -> dict[str, Any]:
     }
     if all_features:
         config |= {"prompts": [PROMPT], "guardrails": [GUARDRAIL], "budgets": [BUDGET]}
-    with contextlib.suppress(ImportError):  # a typo would otherwise show as "not ready"
-        from sluice_sidecar.contract import SidecarConfig
-
-        SidecarConfig.model_validate(config)
     return config
 
 
-def start_sidecar(name: str, upstream: int, work: Path, all_features: bool) -> Target:
+def snapshot_sidecar(work: Path, ref: str | None) -> tuple[Path, str]:
+    """A copy of the sidecar package that every run uses (others may edit the tree meanwhile):
+    the working tree's, or the one committed at ``ref``. Returns its import root and a
+    description for the report."""
+    dest = work / "src"
+    dest.mkdir(parents=True, exist_ok=True)
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(REPO), *cmd], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    if ref is not None:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", ref, "sidecar/sluice_sidecar"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(
+            ["tar", "-x", "-C", str(dest), "--strip-components=1"], input=archive, check=True
+        )
+        return dest, f"commit {git('rev-parse', '--short', ref)} (`--ref {ref}`)"
+    shutil.copytree(
+        REPO / "sidecar" / "sluice_sidecar",
+        dest / "sluice_sidecar",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    dirty = git("status", "--porcelain", "--", "sidecar/sluice_sidecar")
+    return dest, f"the working tree at commit {git('rev-parse', '--short', 'HEAD')}" + (
+        " with uncommitted changes in sidecar/" if dirty else ""
+    )
+
+
+def start_sidecar(name: str, upstream: int, work: Path, all_features: bool, src: Path) -> Target:
     work.mkdir(parents=True, exist_ok=True)
     (work / "secrets").mkdir(exist_ok=True)
     (work / "secrets" / "key").write_text("sk-bench\n")
@@ -707,15 +743,26 @@ def start_sidecar(name: str, upstream: int, work: Path, all_features: bool) -> T
             "--log-level",
             "WARNING",
         ],
+        env=dict(
+            os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])
+        ),
         log=work / "sidecar.log",
+        cwd=work,
     )
     target = Target(name, f"http://127.0.0.1:{port}/v1", proc, audit_log=work / "audit.jsonl")
     try:
         wait_http(f"http://127.0.0.1:{admin}/readyz", 30)
     except RuntimeError as exc:
+        ready = ""
+        try:  # a config the sidecar refuses: 503 with the reason
+            urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=2).close()
+        except urllib.error.HTTPError as err:
+            ready = f"; /readyz says {err.read()[:1000].decode(errors='replace')}"
+        except OSError:
+            pass
         target.stop()
         log = (work / "sidecar.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{exc}; sidecar log ends:\n{log}") from exc
+        raise RuntimeError(f"{exc}{ready}; sidecar log ends:\n{log}") from exc
     target.startup_s = time.monotonic() - t0
     return target
 
@@ -1174,7 +1221,9 @@ def report(
         "## Sidecar: direct vs Sluice vs LiteLLM (`bench/sidecar_bench.py`)",
         "",
         f"Produced by `python bench/sidecar_bench.py --runs {len(runs)} --duration {duration} "
-        f"--quiet-wait {args.quiet_wait:g}` on {time.strftime('%Y-%m-%d')}: "
+        f"--quiet-wait {args.quiet_wait:g}"
+        + (f" --ref {args.ref}" if args.ref else "")
+        + f"` on {time.strftime('%Y-%m-%d')}, measuring the sidecar of {machine['sidecar']}: "
         f"{CORES} cores ({platform.processor() or platform.machine()}), Python "
         f"{platform.python_version()}, {duration} s per load run, wrk with 1 thread and "
         f"{conns} connections for saturation, a fixed-rate client at 100 requests/s for "
@@ -1260,6 +1309,11 @@ def main() -> int:
         default=600,
         help="seconds to wait for an idle machine before measuring anyway (default 600)",
     )
+    p.add_argument(
+        "--ref",
+        help="measure the sidecar as committed at this git ref (default: a copy of the working "
+        "tree taken at start)",
+    )
     p.add_argument("--no-doc", action="store_true", help="print, do not write docs/")
     args = p.parse_args()
     if args.upstream:
@@ -1282,13 +1336,13 @@ def main() -> int:
     up_port = free_port()
     upstream = spawn([sys.executable, __file__, "--upstream", str(up_port)])
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    src, machine["sidecar"] = snapshot_sidecar(work, args.ref)
+    print(f"sidecar under test: {machine['sidecar']}", flush=True)
     points = [
         Point(DIRECT, None),
         Point(FLOOR, lambda _w: start_floor(up_port)),
-        Point(SLUICE, lambda w: start_sidecar(SLUICE, up_port, w, all_features=False)),
-        Point(
-            SLUICE_ALL, lambda w: start_sidecar(SLUICE_ALL, up_port, w, all_features=True), ALL_BODY
-        ),
+        Point(SLUICE, lambda w: start_sidecar(SLUICE, up_port, w, False, src)),
+        Point(SLUICE_ALL, lambda w: start_sidecar(SLUICE_ALL, up_port, w, True, src), ALL_BODY),
     ]
     if Path(args.litellm).exists():
         points.append(Point(LITELLM, lambda w: start_litellm(args.litellm, up_port, w)))
