@@ -27,22 +27,31 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from . import config_source, errors, gateway, podinfo, tracing, translate
+from . import config_source, errors, gateway, podinfo, tracing, translate, validate
 from .budget import BudgetStage
 from .clock import Clock, SystemClock
-from .contract import SidecarConfig
+from .contract import Provider, SidecarConfig
 from .credentials import Credentials
 from .exchange import Exchange
 from .gateway import GATEWAY, Gateway
+from .gateway.body import read_body
 from .guardrails import GuardrailStage
 from .metering import AuditSink, Metrics, NullAudit, StateCollector, who_from_env
 from .prompts import PromptStage
 from .stage import Stage, Stages
+from .translate import anthropic_anthropic
 
 SessionFactory = Callable[[], aiohttp.ClientSession]
 FinishCallback = Callable[[Exchange], None]
 USER_AGENT = "sluice-sidecar"
-API_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/models")
+API_PATHS = (
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/models",
+)
 #: Seconds a client connection may take to send a complete request head, counted from its
 #: opening or from the end of its previous answer (so also the idle keep-alive time).
 HEADER_TIMEOUT = 60.0
@@ -147,8 +156,11 @@ def create_app(
     app[GATEWAY] = gw
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/embeddings", _embeddings)
+    app.router.add_post("/v1/responses", _responses)
     app.router.add_post("/v1/messages", _messages)
+    app.router.add_post("/v1/messages/count_tokens", _count_tokens)
     app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{id:.+}", _model)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     app.cleanup_ctx.append(_lifecycle(session_factory or default_session, audit_flush_seconds))
     return app
@@ -217,6 +229,68 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
 
 async def _messages(request: web.Request) -> web.StreamResponse:
     return await gateway.handle(request.app[GATEWAY], request, "chat", translate.ANTHROPIC)
+
+
+async def _responses(request: web.Request) -> web.StreamResponse:
+    return await gateway.handle(request.app[GATEWAY], request, "chat", translate.RESPONSES)
+
+
+async def _count_tokens(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages/count_tokens``: passed through to the route's first backend when it is
+    Anthropic's (``anthropic_anthropic.COUNT_TOKENS``), else the sidecar's estimate (characters
+    / 4; the answer says so in ``x-sluice-estimated``). Free: no budget, no audit record."""
+    gw = request.app[GATEWAY]
+    api = translate.ANTHROPIC
+    ex = Exchange(os.urandom(12).hex(), "chat", gw.clock.now(), client=api)
+    try:
+        snap = gw.snapshot
+        if snap is None:
+            raise errors.NotReady("The Sluice sidecar has no valid config yet.")
+        ex.limits = snap.config.limits
+        raw = await read_body(request, ex.limits.max_request_bytes, ex.limits.body_timeout)
+        obj = validate.parse_object(raw)
+        model = anthropic_anthropic.check_count(obj)
+        route = snap.routes.get(model)
+        if route is None:
+            raise errors.UnknownModel(model, list(snap.routes))
+        backend = min(route.backends, key=lambda b: b.priority)
+        if backend.provider is not Provider.ANTHROPIC:
+            body = anthropic_anthropic.estimate_count(obj)
+            return web.Response(
+                body=body, content_type="application/json", headers={"x-sluice-estimated": "true"}
+            )
+        ex.native, ex.route = obj, route
+        ex.client_headers = {h: v for h in api.forward_headers if (v := request.headers.get(h))}
+        call = gw.make_call(ex, route, backend)
+        async with asyncio.timeout(route.timeouts.total):
+            up = await gw.transports[Provider.ANTHROPIC].open(
+                call, anthropic_anthropic.COUNT_TOKENS
+            )
+            body = await up.read()
+        up.release()
+        return web.Response(body=body, content_type="application/json")
+    except TimeoutError:
+        err: errors.SluiceError = errors.UpstreamTimeout("count_tokens timed out.")
+    except errors.SluiceError as exc:
+        err = exc
+    return web.Response(
+        status=api.error_status(err),
+        body=api.error_body(err),
+        content_type="application/json",
+        headers=err.headers(),
+    )
+
+
+async def _model(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/models/{id}``: one model (a route name) of ``/v1/models``."""
+    snap = request.app[GATEWAY].snapshot
+    if snap is None:
+        return _error(errors.NotReady("The Sluice sidecar has no valid config yet."))
+    name = request.match_info["id"]
+    if name not in snap.routes:
+        return _error(errors.UnknownModel(name, list(snap.routes)))
+    body = {"id": name, "object": "model", "created": 0, "owned_by": "sluice"}
+    return web.json_response(body)
 
 
 async def _models(request: web.Request) -> web.StreamResponse:

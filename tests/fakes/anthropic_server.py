@@ -162,6 +162,51 @@ def events(step: Step, model: str) -> list[tuple[str, dict[str, Any]]]:
     return [(ev["type"], ev) for ev in out]
 
 
+#: The Messages API's request fields; anything else is refused with a 400 ("Extra inputs are
+#: not permitted"), as the real API does.
+MESSAGES_FIELDS = frozenset(
+    [
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "stop_sequences",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "thinking",
+        "output_config",
+        "service_tier",
+        "container",
+        "mcp_servers",
+        "context_management",
+    ]
+)
+COUNT_FIELDS = frozenset(
+    [
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "output_config",
+    ]
+)
+
+
+def unknown_field(body: dict[str, Any], known: frozenset[str]) -> web.Response | None:
+    extra = sorted(set(body) - known)
+    if not extra:
+        return None
+    err = error_body("invalid_request_error", f"{extra[0]}: Extra inputs are not permitted")
+    return web.json_response(err, status=400)
+
+
 def error_body(error_type: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error_type, "message": message}}
 
@@ -192,6 +237,7 @@ class FakeAnthropic:
     async def start(self) -> FakeAnthropic:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -204,10 +250,22 @@ class FakeAnthropic:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        refused = unknown_field(body, COUNT_FIELDS)
+        if refused is not None:
+            return refused
+        return web.json_response({"input_tokens": 42})
+
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        refused = unknown_field(body, MESSAGES_FIELDS)
+        if refused is not None:
+            return refused
         step = self.script.popleft() if self.script else self.default
         model = body["model"]
         try:

@@ -99,6 +99,51 @@ def hang() -> Step:
     return Step("hang")
 
 
+#: ``GenerateContentRequest`` fields and ``generationConfig`` fields (REST names); anything else
+#: is refused with Gemini's 400 ("Invalid JSON payload received. Unknown name …").
+REQUEST_FIELDS = frozenset(
+    [
+        "contents",
+        "systemInstruction",
+        "generationConfig",
+        "tools",
+        "toolConfig",
+        "safetySettings",
+        "cachedContent",
+    ]
+)
+CONFIG_FIELDS = frozenset(
+    [
+        "temperature",
+        "topP",
+        "topK",
+        "candidateCount",
+        "maxOutputTokens",
+        "stopSequences",
+        "presencePenalty",
+        "frequencyPenalty",
+        "seed",
+        "responseMimeType",
+        "responseSchema",
+        "responseJsonSchema",
+        "thinkingConfig",
+        "responseLogprobs",
+        "logprobs",
+        "responseModalities",
+    ]
+)
+
+
+def unknown_field(body: dict[str, Any]) -> web.Response | None:
+    extra = sorted(set(body) - REQUEST_FIELDS)
+    config = body.get("generationConfig") or {}
+    extra += sorted(f"generation_config.{k}" for k in set(config) - CONFIG_FIELDS)
+    if not extra:
+        return None
+    message = f'Invalid JSON payload received. Unknown name "{extra[0]}": Cannot find field.'
+    return web.json_response(error_body(400, message), status=400)
+
+
 def error_body(code: int, message: str, reason: str | None = None) -> dict[str, Any]:
     err: dict[str, Any] = {
         "code": code,
@@ -248,6 +293,9 @@ class FakeGemini:
         self.requests.append(body)
         self.paths.append(request.path_qs)
         self.headers.append(dict(request.headers))
+        refused = unknown_field(body)
+        if refused is not None:
+            return refused
         step = self.script.popleft() if self.script else self.default
         if step.kind == "status":
             return web.json_response(

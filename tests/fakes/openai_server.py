@@ -93,6 +93,117 @@ def endless() -> Step:
     return Step("endless")
 
 
+#: The request fields OpenAI's chat completions API takes; anything else is refused with a 400
+#: ("Unrecognized request argument supplied"), as the real API does, so a translator that invents
+#: a field fails a test.
+CHAT_FIELDS = frozenset(
+    [
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "n",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "seed",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "reasoning_effort",
+        "modalities",
+        "audio",
+        "prediction",
+        "web_search_options",
+        "verbosity",
+        "safety_identifier",
+        "prompt_cache_key",
+        "functions",
+        "function_call",
+    ]
+)
+#: The request fields of OpenAI's Responses API.
+RESPONSES_FIELDS = frozenset(
+    [
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "text",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "parallel_tool_calls",
+        "user",
+        "metadata",
+        "reasoning",
+        "stream",
+        "stream_options",
+        "store",
+        "previous_response_id",
+        "include",
+        "truncation",
+        "background",
+        "conversation",
+        "prompt",
+        "max_tool_calls",
+        "service_tier",
+        "safety_identifier",
+        "prompt_cache_key",
+        "top_logprobs",
+    ]
+)
+COMPLETIONS_FIELDS = frozenset(
+    [
+        "model",
+        "prompt",
+        "suffix",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "n",
+        "stream",
+        "stream_options",
+        "logprobs",
+        "echo",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "best_of",
+        "logit_bias",
+        "user",
+        "seed",
+    ]
+)
+
+
+def unknown_field(body: dict[str, Any], known: frozenset[str]) -> web.Response | None:
+    """OpenAI's 400 for the first field it does not know, if any."""
+    extra = sorted(set(body) - known)
+    if not extra:
+        return None
+    err = {
+        "message": f"Unrecognized request argument supplied: {extra[0]}",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    return web.json_response({"error": err}, status=400)
+
+
 def free_port() -> int:
     """A port nothing listens on (bound once, then released): connections to it are refused."""
     with socket.socket() as s:
@@ -125,6 +236,7 @@ class FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/responses", self._responses)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
@@ -160,10 +272,33 @@ class FakeOpenAI:
             }
         )
 
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/responses`` (the pass-through): a text answer, whole or as typed events."""
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        refused = unknown_field(body, RESPONSES_FIELDS)
+        if refused is not None:
+            return refused
+        step = self.script.popleft() if self.script else self.default
+        if step.kind != "ok":
+            return await self._misbehave(request, step, stream=False, body=body)
+        resp = responses_answer(body, step.content)
+        if body.get("stream") is not True:
+            return web.json_response(resp)
+        out = await self._open_stream(request)
+        for kind, data in responses_events(resp):
+            await out.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+        await out.write_eof()
+        return out
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        refused = unknown_field(body, CHAT_FIELDS)
+        if refused is not None:
+            return refused
         step = self.script.popleft() if self.script else self.default
         stream = body.get("stream") is True
         self.active += 1
@@ -330,3 +465,88 @@ class FakeOpenAI:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+def responses_answer(body: dict[str, Any], text: str) -> dict[str, Any]:
+    """A ``response`` object (OpenAI's Responses API) answering ``text``."""
+    return {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "model": body["model"],
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_fake",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "temperature": None,
+        "top_p": None,
+        "metadata": {},
+        "store": body.get("store", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "usage": {
+            "input_tokens": 11,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 5,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 16,
+        },
+    }
+
+
+def responses_events(resp: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The typed event stream of ``resp`` (one text delta per word)."""
+    item = resp["output"][0]
+    text = item["content"][0]["text"]
+    started = {**resp, "status": "in_progress", "output": [], "usage": None}
+    evs: list[dict[str, Any]] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**item, "status": "in_progress", "content": []},
+        },
+        {
+            "type": "response.content_part.added",
+            "item_id": item["id"],
+            "output_index": 0,
+            "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": []},
+        },
+    ]
+    for k, word in enumerate(text.split(" ")):
+        evs.append(
+            {
+                "type": "response.output_text.delta",
+                "item_id": item["id"],
+                "output_index": 0,
+                "content_index": 0,
+                "delta": (" " if k else "") + word,
+                "logprobs": [],
+            }
+        )
+    evs += [
+        {
+            "type": "response.output_text.done",
+            "item_id": item["id"],
+            "output_index": 0,
+            "content_index": 0,
+            "text": text,
+            "logprobs": [],
+        },
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.completed", "response": resp},
+    ]
+    return [(ev["type"], {**ev, "sequence_number": i}) for i, ev in enumerate(evs)]

@@ -287,7 +287,7 @@ async def test_stage_rewriting_the_body_disables_passthrough(
     assert status == 200 and body["type"] == "message"
     sent = claude.requests[0]
     assert sent["messages"] == [{"role": "user", "content": "[redacted]"}]
-    assert "top_k" not in sent  # went through the canonical form
+    assert sent["top_k"] == 3  # carried through the canonical form (openai_anthropic.FIELDS)
 
 
 async def test_gemini_stream_to_anthropic_client(

@@ -13,19 +13,34 @@ openai_gemini          ``openai_gemini.DIALECT``                none
 anthropic_anthropic    ``anthropic_anthropic.DIALECT``          none (pass-through)
 anthropic_openai       ``openai_openai.DIALECT``                ``anthropic_openai.RESHAPE``
 anthropic_gemini       ``openai_gemini.DIALECT``                ``anthropic_openai.RESHAPE``
+responses_openai       ``responses_openai.DIALECT``             none (pass-through)
+responses_<backend>    ``responses_chat.Stateless(<chat>)``     ``responses_chat.RESHAPE``
 =====================  =====================================  ================================
+
+A Responses API client (``POST /v1/responses``) is passed through to an OpenAI backend while no
+stage rewrote its request (``responses_openai``: stateful features work there); otherwise, and
+for every other provider, it goes through the canonical chat body (``responses_openai+canonical``
+… ``responses_gemini``), where what needs OpenAI's own Responses API is a 400 saying so.
 
 An Anthropic client whose request a stage rewrote (a rendered prompt, a redaction) cannot be
 passed through: its pair to an Anthropic backend is then ``openai_anthropic``'s backend half with
 ``anthropic_openai``'s client half (named ``anthropic_anthropic+canonical``). The ``mock``
-provider answers like an OpenAI backend. The client APIs are ``openai_openai.API`` and
-``anthropic_openai.API``. Nothing here does IO.
+provider answers like an OpenAI backend. The client APIs are ``openai_openai.API``,
+``anthropic_openai.API`` and ``responses_chat.API``. Nothing here does IO.
 """
 
 from __future__ import annotations
 
 from ..contract import Provider
-from . import anthropic_anthropic, anthropic_openai, openai_anthropic, openai_gemini, openai_openai
+from . import (
+    anthropic_anthropic,
+    anthropic_openai,
+    openai_anthropic,
+    openai_gemini,
+    openai_openai,
+    responses_chat,
+    responses_openai,
+)
 from .base import (
     Answer,
     BackendDialect,
@@ -41,6 +56,7 @@ from .signatures import SignatureStore
 __all__ = [
     "ANTHROPIC",
     "OPENAI",
+    "RESPONSES",
     "Answer",
     "BackendDialect",
     "Call",
@@ -55,6 +71,7 @@ __all__ = [
 
 OPENAI: ClientAPI = openai_openai.API
 ANTHROPIC: ClientAPI = anthropic_openai.API
+RESPONSES: ClientAPI = responses_chat.API
 
 _BACKENDS: dict[Provider, BackendDialect] = {
     Provider.OPENAI: openai_openai.DIALECT,
@@ -74,6 +91,15 @@ _ANTHROPIC_PAIRS = {
     for p, b in _BACKENDS.items()
 }
 _PASS_THROUGH = Translator("anthropic_anthropic", anthropic_anthropic.DIALECT, canonical=False)
+_RESPONSES_PAIRS = {
+    p: Translator(
+        "responses_openai+canonical" if p is Provider.OPENAI else f"responses_{b.name}",
+        responses_chat.Stateless(b),
+        responses_chat.RESHAPE,
+    )
+    for p, b in _BACKENDS.items()
+}
+_RESPONSES_PASS_THROUGH = Translator("responses_openai", responses_openai.DIALECT, canonical=False)
 
 
 def pick(client: ClientAPI, provider: Provider, *, native: bool) -> Translator | None:
@@ -82,6 +108,10 @@ def pick(client: ClientAPI, provider: Provider, *, native: bool) -> Translator |
     pair exists (a provider this version cannot speak)."""
     if client is OPENAI:
         return _OPENAI_PAIRS.get(provider)
+    if client is RESPONSES:
+        if provider is Provider.OPENAI and native:
+            return _RESPONSES_PASS_THROUGH
+        return _RESPONSES_PAIRS.get(provider)
     if provider is Provider.ANTHROPIC and native:
         return _PASS_THROUGH
     return _ANTHROPIC_PAIRS.get(provider)

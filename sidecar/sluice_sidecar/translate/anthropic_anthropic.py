@@ -6,16 +6,20 @@ name (``Call.native``: set only while no stage rewrote the request — a rewritt
 ``anthropic_openai`` through the canonical body instead); the answer is metered on the way
 (usage from ``message_start`` and ``message_delta``, content events counted) but not changed.
 Events before the first content are held back, so a failure before any content (an
-``overloaded_error`` event) can still be retried invisibly. Pure: no IO.
+``overloaded_error`` event) can still be retried invisibly. ``COUNT_TOKENS`` passes
+``POST /v1/messages/count_tokens`` through the same way; ``estimate_count`` is the sidecar's
+estimate for routes whose backend is not Anthropic. Pure: no IO.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .. import sse
 from ..model import Operation, Usage
 from .base import Answer, Call, EventStream, Normalised, dumps, loads_event
+from .anthropic_openai import check
 from .openai_anthropic import headers_for, normalise_error, stream_error, url_of, usage_of
 
 
@@ -88,3 +92,53 @@ class NativeDialect:
 
 
 DIALECT = NativeDialect()
+
+
+# --- count_tokens -----------------------------------------------------------------------------
+
+
+class CountTokensDialect:
+    """``POST /v1/messages/count_tokens`` passed through to an Anthropic backend: the client's
+    own body with the backend's model name; the answer (``{"input_tokens": n}``) as it is."""
+
+    name = "anthropic"
+    operations: frozenset[Operation] = frozenset({"chat"})
+
+    def request(self, call: Call) -> tuple[str, bytes, dict[str, str]]:
+        assert call.native is not None, "count_tokens needs the client's own body"
+        body = dict(call.native)
+        body["model"] = call.backend.model
+        return url_of(call.backend.base_url) + "/count_tokens", dumps(body), headers_for(call)
+
+    def normalise_error(
+        self, status: int, code: str | None, etype: str | None, message: str
+    ) -> Normalised:
+        return normalise_error(status, code, etype, message)
+
+    def answer(self, call: Call, raw: bytes, obj: dict[str, Any], created: int) -> Answer:
+        if obj.get("type") == "error":
+            raise stream_error(obj, call.backend.name)
+        return Answer(raw, None)
+
+    def stream(self, call: Call, created: int) -> NativeStream:
+        raise NotImplementedError("count_tokens is never streamed")
+
+
+COUNT_TOKENS = CountTokensDialect()
+
+
+def check_count(body: dict[str, Any]) -> str:
+    """Check a ``count_tokens`` body (a Messages body without ``max_tokens``); its model."""
+    return check({**body, "max_tokens": 1})
+
+
+def estimate_count(body: dict[str, Any]) -> bytes:
+    """The ``count_tokens`` answer the sidecar estimates for a backend that cannot count
+    (characters of the system prompt, messages and tools / 4). A pure function."""
+    chars = len(json.dumps(body.get("tools") or [], ensure_ascii=False))
+    system = body.get("system")
+    chars += len(system) if isinstance(system, str) else len(json.dumps(system or ""))
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        chars += len(content) if isinstance(content, str) else len(json.dumps(content or ""))
+    return json.dumps({"input_tokens": (chars + 3) // 4}).encode()
