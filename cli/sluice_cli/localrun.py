@@ -2,9 +2,14 @@
 
 Owns the loop that compiles a folder of manifests into a config file and keeps it current: the
 manifests are polled for changes, recompiled, and the file is replaced atomically (write + rename,
-like the kubelet's ConfigMap swap), so the sidecar's own file watcher picks the change up. A broken
-edit prints its errors and leaves the last good config in place. The sidecar itself is the same
-code that runs in a pod (``sluice_sidecar.main.serve``).
+like the kubelet's ConfigMap swap), so the sidecar's own file watcher picks the change up. The
+sidecar itself is the same code that runs in a pod (``sluice_sidecar.main.serve``).
+
+Never fail open, as in a cluster (``reload``): an edit that makes one object invalid (a typo in a
+GuardrailPolicy's regex) prints its errors and keeps that object's last valid version in force
+while every other change applies; only deleting the object removes its rules. An edit whose
+errors cannot be pinned on one object (a file that is not YAML, a duplicate name) keeps the
+whole last good config.
 
 Before serving, both ports are tried: a port already taken (another ``sluice run`` on the defaults)
 ends the command with one line naming the port and the flag that changes it, not a traceback.
@@ -22,7 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sluice_operator import configmap, manifests
-from sluice_operator.compile import CompileResult, compile_namespace
+from sluice_operator.api import kind_by_name
+from sluice_operator.compile import CompileResult, Held, compile_namespace
 
 POLL_SECONDS = 1.0
 ADMIN_HOST = "127.0.0.1"  # the sidecar's default admin bind address
@@ -92,6 +98,45 @@ def compile_for(paths: Sequence[Path], namespace: str | None) -> CompileResult |
     return compile_namespace(namespace, resources)
 
 
+def _held(errors: Sequence[manifests.ManifestError]) -> list[Held] | None:
+    """The objects the errors are about, or None when one of them is not about one object's
+    spec (unreadable YAML, bad metadata, a duplicate)."""
+    held: dict[tuple[str, str], Held] = {}
+    for err in errors:
+        kind_name, _, rest = err.what.partition(' "')
+        kind = kind_by_name(kind_name)
+        if kind is None or not rest.endswith('"') or not err.path.startswith("spec"):
+            return None
+        name = rest[:-1]
+        held[(kind.kind, name)] = Held(kind.kind, name)
+    return list(held.values())
+
+
+def reload(
+    paths: Sequence[Path], namespace: str | None, previous: CompileResult
+) -> tuple[CompileResult | None, list[str]]:
+    """The config after an edit, and what to tell the user. None keeps the whole previous
+    config; objects whose new version is invalid keep their previous version."""
+    result = compile_for(paths, namespace)
+    if not isinstance(result, str):
+        return result, [f"config reloaded: hash {result.hash}"]
+    resources, errors = manifests.load_paths(paths)
+    held = _held(errors) if errors and not manifests.missing(paths) else None
+    ns = namespace or previous.config.namespace
+    if held is None or any(r.namespace != ns for r in resources):
+        return None, [result, "keeping the last good config"]
+    new = compile_namespace(ns, resources, held=held, previous=previous.config)
+    lines = [f"error: {e}" for e in errors]
+    for h in held:
+        what = f'{h.kind} "{h.name}"'
+        if new.keeps(h.kind, h.name):
+            lines.append(f"{what}: invalid edit; still enforcing its last valid version")
+        else:
+            lines.append(f"{what}: invalid and never valid; not in force")
+    lines.append(f"config reloaded: hash {new.hash}")
+    return new, lines
+
+
 def write_atomically(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -105,7 +150,11 @@ def _report(result: CompileResult) -> None:
 
 
 def _watch(
-    paths: Sequence[Path], namespace: str | None, target: Path, stop: threading.Event
+    paths: Sequence[Path],
+    namespace: str | None,
+    target: Path,
+    stop: threading.Event,
+    current: CompileResult,
 ) -> None:
     seen = _fingerprint(paths)
     while not stop.wait(POLL_SECONDS):
@@ -113,13 +162,12 @@ def _watch(
         if now == seen:
             continue
         seen = now
-        result = compile_for(paths, namespace)
-        if isinstance(result, str):
-            print(f"{result}\nkeeping the last good config", file=sys.stderr)
-            continue
-        _report(result)
-        write_atomically(target, result.config.canonical_json())
-        print(f"config reloaded: hash {result.hash}", file=sys.stderr)
+        result, lines = reload(paths, namespace, current)
+        if result is not None:
+            _report(result)
+            write_atomically(target, result.config.canonical_json())
+            current = result
+        print("\n".join(lines), file=sys.stderr)
 
 
 def demo_banner(host: str, port: int, admin_port: int, result: CompileResult) -> str:
@@ -173,7 +221,7 @@ def run(
         write_atomically(target, result.config.canonical_json())
         stop = threading.Event()
         watcher = threading.Thread(
-            target=_watch, args=(paths, namespace, target, stop), daemon=True
+            target=_watch, args=(paths, namespace, target, stop, result), daemon=True
         )
         watcher.start()
         if banner:
