@@ -5,6 +5,8 @@ Subcommands:
   crds      print (or --write / --check) the generated CustomResourceDefinitions
   run       compile manifests and serve the sidecar locally, reloading on change
   demo      serve the built-in quickstart with the mock provider
+  eval      run a PromptTemplate's evaluation cases through the sidecar (CI gate; JUnit, JSON,
+            MLflow; ``--record`` for the operator's gate) - ``sluice_cli.evaluate``
   operator  run the Kubernetes operator (``sluice_operator.main``)
   dev       developer helpers (``sluice dev cluster``: a local kube-apiserver)
 
@@ -260,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     operator = sub.add_parser("operator", help="run the Kubernetes operator")
     settings.add_flags(operator)
     operator.set_defaults(func=cmd_operator)
+
+    from . import evaluate
+
+    evaluate.add_parser(sub)
 
     dev = sub.add_parser("dev", help="developer tools")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
