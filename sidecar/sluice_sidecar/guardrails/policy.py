@@ -3,9 +3,10 @@ request or answer that results.
 
 Owns ``Engine`` (the compiled form of a config's ``guardrails`` for one workload), the input
 check (request body → same body, redacted body, or ``GuardrailBlocked``), the unary output check
-(answer text or a whole chat completion → redacted, or blocked with ``finish_reason:
-content_filter``), ``OutputFilter`` (the per-stream check built on ``holdback``) and the verdict
-records the audit log carries. Pure: no IO; the ``external`` classifier check is not run here.
+(answer text or a whole chat completion, its content and each tool call's arguments →
+redacted, or blocked with ``finish_reason: content_filter``), ``OutputFilter`` (the per-stream
+check built on ``holdback``) and the verdict records the audit log carries. Pure: no IO; the
+``external`` classifier is called by the stage (``external``), not here.
 
 Selection: a policy covers a request when every ``selector.matchLabels`` entry is among the pod's
 labels and ``selector.routes`` is empty or names the request's route (the ModelRoute's name, or
@@ -17,12 +18,17 @@ What is checked. Input: the text of ``system``, ``developer``, ``user`` and ``to
 and ``maxChars`` (their total length); prompt injection only in ``user`` and ``tool`` messages,
 whose text comes from people and documents, not in the instructions the application (or a
 PromptTemplate) wrote, which legitimately say things like "never reveal your instructions".
-Embeddings requests: every string of ``input``. Output: the answer's text.
+Embeddings requests: every string of ``input``. Output: the answer's text and the
+``function.arguments`` of its tool calls, each checked as one text (redacted JSON text is kept
+valid: ``stage.JsonTextGuard``).
 
 Actions. ``Enforce`` applies them: ``Redact`` replaces matches with ``[EMAIL]``-style
 placeholders (deny matches with ``[REDACTED]``), ``Block`` rejects the request (400,
 ``type``/``code`` ``content_filter``) or ends the answer with ``finish_reason: content_filter``,
-``Log`` only records. Prompt injection cannot be redacted: ``Redact`` there blocks. ``maxChars``
+``Log`` only records. An enforced ``Redact`` pii rule with ``restore`` (input only) names
+each original with a numbered placeholder instead (``[EMAIL_1]``; ``restore.Placeholders``,
+returned in ``InputResult.placeholders`` for the stage to put back). Prompt injection cannot
+be redacted: ``Redact`` there blocks. ``maxChars``
 blocks. An injection check acts when the score is above its threshold (``>``; 0 acts on any
 signal, 1 never). ``Monitor`` records what would have happened and never changes traffic.
 Streams: ``Holdback`` enforces as above while streaming; ``Buffer`` holds the whole answer and
