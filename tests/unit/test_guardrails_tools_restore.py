@@ -15,14 +15,10 @@ from hypothesis import strategies as st
 
 from sluice_sidecar import sse
 from sluice_sidecar.contract import (
-    Backend,
     GuardAction,
     Guardrail,
     GuardStage,
     PiiRule,
-    Provider,
-    Route,
-    SidecarConfig,
 )
 from sluice_sidecar.exchange import Exchange
 from sluice_sidecar.gateway.filtering import ChunkFilters
@@ -30,18 +26,10 @@ from sluice_sidecar.guardrails import Engine, GuardrailStage
 from sluice_sidecar.guardrails.detectors import Span
 from sluice_sidecar.guardrails.restore import Placeholders, Restorer, restore_text
 from sluice_sidecar.stage import DeltaFilter, JsonTextGuard, UnaryAnswer
+from tests.unit.test_stream_filtering import BLOCK as CARDS
+from tests.unit.test_stream_filtering import REDACT as OUT
+from tests.unit.test_stream_filtering import exchange
 
-ROUTE = Route(
-    name="chat", source="chat", backends=(Backend(name="b", provider=Provider.MOCK, model="m"),)
-)
-OUT = Guardrail(
-    name="out",
-    output=GuardStage(pii=PiiRule(entities=("EMAIL", "CREDIT_CARD"), action=GuardAction.REDACT)),
-)
-CARDS = Guardrail(
-    name="cards",
-    output=GuardStage(pii=PiiRule(entities=("CREDIT_CARD",), action=GuardAction.BLOCK)),
-)
 RESTORE = Guardrail(
     name="keep",
     input=GuardStage(
@@ -53,12 +41,6 @@ ARGS = [
     '{"to": "bo@example.io", "note": "pay 4111 1111 1111 1111 — danke"}',
     '{"cc": ["ann.lee@example.org"], "body": "\\nzed@example.com"}',
 ]
-
-
-def exchange(*guards: Guardrail) -> Exchange:
-    return Exchange(
-        "r", "chat", 0.0, route=ROUTE, config=SidecarConfig(namespace="t", guardrails=guards)
-    )
 
 
 # --- an answer as a stream and as a whole -------------------------------------------------------
