@@ -34,10 +34,16 @@ class Step:
     content_type: str = "application/json"
     chunks_before: int = 2
     usage: bool = True
+    #: Tool calls of the answer: (id, name, arguments).
+    tools: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 def ok(content: str = "Hello from the fake.", *, usage: bool = True) -> Step:
     return Step("ok", content=content, usage=usage)
+
+
+def tool_call(name: str, arguments: dict[str, Any], call_id: str = "call_1") -> Step:
+    return Step("ok", content="", tools=[(call_id, name, arguments)])
 
 
 def status(
@@ -323,11 +329,16 @@ class FakeOpenAI:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": step.content},
-                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": step.content or None},
+                    "finish_reason": "tool_calls" if step.tools else "stop",
                 }
             ],
         }
+        if step.tools:
+            out["choices"][0]["message"]["tool_calls"] = [
+                {"id": i, "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+                for i, n, a in step.tools
+            ]
         if step.usage:
             out["usage"] = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
         return out
@@ -349,12 +360,21 @@ class FakeOpenAI:
 
     def _frames(self, body: dict[str, Any], step: Step) -> list[bytes]:
         model = body["model"]
-        words = step.content.split(" ")
+        words = step.content.split(" ") if step.content else []
         # Like OpenAI, the first chunk carries the role.
         frames = [
             self.chunk(model, (" " if i else "") + w, role=i == 0) for i, w in enumerate(words)
         ]
-        frames.append(self.chunk(model, None, "stop"))
+        for k, (cid, name, args) in enumerate(step.tools):
+            frame = self.chunk(model, None, role=not words)
+            call = {"id": cid, "type": "function", "function": {"name": name, "arguments": ""}}
+            frame["choices"][0]["delta"]["tool_calls"] = [{"index": k, **call}]
+            frames.append(frame)
+            more = self.chunk(model, None)
+            fn = {"arguments": json.dumps(args)}
+            more["choices"][0]["delta"]["tool_calls"] = [{"index": k, "function": fn}]
+            frames.append(more)
+        frames.append(self.chunk(model, None, "tool_calls" if step.tools else "stop"))
         out = [b"data: " + json.dumps(f).encode() + b"\n\n" for f in frames]
         so = body.get("stream_options") or {}
         if step.usage and so.get("include_usage"):
