@@ -1,4 +1,4 @@
-"""The client compatibility matrix: (client, feature) × backend → "works" or a documented
+"""The client compatibility matrix: (client, feature) by backend → "works" or a documented
 refusal. ``test_clients.py`` runs every cell; ``test_compat_docs.py`` checks docs/sidecar.md shows
 exactly this table."""
 
