@@ -434,8 +434,8 @@ class FakeOpenAI:
         if kind == "endless":
             i = 0
             while True:  # until the sidecar drops the connection (cancelled, counted)
-                frame = self.chunk(body["model"], f" word{i}", role=i == 0)
-                await resp.write(b"data: " + json.dumps(frame).encode() + b"\n\n")
+                word = self.chunk(body["model"], f" word{i}", role=i == 0)
+                await resp.write(b"data: " + json.dumps(word).encode() + b"\n\n")
                 i += 1
                 await asyncio.sleep(0)
         for frame in frames[: step.chunks_before]:

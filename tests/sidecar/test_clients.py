@@ -48,9 +48,8 @@ class Stack:
         return reqs
 
     def text(self, text: str) -> None:
-        self.fake.then(
-            {"openai-compatible": fo.ok, "anthropic": fa.ok, "gemini": fg.ok}[self.kind](text)
-        )
+        makers: dict[str, Any] = {"openai-compatible": fo.ok, "anthropic": fa.ok, "gemini": fg.ok}
+        self.fake.then(makers[self.kind](text))
 
     def tool(self, name: str, args: dict[str, Any]) -> None:
         if self.kind == "openai-compatible":
@@ -200,7 +199,7 @@ async def test_openai_n2(stack: Stack) -> None:
                 await c.chat.completions.create(
                     model="m", messages=[{"role": "user", "content": "Hi"}], n=2
                 )
-            assert exc.value.param == "n"  # type: ignore[attr-defined]
+            assert exc.value.param == "n"
             assert stack.requests == []
             return
         stack.text("Hi")
@@ -341,7 +340,7 @@ async def test_openai_agents_tool_and_output_type(stack: Stack, mode: str) -> No
     stack.text(CITY)
     calls: list[str] = []
 
-    @agents.function_tool
+    @agents.function_tool  # type: ignore[untyped-decorator]
     def weather(city: str) -> str:
         """The weather of a city."""
         calls.append(city)

@@ -18,7 +18,7 @@ from sluice_sidecar.translate.signatures import SignatureStore, portable
 
 
 def call(provider: str = "mistral", **kw: Any) -> Call:
-    b = Backend(name="b", provider=provider, model="m")  # type: ignore[arg-type]
+    b = Backend(name="b", provider=provider, model="m")
     r = Route(name="r", source="r", backends=(b,))
     return Call("chat", r, b, kw.pop("body", {}), True, False, None, "rid", **kw)
 

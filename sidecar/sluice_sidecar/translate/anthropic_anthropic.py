@@ -18,8 +18,8 @@ from typing import Any
 
 from .. import sse
 from ..model import Operation, Usage
-from .base import Answer, Call, EventStream, Normalised, dumps, loads_event
 from .anthropic_openai import check
+from .base import Answer, Call, EventStream, Normalised, dumps, loads_event
 from .openai_anthropic import headers_for, normalise_error, stream_error, url_of, usage_of
 
 
