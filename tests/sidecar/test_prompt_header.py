@@ -42,17 +42,17 @@ def _cfg(fake: FakeOpenAI) -> object:
     return config(route("chat", backend("a", fake))).model_copy(update={"prompts": (PROMPT,)})
 
 
+def _empty(ref: str, **variables: str) -> dict[str, object]:
+    """A chat body with no messages of its own, naming ``ref`` in metadata."""
+    return {"model": "chat", "messages": [], "metadata": {"prompt": ref, "variables": variables}}
+
+
 async def test_empty_messages_with_a_template_are_rendered(
     start_sidecar: StartSidecar, fake: FakeOpenAI
 ) -> None:
     sc = await start_sidecar(_cfg(fake), pod_labels={})
     status, headers, _ = await sc.post(
-        "/v1/chat/completions",
-        {
-            "model": "chat",
-            "messages": [],
-            "metadata": {"prompt": "support@canary", "variables": {"question": "Reset?"}},
-        },
+        "/v1/chat/completions", _empty("support@canary", question="Reset?")
     )
     assert status == 200
     assert headers["x-sluice-prompt-version"] == "support@2"
@@ -96,11 +96,7 @@ async def test_body_reference_wins_over_the_header(
     sc = await start_sidecar(_cfg(fake), pod_labels={})
     status, headers, _ = await sc.post(
         "/v1/chat/completions",
-        {
-            "model": "chat",
-            "messages": [],
-            "metadata": {"prompt": "support@1", "variables": {"question": "q"}},
-        },
+        _empty("support@1", question="q"),
         headers={prompts.HEADER: "support@2"},
     )
     assert status == 200
