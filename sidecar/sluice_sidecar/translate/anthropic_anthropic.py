@@ -97,27 +97,16 @@ DIALECT = NativeDialect()
 # --- count_tokens -----------------------------------------------------------------------------
 
 
-class CountTokensDialect:
+class CountTokensDialect(NativeDialect):
     """``POST /v1/messages/count_tokens`` passed through to an Anthropic backend: the client's
     own body with the backend's model name; the answer (``{"input_tokens": n}``) as it is."""
 
-    name = "anthropic"
-    operations: frozenset[Operation] = frozenset({"chat"})
-
     def request(self, call: Call) -> tuple[str, bytes, dict[str, str]]:
-        assert call.native is not None, "count_tokens needs the client's own body"
-        body = dict(call.native)
-        body["model"] = call.backend.model
-        return url_of(call.backend.base_url) + "/count_tokens", dumps(body), headers_for(call)
-
-    def normalise_error(
-        self, status: int, code: str | None, etype: str | None, message: str
-    ) -> Normalised:
-        return normalise_error(status, code, etype, message)
+        url, body, headers = super().request(call)
+        return url + "/count_tokens", body, headers
 
     def answer(self, call: Call, raw: bytes, obj: dict[str, Any], created: int) -> Answer:
-        if obj.get("type") == "error":
-            raise stream_error(obj, call.backend.name)
+        super().answer(call, raw, obj, created)
         return Answer(raw, None)
 
     def stream(self, call: Call, created: int) -> NativeStream:

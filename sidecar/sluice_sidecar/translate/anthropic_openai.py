@@ -33,6 +33,7 @@ from typing import Any
 from .. import sse
 from ..errors import InvalidField, SluiceError
 from ..model import Operation
+from .chat import ChunkReshape
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -453,35 +454,14 @@ def error_object(err: SluiceError) -> dict[str, Any]:
 # --- the dialect ------------------------------------------------------------------------------
 
 
-class _StreamReshape:
-    """Canonical chunk frames → Anthropic events, for one stream."""
-
-    __slots__ = ("_parser", "_writer")
-
-    def __init__(self) -> None:
-        self._writer = EventWriter()
-        self._parser = sse.Parser()
-
-    def feed(self, frames: bytes) -> bytes:
-        out: list[bytes] = []
-        for ev in self._parser.feed(frames):
-            obj = json.loads(ev.data)
-            if isinstance(obj, dict):
-                out += self._writer.feed(obj)
-        return b"".join(out)
-
-    def end(self) -> bytes:
-        return b"".join(self._writer.end())
-
-
 class AnthropicReshaper:
     """The client half of ``anthropic_*`` pairs that go through the canonical body."""
 
     def answer(self, body: bytes) -> bytes:
         return json.dumps(to_message(json.loads(body)), separators=(",", ":")).encode()
 
-    def stream(self) -> _StreamReshape:
-        return _StreamReshape()
+    def stream(self) -> ChunkReshape:
+        return ChunkReshape(EventWriter())
 
 
 class AnthropicAPI:

@@ -10,9 +10,9 @@ file parts. Pure: no IO.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
-from .. import errors
+from .. import errors, sse
 from ..model import Usage
 
 
@@ -176,3 +176,32 @@ def json_arguments(arguments: Any, path: str) -> Any:
         return json.loads(arguments)
     except (ValueError, RecursionError):
         raise errors.InvalidField(path, "is not valid JSON") from None
+
+
+class EventWriter(Protocol):
+    """A client dialect's events for canonical ``chat.completion.chunk`` objects."""
+
+    def feed(self, chunk: dict[str, Any]) -> list[bytes]: ...
+
+    def end(self) -> list[bytes]: ...
+
+
+class ChunkReshape:
+    """Canonical chunk frames → a client dialect's events (``writer``), for one stream."""
+
+    __slots__ = ("_parser", "_writer")
+
+    def __init__(self, writer: EventWriter) -> None:
+        self._writer = writer
+        self._parser = sse.Parser()
+
+    def feed(self, frames: bytes) -> bytes:
+        out: list[bytes] = []
+        for ev in self._parser.feed(frames):
+            obj = json.loads(ev.data)
+            if isinstance(obj, dict):
+                out += self._writer.feed(obj)
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        return b"".join(self._writer.end())

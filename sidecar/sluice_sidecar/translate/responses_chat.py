@@ -33,6 +33,7 @@ from .. import errors, sse
 from ..errors import InvalidField, SluiceError
 from ..model import Operation
 from .base import Answer, BackendDialect, Call, Normalised, StreamDecoder
+from .chat import ChunkReshape
 
 #: Responses fields that need OpenAI's own Responses API (refused on translated tries), and the
 #: value of each that asks for nothing.
@@ -595,35 +596,14 @@ class EventWriter:
         return out
 
 
-class _StreamReshape:
-    """Canonical chunk frames → Responses events, for one stream."""
-
-    __slots__ = ("_parser", "_writer")
-
-    def __init__(self) -> None:
-        self._writer = EventWriter()
-        self._parser = sse.Parser()
-
-    def feed(self, frames: bytes) -> bytes:
-        out: list[bytes] = []
-        for ev in self._parser.feed(frames):
-            obj = json.loads(ev.data)
-            if isinstance(obj, dict):
-                out += self._writer.feed(obj)
-        return b"".join(out)
-
-    def end(self) -> bytes:
-        return b"".join(self._writer.end())
-
-
 class ResponsesReshaper:
     """The client half of ``responses_*`` pairs that go through the canonical body."""
 
     def answer(self, body: bytes) -> bytes:
         return json.dumps(to_response(json.loads(body)), separators=(",", ":")).encode()
 
-    def stream(self) -> _StreamReshape:
-        return _StreamReshape()
+    def stream(self) -> ChunkReshape:
+        return ChunkReshape(EventWriter())
 
 
 class ResponsesAPI:
