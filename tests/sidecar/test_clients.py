@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 from pydantic import BaseModel
@@ -370,16 +371,18 @@ async def test_langchain_invoke_and_structured_output(stack: Stack, responses_ap
     lc = pytest.importorskip("langchain_openai")
     stack.text("Hello there")
     stack.text(CITY)
-    llm = lc.ChatOpenAI(
-        model="m",
-        base_url=stack.sidecar.base_url,
-        api_key="x",
-        max_retries=0,
-        use_responses_api=responses_api,
-    )
-    out = await llm.ainvoke("Hi")
+    async with httpx.AsyncClient() as http:  # LangChain's default client outlives the loop
+        llm = lc.ChatOpenAI(
+            model="m",
+            base_url=stack.sidecar.base_url,
+            api_key="x",
+            max_retries=0,
+            use_responses_api=responses_api,
+            http_async_client=http,
+        )
+        out = await llm.ainvoke("Hi")
+        parsed = await llm.with_structured_output(City).ainvoke("Where?")
     assert out.text == "Hello there"
-    parsed = await llm.with_structured_output(City).ainvoke("Where?")
     assert parsed == City(city="Oslo")
 
 
