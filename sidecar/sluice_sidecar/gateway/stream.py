@@ -32,7 +32,7 @@ Usage is settled per try (provider-reported when a try completed, else estimated
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -173,16 +173,21 @@ class _Relay:
         try:
             if first is not None and not await self.write(first):
                 return self._stopped()
-            async with asyncio.timeout(dispatch.time_left(gw, ex, idle)) as tm:
-                async for frame in frames:
-                    tm.reschedule(None)  # the client's reading time is not upstream idle time
-                    sent = self.sent + len(frame)
-                    if plain and sent <= self.limit:  # the usual case, without a detour
-                        self.sent = sent
-                        await write(frame)
-                    elif not await self.write(frame):
-                        return self._stopped()
-                    tm.reschedule(loop.time() + dispatch.time_left(gw, ex, idle))
+            async with asyncio.timeout(None) as tm:
+                dog = _Watchdog(loop, tm, idle, lambda: dispatch.time_left(gw, ex, idle))
+                try:
+                    async for frame in frames:
+                        dog.writing = True  # the client's reading time is not upstream idle time
+                        sent = self.sent + len(frame)
+                        if plain and sent <= self.limit:  # the usual case, without a detour
+                            self.sent = sent
+                            await write(frame)
+                        elif not await self.write(frame):
+                            return self._stopped()
+                        dog.writing = False
+                        dog.last = loop.time()
+                finally:
+                    dog.stop()
         except TimeoutError:
             backend = ex.backend.name if ex.backend is not None else "?"
             return errors.UpstreamTimeout(
@@ -198,6 +203,44 @@ class _Relay:
 
     def _stopped(self) -> _Cut | _Blocked:
         return BLOCKED if self.filters is not None and self.filters.blocked else CUT
+
+
+class _Watchdog:
+    """The idle and total bound of a relay, checked by one timer instead of rescheduling a
+    timeout for every frame: it expires ``tm`` once no frame came for ``idle`` seconds (time
+    spent writing to the client does not count) or ``left()`` (the request's time) ran out."""
+
+    __slots__ = ("_handle", "_idle", "_left", "_loop", "_tm", "last", "writing")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        tm: asyncio.Timeout,
+        idle: float,
+        left: Callable[[], float],
+    ) -> None:
+        self._loop = loop
+        self._tm = tm
+        self._idle = idle
+        self._left = left
+        self.last = loop.time()
+        self.writing = False
+        self._handle = loop.call_at(self.last + min(idle, left()), self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self.writing:
+            self._handle = self._loop.call_at(now + self._idle, self._check)
+            return
+        left = self._left()
+        due = min(self.last + self._idle, now + left)
+        if left <= 0 or now >= due:
+            self._tm.reschedule(now)
+        else:
+            self._handle = self._loop.call_at(due, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
 
 
 async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one piece

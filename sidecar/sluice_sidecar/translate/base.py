@@ -253,8 +253,13 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact JSON for request bodies (UTF-8, no ASCII escaping)."""
-    return _ENCODER.encode(obj).encode()
+    """Compact JSON for request bodies (UTF-8, no ASCII escaping). ``orjson`` when it can say
+    the value (it refuses integers beyond 64 bits, which a client may send), else the
+    standard library's encoder."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return _ENCODER.encode(obj).encode()
 
 
 def incomplete(backend: str) -> errors.BadUpstreamResponse:
