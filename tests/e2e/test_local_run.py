@@ -124,7 +124,7 @@ def test_run_serves_the_folder_and_reloads_edits(served: Served, folder: Path) -
 def test_broken_edit_keeps_the_last_good_config(served: Served, folder: Path) -> None:
     route = folder / "modelroute.yaml"
     route.write_text(route.read_text().replace("priority: 1", "priority: -5"))
-    eventually(lambda: "keeping the last good config" in served.text())
+    eventually(lambda: "still enforcing its last valid version" in served.text())
     assert 'modelroute.yaml: document 1 (ModelRoute "chat"): spec.backends[1].priority' in (
         served.text()
     )
