@@ -17,6 +17,10 @@ step "installing sluicegate[dev,operator]"
 step "building/locating the local control-plane tools"
 bash hack/ensure-tools.sh
 
+step "locating (or installing, once) the MLflow tracking server for the eval test"
+SLUICE_MLFLOW="$(bash hack/ensure-mlflow.sh)"
+export SLUICE_MLFLOW
+
 step "ruff"
 "${PY}" -m ruff check operator sidecar cli tests bench
 "${PY}" -m ruff format --check operator sidecar cli tests bench

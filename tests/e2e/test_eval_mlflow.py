@@ -1,9 +1,9 @@
 """``sluice eval --mlflow`` against a real ``mlflow server`` on loopback.
 
 MLflow is about 850 MB installed (70 s on a fresh machine), so it is not in the [dev] extra:
-install the [mlflow] extra (or point SLUICE_MLFLOW at an ``mlflow`` executable) to run this
-test; without it the test is skipped and says so. The client side needs nothing: it speaks
-MLflow's REST API.
+``hack/ensure-mlflow.sh`` installs it once into a virtualenv of its own under ~/.cache/sluice and
+``hack/test.sh`` points SLUICE_MLFLOW at it (an ``mlflow`` on PATH also works). Without one the
+test fails and says how to get it. The client side needs nothing: it speaks MLflow's REST API.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ def _free_port() -> int:
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     exe = os.environ.get("SLUICE_MLFLOW") or shutil.which("mlflow")
     if not exe:
-        pytest.skip("mlflow is not installed (pip install 'sluicegate[mlflow]')")
+        pytest.fail(
+            "no mlflow server to test against: run `export SLUICE_MLFLOW=$(bash "
+            "hack/ensure-mlflow.sh)` (or install the [mlflow] extra)"
+        )
     work = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
     log = (work / "server.log").open("wb")
