@@ -131,19 +131,28 @@ async def on_namespace(*, type: str | None, body: kopf.Body, memo: Any, **_: Any
 
 @kopf.on.event("", "v1", "pods", id="observe-pods")
 async def on_pod(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Report opted-in pods that were admitted without the sidecar (webhook down + Ignore)."""
+    """An Event on each pod the webhook skipped (with the decision's reason), and on opted-in
+    pods that were admitted without the sidecar (webhook down + Ignore)."""
     if type not in (None, "ADDED"):
         return
     meta = body.get("metadata", {})
     namespace, uid = str(meta.get("namespace")), str(meta.get("uid"))
+    if uid in memo["missed"]:
+        return
     cache: InjectionCache = memo["cache"]
-    reason = injection.missed(
-        body, namespace, cache.namespace(namespace), memo["injector_settings"]
-    )
-    if reason is None or uid in memo["missed"]:
+    facts, settings = cache.namespace(namespace), memo["injector_settings"]
+    writer: kube.Kube = memo["kube"]
+    # Only for pods created while we run (the webhook that skipped them is ours): the start-up
+    # listing (type None) would repeat the Events on every restart.
+    skip = injection.skipped(body, namespace, facts, settings) if type == "ADDED" else None
+    if skip is not None:
+        memo["missed"].add(uid)
+        await writer.event(body, "Warning", skip[0], skip[1])
+        return
+    reason = injection.missed(body, namespace, facts, settings)
+    if reason is None:
         return
     memo["missed"].add(uid)
-    writer: kube.Kube = memo["kube"]
     await writer.event(body, "Warning", "NotInjected", reason)
 
 

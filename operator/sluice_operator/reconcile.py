@@ -5,8 +5,8 @@ that need a pass, and one pass: validate → the evaluation gate (a gated Prompt
 keeps its version until the new one passed, ``evaluation.decide``) → compile (pure; an invalid
 object keeps its last valid compiled form from the config in force, read back from the ConfigMap
 after a restart) → apply the ConfigMap and publish to connected sidecars when the hash changed →
-patch each object's status only where it changed → post an Event when an object's readiness
-changes.
+patch each object's status (with the rollout the sidecars' reports show) only where it changed →
+post an Event when an object's readiness changes.
 
 Passes are debounced (a burst of events costs one pass per namespace), a failing pass is retried
 with growing back-off (never a hot loop), and report-driven status refreshes are rate-limited per
@@ -227,6 +227,8 @@ class Reconciler:
         )
         if kind.kind == "ModelRoute" and not invalid:
             desired = self._with_reports(namespace, name, desired, result)
+        else:  # the config is namespace-wide: its rollout is every reporting pod's
+            desired["rollout"] = self.reports.rollout(namespace, result.hash, self.wall())
         old = obj.get("status")
         patch = status.status_patch(old, desired)
         if patch is None:
@@ -257,6 +259,7 @@ class Reconciler:
     ) -> dict[str, Any]:
         route = next((r for r in result.config.routes if r.source == name), None)
         if route is None:
+            desired["rollout"] = self.reports.rollout(namespace, result.hash, self.wall())
             return desired
         observed = self.reports.route_status(namespace, route.name, result.hash, self.wall())
         return reports.merge_route_status(desired, observed)

@@ -2,8 +2,10 @@
 
 Owns: accepting ``UsageReport``s idempotently (a repeated or older ``seq`` from the same pod is
 ignored), keeping each pod's reports of the last ``WINDOW`` seconds, forgetting pods that stopped
-reporting, and summing them into per-backend counters (over the window), health and a rollout
-count (pods, and pods on the current config hash, from each pod's latest report).
+reporting, and summing them into per-backend counters (over the window), health and the rollout
+every kind's status shows (pods, pods on the current config hash, ``applied/pods``, and for a
+ModelRoute each pod's hash and last report - to the minute, so an idle fleet costs at most one
+status write a minute - from each pod's latest report).
 A purely computational module; the caller passes the time and does the IO.
 """
 
@@ -54,6 +56,10 @@ class Reports:
         """The latest report of every pod of ``namespace`` that still reports."""
         return [p.report for p in self._live_pods(namespace, now)]
 
+    def rollout(self, namespace: str, config_hash: str | None, now: float) -> dict[str, Any]:
+        """``rollout`` of a namespace-wide kind: every pod of ``namespace`` that reports."""
+        return _rollout(self._live_pods(namespace, now), config_hash, sidecars=False)
+
     def route_status(
         self, namespace: str, route: str, config_hash: str | None, now: float
     ) -> dict[str, Any]:
@@ -61,12 +67,8 @@ class Reports:
         pods = self._live_pods(namespace, now)
         reports = [p.report for p in pods]
         window = [r for p in pods for t, r in p.history if now - t <= WINDOW]
-        users = [r for r in reports if any(h.route == route for h in r.health)] or reports
-        rollout = {
-            "configHash": config_hash,
-            "pods": len(users),
-            "applied": sum(1 for r in users if r.config_hash == config_hash),
-        }
+        users = [p for p in pods if any(h.route == route for h in p.report.health)] or pods
+        rollout = _rollout(users, config_hash, sidecars=True)
         backends: dict[str, dict[str, Any]] = {}
         latencies: dict[str, list[float]] = {}
         ttfts: dict[str, list[float]] = {}
@@ -97,6 +99,29 @@ class Reports:
             if name in ttfts:
                 b["p50TTFTMs"] = round(statistics.median(ttfts[name]), 1)
         return {"backends": [backends[k] for k in sorted(backends)], "rollout": rollout}
+
+
+MAX_SIDECARS = 100
+
+
+def _rollout(pods: list[_Pod], config_hash: str | None, *, sidecars: bool) -> dict[str, Any]:
+    applied = sum(1 for p in pods if p.report.config_hash == config_hash)
+    out: dict[str, Any] = {
+        "configHash": config_hash,
+        "pods": len(pods),
+        "applied": applied,
+        "summary": f"{applied}/{len(pods)}",
+    }
+    if sidecars:
+        out["sidecars"] = [
+            {
+                "pod": p.report.pod,
+                "configHash": p.report.config_hash,
+                "lastReport": _iso(p.received - p.received % 60),
+            }
+            for p in sorted(pods, key=lambda p: p.report.pod)[:MAX_SIDECARS]
+        ]
+    return out
 
 
 def _empty(name: str) -> dict[str, Any]:

@@ -126,6 +126,37 @@ def test_reports_from_two_sidecars_show_in_status_and_operator_down_keeps_servin
 
         st = eventually(status, timeout=60, what="rollout 2/2 and request counts in status")
         assert st["backends"][0]["state"] == "Healthy"
+        rollout = st["rollout"]
+        assert rollout["summary"] == "2/2"
+        assert [s["pod"] for s in rollout["sidecars"]] == ["pod-a", "pod-b"]
+        assert {s["configHash"] for s in rollout["sidecars"]} == {rollout["configHash"]}
+        assert all(s["lastReport"].endswith(":00Z") for s in rollout["sidecars"])
+        # kubectl get shows APPLIED as applied/total
+        table = cluster.kubectl("get", "modelroute", "chat", "-n", namespace).stdout
+        assert "APPLIED" in table.splitlines()[0] and " 2/2 " in table.splitlines()[1]
+
+        # every kind carries the namespace's rollout: a Budget applied now gets it too
+        budget = {
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "Budget",
+            "metadata": {"name": "cap", "namespace": namespace},
+            "spec": {"limits": [{"window": "Day", "usd": 5}]},
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(budget))
+
+        def budget_rollout() -> Any:
+            got = cluster.kubectl_json("get", "budget", "cap", "-n", namespace)
+            out = got.get("status", {}).get("rollout") or {}
+            return out if out.get("pods") == 2 else None
+
+        # the new config reaches both sidecars by push; then both report the new hash
+        got = eventually(
+            lambda: (r := budget_rollout()) and r["applied"] == 2 and r,
+            timeout=60,
+            what="the Budget's rollout 2/2 on the new config",
+        )
+        assert got["summary"] == "2/2"
+        assert "sidecars" not in got
 
         # A sidecar from another namespace's token is refused (403), not served.
         # (covered in unit tests) -- here: the operator goes away, the sidecars keep serving.

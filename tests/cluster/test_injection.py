@@ -357,6 +357,8 @@ def test_labelled_pod_gets_the_native_sidecar_with_config_and_secret_volumes(
     assert status["image"] == SIDECAR_IMAGE
     assert status["configMap"] == "sluice-config"
     assert status["secrets"] == ["anthropic", "openai"]
+    # and the label that finds the fleet (`sluice status`, kubectl -l)
+    assert stored["metadata"]["labels"]["sluice.dev/injected"] == "true"
 
 
 def test_namespace_label_injects_pods_without_a_pod_label_and_false_opts_out(
@@ -398,6 +400,18 @@ def test_host_network_pod_is_skipped_with_a_reason_and_a_warning(
     assert notes[REASON].startswith("skipped: hostNetwork pod")
     assert "sluice: sidecar not injected: hostNetwork pod" in stderr  # kubectl shows the warning
     assert "env" not in stored["spec"]["containers"][0]
+    assert "sluice.dev/injected" not in stored["metadata"].get("labels", {})
+
+    # the operator's pod watch posts the decision as an Event (kubectl describe pod shows it)
+    def event() -> Any:
+        items = cluster.kubectl_json(
+            "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=hostnet"
+        )["items"]
+        return [e for e in items if e["reason"] == "SkippedHostNetwork"]
+
+    (found,) = eventually(event, what="a SkippedHostNetwork Event on the pod")
+    assert found["type"] == "Warning"
+    assert found["message"].startswith("Sluice sidecar not injected: hostNetwork pod")
 
 
 def test_kube_system_pod_with_the_label_never_reaches_the_webhook(

@@ -281,3 +281,21 @@ def test_missed_reports_opted_in_pods_without_the_sidecar_only() -> None:
     assert missed(pod(labels={ann.INJECT.key: "false"}), "shop", OPTED_IN, SETTINGS) is None
     assert missed(pod(labels={ann.INJECT.key: "true"}), "kube-system", None, SETTINGS) is None
     assert missed(pod(host_network=True), "shop", OPTED_IN, SETTINGS) is None
+
+
+def test_skipped_pods_get_the_decisions_code_and_words() -> None:
+    from sluice_operator.inject.decide import skipped
+
+    host = pod(labels={ann.INJECT.key: "true"})
+    host["spec"]["hostNetwork"] = True
+    assert skipped(host, "shop", None, SETTINGS) is None  # the webhook has not said anything
+    said = decide(host, "shop", None, SETTINGS).summary
+    host["metadata"]["annotations"] = {ann.INJECT_REASON.key: said}
+    found = skipped(host, "shop", None, SETTINGS)
+    assert found is not None
+    code, message = found
+    assert code == "SkippedHostNetwork"
+    assert message.startswith("Sluice sidecar not injected: hostNetwork pod")
+    injected = pod(labels={ann.INJECT.key: "true"})
+    injected["metadata"]["annotations"] = {ann.INJECT_REASON.key: "injected: pod has label"}
+    assert skipped(injected, "shop", None, SETTINGS) is None

@@ -335,9 +335,25 @@ def test_annotations_are_created_when_absent_and_escaped_when_added() -> None:
     assert paths == [
         "/metadata/annotations/sluice.dev~1status",
         "/metadata/annotations/sluice.dev~1inject-reason",
+        "/metadata/labels/sluice.dev~1injected",
     ]
     assert pod["metadata"]["annotations"]["odd~key/with"] == "chars"
     assert pod["metadata"]["annotations"][ann.INJECT_REASON.key].startswith("injected: ")
+
+
+def test_injected_pods_get_the_fleet_label_and_skipped_ones_do_not() -> None:
+    _, _, pod = inject(minimal_pod())
+    assert pod["metadata"]["labels"][ann.INJECTED.key] == "true"
+    bare = minimal_pod()
+    del bare["metadata"]["labels"]
+    _, _, pod = inject(bare)
+    assert pod["metadata"]["labels"] == {ann.INJECTED.key: "true"}
+    _, again, _ = inject(pod)
+    assert again == []  # idempotent: the label is not added twice
+    skipped = minimal_pod()
+    skipped["spec"]["hostNetwork"] = True
+    _, _, pod = inject(skipped)
+    assert ann.INJECTED.key not in pod["metadata"].get("labels", {})
 
 
 @pytest.mark.parametrize(

@@ -39,14 +39,26 @@ def test_two_pods_sum_and_rollout_counts_hashes() -> None:
     assert (a["requests"], a["errors"], a["fallbacks"], a["p50LatencyMs"]) == (8, 1, 2, 10.0)
     b = next(b for b in out["backends"] if b["name"] == "b")
     assert (b["state"], b["until"]) == ("Ejected", "1970-01-01T00:01:00Z")
-    assert out["rollout"] == {"configHash": "h1", "pods": 2, "applied": 1}
+    assert out["rollout"] == {
+        "configHash": "h1",
+        "pods": 2,
+        "applied": 1,
+        "summary": "1/2",
+        "sidecars": [
+            {"pod": "p1", "configHash": "h1", "lastReport": "1970-01-01T00:00:00Z"},
+            {"pod": "p2", "configHash": "h0", "lastReport": "1970-01-01T00:00:00Z"},
+        ],
+    }
 
 
 def test_stale_pods_drop_out() -> None:
     r = Reports()
     r.add(report("p1", 1, requests=5), now=0)
     out = r.route_status("ns", "chat", "h1", now=STALE_AFTER + 1)
-    assert out == {"backends": [], "rollout": {"configHash": "h1", "pods": 0, "applied": 0}}
+    assert out == {
+        "backends": [],
+        "rollout": {"configHash": "h1", "pods": 0, "applied": 0, "summary": "0/0", "sidecars": []},
+    }
 
 
 def test_counts_sum_over_the_window_while_health_comes_from_the_latest() -> None:
@@ -57,3 +69,19 @@ def test_counts_sum_over_the_window_while_health_comes_from_the_latest() -> None
     a = next(b for b in out["backends"] if b["name"] == "a")
     assert a["requests"] == 7
     assert out["rollout"]["pods"] == 1
+
+
+def test_namespace_rollout_counts_every_reporting_pod_and_reports_to_the_minute() -> None:
+    r = Reports()
+    r.add(report("p1", 1), now=125)
+    other = report("p2", 1, "h0").model_copy(update={"health": ()})
+    r.add(other, now=130)
+    assert r.rollout("ns", "h1", now=131) == {
+        "configHash": "h1",
+        "pods": 2,
+        "applied": 1,
+        "summary": "1/2",
+    }
+    # the route's rollout counts only the pods whose health names it
+    sidecars = r.route_status("ns", "chat", "h1", now=131)["rollout"]["sidecars"]
+    assert sidecars == [{"pod": "p1", "configHash": "h1", "lastReport": "1970-01-01T00:02:00Z"}]

@@ -54,6 +54,11 @@ class Kind:
 def _common(*columns: Column) -> tuple[Column, ...]:
     return (
         *columns,
+        Column(
+            "Applied",
+            ".status.rollout.summary",
+            description="Pods running the current config / pods reporting, e.g. 2/3.",
+        ),
         Column("Ready", READY, description="Whether the resource is in effect."),
         Column("Reason", REASON, description="Why it is (not) ready.", priority=1),
         Column("Age", ".metadata.creationTimestamp", type="date"),
@@ -72,12 +77,6 @@ KINDS: tuple[Kind, ...] = (
         columns=_common(
             Column("Model", ".status.model", description="Model name apps send."),
             Column("Strategy", ".spec.strategy", description="How backends are chosen."),
-            Column(
-                "Applied",
-                ".status.rollout.applied",
-                type="integer",
-                description="Pods running the current config.",
-            ),
         ),
     ),
     Kind(

@@ -179,6 +179,38 @@ class Condition(SluiceModel):
     )
 
 
+class SidecarRollout(SluiceModel):
+    """One injected pod's sidecar as its latest report shows it."""
+
+    pod: str = Field(description="Pod name.")
+    config_hash: str = Field(description="Hash of the config the sidecar runs.")
+    last_report: str | None = Field(
+        default=None,
+        description="When the sidecar last reported, to the minute (RFC 3339); a pod silent for "
+        "a minute drops out of the list.",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
+class Rollout(SluiceModel):
+    """How far the namespace's current config has reached its pods, from the sidecars' reports."""
+
+    config_hash: str | None = Field(
+        default=None, description="Hash of the namespace's current compiled config."
+    )
+    pods: int = Field(default=0, description="Injected pods whose sidecars report (the total).")
+    applied: int = Field(default=0, description="Of those, the pods that run configHash.")
+    summary: str | None = Field(
+        default=None, description="applied/pods, e.g. 2/3 (the APPLIED column)."
+    )
+    sidecars: list[SidecarRollout] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Each reporting pod, its config hash and last report (ModelRoute only; at "
+        "most 100, by pod name). `sluice status` lists them.",
+    )
+
+
 class CommonStatus(SluiceModel):
     """Fields every kind's status has; kind-specific status models extend it.
 
@@ -206,6 +238,10 @@ class CommonStatus(SluiceModel):
         description="Ready, Reconciling, Stalled, Valid, ResolvedRefs and kind-specific "
         "conditions in the standard shape.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    rollout: Rollout | None = Field(
+        default=None,
+        description="Config rollout to the namespace's pods, from the sidecars' reports.",
     )
 
 

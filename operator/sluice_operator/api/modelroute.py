@@ -289,17 +289,8 @@ class BackendStatus(SluiceModel):
     )
 
 
-class Rollout(SluiceModel):
-    """How many pods run the current config."""
-
-    config_hash: str | None = Field(default=None, description="Hash of the current config.")
-    pods: int = Field(default=0, description="Pods using this route.")
-    applied: int = Field(default=0, description="Pods that run the current config hash.")
-
-
 class ModelRouteStatus(CommonStatus):
     """Observed state of a ModelRoute."""
 
     model: str | None = Field(default=None, description="The resolved virtual model name.")
     backends: list[BackendStatus] = Field(default_factory=list, description="Backend health.")
-    rollout: Rollout | None = Field(default=None, description="Config rollout to pods.")

@@ -76,6 +76,16 @@ INJECT_REASON = Key(
     "sluice.dev/inject=true` or `skipped: hostNetwork pod ...`; bad override values are listed "
     "here too.",
 )
+INJECTED = Key(
+    key="sluice.dev/injected",
+    kind="label",
+    on="Pod",
+    type="bool",
+    default="",
+    set_by="injector",
+    doc="`true` on every pod the injector gave the sidecar, so the fleet is one label selector "
+    "away: `kubectl get pods -A -l sluice.dev/injected=true` (what `sluice status` lists).",
+)
 NATIVE_SIDECAR = Key(
     key="sluice.dev/native-sidecar",
     kind="annotation",
@@ -168,6 +178,7 @@ TABLE: tuple[Key, ...] = (
     INJECT,
     STATUS,
     INJECT_REASON,
+    INJECTED,
     NATIVE_SIDECAR,
     PORT,
     ADMIN_PORT,

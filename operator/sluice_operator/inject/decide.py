@@ -252,3 +252,21 @@ def missed(
         "the injector webhook was probably unavailable. Its LLM calls have no base URL or keys: "
         "recreate the pod (e.g. kubectl rollout restart) once the operator is ready."
     )
+
+
+def skipped(
+    pod: Mapping[str, Any],
+    namespace: str,
+    facts: NamespaceFacts | None,
+    settings: InjectorSettings,
+) -> tuple[str, str] | None:
+    """``(reason, message)`` for the Event on a pod the webhook saw and skipped (its
+    ``sluice.dev/inject-reason`` says ``skipped: …``), or None. Pure; the reason is the
+    decision's code (``SkippedHostNetwork``, ``SkippedPortConflict``, …) and the message the
+    webhook's own words, so ``kubectl describe pod`` says why it has no sidecar."""
+    said = string_map(metadata(pod).get("annotations")).get(ann.INJECT_REASON.key, "")
+    if not said.startswith("skipped: "):
+        return None
+    decision = decide(pod, namespace, facts, settings)
+    code = decision.code if not decision.inject else "SkippedInjection"
+    return code, f"Sluice sidecar not injected: {said.removeprefix('skipped: ')}"

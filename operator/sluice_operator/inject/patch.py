@@ -27,9 +27,10 @@ What an injected pod gets:
 * ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL`` on every app container whose ``env`` does not set
   them already (values from ``envFrom`` cannot be seen at admission time and are overridden, as
   ``env`` wins over ``envFrom``; ``sluice.dev/set-base-url: "false"`` opts out);
-* the ``sluice.dev/status`` and ``sluice.dev/inject-reason`` annotations. A skipped pod gets only
-  the reason annotation; pods in system namespaces, the operator's namespace and mirror pods get
-  nothing at all.
+* the ``sluice.dev/status`` and ``sluice.dev/inject-reason`` annotations and the
+  ``sluice.dev/injected: "true"`` label (the fleet's selector). A skipped pod gets only the reason
+  annotation (and, from the operator's pod watch, an Event); pods in system namespaces, the
+  operator's namespace and mirror pods get nothing at all.
 """
 
 from __future__ import annotations
@@ -271,6 +272,15 @@ def _annotation_ops(pod: Mapping[str, Any], wanted: Mapping[str, str]) -> JsonPa
     ]
 
 
+def _label_ops(pod: Mapping[str, Any], key: str, value: str) -> JsonPatch:
+    current = metadata(pod).get("labels")
+    if string_map(current).get(key) == value:
+        return []
+    if not isinstance(current, Mapping):
+        return [{"op": "add", "path": "/metadata/labels", "value": {key: value}}]
+    return [{"op": "add", "path": f"/metadata/labels/{escape(key)}", "value": value}]
+
+
 def build_patch(
     pod: Mapping[str, Any],
     settings: InjectorSettings,
@@ -296,6 +306,10 @@ def build_patch(
     ops = _annotation_ops(pod, wanted)
     if not decision.inject:
         return ops
+    if isinstance(pod.get("metadata"), Mapping):  # else the annotation op just created it
+        ops += _label_ops(pod, ann.INJECTED.key, "true")
+    else:
+        ops.append({"op": "add", "path": "/metadata/labels", "value": {ann.INJECTED.key: "true"}})
 
     port, admin_port, _ = effective_ports(overrides, settings)
     resources, _ = ann.merge_resources(settings.resources, overrides.resources)
