@@ -21,6 +21,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
+
 from ..errors import SluiceError
 from ..stage import DeltaFilter, JsonTextGuard
 
@@ -29,7 +31,10 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def _encode(obj: dict[str, Any]) -> bytes:
-    return _DATA + _ENCODER.encode(obj).encode() + b"\n\n"
+    try:
+        return _DATA + orjson.dumps(obj) + b"\n\n"
+    except TypeError:  # what orjson cannot say (integers beyond 64 bits)
+        return _DATA + _ENCODER.encode(obj).encode() + b"\n\n"
 
 
 def _through(filters: Sequence[DeltaFilter], text: str) -> tuple[str, SluiceError | None]:
@@ -258,7 +263,7 @@ def _loads(raw: bytes) -> dict[str, Any] | None:
     if not raw.startswith(_DATA):
         return None
     try:
-        obj = json.loads(raw[len(_DATA) :])
-    except (ValueError, RecursionError):
+        obj = orjson.loads(memoryview(raw)[len(_DATA) :])
+    except orjson.JSONDecodeError:
         return None
     return obj if isinstance(obj, dict) else None
