@@ -48,6 +48,10 @@ class Credentials:
             )
         return entry.value
 
+    def known(self) -> tuple[str, ...]:
+        """Every key value read so far (the scrubber removes them from upstream text)."""
+        return tuple(e.value for e in self._cache.values() if e.value is not None)
+
     def _refresh(self, rel: str, old: _Entry | None, now: float) -> _Entry:
         path = self._path(rel)
         signature: tuple[int, int, int] | None = None

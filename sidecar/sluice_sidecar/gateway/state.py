@@ -31,6 +31,7 @@ from ..translate import Call, Translator
 from ..upstream import Transport
 from ..upstream.http import HttpTransport
 from ..upstream.mock import MockTransport
+from ..upstream.scrub import Scrubber
 
 log = logging.getLogger("sluice.gateway")
 
@@ -111,7 +112,7 @@ class Gateway:
         self.snapshot = snap
 
     def start(self, session: aiohttp.ClientSession) -> None:
-        http = HttpTransport(session, self.clock)
+        http = HttpTransport(session, self.clock, Scrubber(self.credentials.known))
         self.transports = {p: http for p in Provider if p is not Provider.MOCK}
         self.transports[Provider.MOCK] = MockTransport(self.clock, self.rng)
 

@@ -20,6 +20,8 @@ class Upstream(ABC):
     """An upstream response whose status was 2xx; read it once, as a whole or as frames."""
 
     usage: Usage | None = None
+    #: The provider reported usage out of range (``scrub.usage_in_range``): it was dropped.
+    usage_invalid: bool = False
     #: Chunks that carried generated content (the token estimate when no usage came).
     content_chunks: int = 0
     #: True once the provider said the answer is complete ([DONE] or a finish_reason).

@@ -26,6 +26,7 @@ from .. import errors
 from ..clock import Clock
 from ..translate import Answer, BackendDialect, Call
 from .base import Upstream
+from .scrub import Scrubber, usage_in_range
 
 MAX_ERROR_BODY = 64 * 1024
 _DECODER = json.JSONDecoder()
@@ -224,12 +225,22 @@ class HttpTransport:
     """POSTs a try through its dialect with aiohttp; ``ClientTimeout`` objects per connect
     timeout are built once and reused."""
 
-    def __init__(self, session: aiohttp.ClientSession, clock: Clock) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, clock: Clock, scrubber: Scrubber | None = None
+    ) -> None:
         self._session = session
         self._clock = clock
+        self._scrub = scrubber or Scrubber()
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def open(self, call: Call, dialect: BackendDialect) -> Upstream:
+        try:
+            return await self._open(call, dialect)
+        except errors.UpstreamError as err:
+            self._scrub.error(err, call.api_key)
+            raise
+
+    async def _open(self, call: Call, dialect: BackendDialect) -> Upstream:
         name = call.backend.name
         if call.operation not in dialect.operations:
             raise errors.UnsupportedProvider(
@@ -251,21 +262,35 @@ class HttpTransport:
             raise map_exception(exc, name, after_headers=False) from exc
         if not 200 <= resp.status < 300:
             raise await status_error(resp, name, self._clock.wall(), dialect)
-        return HttpUpstream(resp, call, dialect, int(self._clock.wall()))
+        return HttpUpstream(resp, call, dialect, int(self._clock.wall()), self._scrub)
 
 
 class HttpUpstream(Upstream):
-    """A 2xx response read through a translator's backend half."""
+    """A 2xx response read through a translator's backend half; what it hands on passed the
+    scrubber (errors, known keys in the answer, usage out of range)."""
 
     def __init__(
-        self, resp: aiohttp.ClientResponse, call: Call, dialect: BackendDialect, created: int
+        self,
+        resp: aiohttp.ClientResponse,
+        call: Call,
+        dialect: BackendDialect,
+        created: int,
+        scrubber: Scrubber,
     ) -> None:
         self._resp = resp
         self._call = call
         self._dialect = dialect
         self._created = created
+        self._scrub = scrubber
 
     async def read(self) -> bytes:
+        try:
+            return await self._read()
+        except errors.UpstreamError as err:
+            self._scrub.error(err, self._call.api_key)
+            raise
+
+    async def _read(self) -> bytes:
         call = self._call
         name = call.backend.name
         raw, obj = await read_answer(self._resp, name, call.max_response_bytes)
@@ -276,14 +301,17 @@ class HttpUpstream(Upstream):
                 backend=name,
             )
         answer: Answer = self._dialect.answer(call, raw, obj, self._created)
-        self.usage = answer.usage
+        self.usage, self.usage_invalid = usage_in_range(answer.usage)
         self.complete = True
-        return answer.body
+        return self._scrub.answer(answer.body, call.api_key)
 
     async def frames(self) -> AsyncGenerator[bytes, None]:
-        """Frames as they arrive; the frames of one network read go out as one write."""
-        name = self._call.backend.name
-        decoder = self._dialect.stream(self._call, self._created)
+        """Frames as they arrive; the frames of one network read go out as one write. Every
+        failure and every frame passes the scrubber."""
+        call = self._call
+        name, key, scrub = call.backend.name, call.api_key, self._scrub
+        clean = scrub.answer_filter(key)
+        decoder = self._dialect.stream(call, self._created)
         content = self._resp.content
         try:
             while not decoder.finished:
@@ -293,23 +321,28 @@ class HttpUpstream(Upstream):
                 batch: list[bytes] = []
                 try:
                     decoder.feed(raw, batch)
-                except errors.UpstreamError:
+                except errors.UpstreamError as err:
                     self._sync(decoder)
                     if batch:
-                        yield b"".join(batch)
+                        yield clean(b"".join(batch))
+                    scrub.error(err, key)
                     raise
                 self._sync(decoder)
                 if batch:
-                    yield batch[0] if len(batch) == 1 else b"".join(batch)
+                    yield clean(batch[0] if len(batch) == 1 else b"".join(batch))
         except TRANSPORT_ERRORS as exc:
-            raise map_exception(exc, name, after_headers=True) from exc
-        tail = decoder.end()
+            raise scrub.error(map_exception(exc, name, after_headers=True), key) from exc
+        try:
+            tail = decoder.end()
+        except errors.UpstreamError as err:
+            scrub.error(err, key)
+            raise
         self._sync(decoder)
         if tail:
-            yield b"".join(tail)
+            yield clean(b"".join(tail))
 
     def _sync(self, decoder: Any) -> None:
-        self.usage = decoder.usage
+        self.usage, self.usage_invalid = usage_in_range(decoder.usage)
         self.complete = decoder.complete
         self.content_chunks = decoder.content_chunks
 
