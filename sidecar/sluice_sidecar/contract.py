@@ -229,6 +229,16 @@ class ExceededAction(StrEnum):
     ALERT_ONLY = "AlertOnly"
 
 
+class RunLimits(_Model):
+    """Limits on one agent run and all its descendants (``x-sluice-run``); ``max_steps`` bounds
+    the requests of the run itself (the loop breaker)."""
+
+    usd: float | None = None
+    tokens: int | None = None
+    requests: int | None = None
+    max_steps: int | None = None
+
+
 class BudgetRule(_Model):
     name: str
     selector: Selector = Selector()
@@ -237,6 +247,8 @@ class BudgetRule(_Model):
     alert_thresholds: tuple[int, ...] = (50, 80, 100)
     on_exceeded: ExceededAction = ExceededAction.BLOCK
     downgrade_route: str | None = None
+    #: Left out of the JSON when unset, so configs without it hash as before.
+    per_run: RunLimits | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class GuardAction(StrEnum):

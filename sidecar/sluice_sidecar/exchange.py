@@ -7,7 +7,9 @@ tracing turn it into metrics, the audit record and spans when the request ends.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .contract import Backend, Limits, Route, SidecarConfig
@@ -16,6 +18,7 @@ from .model import Operation, TraceContext, Usage
 from .translate import OPENAI, ClientAPI
 
 _DEFAULT_LIMITS = Limits()
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -74,6 +77,9 @@ class Exchange:
     #: be passed through as it is).
     client: ClientAPI = OPENAI
     native: dict[str, Any] | None = None
+    #: The client's request headers (case-insensitive in the running sidecar), read by stages
+    #: that take a setting from a header (the budget stage's ``x-sluice-run``).
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
     #: The client's headers its API forwards to the backend (``ClientAPI.forward_headers``).
     client_headers: dict[str, str] = field(default_factory=dict)
     #: Every upstream attempt, in order.

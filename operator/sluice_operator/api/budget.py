@@ -78,6 +78,36 @@ class RateLimits(SluiceModel):
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute.")
 
 
+class PerRun(SluiceModel):
+    """Limits on one agent run and all its descendants. A request names its run with the header
+    x-sluice-run (or metadata.run) and the run that started it with x-sluice-parent-run (or
+    metadata.parentRun); a sub-run's spend counts in every ancestor's envelope."""
+
+    usd: float | None = Field(
+        default=None, gt=0, description="Spend limit of one run and its sub-runs, in US dollars."
+    )
+    tokens: int | None = Field(
+        default=None, ge=1, description="Token limit of one run and its sub-runs."
+    )
+    requests: int | None = Field(
+        default=None, ge=1, description="Request limit of one run and its sub-runs."
+    )
+    max_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests one run may make itself (the loop breaker); the next gets a 429 "
+        "naming the run.",
+    )
+
+    rules = (
+        Rule(
+            cel="has(self.usd) || has(self.tokens) || has(self.requests) || has(self.maxSteps)",
+            message="set at least one of usd, tokens, requests or maxSteps",
+            check=lambda x: any(v is not None for v in (x.usd, x.tokens, x.requests, x.max_steps)),
+        ),
+    )
+
+
 class Alerts(SluiceModel):
     """Percentages of a limit at which Sluice raises an Event, a condition and a metric."""
 
@@ -145,14 +175,18 @@ class BudgetSpec(SluiceModel):
         default=None, max_length=8, description="Limits, all enforced at once."
     )
     rate_limits: RateLimits | None = Field(default=None, description="Rate limits.")
+    per_run: PerRun | None = Field(
+        default=None, description="Limits per agent run (x-sluice-run), sub-runs included."
+    )
     alerts: Alerts | None = Field(default=None, description="Alert thresholds.")
     on_exceeded: OnExceeded | None = Field(default=None, description="Default: Block.")
 
     rules = (
         Rule(
-            cel="(has(self.limits) && size(self.limits) > 0) || has(self.rateLimits)",
-            message="a Budget needs at least one entry in limits (or rateLimits)",
-            check=lambda s: bool(s.limits) or s.rate_limits is not None,
+            cel="(has(self.limits) && size(self.limits) > 0) || has(self.rateLimits)"
+            " || has(self.perRun)",
+            message="a Budget needs at least one entry in limits (or rateLimits, or perRun)",
+            check=lambda s: bool(s.limits) or s.rate_limits is not None or s.per_run is not None,
             field="limits",
         ),
     )

@@ -235,6 +235,14 @@ def _budget(res: Resource, spec: BudgetSpec) -> c.BudgetRule:
         alert_thresholds=tuple(spec.alerts.thresholds) if spec.alerts else (50, 80, 100),
         on_exceeded=c.ExceededAction(exceeded.action.value) if exceeded else c.ExceededAction.BLOCK,
         downgrade_route=exceeded.route if exceeded else None,
+        per_run=c.RunLimits(
+            usd=spec.per_run.usd,
+            tokens=spec.per_run.tokens,
+            requests=spec.per_run.requests,
+            max_steps=spec.per_run.max_steps,
+        )
+        if spec.per_run
+        else None,
     )
 
 

@@ -12,6 +12,8 @@ deadline.) The parts:
 * ``ratelimit`` — rpm/tpm token buckets (continuous refill), with Retry-After.
 * ``policy`` — selection, worst-case estimate and imposed output cap, combining budgets, and the
   Block / Downgrade / AlertOnly actions.
+* ``runs`` — agent runs (``x-sluice-run`` / ``metadata.run`` and their parents): nested envelopes
+  for ``perRun`` limits, the ``maxSteps`` loop breaker, run totals, a bounded run table.
 
 How it runs on the request path (``stage.Stage``): ``BudgetStage.on_request`` runs after the
 route is resolved (and after prompt rendering and input guardrails, which may change the body:
@@ -21,7 +23,10 @@ raises (``BudgetExceeded``/``errors.RateLimited`` → 429 with Retry-After), mov
 downgrade route (``ex.route``), or lets it through; a body without an output cap gets the config's
 ``defaultMaxTokens`` (a new ``ex.body`` dict). ``BudgetStage.on_finish`` runs once per request and
 settles the reservations with ``ex.usage`` at ``ex.backend``'s prices, or releases them when the
-request produced no usage. Windows use ``clock.wall()``; rate limits use ``clock.now()``.
+request produced no usage. Windows use ``clock.wall()``; rate limits and runs use
+``clock.now()``. A request that names a run is tracked even when no budget covers it (its totals
+go to the audit record as ``annotations.run``); one that names none and meets no budget costs a
+few lookups here.
 
 **Overshoot bound (one sidecar).** At every admission under ``Block``, for every limit and its
 current window, ``spent + reserved + worst case ≤ limit``; reservation and check happen in one
@@ -61,6 +66,7 @@ from ..contract import BudgetRule, Route, SidecarConfig
 from ..errors import BudgetExceeded
 from ..exchange import Exchange
 from ..stage import Stage
+from . import runs
 from .ledger import (
     Alert,
     Amount,
@@ -79,6 +85,7 @@ from .policy import (
     worst_case,
 )
 from .ratelimit import RateExceeded, RateLimiter, TokenBucket
+from .runs import RunBook, RunExceeded, RunRef
 from .windows import CalendarTracker, RollingRing, Window, calendar_window
 
 __all__ = [
@@ -95,6 +102,9 @@ __all__ = [
     "RateLimiter",
     "Reservation",
     "RollingRing",
+    "RunBook",
+    "RunExceeded",
+    "RunRef",
     "TokenBucket",
     "Window",
     "WindowStatus",
@@ -156,17 +166,32 @@ class BudgetStage(Stage):
 
     async def on_request(self, ex: Exchange) -> None:
         route = ex.route
-        if route is None or not self.policy.active:
+        if route is None:
             return
-        adm = self.policy.admit(
-            ex.request_id,
-            route,
-            ex.body,
-            ex.operation,
-            wall=self.clock.wall(),
-            mono=self.clock.now(),
-            fingerprint=(ex.model, ex.operation, ex.bytes_in),
-        )
+        run: RunRef | None = None
+        headers = ex.headers
+        if "metadata" in ex.body or runs.HEADER in headers or runs.PARENT_HEADER in headers:
+            run, stripped = runs.reference(ex.body, headers)
+            if stripped is not None:
+                ex.body = stripped
+        if run is None and not self.policy.active:
+            return
+        try:
+            adm = self.policy.admit(
+                ex.request_id,
+                route,
+                ex.body,
+                ex.operation,
+                wall=self.clock.wall(),
+                mono=self.clock.now(),
+                fingerprint=(ex.model, ex.operation, ex.bytes_in),
+                run=run,
+            )
+        except BudgetExceeded as err:
+            x = err.exceeded
+            if isinstance(x, RunExceeded):
+                ex.annotations["run"] = {"id": x.run, "refused": f"{x.rule}:{x.metric}"}
+            raise
         if adm is None:
             return
         if adm.body is not ex.body:
@@ -174,7 +199,8 @@ class BudgetStage(Stage):
         if adm.route is not route:
             ex.route = adm.route
             ex.deadline = ex.started + adm.route.timeouts.total
-        ex.annotations["budget"] = adm.summary()
+        if adm.holds or adm.downgraded_from is not None:
+            ex.annotations["budget"] = adm.summary()
         if len(self._inflight) >= MAX_TRACKED:
             _, lost = self._inflight.pop(next(iter(self._inflight)))
             self._settle(lost, None)
@@ -186,7 +212,10 @@ class BudgetStage(Stage):
         if item is None or item[0] is not ex:
             return
         del self._inflight[key]
-        self._settle(item[1], ex)
+        adm = item[1]
+        self._settle(adm, ex)
+        if adm.run is not None:
+            ex.annotations["run"] = runs.totals(adm.run)
 
     def _settle(self, adm: Admission, ex: Exchange | None) -> None:
         try:

@@ -48,6 +48,7 @@ from ..errors import BudgetExceeded
 from ..model import Usage, cost_usd
 from .ledger import Alert, Exceeded, Ledger, Reservation, WindowStatus
 from .ratelimit import RateExceeded, RateLimiter
+from .runs import RunBook, RunHold, RunRef, RunRefused
 from .windows import zone
 
 CHARS_PER_TOKEN = 4
@@ -271,6 +272,8 @@ class Admission:
     #: Limits broken by requests admitted anyway (AlertOnly, or the downgraded request).
     over: tuple[Exceeded, ...] = ()
     settled: bool = False
+    #: The step's reservation in its agent run's envelopes (``runs``), when it names a run.
+    run: RunHold | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-safe facts for the audit record."""
@@ -312,6 +315,12 @@ def check_budgets(budgets: Sequence[BudgetRule]) -> list[str]:
         for field_name, rate in (("rpm", b.rate_limits.rpm), ("tpm", b.rate_limits.tpm)):
             if rate is not None and rate < 1:
                 problems.append(f"{where}.rateLimits.{field_name}: must be positive")
+        pr = b.per_run
+        if pr is not None and (
+            (pr.usd is not None and pr.usd <= 0)
+            or any(v is not None and v < 1 for v in (pr.tokens, pr.requests, pr.max_steps))
+        ):
+            problems.append(f"{where}.perRun: usd, tokens, requests and maxSteps must be positive")
         for j, lim in enumerate(b.limits):
             lw = f"{where}.limits[{j}]"
             if lim.window is WindowKind.ROLLING:
@@ -351,6 +360,7 @@ class BudgetPolicy:
         self._by_route: dict[str, tuple[RuleState, ...]] = {}
         self.routes: Mapping[str, Route] = {}
         self.default_max_tokens = default_max_tokens
+        self.runs = RunBook()
         self.configure(budgets, routes, default_max_tokens, mono=mono)
 
     def configure(
@@ -412,9 +422,14 @@ class BudgetPolicy:
         mono: float,
         fingerprint: Hashable = None,
         prompt: int | None = None,
+        run: RunRef | None = None,
     ) -> Admission | None:
         """Reserve the request in every budget that covers it, or raise ``BudgetExceeded`` /
-        ``errors.RateLimited``. None when no budget covers it (nothing to settle).
+        ``errors.RateLimited``. None when no budget covers it and it names no ``run`` (nothing
+        to settle). A request of a ``run`` is also reserved in the run's envelopes (``runs``):
+        the ``perRun`` limits of the budgets that cover it, checked in the same synchronous
+        step, refuse under Block and Downgrade (a cheaper route does not end a loop) and only
+        record under AlertOnly.
 
         ``fingerprint`` (e.g. body size and model) is folded into the idempotency key, so a
         client that sends different requests under one ``x-request-id`` is not undercounted.
@@ -423,11 +438,12 @@ class BudgetPolicy:
         downgraded_from: str | None = None
         while True:
             rules = self.applicable(route.name)
-            if not rules and downgraded_from is None:
+            if not rules and downgraded_from is None and run is None:
                 return None
             worst = worst_case(route, body, operation, self.default_max_tokens, prompt=prompt)
             if not rules:
-                return Admission(route, with_cap(body, worst), worst, (), downgraded_from)
+                hold = self._run_step(run, rules, worst, mono)
+                return Admission(route, with_cap(body, worst), worst, (), downgraded_from, run=hold)
             holds: list[tuple[RuleState, Reservation]] = []
             refused: list[tuple[RuleState, Exceeded]] = []
             ttl = route.timeouts.total + self.ttl_grace
@@ -475,11 +491,32 @@ class BudgetPolicy:
                     st.ledger.release(res)
                 st, rx = max(blocking, key=lambda p: p[1].retry_after)
                 raise errors.RateLimited(rate_message(st.rule.name, rx), retry_after=rx.retry_after)
+            try:
+                hold = self._run_step(run, rules, worst, mono)
+            except BudgetExceeded:
+                for st, res in holds:
+                    st.ledger.release(res)
+                raise
             for st in rules:
                 st.rates.take(worst.tokens, mono)
             over = tuple(res.over for _, res in holds if res.over is not None)
             new_body = with_cap(body, worst) if worst.imposed is not None else body
-            return Admission(route, new_body, worst, tuple(holds), downgraded_from, over)
+            return Admission(route, new_body, worst, tuple(holds), downgraded_from, over, run=hold)
+
+    def _run_step(
+        self, run: RunRef | None, rules: Sequence[RuleState], worst: WorstCase, mono: float
+    ) -> RunHold | None:
+        if run is None:
+            return None
+        limits = [
+            (st.rule.name, st.rule.per_run, st.rule.on_exceeded is not ExceededAction.ALERT_ONLY)
+            for st in rules
+            if st.rule.per_run is not None
+        ]
+        try:
+            return self.runs.admit(run, limits, worst.usd, worst.tokens, mono)
+        except RunRefused as refused:
+            raise BudgetExceeded(refused.exceeded, str(refused)) from None
 
     def settle(
         self,
@@ -504,9 +541,13 @@ class BudgetPolicy:
             for st, res in admission.holds:
                 st.ledger.release(res)
                 st.rates.give_back(0 if attempted else 1, reserved, mono)
+            if admission.run is not None:
+                self.runs.release(admission.run)
             return ()
         cost = cost_usd(backend, usage)
         tokens = usage.input_tokens + usage.output_tokens
+        if admission.run is not None:
+            self.runs.settle(admission.run, cost, tokens)
         for st, res in admission.holds:
             alerts.extend(st.ledger.settle(res, cost, tokens, wall))
             st.rates.correct(reserved, tokens, mono)

@@ -54,6 +54,7 @@ async def handle(
     """Serve one request of ``op`` from a client speaking ``client``."""
     ex = Exchange(request.headers.get("x-request-id") or new_request_id(), op, gw.clock.now())
     ex.client = client
+    ex.headers = request.headers
     if gw.tracer.enabled or "traceparent" in request.headers:
         ex.trace = tracing.incoming(request.headers, gw.tracer.enabled)
     try:
