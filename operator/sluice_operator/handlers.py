@@ -44,7 +44,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     options: OperatorOptions = memo["options"]
 
-    writer = kube.Kube(kube.load_client())
+    writer = kube.Kube(kube.load_client(kubeconfig_only=options.out_of_cluster))
     board = controlplane.ConfigBoard()
     cache = InjectionCache()
 

@@ -33,8 +33,12 @@ FIELD_MANAGER = "sluice-operator"
 RETRIES = 3
 
 
-def load_client() -> client.ApiClient:
-    """An API client from the in-cluster service account, or else from KUBECONFIG."""
+def load_client(*, kubeconfig_only: bool = False) -> client.ApiClient:
+    """An API client from the in-cluster service account, or else from KUBECONFIG (only from
+    KUBECONFIG when ``kubeconfig_only``: the out-of-cluster mode)."""
+    if kubeconfig_only:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:

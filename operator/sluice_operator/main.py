@@ -1,7 +1,8 @@
 """``sluice operator`` / ``python -m sluice_operator.main``: start the kopf operator.
 
-Thin entry point: parse options, import the handlers (which registers them), check that the start
-can work (``preflight``: credentials, peering CRD), run kopf.
+Thin entry point: parse options, import the handlers (which registers them), prepare the
+out-of-cluster mode (``outofcluster``: certificates for ``--webhook-url``), check that the start
+can work (``preflight``: credentials, peering CRD; the webhook configuration's URL), run kopf.
 Run as a module, never as ``kopf run file.py`` (that puts the file's folder first on sys.path).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .settings import OperatorOptions, add_flags, from_args
 
@@ -23,13 +25,24 @@ def run(options: OperatorOptions) -> int:
     """
     import kopf
 
-    from . import handlers, preflight  # noqa: F401 - importing handlers registers them
+    from . import handlers, outofcluster, preflight  # noqa: F401 - importing registers handlers
 
     try:
+        if options.out_of_cluster:
+            options = outofcluster.prepare(options)
         preflight.check(options)
-    except preflight.PreflightError as exc:
+    except (preflight.PreflightError, outofcluster.OutOfClusterError) as exc:
         print(f"sluice operator: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
+    if options.out_of_cluster and options.webhook_url and options.webhook_cert_dir:
+        ca = outofcluster.ca_bundle(Path(options.webhook_cert_dir))
+        mismatch = preflight.webhook_mismatch(options, ca)
+        if mismatch is not None:
+            print(
+                f"sluice operator: {mismatch}; the apiserver will not call this operator until "
+                f"you run:\n  {outofcluster.helm_command(options)}",
+                file=sys.stderr,
+            )
 
     kopf.configure(verbose=options.verbose)
     kopf.run(

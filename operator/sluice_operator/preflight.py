@@ -9,6 +9,9 @@ person has to fix, so the operator checks them first and exits with a message sa
 * peering (unless ``--standalone``): the ``clusterkopfpeerings.kopf.dev`` resource is served.
   Discovery (``GET /apis/kopf.dev/v1``) needs no RBAC beyond what every authenticated user has.
 
+``webhook_mismatch`` (out-of-cluster mode, a warning rather than a failure): whether the
+cluster's Sluice webhook configuration calls this operator's ``--webhook-url`` with its CA.
+
 Reads only; it never writes to the API.
 """
 
@@ -34,7 +37,7 @@ class PreflightError(Exception):
 def check(options: OperatorOptions) -> None:
     """Raise :class:`PreflightError` when kopf could not do its work with ``options``."""
     try:
-        api = kube.load_client()
+        api = kube.load_client(kubeconfig_only=options.out_of_cluster)
     except config.ConfigException as exc:
         raise PreflightError(
             "no Kubernetes credentials: not running in a pod (no ServiceAccount) and no "
@@ -63,3 +66,35 @@ def check(options: OperatorOptions) -> None:
             f"{host}, so leader election cannot start: install it (kubectl apply -f "
             f"{PEERING_CRD_FILE}; the Helm chart does) or run one replica with --standalone"
         )
+
+
+WEBHOOK_SUFFIX = ".inject.sluice.dev"
+
+
+def webhook_mismatch(options: OperatorOptions, ca_bundle: str) -> str | None:
+    """Why the cluster's Sluice webhook configuration does not call ``options.webhook_url``
+    with ``ca_bundle`` (none installed, another URL or Service, another CA), or None when it
+    does or cannot be read."""
+    try:
+        api = client.AdmissionregistrationV1Api(
+            kube.load_client(kubeconfig_only=options.out_of_cluster)
+        )
+        found = api.list_mutating_webhook_configuration(_request_timeout=TIMEOUT_SECONDS)
+    except Exception:  # no permission or no answer: the run itself will say more
+        return None
+    hooks = [
+        (c.metadata.name if c.metadata else "?", h.client_config)
+        for c in found.items or []
+        for h in c.webhooks or []
+        if str(h.name).endswith(WEBHOOK_SUFFIX)
+    ]
+    if not hooks:
+        return "no Sluice MutatingWebhookConfiguration is installed (helm install the chart)"
+    for name, cc in hooks:
+        if cc.url != options.webhook_url:
+            svc = cc.service
+            where = cc.url or (f"Service {svc.namespace}/{svc.name}" if svc else "nothing")
+            return f"MutatingWebhookConfiguration {name} calls {where}, not {options.webhook_url}"
+        if (cc.ca_bundle or "") != ca_bundle:
+            return f"MutatingWebhookConfiguration {name} trusts another CA than this operator's"
+    return None

@@ -23,6 +23,8 @@ class OperatorOptions:
     webhook_host: str = "0.0.0.0"  # noqa: S104 - the apiserver connects here
     webhook_port: int = 9443
     webhook_cert_dir: str | None = None  # tls.crt + tls.key; no webhook when unset
+    out_of_cluster: bool = False  # credentials from the kubeconfig only (a laptop, dev)
+    webhook_url: str | None = None  # https URL the apiserver calls (--out-of-cluster)
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +57,21 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "(env SLUICE_WEBHOOK_CERT_DIR)",
     )
 
+    parser.add_argument(
+        "--out-of-cluster",
+        action="store_true",
+        help="run from a laptop against the cluster of your kubeconfig (development; see "
+        "docs/operations.md): credentials from the kubeconfig only; with --webhook-url the "
+        "injector webhook serves that URL with a certificate made for its host",
+    )
+    parser.add_argument(
+        "--webhook-url",
+        default=None,
+        metavar="https://HOST:PORT",
+        help="with --out-of-cluster: the address the apiserver reaches this machine at; prints "
+        "the `helm upgrade` that points the chart's webhook configuration at it",
+    )
+
 
 def from_args(args: argparse.Namespace) -> OperatorOptions:
     return OperatorOptions(
@@ -68,4 +85,6 @@ def from_args(args: argparse.Namespace) -> OperatorOptions:
         webhook_host=args.webhook_host,
         webhook_port=args.webhook_port,
         webhook_cert_dir=args.webhook_cert_dir,
+        out_of_cluster=args.out_of_cluster,
+        webhook_url=args.webhook_url,
     )

@@ -538,3 +538,30 @@ def test_cert_manager_annotation_allows_an_existing_secret_without_ca_bundle(hel
     mwc = rendered.one("MutatingWebhookConfiguration")
     assert all("caBundle" not in h["clientConfig"] for h in mwc["webhooks"])
     assert mwc["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "sluice-system/tls"}
+
+
+def test_webhook_url_for_an_out_of_cluster_operator(helm: Path) -> None:
+    url = "https://10.0.0.5:9443/mutate-pods"
+    rendered = render(
+        helm,
+        "--set",
+        f"webhook.url={url}",
+        "--set",
+        "webhook.certificate.caBundle=Q0EgUEVN",
+        "--set",
+        "operator.replicas=0",
+    )
+    mwc = rendered.one("MutatingWebhookConfiguration")
+    assert mwc == _expected_mwc(rendered, operator_namespace="sluice-system", url=url)
+    assert {h["clientConfig"]["caBundle"] for h in mwc["webhooks"]} == {"Q0EgUEVN"}
+    assert rendered.one("Deployment")["spec"]["replicas"] == 0
+    for args, message in (
+        (["--set", f"webhook.url={url}"], "webhook.url needs webhook.certificate.caBundle"),
+        (
+            ["--set", "webhook.url=http://x:1", "--set", "webhook.certificate.caBundle=Q0E="],
+            "webhook.url must start with https://",
+        ),
+    ):
+        proc = run_helm(helm, "template", "sluice", str(CHART), *args, check=False)
+        assert proc.returncode != 0
+        assert message in proc.stderr
