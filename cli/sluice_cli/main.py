@@ -7,7 +7,10 @@ Subcommands:
   demo      serve the built-in quickstart with the mock provider
   eval      run a PromptTemplate's evaluation cases through the sidecar (CI gate; JUnit, JSON,
             MLflow; ``--record`` for the operator's gate) - ``sluice_cli.evaluate``
-  operator  run the Kubernetes operator (``sluice_operator.main``)
+  status    which pod runs which config, backend health, budget state (``sluice_cli.fleet``;
+            also ``kubectl sluice status``)
+  doctor    check an install and say what to fix (``sluice_cli.doctor``)
+  operator  run the Kubernetes operator (``sluice_operator.main``; ``--out-of-cluster``)
   dev       developer helpers (``sluice dev cluster``: a local kube-apiserver)
 
 Maintainer tools (regenerating docs) are not here: see ``sluice_cli.maintainer``.
@@ -24,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import yaml
 
@@ -201,6 +204,24 @@ def cmd_operator(args: argparse.Namespace) -> int:
         return _missing_extra(exc, "sluice operator", {"kopf", "kubernetes"})
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import fleet
+
+    return fleet.main(args.namespace, args.output, kubeconfig=args.kubeconfig, context=args.context)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    return doctor.main(
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        operator_namespace=args.operator_namespace,
+        service_account=args.service_account,
+        canary=args.canary,
+    )
+
+
 def cmd_dev_cluster(args: argparse.Namespace) -> int:
     try:
         from . import devcluster
@@ -210,6 +231,43 @@ def cmd_dev_cluster(args: argparse.Namespace) -> int:
     argv = ["--workdir", args.workdir] if args.workdir else []
     argv.append(f"--timeout={args.timeout}")
     return devcluster.main_dev_cluster(argv + [f"--apply={p}" for p in args.apply])
+
+
+def _add_cluster_commands(sub: Any) -> None:
+    """``status`` and ``doctor``: read a cluster through the kubeconfig."""
+
+    def cluster_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG)")
+        p.add_argument("--context", default=None, help="kubeconfig context (default: current)")
+
+    status = sub.add_parser(
+        "status", help="pods, their config hash and last report, backend health, budget state"
+    )
+    status.add_argument(
+        "-n", "--namespace", default=None, help="namespace (default: the context's)"
+    )
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    cluster_flags(status)
+    status.set_defaults(func=cmd_status)
+
+    doctor = sub.add_parser("doctor", help="check an install and say what to fix")
+    doctor.add_argument(
+        "--operator-namespace", default=None, help="default: the chart's release namespace"
+    )
+    doctor.add_argument(
+        "--service-account",
+        default=None,
+        metavar="[NS/]NAME",
+        help="the operator's ServiceAccount (default: the operator Deployment's)",
+    )
+    doctor.add_argument(
+        "--canary",
+        default=None,
+        metavar="NAMESPACE",
+        help="also dry-run an opted-in pod in NAMESPACE and check it comes back injected",
+    )
+    cluster_flags(doctor)
+    doctor.set_defaults(func=cmd_doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="serve the quickstart with the mock provider")
     serve_flags(demo)
     demo.set_defaults(func=cmd_demo)
+
+    _add_cluster_commands(sub)
 
     from sluice_operator import settings
 

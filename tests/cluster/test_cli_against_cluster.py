@@ -4,8 +4,9 @@
 session may have installed the CRDs already, so the client-side check uses `create` (no diff
 against live objects) and the server-side one forces conflicts.
 
-`sluice operator` on a cluster where only crds/ were applied (no kopf peering CRD) exits with a
-message instead of waiting forever; that needs a cluster of its own, since the chart test installs
+`sluice status` and `sluice doctor` on a cluster without the CRDs say so; `sluice operator` on a
+cluster where only crds/ were applied (no kopf peering CRD) exits with a message instead of
+waiting forever; that needs a cluster of its own, since the chart test installs
 the peering CRD into the shared one."""
 
 from __future__ import annotations
@@ -45,8 +46,33 @@ def test_operator_without_peering_crd_says_so_and_how_to_fix_it(
 ) -> None:
     bare = devcluster.start(tmp_path / "bare", tools=cluster.tools)
     try:
-        bare.kubectl("apply", "--server-side", "-f", str(repo_root / "crds"))
         env = {k: v for k, v in bare.env().items() if not k.startswith("KUBERNETES_")}
+        # `sluice status` and `sluice doctor` before the CRDs are there: say so, no traceback
+        status = subprocess.run(
+            [sys.executable, "-m", "sluice_cli", "status", "-n", "default"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert status.returncode == 2, status.stderr
+        assert status.stderr.startswith("sluice status: the Sluice CRDs are not installed at")
+        assert "kubectl apply --server-side -f crds/" in status.stderr
+        doctor = subprocess.run(
+            [sys.executable, "-m", "sluice_cli", "doctor"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert doctor.returncode == 1
+        assert "✗ CRD modelroutes.sluice.dev is not installed" in doctor.stdout
+        assert "✗ no Sluice MutatingWebhookConfiguration" in doctor.stdout
+        assert "Traceback" not in doctor.stdout + doctor.stderr
+
+        bare.kubectl("apply", "--server-side", "-f", str(repo_root / "crds"))
         out = subprocess.run(
             [sys.executable, "-m", "sluice_cli", "operator", "--liveness="],
             env=env,
