@@ -521,6 +521,13 @@ class Metrics:
             ["route"],
             registry=registry,
         )
+        self.usage_invalid = Counter(
+            "sluice_upstream_usage_invalid",
+            "Answers whose provider-reported usage was out of range (negative, absurd): the "
+            "sidecar counted the tokens from the text instead.",
+            ["route", "backend"],
+            registry=registry,
+        )
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._requests: dict[tuple[str, int, str], _CounterChild] = {}
 
@@ -555,6 +562,8 @@ class Metrics:
         b = ex.backend
         if b is None or ex.route is None:
             return
+        if ex.annotations.get("usageInvalid"):
+            self.usage_invalid.labels(route, b.name).inc()
         elapsed = now - ex.started
         s = None
         if ex.error is not None:

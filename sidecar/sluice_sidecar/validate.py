@@ -206,6 +206,32 @@ def prompt_chars(body: dict[str, Any]) -> int:
     return total
 
 
+_ANSWER_TEXT = frozenset({"content", "text", "arguments", "refusal", "reasoning_content"})
+
+
+def answer_chars(body: bytes) -> int:
+    """Characters of generated text in a whole answer (any dialect's JSON: the strings under
+    ``content``, ``text``, ``arguments``, …), for a token estimate when the provider's usage is
+    missing or out of range; the body's length when it is not JSON."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return len(body)
+    total = 0
+    stack: list[Any] = [obj]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, str):
+                    total += len(v) if k in _ANSWER_TEXT else 0
+                elif isinstance(v, dict | list):
+                    stack.append(v)
+        elif isinstance(value, list):
+            stack.extend(v for v in value if isinstance(v, dict | list))
+    return total
+
+
 def estimate_tokens(chars: int) -> int:
     """Rough token count from characters (≈4 per token), at least 1 for non-empty text."""
     return (chars + 3) // 4

@@ -250,3 +250,109 @@ def test_scrubber_text_and_vocabulary() -> None:
     assert scrub.code_of("Bearer sk-xyz", 401) == "upstream_401"
     assert scrub.type_of("whatever") == "invalid_request_error"
     assert s.answer(b'{"content":"opaque-key-value"}') == b'{"content":"[REDACTED]"}'
+
+
+# --- usage from upstreams -----------------------------------------------------------------------
+
+BAD_USAGE = (-5, 10**400)
+
+
+async def _usage_upstream(prompt_tokens: int) -> web.AppRunner:
+    """An OpenAI-compatible upstream whose answers report ``prompt_tokens`` (unary and stream)."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 3, "total_tokens": 1}
+        message = {"role": "assistant", "content": "Twelve chars"}
+        if not body.get("stream"):
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            obj = {"id": "x", "object": "chat.completion", "choices": [choice], "usage": usage}
+            return web.Response(body=json.dumps(obj), content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        delta = {"index": 0, "delta": message, "finish_reason": "stop"}
+        chunk = {"id": "x", "object": "chat.completion.chunk", "choices": [delta]}
+        tail = {"id": "x", "object": "chat.completion.chunk", "choices": [], "usage": usage}
+        for frame in (chunk, tail):
+            await resp.write(b"data: " + json.dumps(frame).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner
+
+
+@pytest.mark.parametrize("prompt_tokens", BAD_USAGE, ids=("negative", "10^400"))
+async def test_usage_out_of_range_is_counted_from_the_text(
+    start_sidecar: StartSidecar, prompt_tokens: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sluice_sidecar.contract import BudgetLimit, BudgetRule, Pricing, WindowKind
+
+    runner = await _usage_upstream(prompt_tokens)
+    port = runner.addresses[0][1]
+    try:
+        b = backend(
+            "x",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            provider="openai-compatible",
+            pricing=Pricing(input_per_mtok=1.0, output_per_mtok=2.0),
+        )
+        rule = BudgetRule(name="day", limits=(BudgetLimit(window=WindowKind.DAY, usd=1.0),))
+        cfg = config(route("chat", b)).model_copy(update={"budgets": (rule,)})
+        sc = await start_sidecar(cfg)
+        with caplog.at_level(logging.WARNING):
+            for stream in (False, True, False, True):
+                status, text = await _raw(
+                    sc, "/v1/chat/completions", {"model": "chat", "messages": MSG, "stream": stream}
+                )
+                assert status == 200, text
+                assert "Twelve chars" in text and "error" not in text
+        metrics = await sc.metrics()
+    finally:
+        await runner.cleanup()
+    assert len(sc.audit.records) == 4
+    for record in sc.audit.records:
+        assert record["usageSource"] == "estimated"
+        assert 0 <= record["inputTokens"] < 100 and 0 < record["outputTokens"] < 100
+        assert 0 <= record["costUSD"] < 0.01
+        assert record["annotations"]["usageInvalid"] is True
+    assert 'sluice_upstream_usage_invalid_total{backend="x",route="chat"} 4.0' in metrics
+    budget = next(s for s in sc.gateway.stages.finish if s.name == "budget")
+    assert budget.in_flight() == 0  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_finish_never_raises(
+    start_sidecar: StartSidecar, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Metrics, a stage and the audit record all failing: the request is still answered, the
+    other parts still run, a minimal audit record is written, one short log line each."""
+    sc = await start_sidecar(config(route("chat", backend("m"))))
+    gw = sc.gateway
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise OverflowError("int too large " + "x" * 20_000)
+
+    gw.metrics.finish = boom  # type: ignore[method-assign]
+    audit_write = gw.audit.write
+    calls = {"n": 0}
+
+    def fail_once(record: dict[str, Any]) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OverflowError("no")
+        audit_write(record)
+
+    gw.audit.write = fail_once  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        status, _, _ = await sc.post("/v1/chat/completions", {"model": "chat", "messages": MSG})
+        await __import__("asyncio").sleep(0.01)
+    assert status == 200
+    assert sc.audit.records and sc.audit.records[-1]["auditIncomplete"] is True
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("metrics failed" in m for m in messages)
+    assert all(len(m) < 300 for m in messages)

@@ -169,7 +169,7 @@ async def _unary(gw: Gateway, ex: Exchange) -> web.Response:
     up, body, tr = await dispatch.with_retries(gw, ex, lambda call, tr: try_unary(gw, ex, call, tr))
     ex.status = 200
     ex.ttft = gw.clock.now() - ex.started
-    ex.usage = up.usage or _estimate(ex, up)
+    ex.usage = up.usage or _estimate(ex, up, body)
     if gw.stages.response and tr.canonical:
         answer = UnaryAnswer(body)
         for stage in gw.stages.response:
@@ -180,6 +180,10 @@ async def _unary(gw: Gateway, ex: Exchange) -> web.Response:
     return web.Response(body=body, content_type=_JSON, headers=metering.headers(ex))
 
 
-def _estimate(ex: Exchange, up: Upstream) -> Usage:
+def _estimate(ex: Exchange, up: Upstream, body: bytes) -> Usage:
+    """Usage counted from the text: the provider reported none, or none in range."""
+    if up.usage_invalid:
+        ex.annotations["usageInvalid"] = True
     prompt = validate.estimate_tokens(validate.prompt_chars(ex.body))
-    return Usage(prompt, up.content_chunks, source="estimated")
+    output = validate.estimate_tokens(validate.answer_chars(body)) if ex.operation == "chat" else 0
+    return Usage(prompt, output, source="estimated")

@@ -10,11 +10,13 @@ audit record and the spans.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -163,17 +165,38 @@ class Gateway:
         )
 
     def finish(self, ex: Exchange) -> None:
-        """Metrics, the stages' ``on_finish`` and the audit record of a finished request; never
-        raises."""
+        """Metrics, the stages' ``on_finish`` (budget settlement), the audit record and the
+        spans of a finished request. Never raises: each part runs whatever the others did, a
+        failure is logged in one line (never with the exchange's or the config's repr), and an
+        audit record that cannot be built is replaced by a minimal one."""
         now = self.clock.now()
-        self.metrics.finish(ex, now)
+        now_wall = self.clock.wall()
+        config_hash = self.snapshot.hash if self.snapshot else None
+        try:
+            self.metrics.finish(ex, now)
+        except Exception as exc:
+            _failed("metrics", ex, exc)
         for stage in self.stages.finish:
             try:
                 stage.on_finish(ex)
-            except Exception:  # a stage must never fail a request's finish
-                log.exception("stage %s failed to finish request %s", stage.name, ex.request_id)
-        now_wall = self.clock.wall()
-        config_hash = self.snapshot.hash if self.snapshot else None
+            except Exception as exc:  # a stage must never fail a request's finish
+                _failed(f"stage {stage.name}", ex, exc)
+        if self._auditing:
+            try:
+                self._audit(ex, now_wall, now, config_hash)
+            except Exception as exc:
+                _failed("audit record", ex, exc)
+                with contextlib.suppress(Exception):
+                    self.audit.write(_minimal_record(ex, now_wall, config_hash))
+        if self.tracer.enabled:
+            try:
+                self.tracer.export(
+                    tracing.spans(ex, now_wall=now_wall, now=now, config_hash=config_hash)
+                )
+            except Exception as exc:  # an exporter must never fail a request
+                _failed("span export", ex, exc)
+
+    def _audit(self, ex: Exchange, now_wall: float, now: float, config_hash: str | None) -> None:
         audit = self.audit
         if isinstance(audit, JsonLinesAudit):
             audit.write_line(
@@ -186,7 +209,7 @@ class Gateway:
                     include_prompt=self.audit_prompts,
                 )
             )
-        elif self._auditing:
+        else:
             audit.write(
                 audit_record(
                     ex,
@@ -197,13 +220,6 @@ class Gateway:
                     include_prompt=self.audit_prompts,
                 )
             )
-        if self.tracer.enabled:
-            try:
-                self.tracer.export(
-                    tracing.spans(ex, now_wall=now_wall, now=now, config_hash=config_hash)
-                )
-            except Exception:  # an exporter must never fail a request
-                log.exception("span export failed")
 
     def health(self) -> Iterator[tuple[str, str, BackendState, int]]:
         snap = self.snapshot
@@ -218,6 +234,27 @@ class Gateway:
     def config_health(self) -> tuple[bool, bool, int, str]:
         s = self.source
         return (self.snapshot is not None, s.error is None, s.reload_failures, s.current_hash or "")
+
+
+def _failed(what: str, ex: Exchange, exc: Exception) -> None:
+    log.error(
+        "%s failed for request %s: %s", what, ex.request_id, type(exc).__name__, exc_info=exc
+    )
+
+
+def _minimal_record(ex: Exchange, now_wall: float, config_hash: str | None) -> dict[str, Any]:
+    """The audit record of a request whose full record could not be built."""
+    return {
+        "ts": round(now_wall, 3),
+        "requestId": ex.request_id,
+        "route": ex.route.name if ex.route is not None else None,
+        "backend": ex.backend.name if ex.backend is not None else None,
+        "status": ex.status,
+        "outcome": ex.outcome,
+        "errorCode": ex.error.code if ex.error is not None else None,
+        "auditIncomplete": True,
+        "configHash": config_hash,
+    }
 
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("sluice_gateway", Gateway)

@@ -395,6 +395,8 @@ def _usage(ex: Exchange, up: Upstream) -> Usage:
     u = up.usage
     if u is not None and up.complete:
         return u
+    if up.usage_invalid:
+        ex.annotations["usageInvalid"] = True
     prompt = (
         u.input_tokens
         if u is not None

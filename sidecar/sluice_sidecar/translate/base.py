@@ -236,12 +236,27 @@ def refuse_unknown(body: dict[str, Any], fields: dict[str, str], call: Call) -> 
         )
 
 
+_STDLIB = json.JSONDecoder()
+
+
+def loads_json(data: str | bytes) -> Any:
+    """A JSON value (``orjson``; the standard library for what orjson refuses, such as integers
+    beyond a double's range, which the scrubber then rejects as usage); None when it is not
+    JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return _STDLIB.decode(text)
+    except (ValueError, RecursionError):
+        return None
+
+
 def loads_event(ev: sse.Event, backend: str) -> dict[str, Any]:
     """An event's data as a JSON object; ``BadUpstreamResponse`` otherwise."""
-    try:
-        obj = orjson.loads(ev.data)
-    except orjson.JSONDecodeError:
-        obj = None
+    obj = loads_json(ev.data)
     if not isinstance(obj, dict):
         raise errors.BadUpstreamResponse(
             f"Backend '{backend}' sent a stream event that is not a JSON object.", backend=backend

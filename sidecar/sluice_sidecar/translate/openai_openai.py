@@ -25,7 +25,7 @@ from .. import errors, sse, validate
 from ..contract import FailureClass, Provider
 from ..model import Operation, Usage
 from . import chat
-from .base import Answer, Call, EventStream, Normalised, dumps
+from .base import Answer, Call, EventStream, Normalised, dumps, loads_json
 
 DEFAULT_BASE_URLS = {
     Provider.OPENAI: "https://api.openai.com/v1",
@@ -129,9 +129,9 @@ class OpenAIStream(EventStream):
                     self.complete = self.finished = True
                     return
                 obj = None
-            if type(obj) is not dict:
-                _loads(block[6:], self.backend)  # raises the error for it
-            elif _plain_content(block):
+            if type(obj) is not dict:  # what orjson refuses (huge numbers), or an error
+                obj = _loads(bytes(block[6:]), self.backend)
+            if _plain_content(block):
                 self.content_chunks += 1
                 out.append(block + b"\n\n")
             elif check(obj):
@@ -220,10 +220,7 @@ def _plain_content(block: bytes) -> bool:
 
 
 def _loads(data: str | bytes, backend: str) -> dict[str, Any]:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        obj = None
+    obj = loads_json(data)
     if not isinstance(obj, dict):
         raise errors.BadUpstreamResponse(
             f"Backend '{backend}' sent a stream event that is not a JSON object.",
