@@ -153,6 +153,28 @@ class CircuitBreaker(_Model):
     max_ejection: float = 300.0
 
 
+class RuleMatch(_Model):
+    """Request traits a routing rule matches; every trait that is set must hold."""
+
+    min_prompt_tokens: int | None = None
+    max_prompt_tokens: int | None = None
+    #: True: the request defines tools; False: it defines none.
+    tools: bool | None = None
+    #: ``metadata`` entries the request must carry (string values, all of them).
+    metadata: dict[str, str] = Field(default_factory=dict)
+    #: Request headers (lower-case names) and the values they must have (all of them).
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class RoutingRule(_Model):
+    """Requests that match ``match`` are served only by ``backends`` (the route's strategy
+    orders them); rules are evaluated in order and the first match wins."""
+
+    name: str
+    match: RuleMatch = RuleMatch()
+    backends: tuple[str, ...]
+
+
 class Route(_Model):
     """One ModelRoute, compiled: the virtual model name apps send, and how to serve it."""
 
@@ -166,6 +188,8 @@ class Route(_Model):
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     mid_stream_failure: MidStreamFailure = MidStreamFailure.ERROR
     workload_selector: dict[str, str] = Field(default_factory=dict)
+    #: Left out of the JSON when empty, so configs without rules hash as before.
+    rules: tuple[RoutingRule, ...] = Field(default=(), exclude_if=lambda v: not v)
 
 
 class PromptVariable(_Model):

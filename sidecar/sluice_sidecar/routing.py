@@ -5,7 +5,21 @@ LeastLatency on an EWMA of time to first token, LeastCost), per-backend circuit 
 N consecutive failures, ejection growing with every ejection and jittered, one half-open probe),
 429 cool-downs that honour ``Retry-After`` but never take the only backend away, a retry budget
 (a ratio of recent requests with a floor per second) and the retry/fallback decision for a failed
-try under one total deadline.
+try under one total deadline. Also:
+
+* **Provider quotas.** A backend's ``limits{rpm, tpm}`` (its provider account's quota) are token
+  buckets in the route state (capacity one minute's worth, continuous refill). A try takes one
+  request and the request's token estimate (prompt estimate + output cap, as providers count it
+  at admission) when it is sent; a backend without room for the next request is skipped like a
+  cooling-down one, so traffic moves to the other backends before the provider answers 429.
+  When no backend has room (always so for a route's only backend at its limit) nothing is taken
+  away silently: the sidecar answers 429 itself with ``Retry-After`` = when the first bucket has
+  room again (``at_limit``, ``next_available_in``), instead of spending the provider's quota on
+  a certain 429. Buckets are per sidecar.
+* **Routing rules.** ``Route.rules`` pick backends by request traits (prompt size, tools present,
+  a metadata entry, a header): evaluated in order, the first match wins (``match_rule``), and the
+  request is served by the rule's backends only (``rule_route``, the route's strategy ordering
+  them); no match means every backend.
 
 A purely computational module with no side-effects beyond the state objects handed to it: time
 (``now``, monotonic seconds) and randomness (``rng``) are arguments; the caller performs the IO and
@@ -16,10 +30,19 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from .contract import Backend, BackendState, FailureClass, Route, Strategy
+from .contract import (
+    Backend,
+    BackendState,
+    FailureClass,
+    RateLimits,
+    Route,
+    RoutingRule,
+    Strategy,
+)
 
 EWMA_ALPHA = 0.3
 BUDGET_WINDOW_SECONDS = 10
@@ -82,12 +105,68 @@ class RetryBudget:
         return True
 
 
+class Bucket:
+    """A token bucket of ``per_minute`` capacity, refilled continuously; its level may go
+    below zero (a try larger than the room left), which delays the next one."""
+
+    __slots__ = ("at", "capacity", "level", "rate")
+
+    def __init__(self, per_minute: int, now: float) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.level = self.capacity
+        self.at = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.at:
+            self.level = min(self.capacity, self.level + (now - self.at) * self.rate)
+        self.at = max(self.at, now)
+
+    def wait(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` (at most the capacity) fits; 0 when it fits now."""
+        self._refill(now)
+        need = min(amount, self.capacity) - self.level
+        return 0.0 if need <= 0 else need / self.rate
+
+    def take(self, amount: float, now: float) -> None:
+        self._refill(now)
+        self.level -= amount
+
+
+class BackendLimiter:
+    """A backend's provider quota: an rpm and a tpm bucket (either may be absent)."""
+
+    __slots__ = ("limits", "rpm", "tpm")
+
+    def __init__(self, limits: RateLimits, now: float) -> None:
+        self.limits = limits
+        self.rpm = Bucket(limits.rpm, now) if limits.rpm else None
+        self.tpm = Bucket(limits.tpm, now) if limits.tpm else None
+
+    def wait(self, tokens: int, now: float) -> float:
+        w = self.rpm.wait(1, now) if self.rpm is not None else 0.0
+        if self.tpm is not None:
+            w = max(w, self.tpm.wait(tokens, now))
+        return w
+
+    def take(self, tokens: int, now: float) -> None:
+        if self.rpm is not None:
+            self.rpm.take(1, now)
+        if self.tpm is not None:
+            self.tpm.take(tokens, now)
+
+
 @dataclass(slots=True)
 class RouteState:
     """Everything routing remembers about one route between requests."""
 
     retry_budget: RetryBudget
     health: dict[str, BackendHealth] = field(default_factory=dict)
+    #: Provider quotas of the backends that have ``limits`` (by backend name).
+    limiters: dict[str, BackendLimiter] = field(default_factory=dict)
+    #: The route each routing rule narrows to (by rule name), for ``rules_of``.
+    rule_routes: dict[str, Route] = field(default_factory=dict)
+    rules_of: Route | None = None
 
     def of(self, backend: Backend) -> BackendHealth:
         h = self.health.get(backend.name)
@@ -98,6 +177,101 @@ class RouteState:
 
 def new_state(route: Route) -> RouteState:
     return RouteState(RetryBudget(route.retry.budget_ratio, route.retry.budget_min_per_second))
+
+
+# --- provider quotas ----------------------------------------------------------------------------
+
+
+def limited(b: Backend) -> bool:
+    return b.limits.rpm is not None or b.limits.tpm is not None
+
+
+def limiter(state: RouteState, b: Backend, now: float) -> BackendLimiter | None:
+    """The quota buckets of ``b`` (None without ``limits``); rebuilt when its limits change."""
+    if not limited(b):
+        return None
+    lim = state.limiters.get(b.name)
+    if lim is None or lim.limits != b.limits:
+        lim = state.limiters[b.name] = BackendLimiter(b.limits, now)
+    return lim
+
+
+def quota_wait(state: RouteState, b: Backend, tokens: int, now: float) -> float:
+    """Seconds until ``b``'s quota has room for a try of ``tokens``; 0 when it has now."""
+    lim = limiter(state, b, now)
+    return 0.0 if lim is None else lim.wait(tokens, now)
+
+
+def consume(state: RouteState, b: Backend, tokens: int, now: float) -> None:
+    """A try of ``tokens`` is being sent to ``b``: take it from its quota."""
+    lim = limiter(state, b, now)
+    if lim is not None:
+        lim.take(tokens, now)
+
+
+def request_tokens(route: Route, prompt_tokens: Callable[[], int], output_cap: int) -> int:
+    """What a try counts against a ``tpm`` quota (0, and no estimate made, when no backend of
+    ``route`` has one)."""
+    if not any(b.limits.tpm is not None for b in route.backends):
+        return 0
+    return prompt_tokens() + output_cap
+
+
+def at_limit(route: Route, state: RouteState, tokens: int, now: float) -> bool:
+    """True when some backend is healthy but none of those has quota room: the request should
+    be answered with a 429 (``next_available_in`` says when to retry)."""
+    healthy = [b for b in route.backends if available(state.of(b), now)]
+    return bool(healthy) and all(quota_wait(state, b, tokens, now) > 0 for b in healthy)
+
+
+# --- routing rules ------------------------------------------------------------------------------
+
+
+def match_rule(
+    route: Route,
+    *,
+    prompt_tokens: Callable[[], int],
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+) -> RoutingRule | None:
+    """The first rule of ``route`` whose traits the request has, or None. The prompt estimate
+    is made once, and only when a rule asks for it."""
+    tokens: int | None = None
+    for rule in route.rules:
+        m = rule.match
+        if m.tools is not None and bool(body.get("tools") or body.get("functions")) != m.tools:
+            continue
+        if m.metadata:
+            meta = body.get("metadata")
+            if not isinstance(meta, Mapping) or any(
+                meta.get(k) != v for k, v in m.metadata.items()
+            ):
+                continue
+        if m.headers and any(headers.get(k) != v for k, v in m.headers.items()):
+            continue
+        if m.min_prompt_tokens is not None or m.max_prompt_tokens is not None:
+            if tokens is None:
+                tokens = prompt_tokens()
+            if m.min_prompt_tokens is not None and tokens < m.min_prompt_tokens:
+                continue
+            if m.max_prompt_tokens is not None and tokens > m.max_prompt_tokens:
+                continue
+        return rule
+    return None
+
+
+def rule_route(route: Route, state: RouteState, rule: RoutingRule) -> Route:
+    """``route`` narrowed to ``rule``'s backends (in the route's declaration order), made once
+    per config; the route itself when the rule names none of them."""
+    if state.rules_of is not route:
+        state.rule_routes.clear()
+        state.rules_of = route
+    narrowed = state.rule_routes.get(rule.name)
+    if narrowed is None:
+        keep = tuple(b for b in route.backends if b.name in rule.backends)
+        narrowed = route.model_copy(update={"backends": keep}) if keep else route
+        state.rule_routes[rule.name] = narrowed
+    return narrowed
 
 
 # --- availability -------------------------------------------------------------------------------
@@ -122,29 +296,42 @@ def half_open(h: BackendHealth, now: float) -> bool:
     return h.ejections > 0 and now >= h.ejected_until and h.consecutive_failures > 0
 
 
-def next_available_in(route: Route, state: RouteState, now: float) -> float:
-    """Seconds until some backend of ``route`` can take a try again (0 if one can now)."""
+def next_available_in(route: Route, state: RouteState, now: float, tokens: int = 0) -> float:
+    """Seconds until some backend of ``route`` can take a try again (0 if one can now), its
+    ejection, cool-down and quota (for a try of ``tokens``) all considered."""
     best = math.inf
     for b in route.backends:
         h = state.of(b)
+        wait = quota_wait(state, b, tokens, now)
         if available(h, now):
-            return 0.0
-        best = min(best, max(h.ejected_until, h.cooldown_until) - now)
+            if wait <= 0:
+                return 0.0
+            best = min(best, wait)
+        else:
+            best = min(best, max(h.ejected_until - now, h.cooldown_until - now, wait))
     return max(0.0, best) if best != math.inf else 1.0
 
 
 # --- ordering -----------------------------------------------------------------------------------
 
 
-def order(route: Route, state: RouteState, now: float, rng: random.Random) -> list[Backend]:
-    """The available backends of ``route``, best first, by its strategy.
+def order(
+    route: Route, state: RouteState, now: float, rng: random.Random, tokens: int = 0
+) -> list[Backend]:
+    """The available backends of ``route`` (healthy, and with quota room for a try of
+    ``tokens``), best first, by its strategy.
 
     Failover: ascending ``priority``, then declaration order. Weighted: a weighted random draw
     without replacement. LeastLatency: ascending EWMA of time to first token; never-measured
     backends first so they get measured. LeastCost: ascending list price (input + output per
     million tokens), then priority.
     """
-    backends = [b for b in route.backends if available(state.of(b), now)]
+    backends = [
+        b
+        for b in route.backends
+        if available(state.of(b), now)
+        and (not limited(b) or quota_wait(state, b, tokens, now) <= 0)
+    ]
     if len(backends) <= 1:
         return backends
     strategy = route.strategy
@@ -285,6 +472,7 @@ def next_try(
     now: float,
     deadline: float,
     rng: random.Random,
+    tokens: int = 0,
 ) -> Attempt | GiveUp:
     """After a failed try: which backend next, after how long, or why not at all.
 
@@ -302,7 +490,7 @@ def next_try(
     if now >= deadline:
         return GiveUp("deadline exceeded")
     may_fall_back = failure in route.fallback.on
-    candidates = order(route, state, now, rng)
+    candidates = order(route, state, now, rng, tokens)
     choice: Attempt | None = None
     if may_fall_back:
         for b in candidates:

@@ -12,18 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice_sidecar.budget import BudgetExceeded, BudgetStage, RunBook, RunExceeded, RunRef
-from sluice_sidecar.budget import runs
+from sluice_sidecar.budget import BudgetExceeded, BudgetStage, RunBook, RunExceeded, RunRef, runs
 from sluice_sidecar.contract import (
     Backend,
-    BudgetLimit,
     BudgetRule,
     ExceededAction,
     Pricing,
     Provider,
     Route,
     RunLimits,
-    WindowKind,
 )
 from sluice_sidecar.errors import InvalidField
 from sluice_sidecar.exchange import Exchange

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -215,6 +215,40 @@ class Streaming(SluiceModel):
     )
 
 
+class RuleMatch(SluiceModel):
+    """Request traits; every trait that is set must hold for the rule to match."""
+
+    min_prompt_tokens: int | None = Field(
+        default=None, ge=1, description="The prompt is at least this many tokens (estimated)."
+    )
+    max_prompt_tokens: int | None = Field(
+        default=None, ge=1, description="The prompt is at most this many tokens (estimated)."
+    )
+    tools: bool | None = Field(
+        default=None, description="true: the request defines tools; false: it defines none."
+    )
+    metadata: dict[str, Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict,
+        max_length=8,
+        description="Entries the request's metadata must carry, e.g. {tier: simple}.",
+    )
+    headers: dict[str, Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict,
+        max_length=8,
+        description="Request headers (case-insensitive names) and the values they must have.",
+    )
+
+
+class RoutingRule(SluiceModel):
+    """Requests that match are served only by the named backends (ordered by the strategy)."""
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Name of the rule (audit).")
+    match: RuleMatch = Field(description="The request traits the rule matches.")
+    backends: list[Annotated[str, Field(max_length=63)]] = Field(
+        min_length=1, max_length=16, description="Backends (by name) that serve matching requests."
+    )
+
+
 class ModelRouteSpec(SluiceModel):
     """A virtual model name and the backends that serve it."""
 
@@ -239,8 +273,32 @@ class ModelRouteSpec(SluiceModel):
     workload_selector: Selector | None = Field(
         default=None, description="Pods that may use this route; empty means all injected pods."
     )
+    routing_rules: list[RoutingRule] | None = Field(
+        default=None,
+        max_length=16,
+        description="Backends chosen by request traits (prompt size, tools, metadata, a "
+        "header): evaluated in order, the first match wins; no match uses every backend.",
+    )
 
     rules = (
+        Rule(
+            cel="!has(self.routingRules) || self.routingRules.all(r, r.backends.all(n, "
+            "self.backends.exists(b, b.name == n)))",
+            message="every backend a routing rule names must be one of spec.backends",
+            check=lambda s: all(
+                n in {b.name for b in s.backends} for r in s.routing_rules or () for n in r.backends
+            ),
+            field="routingRules",
+        ),
+        Rule(
+            cel="!has(self.routingRules) || self.routingRules.all(r, "
+            "self.routingRules.exists_one(q, q.name == r.name))",
+            message="routing rule names must be unique",
+            check=lambda s: (
+                len({r.name for r in s.routing_rules or ()}) == len(s.routing_rules or ())
+            ),
+            field="routingRules",
+        ),
         Rule(
             cel="self.backends.all(b, self.backends.exists_one(c, c.name == b.name))",
             message="backend names must be unique",

@@ -131,6 +131,20 @@ def _route(res: Resource, spec: ModelRouteSpec) -> c.Route:
         workload_selector=dict(spec.workload_selector.match_labels)
         if spec.workload_selector
         else {},
+        rules=tuple(
+            c.RoutingRule(
+                name=r.name,
+                match=c.RuleMatch(
+                    min_prompt_tokens=r.match.min_prompt_tokens,
+                    max_prompt_tokens=r.match.max_prompt_tokens,
+                    tools=r.match.tools,
+                    metadata=dict(r.match.metadata),
+                    headers={k.lower(): v for k, v in r.match.headers.items()},
+                ),
+                backends=tuple(r.backends),
+            )
+            for r in spec.routing_rules or ()
+        ),
     )
 
 

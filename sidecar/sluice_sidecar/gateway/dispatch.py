@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from .. import errors, routing, tracing
+from .. import errors, routing, tracing, validate
 from ..contract import Backend, FailureClass, Route
 from ..errors import UpstreamError
 from ..exchange import Exchange, Try
@@ -41,8 +41,17 @@ async def with_retries(
     if resume is None:
         now = clock.now()
         state.retry_budget.record_request(now)
-        candidates = routing.order(route, state, now, gw.rng)
+        if route.rules:
+            route = _apply_rules(ex, route, state)
+        tokens = quota_tokens(ex, route)
+        candidates = routing.order(route, state, now, gw.rng, tokens)
         if not candidates:
+            if routing.at_limit(route, state, tokens, now):
+                raise errors.RateLimited(
+                    f"Every backend of route '{route.name}' is at its provider quota "
+                    "(limits.rpm / limits.tpm); try again after Retry-After.",
+                    retry_after=routing.next_available_in(route, state, now, tokens),
+                )
             raise errors.NoBackendAvailable(
                 f"Every backend of route '{route.name}' is ejected or cooling down after "
                 "failures; try again after Retry-After.",
@@ -60,6 +69,7 @@ async def with_retries(
         record = Try(backend, started, tracing.new_id(8) if gw.tracer.enabled else None)
         ex.tries.append(record)
         routing.on_dispatch(health, started)
+        routing.consume(state, backend, quota_tokens(ex, route), started)
         try:
             tr = gw.translator(ex, backend)
             result = await attempt(gw.make_call(ex, route, backend, record.span_id), tr)
@@ -136,6 +146,7 @@ def next_try(gw: Gateway, ex: Exchange, err: UpstreamError) -> routing.Attempt |
         now=gw.clock.now(),
         deadline=ex.deadline,
         rng=gw.rng,
+        tokens=quota_tokens(ex, route),
     )
     if isinstance(decision, routing.GiveUp):
         if decision.reason == "retry budget exhausted":
@@ -165,6 +176,30 @@ async def _move(
     if decision.delay > 0:
         await gw.clock.sleep(decision.delay)
     return decision.backend
+
+
+def _apply_rules(ex: Exchange, route: Route, state: routing.RouteState) -> Route:
+    """The route narrowed by its first matching routing rule (named in the audit record)."""
+    rule = routing.match_rule(
+        route,
+        prompt_tokens=lambda: _prompt_tokens(ex),
+        body=ex.body,
+        headers=ex.headers,
+    )
+    if rule is None:
+        return route
+    ex.annotations["routingRule"] = rule.name
+    ex.route = narrowed = routing.rule_route(route, state, rule)
+    return narrowed
+
+
+def _prompt_tokens(ex: Exchange) -> int:
+    return validate.estimate_tokens(validate.prompt_chars(ex.body))
+
+
+def quota_tokens(ex: Exchange, route: Route) -> int:
+    """What a try of ``ex`` counts against a backend's ``tpm`` quota (0 without one)."""
+    return routing.request_tokens(route, lambda: _prompt_tokens(ex), ex.output_cap)
 
 
 def tries_per_backend(ex: Exchange) -> dict[str, int]:
