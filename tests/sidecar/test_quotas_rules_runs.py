@@ -6,7 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sluice_sidecar.contract import BudgetRule, RateLimits, RoutingRule, RuleMatch, RunLimits
+from sluice_sidecar.contract import (
+    BudgetRule,
+    RateLimits,
+    RoutingRule,
+    RuleMatch,
+    RunLimits,
+    SidecarConfig,
+)
 from tests.fakes.openai_server import FakeOpenAI
 from tests.sidecar.conftest import StartSidecar, backend, config, route
 
@@ -24,17 +31,17 @@ async def records(sc: Any) -> list[dict[str, Any]]:
 # --- provider quotas ----------------------------------------------------------------------------
 
 
+def quota_on_a(fake: FakeOpenAI, fake_b: FakeOpenAI, limits: RateLimits) -> SidecarConfig:
+    """Backend a (first by priority) with a quota, backend b without one."""
+    return config(
+        route("chat", backend("a", fake, limits=limits), backend("b", fake_b, priority=1))
+    )
+
+
 async def test_a_backend_at_its_rpm_quota_is_skipped_until_it_refills(
     start_sidecar: StartSidecar, fake: FakeOpenAI, fake_b: FakeOpenAI
 ) -> None:
-    cfg = config(
-        route(
-            "chat",
-            backend("a", fake, limits=RateLimits(rpm=2)),
-            backend("b", fake_b, priority=1),
-        )
-    )
-    sc = await start_sidecar(cfg)
+    sc = await start_sidecar(quota_on_a(fake, fake_b, RateLimits(rpm=2)))
     for _ in range(3):
         status, _, _ = await sc.post("/v1/chat/completions", chat())
         assert status == 200
@@ -63,14 +70,7 @@ async def test_the_only_backend_at_its_quota_gets_a_local_429_with_retry_after(
 async def test_tpm_counts_the_prompt_and_the_output_cap(
     start_sidecar: StartSidecar, fake: FakeOpenAI, fake_b: FakeOpenAI
 ) -> None:
-    cfg = config(
-        route(
-            "chat",
-            backend("a", fake, limits=RateLimits(tpm=300)),
-            backend("b", fake_b, priority=1),
-        )
-    )
-    sc = await start_sidecar(cfg)
+    sc = await start_sidecar(quota_on_a(fake, fake_b, RateLimits(tpm=300)))
     await sc.post("/v1/chat/completions", chat(max_tokens=200))
     await sc.post("/v1/chat/completions", chat(max_tokens=200))
     assert (len(fake.requests), len(fake_b.requests)) == (1, 1)
