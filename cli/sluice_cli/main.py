@@ -4,7 +4,7 @@ Subcommands:
   render    validate manifests and print the compiled sidecar config (``--strict`` for CI)
   crds      print (or --write / --check) the generated CustomResourceDefinitions
   run       compile manifests and serve the sidecar locally, reloading on change
-  demo      serve the built-in quickstart with the mock provider
+  demo      serve the guided tour (examples/02-tour) with the mock provider, one call per feature
   eval      run a PromptTemplate's evaluation cases through the sidecar (CI gate; JUnit, JSON,
             MLflow; ``--record`` for the operator's gate) - ``sluice_cli.evaluate``
   status    which pod runs which config, backend health, budget state (``sluice_cli.fleet``;
@@ -169,16 +169,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import localrun
+    from . import localrun, tour
 
+    host, folder = "127.0.0.1", tour.tour_dir()
+    result = localrun.compile_for([folder], None)
+    busy = localrun.busy_port_message(host, args.port, args.admin_port)
+    if not isinstance(result, str) and busy is None:
+        print(tour.banner(host, args.port, args.admin_port, result), file=sys.stderr)
     return localrun.run(
-        [quickstart_dir()],
-        host="127.0.0.1",
+        [folder],
+        host=host,
         port=args.port,
         admin_port=args.admin_port,
         secrets_dir=Path(args.secrets_dir),
         namespace=None,
-        banner=True,
+        banner=False,
     )
 
 
@@ -311,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_flags(run)
     run.set_defaults(func=cmd_run)
 
-    demo = sub.add_parser("demo", help="serve the quickstart with the mock provider")
+    demo = sub.add_parser(
+        "demo", help="serve the guided tour with the mock provider and print a call per feature"
+    )
     serve_flags(demo)
     demo.set_defaults(func=cmd_demo)
 
