@@ -41,6 +41,17 @@ def test_sluice_crds_piped_to_kubectl_dry_run(cluster: Cluster) -> None:
     assert server.stdout.count("(server dry run)") == 4
 
 
+def sluice(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sluice_cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
 def test_operator_without_peering_crd_says_so_and_how_to_fix_it(
     tmp_path: Path, cluster: Cluster, repo_root: Path
 ) -> None:
@@ -48,39 +59,18 @@ def test_operator_without_peering_crd_says_so_and_how_to_fix_it(
     try:
         env = {k: v for k, v in bare.env().items() if not k.startswith("KUBERNETES_")}
         # `sluice status` and `sluice doctor` before the CRDs are there: say so, no traceback
-        status = subprocess.run(
-            [sys.executable, "-m", "sluice_cli", "status", "-n", "default"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        status = sluice(env, "status", "-n", "default")
         assert status.returncode == 2, status.stderr
         assert status.stderr.startswith("sluice status: the Sluice CRDs are not installed at")
         assert "kubectl apply --server-side -f crds/" in status.stderr
-        doctor = subprocess.run(
-            [sys.executable, "-m", "sluice_cli", "doctor"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        doctor = sluice(env, "doctor")
         assert doctor.returncode == 1
         assert "✗ CRD modelroutes.sluice.dev is not installed" in doctor.stdout
         assert "✗ no Sluice MutatingWebhookConfiguration" in doctor.stdout
         assert "Traceback" not in doctor.stdout + doctor.stderr
 
         bare.kubectl("apply", "--server-side", "-f", str(repo_root / "crds"))
-        out = subprocess.run(
-            [sys.executable, "-m", "sluice_cli", "operator", "--liveness="],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        out = sluice(env, "operator", "--liveness=")
         assert out.returncode == 2, out.stderr
         assert out.stderr.startswith(
             "sluice operator: kopf's peering CRD (clusterkopfpeerings.kopf.dev) is not installed"

@@ -100,6 +100,14 @@ def sluice_annotations(pod: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in annotations.items() if k.startswith("sluice.dev/")}
 
 
+def pod_events(cluster: Cluster, namespace: str, pod: str, reason: str) -> list[dict[str, Any]]:
+    """The Events with ``reason`` about ``pod``."""
+    items = cluster.kubectl_json(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={pod}"
+    )["items"]
+    return [e for e in items if e["reason"] == reason]
+
+
 def label_namespace(cluster: Cluster, namespace: str, value: str = "true") -> None:
     cluster.kubectl("label", "namespace", namespace, f"{INJECT}={value}", "--overwrite")
 
@@ -403,13 +411,10 @@ def test_host_network_pod_is_skipped_with_a_reason_and_a_warning(
     assert "sluice.dev/injected" not in stored["metadata"].get("labels", {})
 
     # the operator's pod watch posts the decision as an Event (kubectl describe pod shows it)
-    def event() -> Any:
-        items = cluster.kubectl_json(
-            "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=hostnet"
-        )["items"]
-        return [e for e in items if e["reason"] == "SkippedHostNetwork"]
-
-    (found,) = eventually(event, what="a SkippedHostNetwork Event on the pod")
+    (found,) = eventually(
+        lambda: pod_events(cluster, namespace, "hostnet", "SkippedHostNetwork"),
+        what="a SkippedHostNetwork Event on the pod",
+    )
     assert found["type"] == "Warning"
     assert found["message"].startswith("Sluice sidecar not injected: hostNetwork pod")
 
@@ -571,13 +576,10 @@ def test_webhook_down_with_ignore_creates_pods_without_the_sidecar(
     # Once the operator is back it reports the pod that slipped through, with what to do.
     webhook_down.start()
 
-    def reported() -> Any:
-        events = cluster.kubectl_json(
-            "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=unguarded"
-        )["items"]
-        return [e for e in events if e["reason"] == "NotInjected"]
-
-    (event,) = eventually(reported, what="a NotInjected Event")
+    (event,) = eventually(
+        lambda: pod_events(cluster, namespace, "unguarded", "NotInjected"),
+        what="a NotInjected Event",
+    )
     assert event["type"] == "Warning"
     assert "rollout restart" in event["message"]
 
