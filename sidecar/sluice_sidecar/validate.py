@@ -75,6 +75,11 @@ def _reject_lone_surrogates(value: Any, path: str) -> None:
             _reject_lone_surrogates(v, f"{path}[{i}]")
 
 
+def _a(v: Any) -> str:
+    kind = _kind(v)
+    return f"an {kind}" if kind[0] in "ao" else f"a {kind}"
+
+
 def _kind(v: Any) -> str:
     if v is None:
         return "null"
@@ -89,28 +94,154 @@ def _kind(v: Any) -> str:
     return "object"
 
 
-def _want_int(body: dict[str, Any], name: str, minimum: int) -> None:
+#: The largest ``max_tokens`` / ``max_completion_tokens`` accepted (no model comes near it; a
+#: bigger number is a mistake, and one of hundreds of digits would overflow the cost arithmetic).
+MAX_TOKENS_FIELD = 2**31 - 1
+#: OpenAI's own bound for ``n``.
+MAX_N = 128
+
+
+def _want_int(body: dict[str, Any], name: str, minimum: int, maximum: int) -> None:
+    """An integer in range; an integral number (``1.0``, valid JSON for an integer) is taken
+    and stored as an ``int``."""
     v = body.get(name)
     if v is None:
         return
+    if isinstance(v, float) and v.is_integer():
+        v = body[name] = int(v)
     if not isinstance(v, int) or isinstance(v, bool):
-        raise InvalidField(name, f"expected an integer, got a {_kind(v)}")
+        raise InvalidField(name, f"expected an integer, got {_a(v)}")
     if v < minimum:
-        raise InvalidField(name, f"must be at least {minimum}, got {v}")
+        raise InvalidField(name, f"must be at least {minimum}, got {_short(v)}")
+    if v > maximum:
+        raise InvalidField(name, f"must be at most {maximum}, got {_short(v)}")
+
+
+def _short(v: int) -> str:
+    """An integer for a message: at most 20 digits of it (and never Python's digit limit)."""
+    if v.bit_length() < 64:
+        return str(v)
+    return f"an integer of about {int(v.bit_length() * 0.30103) + 1} digits"
+
+
+# --- nested shapes: each raises ``InvalidField`` naming the path ------------------------------
+
+
+def want_object(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidField(path, f"expected an object, got {_a(value)}")
+    return value
+
+
+def want_list(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InvalidField(path, f"expected an array, got {_a(value)}")
+    return value
+
+
+def want_str(obj: dict[str, Any], name: str, path: str, *, required: bool = False) -> None:
+    v = obj.get(name)
+    if v is None and not required:
+        return
+    if not isinstance(v, str):
+        got = "nothing" if v is None else _a(v)
+        raise InvalidField(_at(path, name), f"expected a string, got {got}")
+
+
+def want_field_object(obj: dict[str, Any], name: str, path: str) -> None:
+    v = obj.get(name)
+    if v is not None:
+        want_object(v, _at(path, name))
+
+
+def _at(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _tools(tools: Any) -> None:
+    for i, t in enumerate(want_list(tools, "tools")):
+        p = f"tools[{i}]"
+        want_str(want_object(t, p), "type", p)
+        if t.get("type") in (None, "function") or "function" in t:
+            fn = want_object(t.get("function"), f"{p}.function")
+            want_str(fn, "name", f"{p}.function", required=True)
+            want_str(fn, "description", f"{p}.function")
+            want_field_object(fn, "parameters", f"{p}.function")
+
+
+def _tool_choice(choice: Any) -> None:
+    if choice is None or isinstance(choice, str):
+        return
+    want_str(want_object(choice, "tool_choice"), "type", "tool_choice")
+    if "function" in choice:
+        want_str(
+            want_object(choice["function"], "tool_choice.function"),
+            "name",
+            "tool_choice.function",
+            required=True,
+        )
+
+
+def _tool_calls(calls: Any, path: str) -> None:
+    for k, c in enumerate(want_list(calls, path)):
+        p = f"{path}[{k}]"
+        want_object(c, p)
+        want_str(c, "id", p)
+        want_str(c, "type", p)
+        fn = want_object(c.get("function"), f"{p}.function")
+        want_str(fn, "name", f"{p}.function", required=True)
+        want_str(fn, "arguments", f"{p}.function")
+
+
+def _parts(content: list[Any], path: str) -> None:
+    for k, part in enumerate(content):
+        p = f"{path}[{k}]"
+        want_str(want_object(part, p), "type", p, required=True)
+        kind = part["type"]
+        if kind == "text":
+            want_str(part, "text", p, required=True)
+        elif kind == "image_url":
+            image = part.get("image_url")
+            if not isinstance(image, str):
+                want_str(
+                    want_object(image, f"{p}.image_url"), "url", f"{p}.image_url", required=True
+                )
+        elif kind in ("input_audio", "file"):
+            want_object(part.get(kind), f"{p}.{kind}")
+
+
+def _message(i: int, m: Any) -> None:
+    p = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise InvalidField(p, f"expected an object, got {_a(m)}")
+    role = m.get("role")
+    if not isinstance(role, str):
+        raise InvalidField(f"{p}.role", f"expected a string, got {_a(role)}")
+    content = m.get("content")
+    if isinstance(content, list):
+        _parts(content, f"{p}.content")
+    elif content is not None and not isinstance(content, str):
+        raise InvalidField(f"{p}.content", f"expected a string or an array, got {_a(content)}")
+    if m.get("tool_calls") is not None:
+        _tool_calls(m["tool_calls"], f"{p}.tool_calls")
+    want_str(m, "tool_call_id", p)
+    want_str(m, "name", p)
 
 
 def _want_number(body: dict[str, Any], name: str) -> None:
     v = body.get(name)
     if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
-        raise InvalidField(name, f"expected a number, got a {_kind(v)}")
+        raise InvalidField(name, f"expected a number, got {_a(v)}")
 
 
 def _want_model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
         raise InvalidField("model", "this field is required")
-    if not isinstance(model, str) or not model:
-        raise InvalidField("model", f"expected a non-empty string, got a {_kind(model)}")
+    if not isinstance(model, str):
+        raise InvalidField("model", f"expected a non-empty string, got {_a(model)}")
+    if not model:
+        raise InvalidField("model", "expected a non-empty string, got an empty string")
     return model
 
 
@@ -121,7 +252,7 @@ def chat(body: dict[str, Any]) -> str:
     if messages is None:
         raise InvalidField("messages", "this field is required")
     if not isinstance(messages, list):
-        raise InvalidField("messages", f"expected an array of messages, got a {_kind(messages)}")
+        raise InvalidField("messages", f"expected an array of messages, got {_a(messages)}")
     if not messages and not _names_prompt(body):
         raise InvalidField(
             "messages",
@@ -129,25 +260,25 @@ def chat(body: dict[str, Any]) -> str:
             "metadata.prompt or the x-sluice-prompt header names a template that supplies them)",
         )
     for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise InvalidField(f"messages[{i}]", f"expected an object, got a {_kind(m)}")
-        role = m.get("role")
-        if not isinstance(role, str):
-            raise InvalidField(f"messages[{i}].role", f"expected a string, got a {_kind(role)}")
-        content = m.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise InvalidField(
-                f"messages[{i}].content", f"expected a string or an array, got a {_kind(content)}"
-            )
+        _message(i, m)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
-        raise InvalidField("stream", f"expected a boolean, got a {_kind(stream)}")
+        raise InvalidField("stream", f"expected a boolean, got {_a(stream)}")
     so = body.get("stream_options")
     if so is not None and not isinstance(so, dict):
-        raise InvalidField("stream_options", f"expected an object, got a {_kind(so)}")
-    _want_int(body, "max_tokens", 1)
-    _want_int(body, "max_completion_tokens", 1)
-    _want_int(body, "n", 1)
+        raise InvalidField("stream_options", f"expected an object, got {_a(so)}")
+    _want_int(body, "max_tokens", 1, MAX_TOKENS_FIELD)
+    _want_int(body, "max_completion_tokens", 1, MAX_TOKENS_FIELD)
+    _want_int(body, "n", 1, MAX_N)
+    if body.get("tools") is not None:
+        _tools(body["tools"])
+    _tool_choice(body.get("tool_choice"))
+    for name in ("metadata", "response_format", "logit_bias"):
+        if body.get(name) is not None:
+            want_object(body[name], name)
+    if isinstance(body.get("response_format"), dict):
+        want_str(body["response_format"], "type", "response_format", required=True)
+    want_str(body, "user", "")
     _want_number(body, "temperature")
     _want_number(body, "top_p")
     stop = body.get("stop")

@@ -219,7 +219,8 @@ async def test_openai_embeddings(stack: Stack) -> None:
             return
         with pytest.raises(openai.APIStatusError) as exc:
             await c.embeddings.create(model="m", input="hi")
-    assert exc.value.status_code == 502 and "cannot serve embeddings" in exc.value.message
+    # a route none of whose backends serves embeddings: the client's mistake, not a 502
+    assert exc.value.status_code == 400 and "no backend that serves embeddings" in exc.value.message
 
 
 async def test_openai_responses_pass_through_to_openai(

@@ -76,15 +76,12 @@ async def handle(
         obj = validate.parse_object(raw)
         if client is OPENAI and op == "chat":
             prompts.from_headers(obj, request.headers)  # x-sluice-prompt → metadata.prompt
-        ex.model, ex.body = client.parse(obj, op)
+        ex.model, ex.body = _parse(client, obj, op)
         if client is not OPENAI:
             ex.native = obj
         ex.client_headers = {h: v for h in client.forward_headers if (v := request.headers.get(h))}
         # 3. resolve
-        route = snap.routes.get(ex.model)
-        if route is None:
-            raise errors.UnknownModel(ex.model, list(snap.routes))
-        ex.route = route
+        ex.route = route = gw.resolve(snap, ex)
         ex.deadline = ex.started + route.timeouts.total
         if op == "chat":
             ex.output_cap = _output_cap(ex.body, limits.default_max_tokens)
@@ -118,9 +115,26 @@ async def handle(
         asyncio.get_running_loop().call_soon(gw.finish, ex)
 
 
+def _parse(client: ClientAPI, obj: dict[str, Any], op: Operation) -> tuple[str, dict[str, Any]]:
+    """``client.parse``; a shape its checks let through but its translation cannot take is
+    still the client's mistake (400), never a 500."""
+    try:
+        return client.parse(obj, op)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+        raise errors.InvalidField(
+            "<body>", f"a field has a type the {client.name} API does not allow ({_why(exc)})"
+        ) from None
+
+
+def _why(exc: Exception) -> str:
+    return errors.sanitise(f"{type(exc).__name__}: {exc}")[:120]
+
+
 def _output_cap(body: dict[str, Any], default: int) -> int:
     cap = body.get("max_completion_tokens") or body.get("max_tokens")
-    return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else default
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap <= 0:
+        return default
+    return min(cap, validate.MAX_TOKENS_FIELD)
 
 
 def error_response(ex: Exchange, err: SluiceError) -> web.Response:

@@ -127,6 +127,24 @@ class Gateway:
             )
         return entry.state
 
+    def resolve(self, snap: Snapshot, ex: Exchange) -> Route:
+        """The route of ``ex.model``: 404 when there is none, 400 when none of its backends can
+        serve the operation (embeddings on a route of chat-only providers)."""
+        route = snap.routes.get(ex.model)
+        if route is None:
+            raise errors.UnknownModel(ex.model, list(snap.routes))
+        if ex.operation != "chat" and not any(
+            (tr := translate.pick(ex.client, b.provider, native=False)) is not None
+            and ex.operation in tr.backend.operations
+            for b in route.backends
+        ):
+            raise errors.InvalidField(
+                "model",
+                f"route '{route.name}' has no backend that serves {ex.operation} (its providers: "
+                f"{', '.join(sorted({str(b.provider) for b in route.backends}))})",
+            )
+        return route
+
     def translator(self, ex: Exchange, backend: Backend) -> Translator:
         """The translator for a try of ``ex`` against ``backend``."""
         tr = translate.pick(ex.client, backend.provider, native=ex.native is not None)
@@ -237,9 +255,7 @@ class Gateway:
 
 
 def _failed(what: str, ex: Exchange, exc: Exception) -> None:
-    log.error(
-        "%s failed for request %s: %s", what, ex.request_id, type(exc).__name__, exc_info=exc
-    )
+    log.error("%s failed for request %s: %s", what, ex.request_id, type(exc).__name__, exc_info=exc)
 
 
 def _minimal_record(ex: Exchange, now_wall: float, config_hash: str | None) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .. import sse
+from .. import sse, validate
 from ..errors import InvalidField, SluiceError
 from ..model import Operation
 from .chat import ChunkReshape
@@ -64,8 +64,12 @@ def check(body: dict[str, Any]) -> str:
     if not isinstance(model, str) or not model:
         raise InvalidField("model", "expected a non-empty string")
     max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, float) and max_tokens.is_integer():
+        max_tokens = body["max_tokens"] = int(max_tokens)
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidField("max_tokens", "required: an integer of at least 1")
+    if max_tokens > validate.MAX_TOKENS_FIELD:
+        raise InvalidField("max_tokens", f"must be at most {validate.MAX_TOKENS_FIELD}")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidField("messages", "expected a non-empty array of messages")
@@ -76,16 +80,15 @@ def check(body: dict[str, Any]) -> str:
             raise InvalidField(f"messages[{i}].role", "expected 'user' or 'assistant'")
         content = m.get("content")
         if isinstance(content, list):
-            for k, block in enumerate(content):
-                if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-                    raise InvalidField(
-                        f"messages[{i}].content[{k}]", "expected a block with a 'type'"
-                    )
+            _blocks(content, f"messages[{i}].content")
         elif not isinstance(content, str):
             raise InvalidField(f"messages[{i}].content", "expected a string or an array of blocks")
     system = body.get("system")
-    if system is not None and not isinstance(system, str | list):
+    if isinstance(system, list):
+        _blocks(system, "system")
+    elif system is not None and not isinstance(system, str):
         raise InvalidField("system", "expected a string or an array of text blocks")
+    _check_tools_and_metadata(body)
     if body.get("stream") is not None and not isinstance(body["stream"], bool):
         raise InvalidField("stream", "expected a boolean")
     for name in ("temperature", "top_p"):
@@ -97,12 +100,54 @@ def check(body: dict[str, Any]) -> str:
         isinstance(stops, list) and all(isinstance(s, str) for s in stops)
     ):
         raise InvalidField("stop_sequences", "expected an array of strings")
-    tools = body.get("tools")
-    if tools is not None and not (
-        isinstance(tools, list) and all(isinstance(t, dict) for t in tools)
-    ):
-        raise InvalidField("tools", "expected an array of tool objects")
     return model
+
+
+def _blocks(blocks: list[Any], path: str) -> None:
+    """Content blocks: each an object with a ``type`` and the fields of that type."""
+    for k, block in enumerate(blocks):
+        p = f"{path}[{k}]"
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise InvalidField(p, "expected a block with a 'type'")
+        kind = block["type"]
+        if kind == "text":
+            validate.want_str(block, "text", p, required=True)
+        elif kind == "tool_use":
+            validate.want_str(block, "id", p)
+            validate.want_str(block, "name", p, required=True)
+            validate.want_field_object(block, "input", p)
+        elif kind == "tool_result":
+            validate.want_str(block, "tool_use_id", p, required=True)
+            content = block.get("content")
+            if isinstance(content, list):
+                _blocks(content, f"{p}.content")
+            elif content is not None and not isinstance(content, str):
+                raise InvalidField(f"{p}.content", "expected a string or an array of blocks")
+        elif kind in ("image", "document"):
+            validate.want_object(block.get("source"), f"{p}.source")
+
+
+def _check_tools_and_metadata(body: dict[str, Any]) -> None:
+    tools = body.get("tools")
+    if tools is not None:
+        for i, t in enumerate(validate.want_list(tools, "tools")):
+            if not isinstance(t, dict):
+                raise InvalidField("tools", "expected an array of tool objects")
+            validate.want_str(t, "type", f"tools[{i}]")
+            if t.get("type") in (None, "custom"):
+                validate.want_str(t, "name", f"tools[{i}]", required=True)
+                validate.want_str(t, "description", f"tools[{i}]")
+                validate.want_field_object(t, "input_schema", f"tools[{i}]")
+    choice = body.get("tool_choice")
+    if choice is not None:
+        validate.want_str(
+            validate.want_object(choice, "tool_choice"), "type", "tool_choice", required=True
+        )
+        if choice["type"] == "tool":
+            validate.want_str(choice, "name", "tool_choice", required=True)
+    if body.get("metadata") is not None:
+        meta = validate.want_object(body["metadata"], "metadata")
+        validate.want_str(meta, "user_id", "metadata")
 
 
 def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:

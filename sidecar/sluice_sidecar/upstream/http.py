@@ -247,7 +247,16 @@ class HttpTransport:
                 f"Backend '{name}' ({call.backend.provider}) cannot serve {call.operation}.",
                 backend=name,
             )
-        url, payload, headers = dialect.request(call)
+        try:
+            url, payload, headers = dialect.request(call)
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+            # a shape the request checks let through but this translator cannot take: still
+            # the client's mistake (400), never a 500
+            raise errors.InvalidField(
+                "<body>",
+                f"a field has a type backend '{name}' ({call.backend.provider}) cannot take "
+                f"({errors.sanitise(type(exc).__name__ + ': ' + str(exc))[:120]})",
+            ) from None
         if call.trace_headers:
             headers.update(call.trace_headers)
         connect = call.route.timeouts.connect
