@@ -24,6 +24,17 @@ class _Entry:
     checked_at: float
 
 
+def usable(text: str) -> str | None:
+    """A key file's content as a key: stripped of surrounding whitespace (a trailing newline is
+    the usual case); None when nothing is left or what is left cannot go into an HTTP header
+    (a line break or another control character inside it: two keys in one file, a pasted
+    certificate), so the backend answers ``missing_credential`` and the request falls over."""
+    value = text.strip()
+    if not value or not value.isprintable() or not value.isascii():
+        return None
+    return value
+
+
 class Credentials:
     def __init__(
         self, secrets_dir: str | os.PathLike[str] | None, clock: Clock, recheck_seconds: float = 1.0
@@ -42,8 +53,8 @@ class Credentials:
         if entry.value is None:
             raise MissingCredential(
                 f"No API key for backend '{backend}': file '{ref.file}' (Secret "
-                f"'{ref.secret_name}', key '{ref.key}') is missing or empty in the secrets "
-                "directory.",
+                f"'{ref.secret_name}', key '{ref.key}') is missing, empty or unusable "
+                "(a line break or control character inside the key) in the secrets directory.",
                 backend=backend,
             )
         return entry.value
@@ -64,7 +75,7 @@ class Credentials:
                     old.checked_at = now
                     return old
                 with open(path, encoding="utf-8") as fh:
-                    value = fh.read().strip() or None
+                    value = usable(fh.read())
             except (OSError, UnicodeDecodeError):
                 value, signature = None, None
         entry = _Entry(value, signature, now)

@@ -50,6 +50,9 @@ class SluiceError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    #: Answer and close the connection without reading the rest of the request (a body that
+    #: is too large, too slow or cannot be decoded).
+    close_connection: bool = False
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)

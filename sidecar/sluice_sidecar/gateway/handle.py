@@ -147,7 +147,7 @@ def error_response(ex: Exchange, err: SluiceError) -> web.Response:
         content_type=_JSON,
         headers={**metering.headers(ex), **err.headers()},
     )
-    if ex.status in (408, 413):
+    if ex.status in (408, 413) or err.close_connection:
         resp.force_close()  # do not wait for (or drain) the rest of the body
     return resp
 
