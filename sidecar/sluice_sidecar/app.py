@@ -25,6 +25,9 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_server import Server
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from . import config_source, errors, gateway, podinfo, tracing, translate, validate
@@ -177,13 +180,69 @@ def api_runner(app: web.Application, *, header_timeout: float = HEADER_TIMEOUT) 
     ends connections idle for that long. aiohttp has no timer for request bodies: the pipeline
     bounds those (``limits.bodyTimeout``).
     """
-    return web.AppRunner(
+    return _ApiRunner(
         app,
         handler_cancellation=True,
         access_log=None,
         keepalive_timeout=header_timeout,
         lingering_time=LINGERING_TIME,
     )
+
+
+#: The longest request path echoed in an error message.
+_ECHO = 120
+
+
+def _echo(text: str) -> str:
+    return text if len(text) <= _ECHO else text[:_ECHO] + "…"
+
+
+class _ApiRequestHandler(RequestHandler):
+    """aiohttp's connection handler with its own refusals (a bad request line, method or header,
+    a head that is too large) answered in the API's error shape — Anthropic's for
+    ``/v1/messages``, OpenAI's elsewhere — and logged in one debug line: a client's bad input is
+    not the sidecar's error and must not flood the log with tracebacks."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            self.log_exception("Error handling request", exc_info=exc)
+        else:
+            self.logger.debug("refused a malformed request: %s", type(exc).__name__)
+        if request.writer.output_size > 0:
+            raise ConnectionError("Response is sent already, cannot send the error")
+        detail = errors.sanitise(message or (str(exc) if exc else "") or "malformed request")
+        err: errors.SluiceError = errors.RequestError(
+            f"The HTTP request could not be read: {_echo(detail)}."
+        )
+        err.status, err.code = status, "malformed_request"
+        if status >= 500:
+            err = errors.internal_error()
+        api = translate.ANTHROPIC if request.path.startswith("/v1/messages") else translate.OPENAI
+        resp = web.Response(
+            status=status, body=api.error_body(err), content_type="application/json"
+        )
+        resp.force_close()
+        return resp
+
+
+class _ApiServer(Server):
+    def __call__(self) -> RequestHandler:
+        return _ApiRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _ApiRunner(web.AppRunner):
+    """An ``AppRunner`` whose connections are handled by ``_ApiRequestHandler``."""
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        server.__class__ = _ApiServer
+        return server
 
 
 def _lifecycle(
@@ -302,11 +361,13 @@ async def _models(request: web.Request) -> web.StreamResponse:
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
     if request.path in API_PATHS:
-        err = errors.RequestError(f"Method {request.method} is not allowed on {request.path}.")
+        err = errors.RequestError(
+            f"Method {_echo(request.method)} is not allowed on {request.path}."
+        )
         err.status, err.code = 405, "method_not_allowed"
     else:
         err = errors.RequestError(
-            f"Unknown endpoint {request.method} {request.path}; this sidecar serves "
+            f"Unknown endpoint {_echo(request.method)} {_echo(request.path)}; this sidecar serves "
             f"{', '.join(API_PATHS)}."
         )
         err.status, err.code = 404, "unknown_url"

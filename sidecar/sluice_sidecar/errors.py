@@ -92,6 +92,8 @@ class UnknownModel(RequestError):
 
     def __init__(self, model: str, known: list[str]) -> None:
         hint = ", ".join(sorted(known)[:20]) or "none configured"
+        if len(model) > 100:
+            model = model[:100] + "…"
         super().__init__(
             f"The model '{model}' does not exist on this Sluice sidecar. Known models: {hint}.",
             param="model",
