@@ -96,46 +96,23 @@ async def _sidecar(
     (tmp_path / "opaque").write_text(OPAQUE_KEY)
     shaped = CredentialRef(secret_name="s", key="a", file="shaped")
     opaque = CredentialRef(secret_name="s", key="b", file="opaque")
-    once = Fallback(on=())
+    routes = [
+        # (route, backend, provider, base URL suffix, key)
+        ("chat", "compat", "openai-compatible", "/v1", opaque),
+        ("gpt", "oai", "openai", "/v1", shaped),
+        ("claude", "ant", "anthropic", "", shaped),
+        ("claude-opaque", "ant2", "anthropic", "", opaque),
+    ]
     return await start_sidecar(
         config(
-            route(
-                "chat",
-                backend(
-                    "compat",
-                    base_url=echo.url + "/v1",
-                    provider="openai-compatible",
-                    credentials=opaque,
-                ),
-                fallback=once,
-            ),
-            route(
-                "gpt",
-                backend("oai", base_url=echo.url + "/v1", provider="openai", credentials=shaped),
-                fallback=once,
-            ),
-            route(
-                "claude",
-                backend(
-                    "ant",
-                    base_url=echo.url,
-                    provider="anthropic",
-                    model="claude-x",
-                    credentials=shaped,
-                ),
-                fallback=once,
-            ),
-            route(
-                "claude-opaque",
-                backend(
-                    "ant2",
-                    base_url=echo.url,
-                    provider="anthropic",
-                    model="claude-x",
-                    credentials=opaque,
-                ),
-                fallback=once,
-            ),
+            *(
+                route(
+                    name,
+                    backend(b, base_url=echo.url + sfx, provider=p, credentials=key),
+                    fallback=Fallback(on=()),
+                )
+                for name, b, p, sfx, key in routes
+            )
         ),
         secrets_dir=str(tmp_path),
         tracer=exporter,
