@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from sluice_operator import crdgen
+from sluice_operator import configmap, crdgen
 from sluice_operator.api import GROUP, KINDS
 from sluice_operator.inject import annotations as ann
 
@@ -41,9 +41,9 @@ NEEDS: tuple[tuple[str, str, str, str, str], ...] = (
     *((verb, GROUP, k.plural, "", "") for k in KINDS for verb in ("get", "list", "watch")),
     *((("patch", GROUP, k.plural, "status", "")) for k in KINDS),
     ("create", "", "events", "", ""),
-    ("get", "", "configmaps", "", "sluice-config"),
-    ("patch", "", "configmaps", "", "sluice-config"),
-    ("create", "", "configmaps", "", "sluice-config"),
+    ("get", "", "configmaps", "", configmap.NAME),
+    ("patch", "", "configmaps", "", configmap.NAME),
+    ("create", "", "configmaps", "", configmap.NAME),
     ("list", "", "pods", "", ""),
     ("watch", "", "pods", "", ""),
     ("list", "", "namespaces", "", ""),
