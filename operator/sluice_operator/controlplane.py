@@ -8,7 +8,13 @@ Owns:
   stays the bootstrap and fail-static copy.
 * ``POST /v1/reports`` - a ``UsageReport``; idempotent by (pod, seq).
 * Authentication: ``Authorization: Bearer <projected ServiceAccount token>`` checked with a
-  TokenReview (cached briefly); a sidecar may only read and report for its own namespace.
+  TokenReview before any body is read. Reviews are cached (by the token's hash), concurrent
+  reviews of one token share one call, and new reviews are rate-limited per source address and
+  overall with a bound on reviews in flight: over a limit is a 429 with ``Retry-After`` at once,
+  never a queue. A sidecar may only read its own namespace's config and report for its own
+  namespace and pod: a report's ``pod`` must be the pod the token is bound to (TokenReview's
+  ``authentication.kubernetes.io/pod-name``), otherwise 403. Every refusal is counted by a fixed
+  reason (``denials``, served as ``sluice_operator_controlplane_denied_total{reason}``).
 
 The caller supplies the token reviewer and the report sink, so this module holds no Kubernetes
 client of its own.
@@ -19,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -30,15 +38,120 @@ from sluice_sidecar.contract import UsageReport
 
 from .compile import CompileResult
 
+log = logging.getLogger(__name__)
+
 AUDIENCE = "sluice"
 MAX_WAIT = 60.0
 TOKEN_CACHE_SECONDS = 60.0
+MAX_CACHED_TOKENS = 10_000
+MAX_REPORT_BYTES = 4 * 1024 * 1024
+POD_NAME_CLAIM = "authentication.kubernetes.io/pod-name"
+POD_UID_CLAIM = "authentication.kubernetes.io/pod-uid"
+#: Why a request was refused: the only values of the denial metric's ``reason`` label.
+DENIAL_REASONS = (
+    "unauthenticated",
+    "rate_limited",
+    "namespace_mismatch",
+    "pod_mismatch",
+    "unbound_token",
+    "too_large",
+)
 
-Reviewer = Callable[[str, list[str]], Awaitable[str | None]]
+
+@dataclass(frozen=True)
+class TokenUser:
+    """What a TokenReview says about a valid token: the username and the ``extra`` claims."""
+
+    username: str
+    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": {"message": message}}, status=status)
+Reviewer = Callable[[str, list[str]], Awaitable[TokenUser | None]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated sidecar: its ServiceAccount's namespace and, when the token is bound to a
+    pod (a projected token always is), that pod's name and uid."""
+
+    namespace: str
+    service_account: str
+    pod: str | None = None
+    pod_uid: str | None = None
+
+    @classmethod
+    def of(cls, user: TokenUser | None) -> Caller | None:
+        # system:serviceaccount:<namespace>:<name>
+        parts = (user.username if user else "").split(":")
+        if user is None or len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
+            return None
+
+        def claim(key: str) -> str | None:
+            values = user.extra.get(key) or ()
+            return values[0] if len(values) == 1 and values[0] else None
+
+        return cls(parts[2], parts[3], claim(POD_NAME_CLAIM), claim(POD_UID_CLAIM))
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message}}, status=status, headers=headers)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class RateLimit:
+    """Token buckets for TokenReviews: one per source address and one overall, plus a bound on
+    reviews in flight. ``take`` answers at once: None (go) or the seconds to wait."""
+
+    per_source_rate: float = 2.0  # reviews per second, per source address
+    per_source_burst: float = 20.0
+    overall_rate: float = 50.0
+    overall_burst: float = 200.0
+    max_in_flight: int = 32
+    max_sources: int = 10_000
+    in_flight: int = 0
+    _sources: dict[str, _Bucket] = field(default_factory=dict)
+    _overall: _Bucket | None = None
+
+    @staticmethod
+    def _refill(bucket: _Bucket, rate: float, burst: float, now: float) -> None:
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.updated) * rate)
+        bucket.updated = now
+
+    def take(self, source: str, now: float) -> float | None:
+        if self.in_flight >= self.max_in_flight:
+            return 1.0
+        overall = self._overall
+        if overall is None:
+            overall = self._overall = _Bucket(self.overall_burst, now)
+        self._refill(overall, self.overall_rate, self.overall_burst, now)
+        mine = self._sources.get(source)
+        if mine is None:
+            if len(self._sources) >= self.max_sources:
+                self._forget_full(now)
+            mine = self._sources[source] = _Bucket(self.per_source_burst, now)
+        self._refill(mine, self.per_source_rate, self.per_source_burst, now)
+        if mine.tokens < 1:
+            return (1 - mine.tokens) / self.per_source_rate
+        if overall.tokens < 1:
+            return (1 - overall.tokens) / self.overall_rate
+        mine.tokens -= 1
+        overall.tokens -= 1
+        return None
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the sources whose bucket has refilled (they lose nothing by being forgotten)."""
+        for key, bucket in list(self._sources.items()):
+            self._refill(bucket, self.per_source_rate, self.per_source_burst, now)
+            if bucket.tokens >= self.per_source_burst:
+                del self._sources[key]
+        if len(self._sources) >= self.max_sources:  # still full: an attack; start over
+            self._sources.clear()
 
 
 @dataclass
@@ -88,32 +201,80 @@ class ConfigBoard:
 
 @dataclass
 class Auth:
-    """Bearer-token check with a short cache; the username says which namespace a caller is in."""
+    """Bearer-token check from the headers alone: cached, coalesced and rate-limited reviews."""
 
     review: Reviewer
     audiences: list[str] = field(default_factory=lambda: [AUDIENCE])
-    _cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+    limit: RateLimit = field(default_factory=RateLimit)
+    clock: Callable[[], float] = time.monotonic
+    denials: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DENIAL_REASONS, 0))
+    reviews: int = 0
+    _cache: dict[str, tuple[float, Caller | None]] = field(default_factory=dict)
+    _pending: dict[str, asyncio.Future[Caller | None]] = field(default_factory=dict)
 
-    async def namespace_of(self, request: web.Request) -> str | None:
+    def deny(self, reason: str, status: int, message: str, **headers: str) -> web.Response:
+        self.denials[reason] += 1
+        return _error(status, message, headers)
+
+    async def identify(self, request: web.Request) -> Caller | web.Response:
+        """The caller, or the refusal to send (401, or 429 with Retry-After)."""
         header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            return None
-        token = header[len("Bearer ") :].strip()
+        token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
+        if not token:
+            return self.deny("unauthenticated", 401, _TOKEN_REQUIRED)
         key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
+        now = self.clock()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
-            user = hit[1]
+            caller = hit[1]
+        elif key in self._pending:
+            try:
+                caller = await asyncio.shield(self._pending[key])
+            except Exception:
+                return _error(503, "cannot review tokens now", {"Retry-After": "5"})
         else:
-            user = await self.review(token, self.audiences)
-            self._cache[key] = (now + TOKEN_CACHE_SECONDS, user)
-            if len(self._cache) > 10_000:
-                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-        # system:serviceaccount:<namespace>:<name>
-        parts = (user or "").split(":")
-        if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
-            return parts[2]
-        return None
+            wait = self.limit.take(request.remote or "", now)
+            if wait is not None:
+                return self.deny(
+                    "rate_limited",
+                    429,
+                    "too many new tokens to review; retry later",
+                    **{"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+            try:
+                caller = await self._review(key, token)
+            except Exception:  # the apiserver failed: not the caller's fault, not cached
+                log.warning("TokenReview failed", exc_info=True)
+                return _error(503, "cannot review tokens now", {"Retry-After": "5"})
+        if caller is None:
+            return self.deny("unauthenticated", 401, _TOKEN_REQUIRED)
+        return caller
+
+    async def _review(self, key: str, token: str) -> Caller | None:
+        future: asyncio.Future[Caller | None] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        self.limit.in_flight += 1
+        self.reviews += 1
+        try:
+            caller = Caller.of(await self.review(token, self.audiences))
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            self.limit.in_flight -= 1
+            del self._pending[key]
+        future.set_result(caller)
+        now = self.clock()
+        self._cache[key] = (now + TOKEN_CACHE_SECONDS, caller)
+        if len(self._cache) > MAX_CACHED_TOKENS:
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            while len(self._cache) > MAX_CACHED_TOKENS:
+                self._cache.pop(next(iter(self._cache)))
+        return caller
+
+
+_TOKEN_REQUIRED = "a valid ServiceAccount token (audience sluice) is required"  # noqa: S105 - a message
 
 
 BOARD = web.AppKey("board", ConfigBoard)
@@ -121,18 +282,23 @@ AUTH = web.AppKey("auth", Auth)
 SINK: web.AppKey[Callable[[UsageReport], bool]] = web.AppKey("sink")
 
 
-async def _authorize(request: web.Request, namespace: str) -> web.Response | None:
-    caller = await request.app[AUTH].namespace_of(request)
-    if caller is None:
-        return _error(401, "a valid ServiceAccount token (audience sluice) is required")
-    if caller != namespace:
-        return _error(403, f"a sidecar in namespace {caller!r} cannot access {namespace!r}")
-    return None
+def _other_namespace(auth: Auth, caller: Caller, namespace: str) -> web.Response | None:
+    if caller.namespace == namespace:
+        return None
+    return auth.deny(
+        "namespace_mismatch",
+        403,
+        f"a sidecar in namespace {caller.namespace!r} cannot access {namespace[:63]!r}",
+    )
 
 
 async def get_config(request: web.Request) -> web.Response:
     namespace = request.match_info["namespace"]
-    denied = await _authorize(request, namespace)
+    auth = request.app[AUTH]
+    caller = await auth.identify(request)
+    if isinstance(caller, web.Response):
+        return caller
+    denied = _other_namespace(auth, caller, namespace)
     if denied is not None:
         return denied
     try:
@@ -148,13 +314,42 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def post_report(request: web.Request) -> web.Response:
+    auth = request.app[AUTH]
+    # Who is calling, from the headers alone: an unauthenticated body is never read or parsed.
+    caller = await auth.identify(request)
+    if isinstance(caller, web.Response):
+        return caller
+    if caller.pod is None:
+        return auth.deny(
+            "unbound_token",
+            403,
+            "reports need a token bound to the reporting pod (a projected ServiceAccount token)",
+        )
+    if (request.content_length or 0) > MAX_REPORT_BYTES:
+        return auth.deny("too_large", 413, f"a usage report is at most {MAX_REPORT_BYTES} bytes")
     try:
-        report = UsageReport.model_validate_json(await request.read())
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return auth.deny("too_large", 413, f"a usage report is at most {MAX_REPORT_BYTES} bytes")
+    try:
+        report = UsageReport.model_validate_json(body)
     except ValidationError as exc:
         return _error(400, f"invalid usage report: {exc.errors()[0]['msg']}")
-    denied = await _authorize(request, report.namespace)
+    denied = _other_namespace(auth, caller, report.namespace)
     if denied is not None:
         return denied
+    if report.pod != caller.pod:
+        log.warning(
+            "refused a report for pod %s/%s from a token bound to pod %s",
+            report.namespace,
+            report.pod[:253],
+            caller.pod,
+        )
+        return auth.deny(
+            "pod_mismatch",
+            403,
+            f"this token is bound to pod {caller.pod!r}; it cannot report for another pod",
+        )
     fresh = request.app[SINK](report)
     return web.json_response({"accepted": fresh})
 
@@ -162,7 +357,7 @@ async def post_report(request: web.Request) -> web.Response:
 def create_app(
     board: ConfigBoard, auth: Auth, sink: Callable[[UsageReport], bool]
 ) -> web.Application:
-    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app = web.Application(client_max_size=MAX_REPORT_BYTES)
     app[BOARD] = board
     app[AUTH] = auth
     app[SINK] = sink

@@ -64,9 +64,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["task"] = asyncio.create_task(reconciler.run(), name="sluice-reconciler")
     await _start_webhook(options, cache, memo)
 
-    app = controlplane.create_app(
-        board, controlplane.Auth(review=writer.review_token), reconciler.take_report
-    )
+    auth = controlplane.Auth(review=writer.review_token)
+    app = controlplane.create_app(board, auth, reconciler.take_report)
     registry = metrics.build_registry(
         passes=lambda: reconciler.passes,
         api_requests=lambda: writer.requests,
@@ -74,6 +73,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         objects=lambda: len(reconciler.objects),
         problems=lambda: sum(len(r.problems) for r in reconciler.results.values()),
         sidecars=lambda: len(reconciler.reports.pods),
+        token_reviews=lambda: auth.reviews,
+        denials=lambda: auth.denials,
     )
     app.router.add_get("/metrics", metrics.handler(registry))
     runner = web.AppRunner(app, access_log=None)

@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import configmap
 from .api import GROUP, VERSION
+from .controlplane import TokenUser
 from .inject import annotations as ann
 
 log = logging.getLogger(__name__)
@@ -185,14 +186,18 @@ class Kube:
             if ns.metadata is not None
         ]
 
-    async def review_token(self, token: str, audiences: list[str]) -> str | None:
-        """The authenticated username of a bearer token, or None when it is not valid."""
+    async def review_token(self, token: str, audiences: list[str]) -> TokenUser | None:
+        """The authenticated user of a bearer token (username and ``extra`` claims, such as the
+        pod a projected token is bound to), or None when it is not valid."""
         body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=audiences))
         result = await self._call(lambda: self.auth.create_token_review(body))
         if result is None or not result.status or not result.status.authenticated:
             return None
         user = result.status.user
-        return str(user.username) if user and user.username else None
+        if not user or not user.username:
+            return None
+        extra = {str(k): tuple(str(v) for v in vs or ()) for k, vs in (user.extra or {}).items()}
+        return TokenUser(str(user.username), extra)
 
 
 def dumps(data: Any) -> str:

@@ -6,10 +6,12 @@ writer when scraped (callbacks), so the hot paths only bump plain integers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 
 def build_registry(
@@ -20,6 +22,8 @@ def build_registry(
     objects: Callable[[], float],
     problems: Callable[[], float],
     sidecars: Callable[[], float],
+    token_reviews: Callable[[], float] = lambda: 0,
+    denials: Callable[[], Mapping[str, int]] = dict,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     for name, doc, fn in [
@@ -33,9 +37,34 @@ def build_registry(
         ("sluice_operator_objects", "Sluice objects watched.", objects),
         ("sluice_operator_problems", "Unresolved reference problems across namespaces.", problems),
         ("sluice_operator_reporting_sidecars", "Sidecars that reported recently.", sidecars),
+        (
+            "sluice_operator_token_reviews",
+            "TokenReviews sent for the control plane (cache misses).",
+            token_reviews,
+        ),
     ]:
         Gauge(name, doc, registry=registry).set_function(fn)
+    registry.register(_Denials(denials))
     return registry
+
+
+class _Denials(Collector):
+    """``sluice_operator_controlplane_denied_total{reason}``: control-plane refusals by reason
+    (a fixed vocabulary, ``controlplane.DENIAL_REASONS``)."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "sluice_operator_controlplane_denied",
+            "Control-plane requests refused, by reason (unauthenticated, rate_limited, "
+            "namespace_mismatch, pod_mismatch, unbound_token, too_large).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.counts().items()):
+            family.add_metric([reason], count)
+        yield family
 
 
 def handler(registry: CollectorRegistry) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

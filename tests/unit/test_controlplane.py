@@ -16,11 +16,22 @@ from sluice_sidecar.contract import UsageReport
 
 from .test_api_models import ROUTE
 
-TOKENS = {"tok-a": "system:serviceaccount:team-a:app", "tok-b": "system:serviceaccount:team-b:x"}
+POD = "authentication.kubernetes.io/pod-name"
+TOKENS = {
+    "tok-a": controlplane.TokenUser(
+        "system:serviceaccount:team-a:app",
+        {POD: ("p",), "authentication.kubernetes.io/pod-uid": ("u-1",)},
+    ),
+    "tok-a2": controlplane.TokenUser("system:serviceaccount:team-a:app", {POD: ("p2",)}),
+    "tok-unbound": controlplane.TokenUser("system:serviceaccount:team-a:app"),
+    "tok-b": controlplane.TokenUser("system:serviceaccount:team-b:x", {POD: ("p",)}),
+}
+REVIEWED: list[str] = []
 
 
-async def review(token: str, audiences: list[str]) -> str | None:
+async def review(token: str, audiences: list[str]) -> controlplane.TokenUser | None:
     assert audiences == ["sluice"]
+    REVIEWED.append(token)
     return TOKENS.get(token)
 
 
@@ -35,9 +46,8 @@ def result(attempts: int = 2):  # type: ignore[no-untyped-def]
 async def server():  # type: ignore[no-untyped-def]
     board = controlplane.ConfigBoard()
     reports = Reports()
-    app = controlplane.create_app(
-        board, controlplane.Auth(review=review), lambda rep: reports.add(rep, 0.0)
-    )
+    auth = controlplane.Auth(review=review)
+    app = controlplane.create_app(board, auth, lambda rep: reports.add(rep, 0.0))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -99,3 +109,156 @@ async def test_reports_are_accepted_once_and_namespace_checked(server) -> None: 
     async with s.post("/v1/reports", data=b"{", headers=auth) as r:
         assert r.status == 400
     assert len(reports.pods) == 1
+
+
+def report_json(pod: str = "p", namespace: str = "team-a") -> str:
+    return UsageReport(
+        namespace=namespace, pod=pod, config_hash="h", seq=1, window_start=0, window_end=1
+    ).model_dump_json(by_alias=True)
+
+
+async def test_a_report_is_bound_to_the_pod_of_its_token(server) -> None:  # type: ignore[no-untyped-def]
+    _, reports, s = server
+    headers = {"content-type": "application/json"}
+    # tok-a2 is bound to pod p2 of team-a: it cannot report for p (403), only for p2
+    async with s.post(
+        "/v1/reports", data=report_json("p"), headers={**headers, "Authorization": "Bearer tok-a2"}
+    ) as r:
+        assert r.status == 403
+        assert "bound to pod 'p2'" in (await r.json())["error"]["message"]
+    # a ServiceAccount token not bound to a pod may read config but never report
+    async with s.post(
+        "/v1/reports",
+        data=report_json("p"),
+        headers={**headers, "Authorization": "Bearer tok-unbound"},
+    ) as r:
+        assert r.status == 403
+    async with s.post(
+        "/v1/reports", data=report_json("p2"), headers={**headers, "Authorization": "Bearer tok-a2"}
+    ) as r:
+        assert r.status == 200
+    assert list(reports.pods) == [("team-a", "p2")]
+
+
+async def test_the_body_is_not_read_before_the_token_is_checked() -> None:
+    seen: list[bytes] = []
+
+    async def never(token: str, audiences: list[str]) -> controlplane.TokenUser | None:
+        return None
+
+    auth = controlplane.Auth(review=never)
+    app = controlplane.create_app(controlplane.ConfigBoard(), auth, lambda rep: True)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        # Declares 3 MiB but sends only the head: an unauthenticated caller is answered without
+        # the server waiting for (or parsing) the body.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Length: 3145728\r\n"
+            b"Content-Type: application/json\r\n\r\n{"
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readline(), 5)
+        seen.append(head)
+        writer.close()
+    finally:
+        await runner.cleanup()
+    assert seen[0].startswith(b"HTTP/1.1 401")
+    assert auth.denials["unauthenticated"] == 1
+
+
+async def test_new_tokens_are_rate_limited_per_source_with_retry_after() -> None:
+    calls: list[str] = []
+
+    async def ok(token: str, audiences: list[str]) -> controlplane.TokenUser | None:
+        calls.append(token)
+        return controlplane.TokenUser("system:serviceaccount:team-a:app")
+
+    now = [0.0]
+    auth = controlplane.Auth(
+        review=ok,
+        limit=controlplane.RateLimit(per_source_rate=1, per_source_burst=3, overall_burst=100),
+        clock=lambda: now[0],
+    )
+    app = controlplane.create_app(controlplane.ConfigBoard(), auth, lambda rep: True)
+    board = app[controlplane.BOARD]
+    board.publish("team-a", result())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as s:
+            statuses = []
+            for i in range(5):
+                async with s.get(
+                    "/v1/config/team-a", headers={"Authorization": f"Bearer new-{i}"}
+                ) as r:
+                    statuses.append(r.status)
+                    if r.status == 429:
+                        assert int(r.headers["Retry-After"]) >= 1
+            assert statuses == [200, 200, 200, 429, 429]
+            # a cached token is never limited
+            async with s.get("/v1/config/team-a", headers={"Authorization": "Bearer new-0"}) as r:
+                assert r.status == 200
+            now[0] += 1.0  # one more review allowed a second later
+            async with s.get("/v1/config/team-a", headers={"Authorization": "Bearer new-9"}) as r:
+                assert r.status == 200
+    finally:
+        await runner.cleanup()
+    assert calls == ["new-0", "new-1", "new-2", "new-9"]
+    assert auth.denials["rate_limited"] == 2
+
+
+def test_the_overall_limit_and_the_in_flight_bound() -> None:
+    limit = controlplane.RateLimit(per_source_burst=10, overall_rate=1, overall_burst=2)
+    assert limit.take("a", 0.0) is None
+    assert limit.take("b", 0.0) is None
+    wait = limit.take("c", 0.0)
+    assert wait is not None and 0 < wait <= 1
+    limit = controlplane.RateLimit(max_in_flight=1)
+    limit.in_flight = 1
+    assert limit.take("a", 0.0) == 1.0
+    # the source table stays bounded
+    limit = controlplane.RateLimit(max_sources=3)
+    for i in range(10):
+        limit.take(f"s{i}", 0.0)
+    assert len(limit._sources) <= 3
+
+
+async def test_concurrent_requests_with_one_new_token_share_one_review() -> None:
+    calls: list[str] = []
+    gate = asyncio.Event()
+
+    async def slow(token: str, audiences: list[str]) -> controlplane.TokenUser | None:
+        calls.append(token)
+        await gate.wait()
+        return controlplane.TokenUser("system:serviceaccount:team-a:app")
+
+    auth = controlplane.Auth(review=slow)
+    app = controlplane.create_app(controlplane.ConfigBoard(), auth, lambda rep: True)
+    app[controlplane.BOARD].publish("team-a", result())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as s:
+
+            async def get() -> int:
+                async with s.get("/v1/config/team-a", headers={"Authorization": "Bearer t"}) as r:
+                    return r.status
+
+            tasks = [asyncio.create_task(get()) for _ in range(5)]
+            await asyncio.sleep(0.2)
+            gate.set()
+            assert await asyncio.gather(*tasks) == [200] * 5
+    finally:
+        await runner.cleanup()
+    assert calls == ["t"]
