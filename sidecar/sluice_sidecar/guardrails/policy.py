@@ -47,6 +47,7 @@ above the threshold, which is how the false-positive budget is tracked) or ``"ch
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -434,7 +435,7 @@ class Engine:
         plan = self.plan("input", route, source)
         if plan.empty:
             return InputResult(body, [])
-        parts = list(_embedding_parts(body) if operation == "embeddings" else _chat_parts(body))
+        parts = list(_parts(body, operation))
         scanned = [(where, text) for where, role, text in parts if role in self.pii_roles]
         verdicts, blocking = _length_verdicts(plan, sum(len(t) for _, t in scanned))
         if blocking is not None:  # too long: do not spend CPU scanning it
@@ -776,20 +777,28 @@ def _chat_parts(body: Mapping[str, Any]) -> Iterable[tuple[_Where, str, str]]:
 
 def request_texts(body: Mapping[str, Any], operation: str, roles: Iterable[str]) -> list[str]:
     """The texts of a request the checks read: chat messages of ``roles``, embeddings
-    inputs."""
+    inputs, a text completion's prompt and suffix."""
     wanted = frozenset(roles)
-    parts = _embedding_parts(body) if operation == "embeddings" else _chat_parts(body)
-    return [text for _, role, text in parts if role in wanted]
+    return [text for _, role, text in _parts(body, operation) if role in wanted]
 
 
-def _embedding_parts(body: Mapping[str, Any]) -> Iterable[tuple[_Where, str, str]]:
-    value = body.get("input")
+def _parts(body: Mapping[str, Any], operation: str) -> Iterable[tuple[_Where, str, str]]:
+    if operation == "embeddings":
+        return _field_parts(body, "input")
+    if operation == "completions":  # the user's text: the prompt, and the suffix of a FIM
+        return itertools.chain(_field_parts(body, "prompt"), _field_parts(body, "suffix"))
+    return _chat_parts(body)
+
+
+def _field_parts(body: Mapping[str, Any], name: str) -> Iterable[tuple[_Where, str, str]]:
+    """The texts of a top-level field (a string or an array of strings), as the user's."""
+    value = body.get(name)
     if isinstance(value, str):
-        yield ("input", None), "user", value
+        yield (name, None), "user", value
     elif isinstance(value, list):
         for j, item in enumerate(value):
             if isinstance(item, str):
-                yield ("input", j), "user", item
+                yield (name, j), "user", item
 
 
 def _rewrite(
@@ -797,16 +806,14 @@ def _rewrite(
 ) -> dict[str, Any]:
     """A new body with the replaced texts; everything not replaced is shared, not copied."""
     out = dict(body)
-    if operation == "embeddings":
-        value = body["input"]
-        if isinstance(value, str):
-            out["input"] = replaced[("input", None)]
-        else:
-            items = list(value)
-            for (_, j), text in replaced.items():
-                assert j is not None
-                items[j] = text
-            out["input"] = items
+    if operation != "chat":  # top-level fields (``_field_parts``)
+        for (name, j), text in replaced.items():
+            if j is None:
+                out[name] = text
+                continue
+            if out[name] is body[name]:
+                out[name] = list(body[name])
+            out[name][j] = text
         return out
     messages = list(body["messages"])
     copied: set[int] = set()
