@@ -7,6 +7,8 @@ that serves a changed route got it through the operator's long-poll push.
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import openai
 import pytest
 
 from sluice_cli.devcluster import Cluster
+from sluice_sidecar.contract import UsageReport
 
 from .operator_proc import OperatorProcess, start_operator
 from .polling import eventually
@@ -45,13 +48,47 @@ def ask(side: SidecarProcess) -> str:
     return out.choices[0].message.content or ""
 
 
+def pod_token(cluster: Cluster, namespace: str, pod: str, tmp_path: Path) -> Path:
+    """A Pod object ``pod`` (ServiceAccount ``app``; it never runs: no kubelet here) and a token
+    bound to it with audience sluice, as the kubelet projects into an injected pod."""
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod, "namespace": namespace},
+                "spec": {
+                    "serviceAccountName": "app",
+                    "containers": [{"name": "app", "image": "example.invalid/app:1"}],
+                },
+            }
+        ),
+    )
+    token = cluster.kubectl(
+        "create",
+        "token",
+        "app",
+        "-n",
+        namespace,
+        "--audience=sluice",
+        "--bound-object-kind=Pod",
+        f"--bound-object-name={pod}",
+    ).stdout.strip()
+    path = tmp_path / f"token-{pod}"
+    path.write_text(token)
+    return path
+
+
 @pytest.fixture
 def setup(
     cluster: Cluster,
     sluice_crds: list[str],
     namespace: str,
     tmp_path: Path,
-) -> Iterator[tuple[OperatorProcess, Path, Path]]:
+) -> Iterator[tuple[OperatorProcess, Path]]:
     op = start_operator(cluster.kubeconfig, tmp_path)
     try:
         cluster.kubectl("apply", "-f", "-", input=json.dumps(route(namespace, "version one")))
@@ -71,20 +108,16 @@ def setup(
                 }
             ),
         )
-        token = cluster.kubectl(
-            "create", "token", "app", "-n", namespace, "--audience=sluice"
-        ).stdout.strip()
-        token_file = tmp_path / "token"
-        token_file.write_text(token)
-        yield op, config, token_file
+        yield op, config
     finally:
         op.stop()
 
 
 def test_route_change_reaches_a_running_sidecar_by_push(
-    cluster: Cluster, namespace: str, tmp_path: Path, setup: tuple[OperatorProcess, Path, Path]
+    cluster: Cluster, namespace: str, tmp_path: Path, setup: tuple[OperatorProcess, Path]
 ) -> None:
-    op, config, token = setup
+    op, config = setup
+    token = pod_token(cluster, namespace, "p1", tmp_path)
     side = start_sidecar(
         config, tmp_path, control_plane=op.url, namespace=namespace, pod="p1", token_file=token
     )
@@ -99,12 +132,17 @@ def test_route_change_reaches_a_running_sidecar_by_push(
 
 
 def test_reports_from_two_sidecars_show_in_status_and_operator_down_keeps_serving(
-    cluster: Cluster, namespace: str, tmp_path: Path, setup: tuple[OperatorProcess, Path, Path]
+    cluster: Cluster, namespace: str, tmp_path: Path, setup: tuple[OperatorProcess, Path]
 ) -> None:
-    op, config, token = setup
+    op, config = setup
     sides = [
         start_sidecar(
-            config, tmp_path, control_plane=op.url, namespace=namespace, pod=p, token_file=token
+            config,
+            tmp_path,
+            control_plane=op.url,
+            namespace=namespace,
+            pod=p,
+            token_file=pod_token(cluster, namespace, p, tmp_path),
         )
         for p in ("pod-a", "pod-b")
     ]
@@ -166,3 +204,46 @@ def test_reports_from_two_sidecars_show_in_status_and_operator_down_keeps_servin
     finally:
         for side in sides:
             side.stop()
+
+
+def post_report(url: str, token: str, namespace: str, pod: str) -> tuple[int, str]:
+    report = UsageReport(
+        namespace=namespace, pod=pod, config_hash="forged", seq=1, window_start=0, window_end=1
+    )
+    request = urllib.request.Request(
+        f"{url}/v1/reports",
+        data=report.model_dump_json(by_alias=True).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_a_pod_cannot_report_for_another_pod(
+    cluster: Cluster, namespace: str, tmp_path: Path, setup: tuple[OperatorProcess, Path]
+) -> None:
+    """Tokens minted by the real apiserver, bound to real Pod objects: the TokenReview's pod
+    claim decides which pod a token may report for."""
+    op, _ = setup
+    token_a = pod_token(cluster, namespace, "pod-a", tmp_path).read_text()
+    pod_token(cluster, namespace, "pod-b", tmp_path)
+    assert post_report(op.url, token_a, namespace, "pod-b")[0] == 403
+    status, body = post_report(op.url, token_a, namespace, "pod-a")
+    assert status == 200, body
+    # a token of the same ServiceAccount not bound to a pod: may read config, never report
+    unbound = cluster.kubectl(
+        "create", "token", "app", "-n", namespace, "--audience=sluice"
+    ).stdout.strip()
+    assert post_report(op.url, unbound, namespace, "pod-a")[0] == 403
+    # the bound pod deleted: its token no longer authenticates at all
+    cluster.kubectl("delete", "pod", "pod-a", "-n", namespace, "--wait=false")
+    fresh = pod_token(cluster, namespace, "pod-a", tmp_path).read_text()  # recreated: new uid
+    assert post_report(op.url, fresh, namespace, "pod-a")[0] == 200
+    with urllib.request.urlopen(f"{op.url}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    assert 'sluice_operator_controlplane_denied_total{reason="pod_mismatch"} 1.0' in metrics
+    assert 'sluice_operator_controlplane_denied_total{reason="unbound_token"} 1.0' in metrics
