@@ -7,6 +7,8 @@ Subcommands:
   demo      serve the guided tour (examples/02-tour) with the mock provider, one call per feature
   eval      run a PromptTemplate's evaluation cases through the sidecar (CI gate; JUnit, JSON,
             MLflow; ``--record`` for the operator's gate) - ``sluice_cli.evaluate``
+  simulate  replay audit records against changed manifests: what would be refused, rerouted,
+            cost more, or judged otherwise (CI gate) - ``sluice_cli.simulate``
   status    which pod runs which config, backend health, budget state (``sluice_cli.fleet``;
             also ``kubectl sluice status``)
   doctor    check an install and say what to fix (``sluice_cli.doctor``)
@@ -330,9 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_flags(operator)
     operator.set_defaults(func=cmd_operator)
 
-    from . import evaluate
+    from . import evaluate, simulate
 
     evaluate.add_parser(sub)
+    simulate.add_parser(sub)
 
     dev = sub.add_parser("dev", help="developer tools")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
