@@ -32,11 +32,13 @@ from . import evaluation, manifests, reports, status
 from .api import KINDS, Kind
 from .api.prompttemplate import PromptTemplateSpec
 from .compile import CompileResult, Held, Problem, compile_namespace
+from .reports import BudgetSpend, Crossing
 
 log = logging.getLogger(__name__)
 
 KIND_BY_PLURAL: dict[str, Kind] = {k.plural: k for k in KINDS}
 _PROMPTS = next(k.plural for k in KINDS if k.kind == "PromptTemplate")
+_BUDGETS = next(k.plural for k in KINDS if k.kind == "Budget")
 
 
 class Writer(Protocol):
@@ -76,6 +78,9 @@ class Reconciler:
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     results: dict[str, CompileResult] = field(default_factory=dict)
     reports: reports.Reports = field(default_factory=reports.Reports)
+    spend: BudgetSpend = field(default_factory=BudgetSpend)
+    #: Alert thresholds crossed: (namespace, budget, window, threshold) -> count (a metric).
+    crossings: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
     _dirty: set[str] = field(default_factory=set)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _failures: dict[str, int] = field(default_factory=dict)
@@ -92,8 +97,12 @@ class Reconciler:
         key = (plural, str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
             self.objects.pop(key, None)
+            if plural == _BUDGETS:
+                self.spend.forget(key[1], key[2])
         else:
             self.objects[key] = _plain(body)
+            if plural == _BUDGETS:  # the durable spend, read back (max seq per key wins)
+                self.spend.seed(key[1], key[2], (body.get("status") or {}).get("ledger"))
         self.mark(key[1])
 
     def mark(self, namespace: str) -> None:
@@ -103,7 +112,9 @@ class Reconciler:
     def take_report(self, report: UsageReport) -> bool:
         """Record a sidecar report; refreshes status at most every ``report_interval``."""
         fresh = self.reports.add(report, self.wall())
-        if fresh:
+        # Budget spend is idempotent on its own terms (gauges, highest seq per instance).
+        spent = self.spend.add(report, self.wall())
+        if fresh or spent:
             due = self._report_due.get(report.namespace, 0.0)
             if self.monotonic() >= due:
                 self._report_due[report.namespace] = self.monotonic() + self.report_interval
@@ -229,6 +240,19 @@ class Reconciler:
             desired = self._with_reports(namespace, name, desired, result)
         else:  # the config is namespace-wide: its rollout is every reporting pod's
             desired["rollout"] = self.reports.rollout(namespace, result.hash, self.wall())
+        crossings: list[Crossing] = []
+        rule = next((b for b in result.config.budgets if b.name == name), None)
+        if kind.kind == "Budget" and rule is not None:
+            fields, crossings = self.spend.status(
+                namespace, rule, obj.get("status") or {}, self.wall()
+            )
+            desired.update(fields)
+            desired["conditions"] = status.conditions(
+                desired["conditions"],
+                [status.threshold_verdict(fields["windows"], rule.alert_thresholds)],
+                int((obj.get("metadata") or {}).get("generation") or 1),
+                now,
+            )
         old = obj.get("status")
         patch = status.status_patch(old, desired)
         if patch is None:
@@ -241,6 +265,11 @@ class Reconciler:
                 await self.writer.event(
                     obj, "Normal" if change.ok else "Warning", change.reason, change.message
                 )
+            for c in crossings:  # once per threshold and window: ``alerted`` is in the status
+                k = (namespace, name, c.window, c.threshold)
+                self.crossings[k] = self.crossings.get(k, 0) + 1
+                reason = "BudgetExhausted" if c.threshold >= 100 else "BudgetThreshold"
+                await self.writer.event(obj, "Warning", reason, c.message)
 
     async def _stored_config(self, namespace: str) -> SidecarConfig | None:
         """The config in the namespace's ConfigMap (what sidecars run), or None: after a restart

@@ -1,4 +1,4 @@
-"""Aggregation of sidecar usage reports into what ModelRoute status shows.
+"""Aggregation of sidecar usage reports into what ModelRoute and Budget status show.
 
 Owns: accepting ``UsageReport``s idempotently (a repeated or older ``seq`` from the same pod is
 ignored), keeping each pod's reports of the last ``WINDOW`` seconds, forgetting pods that stopped
@@ -6,6 +6,8 @@ reporting, and summing them into per-backend counters (over the window), health 
 every kind's status shows (pods, pods on the current config hash, ``applied/pods``, and for a
 ModelRoute each pod's hash and last report - to the minute, so an idle fleet costs at most one
 status write a minute - from each pod's latest report).
+``BudgetSpend`` sums the sidecars' settled spend per Budget window (see the section below) into
+``Budget.status`` and finds the alert thresholds crossed.
 A purely computational module; the caller passes the time and does the IO.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sluice_sidecar.contract import BackendState, UsageReport
+from sluice_sidecar.contract import BackendState, BudgetLimit, BudgetRule, UsageReport, WindowKind
 
 STALE_AFTER = 60.0  # seconds without a report before a pod no longer counts
 WINDOW = 300.0  # seconds of reports summed into the counters status shows
@@ -148,3 +150,383 @@ def merge_route_status(status: Mapping[str, Any], observed: Mapping[str, Any]) -
     out["backends"] = observed["backends"]
     out["rollout"] = observed["rollout"]
     return out
+
+
+# --- Budget spend ---------------------------------------------------------------------------------
+#
+# Each sidecar process (``UsageReport.instance``) reports, per window of each Budget limit, what it
+# settled there since it started: a gauge. The operator keeps, per (pod, instance) and window key
+# ``(window, start)``, the value of the highest ``seq`` that carried it, and the Budget's spend is
+# the sum over instances. A lost report is covered by the next one; a repeated, late or reordered
+# one changes nothing (a lower seq never replaces a higher one), so any order and duplication of
+# the same reports gives the same totals. A restarted sidecar is a new instance that starts from
+# zero beside its predecessor's last value. The per-instance values are written to
+# ``Budget.status.ledger`` and merged back (by the same max-seq rule) when the operator starts, so
+# an operator restart loses nothing and counts nothing twice.
+
+PICO = 10**12
+#: An instance silent this long is folded into one anonymous entry (its identity is dropped, so the
+#: status stays small under pod churn); it must not report the same window again after that.
+FOLD_AFTER = 3600.0
+#: Instances kept per Budget before the stalest are folded regardless of age.
+MAX_INSTANCES = 200
+FOLDED = ("", "folded")
+
+_Values = tuple[int, int, int]  # picodollars, tokens, requests
+
+
+@dataclass
+class _Spend:
+    seq: int
+    resets_at: float
+    values: _Values
+
+
+@dataclass
+class _Instance:
+    last: float  # wall time of the latest report taken
+    windows: dict[tuple[str, float], _Spend] = field(default_factory=dict)
+    routes: dict[tuple[str, str, float], _Spend] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """An alert threshold newly reached in one window."""
+
+    window: str
+    start: float
+    threshold: int
+    percent: float
+    message: str
+
+
+@dataclass
+class BudgetSpend:
+    """Settled spend per Budget, from the sidecars' reports (pure; time is passed in)."""
+
+    budgets: dict[tuple[str, str], dict[tuple[str, str], _Instance]] = field(default_factory=dict)
+
+    def add(self, report: UsageReport, now: float) -> set[tuple[str, str]]:
+        """Take a report's budget spend; the (namespace, budget)s whose totals may have changed."""
+        changed: set[tuple[str, str]] = set()
+        who = (report.pod, report.instance or report.pod)
+        for w in report.budgets:
+            inst = self._instance(report.namespace, w.budget, who, now)
+            key = (w.window, w.start)
+            if _newer(inst.windows.get(key), report.seq):
+                inst.windows[key] = _Spend(report.seq, w.resets_at, (w.pusd, w.tokens, w.requests))
+                changed.add((report.namespace, w.budget))
+        for r in report.budget_routes:
+            inst = self._instance(report.namespace, r.budget, who, now)
+            rkey = (r.route, r.model, r.start)
+            if _newer(inst.routes.get(rkey), report.seq):
+                inst.routes[rkey] = _Spend(report.seq, 0.0, (r.pusd, r.tokens, r.requests))
+                changed.add((report.namespace, r.budget))
+        return changed
+
+    def _instance(self, namespace: str, budget: str, who: tuple[str, str], now: float) -> _Instance:
+        table = self.budgets.setdefault((namespace, budget), {})
+        inst = table.get(who)
+        if inst is None:
+            inst = table[who] = _Instance(now)
+        inst.last = max(inst.last, now)
+        return inst
+
+    def forget(self, namespace: str, budget: str) -> None:
+        self.budgets.pop((namespace, budget), None)
+
+    def seed(self, namespace: str, budget: str, ledger: Any) -> None:
+        """Merge ``status.ledger`` as written before (max seq per key wins; unreadable entries
+        are skipped)."""
+        if not isinstance(ledger, list):
+            return
+        for row in ledger:
+            try:
+                who = (str(row["pod"]), str(row["instance"]))
+                last = _epoch(row.get("lastReport")) or 0.0
+                table = self.budgets.setdefault((namespace, budget), {})
+                inst = table.setdefault(who, _Instance(last))
+                inst.last = max(inst.last, last)
+                for w in row.get("windows") or []:
+                    key = (str(w["window"]), float(w["start"]))
+                    if _newer(inst.windows.get(key), int(w["seq"])) or who == FOLDED:
+                        inst.windows[key] = _Spend(int(w["seq"]), float(w["resetsAt"]), _vals(w))
+                for r in row.get("routes") or []:
+                    rkey = (str(r["route"]), str(r["model"]), float(r["start"]))
+                    if _newer(inst.routes.get(rkey), int(r["seq"])) or who == FOLDED:
+                        inst.routes[rkey] = _Spend(int(r["seq"]), 0.0, _vals(r))
+            except (KeyError, TypeError, ValueError):
+                continue
+
+    def prune(self, namespace: str, budget: str, now: float, keep: float) -> None:
+        """Drop windows that reset before ``now - keep`` and fold silent instances."""
+        table = self.budgets.get((namespace, budget))
+        if not table:
+            return
+        newest = max((k[2] for i in table.values() for k in i.routes if k[2] <= now), default=0.0)
+        for who in list(table):
+            inst = table[who]
+            inst.routes = {k: v for k, v in inst.routes.items() if k[2] >= newest}
+            inst.windows = {
+                k: v
+                for k, v in inst.windows.items()
+                if v.resets_at > now - keep or k[0].startswith("Rolling/")
+            }
+            if not inst.windows and not inst.routes and who != FOLDED:
+                del table[who]
+        live = sorted((w for w in table if w != FOLDED), key=lambda w: table[w].last)
+        stale = [w for w in live if now - table[w].last > FOLD_AFTER]
+        stale += live[len(stale) : max(len(stale), len(live) - MAX_INSTANCES)]
+        for who in stale:
+            _fold(table.setdefault(FOLDED, _Instance(0.0)), table.pop(who))
+
+    def status(
+        self,
+        namespace: str,
+        rule: BudgetRule,
+        old: Mapping[str, Any],
+        now: float,
+    ) -> tuple[dict[str, Any], list[Crossing]]:
+        """``Budget.status`` fields from the summed spend, and the thresholds crossed since
+        ``old`` (the status written before; each threshold is reported once per window)."""
+        longest = max(
+            (_span(lim) for lim in rule.limits), default=0.0
+        )  # keep a closed window a little, for late reports
+        self.prune(namespace, rule.name, now, keep=min(longest, 3600.0))
+        table = self.budgets.get((namespace, rule.name), {})
+        alerted = {
+            (w.get("window"), w.get("start")): list(w.get("alerted") or [])
+            for w in old.get("windows") or []
+        }
+        warn = max((t for t in rule.alert_thresholds if t < 100), default=80)
+        windows: list[dict[str, Any]] = []
+        crossings: list[Crossing] = []
+        for lim in rule.limits:
+            wid = lim.window_id()
+            start, resets, totals = _current(table, wid, lim, now)
+            pct = _percent(lim, totals)
+            start_iso = _iso(start) if start is not None else None
+            fired = alerted.get((wid, start_iso), []) if start_iso else []
+            for th in rule.alert_thresholds:
+                if pct >= th and th not in fired and start is not None:
+                    fired = sorted([*fired, th])
+                    crossings.append(
+                        Crossing(
+                            wid,
+                            start,
+                            th,
+                            pct,
+                            f"Budget {rule.name!r} reached {th}% of its {wid} limit "
+                            f"({_say_limit(lim, totals)}); the window resets at "
+                            f"{_iso(resets) if resets else 'a rolling boundary'}.",
+                        )
+                    )
+            windows.append(
+                {
+                    "window": wid,
+                    "start": start_iso,
+                    "resetsAt": _iso(resets) if resets is not None else None,
+                    "spentUSD": round(totals[0] / PICO, 6),
+                    "tokens": totals[1],
+                    "requests": totals[2],
+                    "percent": round(pct, 2),
+                    "limit": _limit_text(lim),
+                    "alerted": fired,
+                }
+            )
+        top = max(windows, key=lambda w: w["percent"], default=None)
+        worst = top["percent"] if top else 0.0
+        out: dict[str, Any] = {
+            "state": "Exhausted" if worst >= 100 else "Warning" if worst >= warn else "Ok",
+            "windows": windows,
+            "spent": _money(top) if top else None,
+            "limit": top["limit"] if top else None,
+            "resetsAt": top["resetsAt"] if top else None,
+            "spendByRoute": _by_route(table, rule, now),
+            "ledger": _ledger(table),
+        }
+        return out, crossings
+
+
+def _newer(seen: _Spend | None, seq: int) -> bool:
+    return seen is None or seq > seen.seq
+
+
+def _vals(row: Mapping[str, Any]) -> _Values:
+    return (int(row.get("pusd", 0)), int(row.get("tokens", 0)), int(row.get("requests", 0)))
+
+
+def _add(a: _Values, b: _Values) -> _Values:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+def _fold(into: _Instance, inst: _Instance) -> None:
+    into.last = max(into.last, inst.last)
+    for key, s in inst.windows.items():
+        have = into.windows.get(key)
+        into.windows[key] = _Spend(
+            0, s.resets_at, _add(have.values, s.values) if have else s.values
+        )
+    for rkey, s in inst.routes.items():
+        had = into.routes.get(rkey)
+        into.routes[rkey] = _Spend(0, 0.0, _add(had.values, s.values) if had else s.values)
+
+
+def _span(lim: BudgetLimit) -> float:
+    if lim.window is WindowKind.ROLLING:
+        return lim.rolling_seconds or 0.0
+    return {WindowKind.DAY: 86400.0, WindowKind.WEEK: 7 * 86400.0}.get(lim.window, 31 * 86400.0)
+
+
+def _current(
+    table: Mapping[tuple[str, str], _Instance], wid: str, lim: BudgetLimit, now: float
+) -> tuple[float | None, float | None, _Values]:
+    """(start, resetsAt, totals) of the window of ``lim`` that is current at ``now`` (the
+    operator's clock decides which reported window that is)."""
+    totals: _Values = (0, 0, 0)
+    if lim.window is WindowKind.ROLLING:
+        span = lim.rolling_seconds or 0.0
+        for inst in table.values():
+            # A rolling window's gauge is the instance's latest; a silent one has left it.
+            latest = max(
+                ((k, s) for k, s in inst.windows.items() if k[0] == wid),
+                key=lambda ks: ks[1].seq,
+                default=None,
+            )
+            if latest is not None and now - inst.last <= span:
+                totals = _add(totals, latest[1].values)
+        minute = now - now % 60
+        return minute - span, None, totals
+    starts = {
+        (k[1], s.resets_at)
+        for inst in table.values()
+        for k, s in inst.windows.items()
+        if k[0] == wid and k[1] <= now < s.resets_at
+    }
+    if not starts:
+        return None, None, totals
+    start, resets = max(starts)
+    for inst in table.values():
+        s = inst.windows.get((wid, start))
+        if s is not None:
+            totals = _add(totals, s.values)
+    return start, resets, totals
+
+
+def _percent(lim: BudgetLimit, totals: _Values) -> float:
+    shares = [
+        100.0 * value / cap
+        for value, cap in (
+            (totals[0], round(lim.usd * PICO) if lim.usd else None),
+            (totals[1], lim.tokens),
+            (totals[2], lim.requests),
+        )
+        if cap
+    ]
+    return max(shares, default=0.0)
+
+
+def _limit_text(lim: BudgetLimit) -> str:
+    parts = []
+    if lim.usd is not None:
+        parts.append(f"{lim.usd:.2f} USD")
+    if lim.tokens is not None:
+        parts.append(f"{lim.tokens} tokens")
+    if lim.requests is not None:
+        parts.append(f"{lim.requests} requests")
+    return ", ".join(parts)
+
+
+def _say_limit(lim: BudgetLimit, totals: _Values) -> str:
+    used = []
+    if lim.usd is not None:
+        used.append(f"{totals[0] / PICO:.2f} of {lim.usd:.2f} USD")
+    if lim.tokens is not None:
+        used.append(f"{totals[1]} of {lim.tokens} tokens")
+    if lim.requests is not None:
+        used.append(f"{totals[2]} of {lim.requests} requests")
+    return ", ".join(used)
+
+
+def _money(window: Mapping[str, Any]) -> str:
+    return f"{window['spentUSD']:.2f} USD"
+
+
+def _by_route(
+    table: Mapping[tuple[str, str], _Instance], rule: BudgetRule, now: float
+) -> list[dict[str, Any]]:
+    latest = max(
+        (k[2] for inst in table.values() for k in inst.routes if k[2] <= now), default=None
+    )
+    sums: dict[tuple[str, str], _Values] = {}
+    for inst in table.values():
+        for (route, model, start), s in inst.routes.items():
+            if start == latest:
+                sums[(route, model)] = _add(sums.get((route, model), (0, 0, 0)), s.values)
+    rows = [
+        {
+            "route": route,
+            "model": model,
+            "usd": round(v[0] / PICO, 6),
+            "tokens": v[1],
+            "requests": v[2],
+            "since": _iso(latest) if latest is not None else None,
+        }
+        for (route, model), v in sums.items()
+    ]
+    rows.sort(
+        key=lambda r: (
+            -float(r["usd"] or 0),
+            -int(r["tokens"] or 0),
+            str(r["route"]),
+            str(r["model"]),
+        )
+    )
+    return rows[:MAX_ROUTE_ROWS]
+
+
+MAX_ROUTE_ROWS = 20
+
+
+def _ledger(table: Mapping[tuple[str, str], _Instance]) -> list[dict[str, Any]]:
+    return [
+        {
+            "pod": who[0],
+            "instance": who[1],
+            "lastReport": _iso(inst.last),
+            "windows": [
+                {
+                    "window": k[0],
+                    "start": k[1],
+                    "resetsAt": s.resets_at,
+                    "seq": s.seq,
+                    "pusd": s.values[0],
+                    "tokens": s.values[1],
+                    "requests": s.values[2],
+                }
+                for k, s in sorted(inst.windows.items())
+            ],
+            "routes": [
+                {
+                    "route": k[0],
+                    "model": k[1],
+                    "start": k[2],
+                    "seq": s.seq,
+                    "pusd": s.values[0],
+                    "tokens": s.values[1],
+                    "requests": s.values[2],
+                }
+                for k, s in sorted(inst.routes.items())
+            ],
+        }
+        for who, inst in sorted(table.items())
+    ]
+
+
+def _epoch(text: Any) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None

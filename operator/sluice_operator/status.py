@@ -330,3 +330,25 @@ def ready_changed(old: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> 
     return Verdict(
         READY, after.get("status", UNKNOWN), after.get("reason", ""), after.get("message", "")
     )
+
+
+# --- Budget --------------------------------------------------------------------------------------
+
+THRESHOLD = "ThresholdReached"
+
+
+def threshold_verdict(windows: Sequence[Mapping[str, Any]], thresholds: Sequence[int]) -> Verdict:
+    """``ThresholdReached``: True naming the highest alert threshold reached in a current window
+    (reason ``Threshold80``, or ``Exhausted`` at 100), False below every threshold."""
+    reached = [(t, w) for w in windows for t in thresholds if float(w.get("percent") or 0.0) >= t]
+    if not reached:
+        return Verdict(THRESHOLD, FALSE, "BelowThresholds", "No alert threshold is reached.")
+    top, where = max(reached, key=lambda tw: (tw[0], float(tw[1].get("percent") or 0.0)))
+    reason = "Exhausted" if top >= 100 else f"Threshold{top}"
+    return Verdict(
+        THRESHOLD,
+        TRUE,
+        reason,
+        f"{where.get('window')}: {where.get('percent')}% of {where.get('limit')} used "
+        f"(threshold {top}%); resets at {where.get('resetsAt') or 'a rolling boundary'}.",
+    )

@@ -246,6 +246,12 @@ class BudgetLimit(_Model):
     tokens: int | None = None
     requests: int | None = None
 
+    def window_id(self) -> str:
+        """The window's name in usage reports: ``Day/Europe/Berlin``, ``Rolling/3600``."""
+        if self.window is WindowKind.ROLLING:
+            return f"Rolling/{self.rolling_seconds or 0:g}"
+        return f"{self.window.value}/{self.timezone}"
+
 
 class ExceededAction(StrEnum):
     BLOCK = "Block"
@@ -389,8 +395,42 @@ class UsageEntry(_Model):
     ttft_p50_ms: float | None = None
 
 
+class BudgetWindowSpend(_Model):
+    """What one sidecar process settled in one window of one Budget limit since it started.
+
+    A gauge, not a delta: a later report of the same process replaces an earlier one, so a lost,
+    repeated or reordered report changes no total (the highest ``seq`` of an ``instance`` wins).
+    ``window`` names the limit's window (``Day/Europe/Berlin``, ``Rolling/3600``); ``start`` and
+    ``resets_at`` (Unix time) key the window. Money is integer picodollars, so sums are exact."""
+
+    budget: str
+    window: str
+    start: float
+    resets_at: float
+    pusd: int = Field(default=0, ge=0)
+    tokens: int = Field(default=0, ge=0)
+    requests: int = Field(default=0, ge=0)
+
+
+class BudgetRouteSpend(_Model):
+    """What one sidecar process settled for one Budget on one route and provider model in the
+    window of the Budget's first limit that starts at ``start`` (a gauge, like
+    ``BudgetWindowSpend``)."""
+
+    budget: str
+    route: str
+    model: str
+    start: float
+    pusd: int = Field(default=0, ge=0)
+    tokens: int = Field(default=0, ge=0)
+    requests: int = Field(default=0, ge=0)
+
+
 class UsageReport(_Model):
-    """What one sidecar reports: idempotent by ``(pod, seq)``."""
+    """What one sidecar reports: idempotent by ``(pod, seq)``.
+
+    ``instance`` (random per sidecar process) and the budget fields are additive: left out of the
+    JSON when empty, so a sidecar without budgets sends what older operators accept."""
 
     api_version: Literal["sluice.dev/usage-report/v1"] = REPORT_API_VERSION
     namespace: str
@@ -401,3 +441,6 @@ class UsageReport(_Model):
     window_end: float
     usage: tuple[UsageEntry, ...] = ()
     health: tuple[BackendHealth, ...] = ()
+    instance: str = Field(default="", exclude_if=lambda v: not v)
+    budgets: tuple[BudgetWindowSpend, ...] = Field(default=(), exclude_if=lambda v: not v)
+    budget_routes: tuple[BudgetRouteSpend, ...] = Field(default=(), exclude_if=lambda v: not v)

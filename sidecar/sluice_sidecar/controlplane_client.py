@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -35,7 +36,14 @@ from aiohttp import web
 from . import model
 from .clock import Clock, SystemClock
 from .config_source import ConfigError, FileConfig, parse
-from .contract import BackendHealth, BackendState, UsageEntry, UsageReport
+from .contract import (
+    BackendHealth,
+    BackendState,
+    BudgetRouteSpend,
+    BudgetWindowSpend,
+    UsageEntry,
+    UsageReport,
+)
 from .exchange import Exchange
 
 log = logging.getLogger("sluice.controlplane")
@@ -46,6 +54,7 @@ MAX_BACKOFF = 30.0
 MAX_SAMPLES = 256  # latency samples kept per (route, backend) and window
 
 HealthFn = Callable[[], Iterable[tuple[str, str, BackendState, int]]]
+BudgetSpendFn = Callable[[], tuple[tuple[BudgetWindowSpend, ...], tuple[BudgetRouteSpend, ...]]]
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,10 @@ class UsageReporter:
     identity: Identity
     config_hash: Callable[[], str | None]
     health: HealthFn = lambda: ()
+    #: The budget stage's settled spend (``BudgetStage.spend``), reported as gauges.
+    budget_spend: BudgetSpendFn | None = None
+    #: This process: a restarted sidecar's spend counts apart from its predecessor's.
+    instance: str = field(default_factory=lambda: secrets.token_hex(8))
     clock: Clock = field(default_factory=SystemClock)
     interval: float = REPORT_INTERVAL
     seq: int = 0
@@ -220,6 +233,7 @@ class UsageReporter:
         """The report for the current window; starts a new window."""
         now = time.time()
         counts, self._counts = self._counts, {}
+        spend = self.budget_spend() if self.budget_spend is not None else ((), ())
         self.seq += 1
         report = UsageReport(
             namespace=self.identity.namespace,
@@ -249,6 +263,9 @@ class UsageReporter:
                 BackendHealth(route=route, backend=backend, state=state)
                 for route, backend, state, _ in self.health()
             ),
+            instance=self.instance,
+            budgets=spend[0],
+            budget_routes=spend[1],
         )
         self._window_start = now
         return report

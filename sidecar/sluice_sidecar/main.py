@@ -23,6 +23,7 @@ from aiohttp import web
 
 from . import controlplane_client, tracing
 from .app import HEADER_TIMEOUT, api_runner, create_admin_app, create_app
+from .budget import BudgetStage
 from .config_source import ConfigSource, source_from
 from .contract import SidecarConfig
 from .gateway import GATEWAY
@@ -108,6 +109,8 @@ async def serve_async(
     )
     if reporter is not None:
         reporter.health = api[GATEWAY].health
+        budget = next((s for s in api[GATEWAY].stages.all if isinstance(s, BudgetStage)), None)
+        reporter.budget_spend = budget.spend if budget is not None else None
         api.cleanup_ctx.append(reporter.lifecycle)
     admin = create_admin_app(api)
     runner = api_runner(api, header_timeout=header_timeout)

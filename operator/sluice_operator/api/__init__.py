@@ -102,7 +102,10 @@ KINDS: tuple[Kind, ...] = (
         status=BudgetStatus,
         description="Money, token and request limits per workload, with calendar windows.",
         columns=_common(
+            Column("Spent", ".status.spent", description="Spend in the most used window."),
+            Column("Limit", ".status.limit", description="That window's limit."),
             Column("State", ".status.state", description="Ok, Warning or Exhausted."),
+            Column("Resets", ".status.resetsAt", description="When that window resets."),
             Column("Action", ".spec.onExceeded.action", description="What happens when exceeded."),
         ),
     ),

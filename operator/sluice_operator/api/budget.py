@@ -193,13 +193,20 @@ class BudgetSpec(SluiceModel):
 
 
 class WindowStatus(SluiceModel):
-    window: str = Field(description="Window kind.")
-    start: str | None = Field(default=None, description="Window start.")
-    resets_at: str | None = Field(default=None, description="Next reset.")
+    window: str = Field(
+        description="The limit's window: Day/<zone>, Week/<zone>, Month/<zone> or "
+        "Rolling/<seconds>."
+    )
+    start: str | None = Field(default=None, description="Window start (the operator's clock).")
+    resets_at: str | None = Field(default=None, description="Next reset (calendar windows).")
     spent_usd: float = Field(default=0.0, alias="spentUSD", description="Spend in the window.")
     tokens: int = Field(default=0, description="Tokens in the window.")
     requests: int = Field(default=0, description="Requests in the window.")
     percent: float = Field(default=0.0, description="Highest share of a limit used, in percent.")
+    limit: str | None = Field(default=None, description="The limit, e.g. 25.00 USD.")
+    alerted: list[int] = Field(
+        default_factory=list, description="Alert thresholds already reported in this window."
+    )
 
 
 class RouteSpend(SluiceModel):
@@ -207,11 +214,53 @@ class RouteSpend(SluiceModel):
     model: str | None = Field(default=None, description="Provider model.")
     usd: float = Field(default=0.0, description="Spend.")
     tokens: int = Field(default=0, description="Tokens.")
+    requests: int = Field(default=0, description="Requests.")
+    since: str | None = Field(
+        default=None, description="Start of the window counted (the first calendar limit's)."
+    )
+
+
+class LedgerWindow(SluiceModel):
+    window: str = Field(description="Window name.")
+    start: float = Field(description="Window start, Unix time.")
+    resets_at: float = Field(description="Window end, Unix time.")
+    seq: int = Field(description="Sequence number of the report that carried this value.")
+    pusd: int = Field(description="Settled spend in picodollars.")
+    tokens: int = Field(description="Tokens.")
+    requests: int = Field(description="Requests.")
+
+
+class LedgerRoute(SluiceModel):
+    route: str = Field(description="Route name.")
+    model: str = Field(description="Provider model.")
+    start: float = Field(description="Window start, Unix time.")
+    seq: int = Field(description="Sequence number of the report that carried this value.")
+    pusd: int = Field(description="Settled spend in picodollars.")
+    tokens: int = Field(description="Tokens.")
+    requests: int = Field(description="Requests.")
+
+
+class LedgerEntry(SluiceModel):
+    """What one sidecar process reported last: the durable form of the spend (read back when the
+    operator starts)."""
+
+    pod: str = Field(description="Pod name (empty for folded entries).")
+    instance: str = Field(description="Sidecar process id.")
+    last_report: str | None = Field(default=None, description="Time of its latest report.")
+    windows: list[LedgerWindow] = Field(default_factory=list, description="Per-window spend.")
+    routes: list[LedgerRoute] = Field(default_factory=list, description="Per-route spend.")
 
 
 class BudgetStatus(CommonStatus):
-    """Observed spend."""
+    """Observed spend, summed over the sidecars' reports."""
 
     state: str | None = Field(default=None, description="Ok, Warning or Exhausted.")
+    spent: str | None = Field(default=None, description="Spend in the most used window.")
+    limit: str | None = Field(default=None, description="The limit of the most used window.")
+    resets_at: str | None = Field(default=None, description="When the most used window resets.")
     windows: list[WindowStatus] = Field(default_factory=list, description="Per-window usage.")
     spend_by_route: list[RouteSpend] = Field(default_factory=list, description="Spend breakdown.")
+    ledger: list[LedgerEntry] = Field(
+        default_factory=list,
+        description="Per-sidecar settled spend (internal; the source of the totals).",
+    )

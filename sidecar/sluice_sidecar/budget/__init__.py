@@ -62,7 +62,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..clock import Clock
-from ..contract import BudgetRule, Route, SidecarConfig
+from ..contract import BudgetRouteSpend, BudgetRule, BudgetWindowSpend, Route, SidecarConfig
 from ..errors import BudgetExceeded
 from ..exchange import Exchange
 from ..stage import Stage
@@ -236,6 +236,11 @@ class BudgetStage(Stage):
 
     def status(self) -> tuple[WindowStatus, ...]:
         return self.policy.status(self.clock.wall())
+
+    def spend(self) -> tuple[tuple[BudgetWindowSpend, ...], tuple[BudgetRouteSpend, ...]]:
+        """This sidecar's settled spend per budget window and per (route, model), for the usage
+        report (gauges since the sidecar started; the operator sums them across pods)."""
+        return self.policy.spend(self.clock.wall())
 
     def in_flight(self) -> int:
         return len(self._inflight)

@@ -342,6 +342,31 @@ class _Meter:
             state="Exhausted" if pct >= 100 else "Warning" if pct >= warn else "Ok",
         )
 
+    def spend(self, now: float) -> WindowSpend:
+        """The committed spend of the current window (what a usage report carries)."""
+        key = self.key(now)
+        c = self.counts[key]
+        window = self._window(c, now)
+        pusd, tokens, requests = self._spent(c, now)
+        return WindowSpend(
+            self.rule,
+            self.limit.window_id(),
+            window.start,
+            window.resets_at,
+            Amount(pusd, tokens, requests),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpend:
+    """Committed spend of one limit's current window, exact (picodollars)."""
+
+    rule: str
+    window: str
+    start: float
+    resets_at: float
+    spent: Amount
+
 
 def _later(a: Exceeded, b: Exceeded) -> bool:
     """Whether ``a`` binds longer than ``b`` (None = never fits = longest)."""
@@ -605,6 +630,12 @@ class Ledger:
         now = self._tick(now)
         self._sweep(now)
         return tuple(m.status(now) for m in self._meters)
+
+    def spend(self, now: float) -> tuple[WindowSpend, ...]:
+        """Every limit's committed spend in its current window."""
+        now = self._tick(now)
+        self._sweep(now)
+        return tuple(m.spend(now) for m in self._meters)
 
     def in_flight(self) -> int:
         """Attempts holding a reservation now (joined retries count once each)."""

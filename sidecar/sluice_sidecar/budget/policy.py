@@ -43,13 +43,26 @@ from datetime import datetime
 from typing import Any
 
 from .. import errors
-from ..contract import Backend, BudgetRule, ExceededAction, Provider, Route, Selector, WindowKind
+from ..contract import (
+    Backend,
+    BudgetRouteSpend,
+    BudgetRule,
+    BudgetWindowSpend,
+    ExceededAction,
+    Provider,
+    Route,
+    Selector,
+    WindowKind,
+)
 from ..errors import BudgetExceeded
 from ..model import Usage, cost_usd
-from .ledger import Alert, Exceeded, Ledger, Reservation, WindowStatus
+from .ledger import ZERO, Alert, Amount, Exceeded, Ledger, Reservation, WindowStatus
 from .ratelimit import RateExceeded, RateLimiter
 from .runs import RunBook, RunHold, RunRef, RunRefused
-from .windows import zone
+from .windows import Window, calendar_window, zone
+
+#: (route, model) rows of one budget's spend breakdown kept per window.
+MAX_ROUTE_ROWS = 64
 
 CHARS_PER_TOKEN = 4
 #: Tokens per message (role and framing) and for the reply's priming, as OpenAI counts them.
@@ -251,12 +264,31 @@ def rate_message(rule: str, rx: RateExceeded) -> str:
 class RuleState:
     """One budget rule's ledger and rate buckets (kept across config changes by name)."""
 
-    __slots__ = ("ledger", "rates", "rule")
+    __slots__ = ("by_route", "ledger", "rates", "routes_start", "rule")
 
     def __init__(self, rule: BudgetRule, mono: float) -> None:
         self.rule = rule
         self.ledger = Ledger(rule)
         self.rates = RateLimiter(rule.rate_limits, mono)
+        #: Settled spend per (route, provider model) in the window starting at ``routes_start``.
+        self.by_route: dict[tuple[str, str], Amount] = {}
+        self.routes_start = float("-inf")
+
+    def breakdown_window(self, wall: float) -> Window:
+        """The window ``by_route`` counts in: the first calendar limit's (else the UTC day)."""
+        lim = next((x for x in self.rule.limits if x.window is not WindowKind.ROLLING), None)
+        if lim is None:
+            return calendar_window(WindowKind.DAY, zone("UTC"), wall)
+        return calendar_window(lim.window, zone(lim.timezone), wall)
+
+    def charge_route(self, route: str, model: str, spent: Amount, wall: float) -> None:
+        start = self.breakdown_window(wall).start
+        if start > self.routes_start:
+            self.by_route, self.routes_start = {}, start
+        elif start < self.routes_start:
+            return  # a late settle of a window already left behind
+        if len(self.by_route) < MAX_ROUTE_ROWS or (route, model) in self.by_route:
+            self.by_route[(route, model)] = self.by_route.get((route, model), ZERO) + spent
 
 
 @dataclass(slots=True)
@@ -551,8 +583,42 @@ class BudgetPolicy:
         for st, res in admission.holds:
             alerts.extend(st.ledger.settle(res, cost, tokens, wall))
             st.rates.correct(reserved, tokens, mono)
+            st.charge_route(admission.route.name, backend.model, Amount.of(cost, tokens, 1), wall)
         return tuple(alerts)
 
     def status(self, wall: float) -> tuple[WindowStatus, ...]:
         """Every limit's current window, for ``Budget.status`` and metrics."""
         return tuple(s for st in self._rules.values() for s in st.ledger.status(wall))
+
+    def spend(
+        self, wall: float
+    ) -> tuple[tuple[BudgetWindowSpend, ...], tuple[BudgetRouteSpend, ...]]:
+        """Committed spend per budget window and per (route, model), as usage reports carry it."""
+        windows = tuple(
+            BudgetWindowSpend(
+                budget=w.rule,
+                window=w.window,
+                start=w.start,
+                resets_at=w.resets_at,
+                pusd=w.spent.pusd,
+                tokens=w.spent.tokens,
+                requests=w.spent.requests,
+            )
+            for st in self._rules.values()
+            for w in st.ledger.spend(wall)
+        )
+        routes = tuple(
+            BudgetRouteSpend(
+                budget=st.rule.name,
+                route=route,
+                model=model,
+                start=st.routes_start,
+                pusd=a.pusd,
+                tokens=a.tokens,
+                requests=a.requests,
+            )
+            for st in self._rules.values()
+            if st.routes_start == st.breakdown_window(wall).start
+            for (route, model), a in sorted(st.by_route.items())
+        )
+        return windows, routes
