@@ -109,7 +109,9 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     with_text.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
     bare = tmp / "audit-bare.jsonl"
     bare.write_text(
-        "".join(json.dumps({k: v for k, v in r.items() if k != "promptMessages"}) + "\n" for r in recs),
+        "".join(
+            json.dumps({k: v for k, v in r.items() if k != "promptMessages"}) + "\n" for r in recs
+        ),
         encoding="utf-8",
     )
     return old, with_text, bare
@@ -179,7 +181,7 @@ def test_a_new_budget_says_which_requests_it_would_refuse_and_when(
 def test_a_usd_budget_reserves_the_worst_case_the_record_shows(
     recorded: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    old, audit, _ = recorded
+    _, audit, _ = recorded
 
     def edit(docs: Docs) -> None:
         docs.append(
@@ -201,13 +203,48 @@ def test_a_usd_budget_reserves_the_worst_case_the_record_shows(
     assert doc2["counts"]["budget.refused"] > doc["counts"]["budget.refused"]
 
 
+def test_a_downgrade_budget_moves_requests_and_their_spend(
+    recorded: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, audit, _ = recorded
+
+    def edit(docs: Docs) -> None:
+        cheap = copy.deepcopy(route_of(docs))
+        cheap["metadata"]["name"] = "cheap"
+        cheap["spec"]["backends"] = [cheap["spec"]["backends"][0]]
+        cheap["spec"]["backends"][0]["pricing"] = {"inputPerMTok": 0.1, "outputPerMTok": 0.2}
+        docs.append(cheap)
+        docs.append(
+            {
+                "apiVersion": "sluice.dev/v1alpha1",
+                "kind": "Budget",
+                "metadata": {"name": "two-then-cheap"},
+                "spec": {
+                    "selector": {"routes": ["chat"]},
+                    "limits": [{"window": "Day", "requests": 2}],
+                    "onExceeded": {"action": "Downgrade", "route": "cheap"},
+                },
+            }
+        )
+
+    code, doc, _ = simulate(changed(tmp_path, edit), "--audit", audit, tmp=tmp_path)
+    assert code == 1
+    assert doc["counts"]["budget.downgraded"] == len(REQUESTS) - 2
+    assert doc["counts"]["budget.refused"] == 0 and doc["counts"]["routing.route"] == 0
+    spend = {s["route"]: s for s in doc["spend"]}
+    assert spend["cheap"]["oldUSD"] == 0 and spend["cheap"]["newUSD"] > 0
+
+
 def test_a_new_price_changes_spend_per_route(
     recorded: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old, audit, _ = recorded
+    _, audit, _ = recorded
 
     def edit(docs: Docs) -> None:
-        route_of(docs)["spec"]["backends"][0]["pricing"] = {"inputPerMTok": 2.0, "outputPerMTok": 4.0}
+        route_of(docs)["spec"]["backends"][0]["pricing"] = {
+            "inputPerMTok": 2.0,
+            "outputPerMTok": 4.0,
+        }
 
     code, doc, _ = simulate(changed(tmp_path, edit), "--audit", audit, tmp=tmp_path)
     assert code == 1
@@ -310,7 +347,10 @@ def test_a_new_guardrail_policy_needs_the_prompt_text(
         ("{not json", "not JSON"),
         ('{"ts": "yesterday"}', "'ts'"),
         ('{"ts": 1, "model": "chat", "route": "chat", "status": "ok"}', "'status'"),
-        ('{"ts": 1, "model": "chat", "route": "chat", "status": 200, "inputTokens": -1}', "'inputTokens'"),
+        (
+            '{"ts": 1, "model": "chat", "route": "chat", "status": 200, "inputTokens": -1}',
+            "'inputTokens'",
+        ),
         ('{"ts": 1, "route": "chat", "status": 200}', "'model' is missing"),
     ],
 )

@@ -1,4 +1,4 @@
-"""Audit records as ``sluice simulate`` reads them: the sidecar's JSON lines, checked field by field.
+"""Audit records as ``sluice simulate`` reads them: the sidecar's JSON lines, checked by field.
 
 Owns ``Record`` (the facts of one audit record the replay uses, with the file and line it came
 from), ``load`` (every file's lines, blank lines skipped, sorted by the request's start) and

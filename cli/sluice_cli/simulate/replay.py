@@ -107,7 +107,9 @@ class Outcome:
     cost: float = 0.0
 
 
-def guard_effect(verdicts: Sequence[Mapping[str, Any]]) -> tuple[str, frozenset[tuple[str, str, str]]]:
+def guard_effect(
+    verdicts: Sequence[Mapping[str, Any]],
+) -> tuple[str, frozenset[tuple[str, str, str]]]:
     """The effect of input verdicts on the request, and their (policy, check, action) keys."""
     mine = [v for v in verdicts if v.get("stage") == "input"]
     keys = frozenset(

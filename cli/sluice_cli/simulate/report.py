@@ -2,14 +2,14 @@
 
 Owns ``Change`` (one request treated differently: its kind, the record, old and new), ``Report``
 (the changes, spend per route on both sides, and what could not be replayed, counted by reason),
-``compare`` (records × old outcomes × new outcomes → ``Report``) and its renderings: ``table``
+``compare`` (records, old outcomes, new outcomes → ``Report``) and its renderings: ``table``
 for the terminal and ``as_json`` for ``--json``. Pure except for the writers' stream.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -57,8 +57,8 @@ class Change:
 class Report:
     records: int
     changes: list[Change] = field(default_factory=list)
-    spend_old: Counter[str] = field(default_factory=Counter)
-    spend_new: Counter[str] = field(default_factory=Counter)
+    spend_old: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    spend_new: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     #: reason → records (or requests) that part of the replay could not cover.
     not_simulated: Counter[str] = field(default_factory=Counter)
     guard_replayed: int = 0
@@ -98,9 +98,7 @@ def _where(o: Outcome) -> str:
     return f"{o.resolved}/{o.backend}{model}"
 
 
-def compare(
-    records: Sequence[Record], old: Sequence[Outcome], new: Sequence[Outcome]
-) -> Report:
+def compare(records: Sequence[Record], old: Sequence[Outcome], new: Sequence[Outcome]) -> Report:
     """Every difference between ``old`` and ``new`` outcomes of ``records`` (same order)."""
     rep = Report(len(records))
     for rec, o, n in zip(records, old, new, strict=True):
@@ -131,9 +129,13 @@ def _routing(rec: Record, o: Outcome, n: Outcome) -> list[Change]:
         return [Change("routing", "route", rec, _where(o), _where(n))]
     if n.undetermined is not None or o.undetermined is not None:
         return []
-    if o.downgraded_from is None and n.downgraded_from is None and o.backend is not None:
-        if (o.backend, o.backend_model) != (n.backend, n.backend_model):
-            return [Change("routing", "route", rec, _where(o), _where(n))]
+    if (
+        o.downgraded_from is None
+        and n.downgraded_from is None
+        and o.backend is not None
+        and (o.backend, o.backend_model) != (n.backend, n.backend_model)
+    ):
+        return [Change("routing", "route", rec, _where(o), _where(n))]
     return []
 
 
@@ -143,11 +145,12 @@ def _budget(rec: Record, o: Outcome, n: Outcome) -> list[Change]:
         return [Change("budget", "refused", rec, _served(o), _served(n), n.at)]
     if o_ref and not n_ref and n.refused is None:
         return [Change("budget", "admitted", rec, _served(o), _served(n) + ", usage unknown")]
-    if not (o_ref or n_ref) and (o.downgraded_from, o.route) != (n.downgraded_from, n.route):
-        if o.downgraded_from is not None or n.downgraded_from is not None:
-            return [
-                Change("budget", "downgraded", rec, f"served by {o.route}", f"by {n.route}", n.at)
-            ]
+    if (
+        not (o_ref or n_ref)
+        and (o.downgraded_from, o.route) != (n.downgraded_from, n.route)
+        and (o.downgraded_from is not None or n.downgraded_from is not None)
+    ):
+        return [Change("budget", "downgraded", rec, f"served by {o.route}", f"by {n.route}", n.at)]
     return []
 
 
@@ -218,7 +221,9 @@ def table(rep: Report, out: TextIO, *, old_label: str, listed: int = 10) -> None
         out.write("\nSAME: nothing would differ\n")
 
 
-def as_json(rep: Report, *, manifests: Sequence[str], against: Sequence[str] | None) -> dict[str, Any]:
+def as_json(
+    rep: Report, *, manifests: Sequence[str], against: Sequence[str] | None
+) -> dict[str, Any]:
     return {
         "differs": rep.differs,
         "records": rep.records,
