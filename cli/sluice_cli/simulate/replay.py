@@ -344,7 +344,7 @@ def _admit(pod: _Pod, p: _Pending, out: Outcome, when: float, assume_cap: int | 
         x = err.exceeded
         out.refused, out.at = "budget", when
         window = window_name(x) if hasattr(x, "window") else "run"
-        out.detail = f"budget {x.rule!r}: {x.metric} in its {window}"
+        out.detail = f"{x.rule!r}: {x.metric} in its {window}"
         return
     except RateLimited as err:
         out.refused, out.at, out.detail = "budget", when, str(err).split(" Retry")[0]
