@@ -49,6 +49,7 @@ FinishCallback = Callable[[Exchange], None]
 USER_AGENT = "sluice-sidecar"
 API_PATHS = (
     "/v1/chat/completions",
+    "/v1/completions",
     "/v1/responses",
     "/v1/embeddings",
     "/v1/messages",
@@ -159,6 +160,7 @@ def create_app(
     app[GATEWAY] = gw
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/embeddings", _embeddings)
+    app.router.add_post("/v1/completions", _completions)
     app.router.add_post("/v1/responses", _responses)
     app.router.add_post("/v1/messages", _messages)
     app.router.add_post("/v1/messages/count_tokens", _count_tokens)
@@ -284,6 +286,10 @@ async def _chat(request: web.Request) -> web.StreamResponse:
 
 async def _embeddings(request: web.Request) -> web.StreamResponse:
     return await gateway.handle(request.app[GATEWAY], request, "embeddings")
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await gateway.handle(request.app[GATEWAY], request, "completions", translate.COMPLETIONS)
 
 
 async def _messages(request: web.Request) -> web.StreamResponse:

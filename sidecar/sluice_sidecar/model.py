@@ -13,7 +13,8 @@ from typing import Literal
 
 from .contract import Backend
 
-Operation = Literal["chat", "embeddings"]
+#: ``completions``: the legacy text completions API (``POST /v1/completions``: FIM, autocomplete).
+Operation = Literal["chat", "embeddings", "completions"]
 
 
 @dataclass(slots=True)

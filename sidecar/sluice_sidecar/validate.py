@@ -297,6 +297,54 @@ def _names_prompt(body: dict[str, Any]) -> bool:
     return isinstance(meta, dict) and isinstance(meta.get("prompt"), str) and bool(meta["prompt"])
 
 
+def completions(body: dict[str, Any]) -> str:
+    """Check a text completions body (``POST /v1/completions``); return its model name."""
+    model = _want_model(body)
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise InvalidField("prompt", "this field is required")
+    if not isinstance(prompt, str):
+        if not isinstance(prompt, list) or not prompt:
+            raise InvalidField("prompt", "expected a string or a non-empty array")
+        for i, item in enumerate(prompt):
+            if isinstance(item, str) or (isinstance(item, int) and not isinstance(item, bool)):
+                continue
+            if isinstance(item, list) and all(
+                isinstance(t, int) and not isinstance(t, bool) for t in item
+            ):
+                continue
+            raise InvalidField(
+                f"prompt[{i}]", "expected a string, a token id or an array of token ids"
+            )
+    want_str(body, "suffix", "")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidField("stream", f"expected a boolean, got {_a(stream)}")
+    so = body.get("stream_options")
+    if so is not None and not isinstance(so, dict):
+        raise InvalidField("stream_options", f"expected an object, got {_a(so)}")
+    _want_int(body, "max_tokens", 1, MAX_TOKENS_FIELD)
+    _want_int(body, "n", 1, MAX_N)
+    _want_int(body, "best_of", 1, MAX_N)
+    _want_int(body, "logprobs", 0, 20)
+    echo = body.get("echo")
+    if echo is not None and not isinstance(echo, bool):
+        raise InvalidField("echo", f"expected a boolean, got {_a(echo)}")
+    if body.get("logit_bias") is not None:
+        want_object(body["logit_bias"], "logit_bias")
+    want_str(body, "user", "")
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        _want_number(body, name)
+    stop = body.get("stop")
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise InvalidField("stop", "expected a string or an array of strings")
+    return model
+
+
 def embeddings(body: dict[str, Any]) -> str:
     """Check an embeddings body; return its model name."""
     model = _want_model(body)
@@ -321,6 +369,12 @@ def embeddings(body: dict[str, Any]) -> str:
 def prompt_chars(body: dict[str, Any]) -> int:
     """Characters of prompt text (for token estimates when the provider reports no usage)."""
     total = 0
+    for name in ("prompt", "suffix"):  # text completions
+        value = body.get(name)
+        if isinstance(value, str):
+            total += len(value)
+        elif isinstance(value, list):
+            total += sum(len(x) if isinstance(x, str) else 4 for x in value)
     for m in body.get("messages") or ():
         content = m.get("content") if isinstance(m, dict) else None
         if isinstance(content, str):

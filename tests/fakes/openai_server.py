@@ -195,6 +195,22 @@ COMPLETIONS_FIELDS = frozenset(
     ]
 )
 
+#: The request fields of Mistral's FIM API (``POST /v1/fim/completions``).
+FIM_FIELDS = frozenset(
+    [
+        "model",
+        "prompt",
+        "suffix",
+        "max_tokens",
+        "min_tokens",
+        "temperature",
+        "top_p",
+        "stream",
+        "stop",
+        "random_seed",
+    ]
+)
+
 
 def unknown_field(body: dict[str, Any], known: frozenset[str]) -> web.Response | None:
     """OpenAI's 400 for the first field it does not know, if any."""
@@ -208,6 +224,15 @@ def unknown_field(body: dict[str, Any], known: frozenset[str]) -> web.Response |
         "code": None,
     }
     return web.json_response({"error": err}, status=400)
+
+
+def _invalid(param: str, message: str) -> web.Response:
+    err = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
+    return web.json_response({"error": err}, status=400)
+
+
+def _data(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
 
 def free_port() -> int:
@@ -243,6 +268,8 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/fim/completions", self._fim)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
@@ -297,6 +324,64 @@ class FakeOpenAI:
             await out.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
         await out.write_eof()
         return out
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/completions`` (text completions): ``step.content`` as the text of each
+        prompt's choice, whole or as ``text_completion`` chunks (one per word)."""
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        refused = unknown_field(body, COMPLETIONS_FIELDS)
+        if refused is not None:
+            return refused
+        if not isinstance(body.get("prompt"), str | list):
+            return _invalid("prompt", "'prompt' is a required property")
+        if "max_completion_tokens" in body or not isinstance(body.get("max_tokens", 16), int):
+            return _invalid("max_tokens", "max_tokens must be an integer")
+        step = self.script.popleft() if self.script else self.default
+        stream = body.get("stream") is True
+        if step.kind != "ok":
+            return await self._misbehave(request, step, stream=stream, body=body)
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        n = body.get("n") or 1
+        count = len(prompts) * n
+        head = {"id": "cmpl-fake", "object": "text_completion", "created": 1}
+        head["model"] = body["model"]
+        words = step.content.split(" ")
+        usage = {"prompt_tokens": 3, "completion_tokens": len(words) * count}
+        usage["total_tokens"] = 3 + usage["completion_tokens"]
+        if not stream:
+            choices = [
+                {"text": step.content, "index": i, "logprobs": None, "finish_reason": "stop"}
+                for i in range(count)
+            ]
+            return web.json_response({**head, "choices": choices, "usage": usage})
+        resp = await self._open_stream(request)
+        for i in range(count):
+            for k, w in enumerate(words):
+                text = (" " if k else "") + w
+                ch = {"text": text, "index": i, "logprobs": None, "finish_reason": None}
+                await resp.write(_data({**head, "choices": [ch]}))
+            end = {"text": "", "index": i, "logprobs": None, "finish_reason": "stop"}
+            await resp.write(_data({**head, "choices": [end]}))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(_data({**head, "choices": [], "usage": usage}))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def _fim(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/fim/completions`` (Mistral's FIM API): answered as chat completions."""
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        extra = sorted(set(body) - FIM_FIELDS)
+        if extra or not isinstance(body.get("prompt"), str):
+            return _invalid(extra[0] if extra else "prompt", "Extra inputs are not permitted")
+        step = self.script.popleft() if self.script else self.default
+        if body.get("stream") is True:
+            return await self._stream_ok(request, {**body, "stream_options": {}}, step)
+        return web.json_response(self._completion(body, step))
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -27,8 +27,13 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     },
     ("openai", "embeddings"): {
         "openai-compatible": "works",
-        "anthropic": "502 unsupported_provider",
-        "gemini": "502 unsupported_provider",
+        "anthropic": "400 (no embeddings backend on the route)",
+        "gemini": "400 (no embeddings backend on the route)",
+    },
+    ("openai", "completions (unary, stream, FIM suffix)"): {
+        "openai-compatible": "works",
+        "anthropic": "400 (no completions backend on the route)",
+        "gemini": "400 (no completions backend on the route)",
     },
     ("anthropic", "messages"): dict.fromkeys(BACKENDS, "works"),
     ("anthropic", "messages stream"): dict.fromkeys(BACKENDS, "works"),

@@ -223,6 +223,24 @@ async def test_openai_embeddings(stack: Stack) -> None:
     assert exc.value.status_code == 400 and "no backend that serves embeddings" in exc.value.message
 
 
+async def test_openai_completions(stack: Stack) -> None:
+    async with oai(stack.sidecar) as c:
+        if stack.kind != "openai-compatible":
+            with pytest.raises(openai.BadRequestError) as exc:
+                await c.completions.create(model="m", prompt="def f(", suffix=")")
+            assert "no backend that serves completions" in exc.value.message
+            assert stack.requests == []
+            return
+        stack.text("x + 1")
+        stack.text("x + 1")
+        out = await c.completions.create(model="m", prompt="def f(x):\n    return ", suffix="\n")
+        assert out.choices[0].text == "x + 1"
+        text = ""
+        async for chunk in await c.completions.create(model="m", prompt="def f(", stream=True):
+            text += "".join(ch.text for ch in chunk.choices)
+    assert text == "x + 1" and stack.requests[0]["suffix"] == "\n"
+
+
 async def test_openai_responses_pass_through_to_openai(
     start_sidecar: StartSidecar, fake: FakeOpenAI
 ) -> None:

