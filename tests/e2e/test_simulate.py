@@ -123,10 +123,20 @@ def changed(tmp: Path, edit: Callable[[Docs], None]) -> Path:
     return write(tmp / "new", docs)
 
 
-def simulate(*args: str | Path, tmp: Path) -> tuple[int, dict[str, Any], str]:
+def simulate(*args: str | Path, tmp: Path) -> tuple[int, dict[str, Any]]:
+    """``sluice simulate ARGS --json FILE``: the exit code and the JSON report."""
     out = tmp / "report.json"
     code = main(["simulate", *map(str, args), "--json", str(out)])
-    return code, json.loads(out.read_text()), ""
+    return code, json.loads(out.read_text())
+
+
+def budget(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Budget",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def route_of(docs: Docs, name: str = "chat") -> dict[str, Any]:
@@ -137,12 +147,12 @@ def test_unchanged_manifests_change_nothing(
     recorded: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old, audit, _ = recorded
-    code, doc, _ = simulate(old, "--audit", audit, tmp=tmp_path)
+    code, doc = simulate(old, "--audit", audit, tmp=tmp_path)
     assert code == 0, capsys.readouterr().out
     assert doc["differs"] is False and doc["records"] == len(REQUESTS)
     assert doc["guardrailsReplayed"] == len(REQUESTS)
     assert "SAME: nothing would differ" in capsys.readouterr().out
-    code, doc, _ = simulate(old, "--audit", audit, "--against", old, tmp=tmp_path)
+    code, doc = simulate(old, "--audit", audit, "--against", old, tmp=tmp_path)
     assert code == 0 and not doc["changes"]
 
 
@@ -152,17 +162,10 @@ def test_a_new_budget_says_which_requests_it_would_refuse_and_when(
     old, audit, _ = recorded
 
     def edit(docs: Docs) -> None:
-        docs.append(
-            {
-                "apiVersion": "sluice.dev/v1alpha1",
-                "kind": "Budget",
-                "metadata": {"name": "three-a-day"},
-                "spec": {"limits": [{"window": "Day", "requests": 3}]},
-            }
-        )
+        docs.append(budget("three-a-day", limits=[{"window": "Day", "requests": 3}]))
 
     new = changed(tmp_path, edit)
-    code, doc, _ = simulate(new, "--audit", audit, tmp=tmp_path)
+    code, doc = simulate(new, "--audit", audit, tmp=tmp_path)
     out = capsys.readouterr().out
     assert code == 1, out
     assert doc["counts"]["budget.refused"] == len(REQUESTS) - 3
@@ -174,7 +177,7 @@ def test_a_new_budget_says_which_requests_it_would_refuse_and_when(
     spend = {s["route"]: s for s in doc["spend"]}
     assert spend["chat"]["newUSD"] < spend["chat"]["oldUSD"]
     # --against: the same answer from two replays
-    code, doc2, _ = simulate(new, "--audit", audit, "--against", old, tmp=tmp_path)
+    code, doc2 = simulate(new, "--audit", audit, "--against", old, tmp=tmp_path)
     assert code == 1 and doc2["counts"]["budget.refused"] == 3
 
 
@@ -184,20 +187,13 @@ def test_a_usd_budget_reserves_the_worst_case_the_record_shows(
     _, audit, _ = recorded
 
     def edit(docs: Docs) -> None:
-        docs.append(
-            {
-                "apiVersion": "sluice.dev/v1alpha1",
-                "kind": "Budget",
-                "metadata": {"name": "tiny"},
-                "spec": {"limits": [{"window": "Day", "usd": 0.0002}]},
-            }
-        )
+        docs.append(budget("tiny", limits=[{"window": "Day", "usd": 0.0002}]))
 
-    code, doc, _ = simulate(changed(tmp_path, edit), "--audit", audit, tmp=tmp_path)
+    code, doc = simulate(changed(tmp_path, edit), "--audit", audit, tmp=tmp_path)
     assert code == 1
     assert 0 < doc["counts"]["budget.refused"] < len(REQUESTS)
     # a bigger assumed output cap makes every reservation bigger: more refusals
-    code, doc2, _ = simulate(
+    code, doc2 = simulate(
         changed(tmp_path, edit), "--audit", audit, "--max-tokens", "4000", tmp=tmp_path
     )
     assert doc2["counts"]["budget.refused"] > doc["counts"]["budget.refused"]
@@ -215,19 +211,15 @@ def test_a_downgrade_budget_moves_requests_and_their_spend(
         cheap["spec"]["backends"][0]["pricing"] = {"inputPerMTok": 0.1, "outputPerMTok": 0.2}
         docs.append(cheap)
         docs.append(
-            {
-                "apiVersion": "sluice.dev/v1alpha1",
-                "kind": "Budget",
-                "metadata": {"name": "two-then-cheap"},
-                "spec": {
-                    "selector": {"routes": ["chat"]},
-                    "limits": [{"window": "Day", "requests": 2}],
-                    "onExceeded": {"action": "Downgrade", "route": "cheap"},
-                },
-            }
+            budget(
+                "two-then-cheap",
+                selector={"routes": ["chat"]},
+                limits=[{"window": "Day", "requests": 2}],
+                onExceeded={"action": "Downgrade", "route": "cheap"},
+            )
         )
 
-    code, doc, _ = simulate(changed(tmp_path, edit), "--audit", audit, tmp=tmp_path)
+    code, doc = simulate(changed(tmp_path, edit), "--audit", audit, tmp=tmp_path)
     assert code == 1
     assert doc["counts"]["budget.downgraded"] == len(REQUESTS) - 2
     assert doc["counts"]["budget.refused"] == 0 and doc["counts"]["routing.route"] == 0
@@ -246,7 +238,7 @@ def test_a_new_price_changes_spend_per_route(
             "outputPerMTok": 4.0,
         }
 
-    code, doc, _ = simulate(changed(tmp_path, edit), "--audit", audit, tmp=tmp_path)
+    code, doc = simulate(changed(tmp_path, edit), "--audit", audit, tmp=tmp_path)
     assert code == 1
     assert not doc["changes"]
     (row,) = doc["spend"]
@@ -262,7 +254,7 @@ def test_a_renamed_route_makes_the_model_unknown(
     def edit(docs: Docs) -> None:
         route_of(docs)["metadata"]["name"] = "chat-v2"
 
-    code, doc, _ = simulate(changed(tmp_path, edit), "--audit", audit, tmp=tmp_path)
+    code, doc = simulate(changed(tmp_path, edit), "--audit", audit, tmp=tmp_path)
     assert code == 1
     assert doc["counts"]["routing.unknown"] == len(REQUESTS)
     assert "no route 'chat'" in doc["changes"][0]["new"]
@@ -277,7 +269,7 @@ def test_a_new_first_backend_and_a_routing_rule(
         a, b = route_of(docs)["spec"]["backends"]
         a["priority"], b["priority"] = 1, 0
 
-    code, doc, _ = simulate(changed(tmp_path, swap), "--audit", audit, tmp=tmp_path)
+    code, doc = simulate(changed(tmp_path, swap), "--audit", audit, tmp=tmp_path)
     assert code == 1 and doc["counts"]["routing.route"] == len(REQUESTS)
     assert doc["changes"][0]["old"] == "chat/a (a-1)" and doc["changes"][0]["new"] == "chat/b (b-1)"
 
@@ -286,7 +278,7 @@ def test_a_new_first_backend_and_a_routing_rule(
             {"name": "long", "match": {"minPromptTokens": 100}, "backends": ["b"]}
         ]
 
-    code, doc, _ = simulate(changed(tmp_path, rule), "--audit", audit, tmp=tmp_path)
+    code, doc = simulate(changed(tmp_path, rule), "--audit", audit, tmp=tmp_path)
     assert code == 1 and doc["counts"]["routing.route"] == 1
     assert doc["changes"][0]["requestId"] == "r4"
 
@@ -295,7 +287,7 @@ def test_a_new_first_backend_and_a_routing_rule(
             {"name": "vip", "match": {"headers": {"x-tier": "vip"}}, "backends": ["b"]}
         ]
 
-    code, doc, _ = simulate(changed(tmp_path, header_rule), "--audit", audit, tmp=tmp_path)
+    code, doc = simulate(changed(tmp_path, header_rule), "--audit", audit, tmp=tmp_path)
     assert code == 0
     assert any("headers, which audit records do not carry" in k for k in doc["notSimulated"])
 
@@ -309,11 +301,11 @@ def test_a_workload_selector_with_the_pods_labels(
         route_of(docs)["spec"]["workloadSelector"] = {"matchLabels": {"app": "billing"}}
 
     new = changed(tmp_path, edit)
-    code, doc, _ = simulate(new, "--audit", audit, "--labels", "app=shop", tmp=tmp_path)
+    code, doc = simulate(new, "--audit", audit, "--labels", "app=shop", tmp=tmp_path)
     assert code == 1 and doc["counts"]["routing.unknown"] == len(REQUESTS)
-    code, doc, _ = simulate(new, "--audit", audit, "--labels", "app=billing", tmp=tmp_path)
+    code, doc = simulate(new, "--audit", audit, "--labels", "app=billing", tmp=tmp_path)
     assert code == 0
-    code, doc, _ = simulate(new, "--audit", audit, tmp=tmp_path)  # labels unknown: matches
+    code, doc = simulate(new, "--audit", audit, tmp=tmp_path)  # labels unknown: matches
     assert code == 0
 
 
@@ -326,14 +318,14 @@ def test_a_new_guardrail_policy_needs_the_prompt_text(
         docs[1]["spec"]["input"]["pii"]["action"] = "Block"
 
     new = changed(tmp_path, edit)
-    code, doc, _ = simulate(new, "--audit", audit, tmp=tmp_path)
+    code, doc = simulate(new, "--audit", audit, tmp=tmp_path)
     assert code == 1
     (change,) = doc["changes"]
     assert change["requestId"] == "r2" and change["kind"] == "guardrails"
     assert change["old"].startswith("log") and change["new"].startswith("block")
     assert doc["spend"][0]["newUSD"] < doc["spend"][0]["oldUSD"]  # the blocked one costs nothing
     capsys.readouterr()
-    code, doc, _ = simulate(new, "--audit", bare, tmp=tmp_path)
+    code, doc = simulate(new, "--audit", bare, tmp=tmp_path)
     out = capsys.readouterr().out
     assert code == 0 and doc["guardrailsReplayed"] == 0
     key = "guardrails not re-checked: no prompt text (recorded without --audit-prompts)"
