@@ -27,8 +27,10 @@ from hypothesis import strategies as st
 from sluice_sidecar.guardrails import canonical
 from sluice_sidecar.guardrails.canonical import Canonical, canonicalize
 from sluice_sidecar.guardrails.injection import (
+    _PERSONA,
     FAMILIES,
     OBFUSCATION_WEIGHT,
+    PERSONA_WEIGHTS,
     InjectionScore,
     score,
     score_canonical,
@@ -400,6 +402,9 @@ def brute_force(c: Canonical) -> InjectionScore:
                 continue
             best[kind] = (w, fam.category)
             in_payload = in_payload or (at >= c.decoded_at and w >= 0.3)
+    cues = {m.lastgroup for at in range(len(text)) if (m := _PERSONA.match(text, at))}
+    if persona := PERSONA_WEIGHTS[min(len(cues), len(PERSONA_WEIGHTS) - 1)]:
+        best["persona"] = (persona, "persona")
     if not best:
         return InjectionScore(0.0)
     if max(w for w, _ in best.values()) >= 0.3 and (c.obfuscated or in_payload):

