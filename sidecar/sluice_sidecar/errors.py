@@ -194,6 +194,11 @@ class NoBackendAvailable(SluiceError):
         return _retry_after_header(self.retry_after)
 
 
+#: Seconds an OpenAI-dialect client is told to wait (``Retry-After``) after an overloaded provider
+#: that named no time of its own.
+OVERLOADED_RETRY_AFTER = 2.0
+
+
 class UpstreamError(SluiceError):
     """One try against one backend failed. ``failure`` decides retry/fallback (None: never)."""
 
@@ -204,8 +209,7 @@ class UpstreamError(SluiceError):
     retry_same_backend: bool = True
     #: Whether this counts against the backend's circuit breaker.
     counts_for_breaker: bool = True
-    #: The provider said it is overloaded (Anthropic's 529 ``overloaded_error``): an Anthropic
-    #: client is answered 529 ``overloaded_error``, as the provider would.
+    #: The provider said it is overloaded (``set_overloaded``).
     overloaded: bool = False
 
     def __init__(self, message: str, *, backend: str = "", retry_after: float | None = None):
@@ -213,8 +217,20 @@ class UpstreamError(SluiceError):
         self.backend = backend
         self.retry_after = retry_after
 
+    def set_overloaded(self) -> None:
+        """The provider said it is overloaded (Anthropic's 529 ``overloaded_error``, as a status
+        or a stream event): OpenAI-dialect clients are answered 503 ``service_unavailable`` with
+        a ``Retry-After`` (the provider's, else ``OVERLOADED_RETRY_AFTER``), so their SDKs retry;
+        an Anthropic client gets 529 ``overloaded_error``, as the provider would answer. The
+        routing decision is unchanged (no invented Retry-After reaches it)."""
+        self.overloaded = True
+        self.status, self.type = 503, "service_unavailable"
+
     def headers(self) -> dict[str, str]:
-        return _retry_after_header(self.retry_after)
+        seconds = self.retry_after
+        if seconds is None and self.overloaded:
+            seconds = OVERLOADED_RETRY_AFTER
+        return _retry_after_header(seconds)
 
 
 class UpstreamConnectError(UpstreamError):
@@ -284,7 +300,6 @@ class UpstreamStatusError(UpstreamError):
     ) -> None:
         super().__init__(message, backend=backend, retry_after=retry_after)
         self.upstream_status = upstream_status
-        self.overloaded = upstream_status == 529
         self.failure = classify_status(upstream_status, upstream_code, message)
         self.counts_for_breaker = self.failure in (
             FailureClass.SERVER_ERROR,
@@ -295,6 +310,8 @@ class UpstreamStatusError(UpstreamError):
             self.status, self.type, self.code = 429, "rate_limit_exceeded", "rate_limit_exceeded"
         elif upstream_status >= 500:
             self.status, self.type, self.code = 502, "upstream_error", f"upstream_{upstream_status}"
+            if upstream_status == 529:
+                self.set_overloaded()
         else:
             self.status = upstream_status
             self.type = upstream_type or "invalid_request_error"

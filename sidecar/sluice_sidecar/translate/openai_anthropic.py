@@ -372,7 +372,8 @@ def stream_error(obj: dict[str, Any], backend: str) -> errors.UpstreamStreamErro
         f"Backend '{backend}' reported {etype}: {errors.sanitise(message)}", backend=backend
     )
     status = {"rate_limit_error": 429, "overloaded_error": 529, "api_error": 500}.get(etype, 400)
-    out.overloaded = etype == "overloaded_error"
+    if etype == "overloaded_error":
+        out.set_overloaded()
     _, code, _ = normalise_error(status, None, etype, message)
     out.failure = errors.classify_status(status, code, message)
     if out.failure is None:
