@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -439,6 +440,10 @@ class _Series:
     cost: _CounterChild
 
 
+_VERDICTS = {"Block": "blocked", "Redact": "redacted", "Log": "flagged", "Allow": "allowed"}
+_ENTITY = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
+_NAME = re.compile(r"[A-Za-z]{1,32}")
+
 #: (route, backend name, state) for every backend, read at scrape time.
 HealthSource = Callable[[], Iterable[tuple[str, str, BackendState, int]]]
 
@@ -528,6 +533,14 @@ class Metrics:
             ["route", "backend"],
             registry=registry,
         )
+        self.guardrail_verdicts = LoopCounter(
+            "sluice_guardrail_verdicts",
+            "Guardrail verdicts by policy, stage, check, entity kind (pii) and verdict "
+            "(blocked, redacted, flagged, allowed); mode Monitor counts what would have been "
+            "done. Labels come from the config and a fixed vocabulary, never from text.",
+            ["policy", "stage", "check", "entity", "verdict", "mode"],
+            registry,
+        )
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._requests: dict[tuple[str, int, str], _CounterChild] = {}
 
@@ -549,6 +562,21 @@ class Metrics:
             )
         return s
 
+    def _verdict(self, v: Mapping[str, Any]) -> None:
+        """Count one guardrail verdict record. Policy names and entity kinds are the config's
+        (the engine only acts on listed kinds); check, stage, action are a fixed vocabulary, and
+        anything else (an external classifier's categories) is never a label."""
+        verdict = _VERDICTS.get(str(v.get("action")))
+        check, stage = str(v.get("check")), str(v.get("stage"))
+        if verdict is None or not _NAME.fullmatch(check) or stage not in ("input", "output"):
+            return
+        mode = "Enforce" if v.get("enforced") else "Monitor"
+        policy = str(v.get("policy"))[:253]
+        entities = v.get("entities")
+        kinds = [k for k in entities if _ENTITY.fullmatch(str(k))] if entities else [""]
+        for kind in kinds or [""]:
+            self.guardrail_verdicts.labels(policy, stage, check, kind, verdict, mode).inc()
+
     def finish(self, ex: Exchange, now: float) -> None:
         """Record a finished request."""
         route = ex.route.name if ex.route is not None else "unknown"
@@ -557,6 +585,8 @@ class Metrics:
         if requests is None:
             requests = self._requests[key] = self.requests.labels(route, str(ex.status), ex.outcome)
         requests.inc()
+        for v in ex.verdicts:
+            self._verdict(v)
         if ex.outcome == "client_disconnected":
             self.disconnects.labels(route).inc()
         b = ex.backend
