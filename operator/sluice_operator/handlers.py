@@ -57,7 +57,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["reconciler"] = reconciler
     memo["cache"] = cache
     memo["injector_settings"] = InjectorSettings.from_env(
-        os.environ, operator_namespace=options.namespace
+        os.environ, operator_namespace=options.namespace, **_controlplane_ca(options)
     )
     memo["missed"] = set()
     await _initial_sync(writer, reconciler, cache)
@@ -79,13 +79,41 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     app.router.add_get("/metrics", metrics.handler(registry))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, options.controlplane_host, options.controlplane_port).start()
+    tls = None
+    if options.controlplane_cert_dir:
+        # The webhook's approach: files mounted from a Secret, reloaded into the live context
+        # when the kubelet swaps them (new handshakes get the new certificate, no restart).
+        certs = Path(options.controlplane_cert_dir)
+        crt, key = str(certs / "tls.crt"), str(certs / "tls.key")
+        tls = injector.ssl_context(crt, key)
+        memo["controlplane_certs"] = asyncio.create_task(
+            injector._reload_certs(tls, crt, key, 30.0), name="sluice-controlplane-certs"
+        )
+    elif not options.controlplane_insecure_http:
+        raise kopf.PermanentError("the control plane needs --controlplane-cert-dir")
+    else:
+        log.warning("control plane in plain HTTP (--controlplane-insecure-http): development only")
+    await web.TCPSite(
+        runner, options.controlplane_host, options.controlplane_port, ssl_context=tls
+    ).start()
     memo["runner"] = runner
     log.info(
-        "control plane for sidecars on http://%s:%d",
+        "control plane for sidecars on %s://%s:%d",
+        "https" if tls else "http",
         options.controlplane_host,
         options.controlplane_port,
     )
+
+
+def _controlplane_ca(options: OperatorOptions) -> dict[str, str]:
+    """The CA bundle injected sidecars trust for the control plane (``ca.crt`` of its cert dir)."""
+    if not options.controlplane_cert_dir:
+        return {}
+    try:
+        return {"control_plane_ca": (Path(options.controlplane_cert_dir) / "ca.crt").read_text()}
+    except OSError as exc:
+        log.warning("no ca.crt for injected sidecars (they will trust the system CAs): %s", exc)
+        return {}
 
 
 async def _initial_sync(writer: kube.Kube, reconciler: Reconciler, cache: InjectionCache) -> None:
@@ -159,9 +187,10 @@ async def on_pod(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> N
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("task")
-    if isinstance(task, asyncio.Task):
-        task.cancel()
+    for name in ("task", "controlplane_certs"):
+        task = memo.get(name)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
     server = memo.get("webhook")
     if isinstance(server, injector.WebhookServer):
         await server.close()

@@ -31,6 +31,7 @@ def run(options: OperatorOptions) -> int:
         if options.out_of_cluster:
             options = outofcluster.prepare(options)
         preflight.check(options)
+        preflight.check_controlplane_tls(options)
     except (preflight.PreflightError, outofcluster.OutOfClusterError) as exc:
         print(f"sluice operator: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START

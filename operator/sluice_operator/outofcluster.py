@@ -74,6 +74,9 @@ def prepare(options: OperatorOptions) -> OperatorOptions:
         webhook_url=webhook_url(options.webhook_url),
         webhook_port=port,
         webhook_cert_dir=str(cert_dir),
+        # the same host serves the control plane: its HTTPS uses the same certificate
+        controlplane_cert_dir=options.controlplane_cert_dir
+        or (None if options.controlplane_insecure_http else str(cert_dir)),
     )
 
 

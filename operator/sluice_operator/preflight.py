@@ -9,6 +9,9 @@ person has to fix, so the operator checks them first and exits with a message sa
 * peering (unless ``--standalone``): the ``clusterkopfpeerings.kopf.dev`` resource is served.
   Discovery (``GET /apis/kopf.dev/v1``) needs no RBAC beyond what every authenticated user has.
 
+``check_controlplane_tls``: the control plane serves HTTPS from ``--controlplane-cert-dir``
+(readable ``tls.crt`` and ``tls.key``) unless ``--controlplane-insecure-http`` says otherwise.
+
 ``webhook_mismatch`` (out-of-cluster mode, a warning rather than a failure): whether the
 cluster's Sluice webhook configuration calls this operator's ``--webhook-url`` with its CA.
 
@@ -98,3 +101,28 @@ def webhook_mismatch(options: OperatorOptions, ca_bundle: str) -> str | None:
         if (cc.ca_bundle or "") != ca_bundle:
             return f"MutatingWebhookConfiguration {name} trusts another CA than this operator's"
     return None
+
+
+def check_controlplane_tls(options: OperatorOptions) -> None:
+    """Raise :class:`PreflightError` when the control plane has no certificate and plain HTTP
+    was not asked for explicitly."""
+    import ssl
+    from pathlib import Path
+
+    if options.controlplane_insecure_http:
+        return
+    if not options.controlplane_cert_dir:
+        raise PreflightError(
+            "the control plane needs a certificate: --controlplane-cert-dir DIR (tls.crt, "
+            "tls.key, ca.crt; the chart mounts one) or, for development only, "
+            "--controlplane-insecure-http"
+        )
+    certs = Path(options.controlplane_cert_dir)
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            certs / "tls.crt", certs / "tls.key"
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise PreflightError(
+            f"cannot load the control plane's certificate from {certs}/tls.crt and tls.key: {exc}"
+        ) from exc

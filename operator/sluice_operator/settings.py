@@ -18,6 +18,10 @@ class OperatorOptions:
     peering: str = "sluice"
     controlplane_host: str = "0.0.0.0"  # noqa: S104 - sidecars in other pods connect here
     controlplane_port: int = 9090
+    #: tls.crt + tls.key (and ca.crt, given to injected sidecars) for the control plane's HTTPS
+    controlplane_cert_dir: str | None = None
+    #: development only: the control plane in plain HTTP (bearer tokens in clear)
+    controlplane_insecure_http: bool = False
     liveness: str | None = "http://0.0.0.0:8080/healthz"
     verbose: bool = False
     webhook_host: str = "0.0.0.0"  # noqa: S104 - the apiserver connects here
@@ -39,6 +43,18 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peering", default=d.peering, help="kopf peering name for leadership")
     parser.add_argument("--controlplane-host", default=d.controlplane_host)
     parser.add_argument("--controlplane-port", type=int, default=d.controlplane_port)
+    parser.add_argument(
+        "--controlplane-cert-dir",
+        default=os.environ.get("SLUICE_CONTROLPLANE_CERT_DIR"),
+        help="folder with tls.crt and tls.key (reloaded when they change) and ca.crt (the CA "
+        "injected sidecars trust) for the control plane's HTTPS (env SLUICE_CONTROLPLANE_CERT_DIR)",
+    )
+    parser.add_argument(
+        "--controlplane-insecure-http",
+        action="store_true",
+        help="development only: serve the control plane in plain HTTP, so sidecars' tokens "
+        "travel in clear; without it the control plane needs --controlplane-cert-dir",
+    )
     parser.add_argument(
         "--liveness", default=d.liveness, help="kopf liveness endpoint URL ('' to disable)"
     )
@@ -80,6 +96,8 @@ def from_args(args: argparse.Namespace) -> OperatorOptions:
         peering=args.peering,
         controlplane_host=args.controlplane_host,
         controlplane_port=args.controlplane_port,
+        controlplane_cert_dir=args.controlplane_cert_dir,
+        controlplane_insecure_http=args.controlplane_insecure_http,
         liveness=args.liveness or None,
         verbose=args.verbose,
         webhook_host=args.webhook_host,

@@ -14,6 +14,11 @@ Owns:
 
 Authentication is the pod's projected ServiceAccount token, re-read from its file on every call
 (the kubelet rotates it). Nothing here runs unless the injector set ``SLUICE_CONTROL_PLANE_URL``.
+The URL is ``https://``, and the server's certificate is verified against the PEM CA bundle in
+``SLUICE_CONTROL_PLANE_CA`` (set by the injector from the operator's CA; the system CAs when
+absent). An ``http://`` URL is refused - the token would travel in clear - unless
+``SLUICE_CONTROL_PLANE_INSECURE=true`` says so explicitly (development only); refused, the
+sidecar serves its mounted config file alone.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import contextlib
 import json
 import logging
 import secrets
+import ssl
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -66,6 +72,8 @@ class Identity:
     pod: str
     token_file: Path
     report_interval: float = REPORT_INTERVAL
+    #: PEM CA bundle for the control plane's certificate; empty: the system's CAs
+    ca: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Identity | None:
@@ -73,7 +81,26 @@ class Identity:
         namespace = env.get("POD_NAMESPACE", "")
         if not url or not namespace:
             return None
+        insecure = env.get("SLUICE_CONTROL_PLANE_INSECURE", "").strip().lower() == "true"
+        if not url.startswith("https://") and not (url.startswith("http://") and insecure):
+            log.error(
+                "SLUICE_CONTROL_PLANE_URL must be https:// (plain http only with "
+                "SLUICE_CONTROL_PLANE_INSECURE=true, development only); serving the config "
+                "file alone"
+            )
+            return None
+        ca = env.get("SLUICE_CONTROL_PLANE_CA", "")
+        try:
+            ssl.create_default_context(cadata=ca or None)
+        except (ssl.SSLError, ValueError) as exc:
+            log.error(
+                "SLUICE_CONTROL_PLANE_CA is not a PEM CA bundle (%s); serving the config "
+                "file alone",
+                exc,
+            )
+            return None
         return cls(
+            ca=ca,
             url=url,
             namespace=namespace,
             pod=env.get("POD_NAME", "unknown"),
@@ -82,6 +109,14 @@ class Identity:
             ),
             report_interval=float(env.get("SLUICE_REPORT_INTERVAL", REPORT_INTERVAL)),
         )
+
+    def connector(self) -> aiohttp.TCPConnector:
+        """Verifies the control plane's certificate (hostname included) with ``ca``."""
+        if not self.url.startswith("https://"):
+            return aiohttp.TCPConnector()
+        context = ssl.create_default_context(cadata=self.ca or None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return aiohttp.TCPConnector(ssl=context)
 
     def headers(self) -> dict[str, str]:
         try:
@@ -116,7 +151,9 @@ class ControlPlaneConfig(FileConfig):
         return super().reload()
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+        async with aiohttp.ClientSession(
+            connector=self.identity.connector(), timeout=aiohttp.ClientTimeout(total=None)
+        ) as session:
             file_watch = asyncio.create_task(super().run())
             try:
                 await self._poll(session)
@@ -272,7 +309,8 @@ class UsageReporter:
 
     async def run(self) -> None:
         async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=10, connect=5)
+            connector=self.identity.connector(),
+            timeout=aiohttp.ClientTimeout(total=10, connect=5),
         ) as session:
             pending: UsageReport | None = None
             while True:

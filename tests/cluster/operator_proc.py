@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -42,10 +44,17 @@ class ChildProcess:
 @dataclass
 class OperatorProcess(ChildProcess):
     port: int
+    #: the CA of the control plane's certificate; None: plain HTTP (--controlplane-insecure-http)
+    ca_file: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.port}"
+
+    def open(self, request: str | urllib.request.Request, timeout: float = 10) -> Any:
+        """``urllib.request.urlopen`` on the control plane, verifying its certificate."""
+        context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+        return urllib.request.urlopen(request, timeout=timeout, context=context)
 
 
 def start_operator(
@@ -54,11 +63,14 @@ def start_operator(
     *extra: str,
     standalone: bool = True,
     env: Mapping[str, str] | None = None,
+    controlplane_certs: Path | None = None,
 ) -> OperatorProcess:
     """Start the operator with ``kubeconfig``; returns once its control plane answers.
 
     ``standalone=False`` leaves out ``--standalone`` (pass ``--peering NAME`` in ``extra``);
     ``env`` adds to (or overrides) the inherited environment, e.g. ``SLUICE_SIDECAR_IMAGE``.
+    ``controlplane_certs``: a folder with tls.crt, tls.key and ca.crt for HTTPS (certificate for
+    127.0.0.1); without it the control plane is plain HTTP (``--controlplane-insecure-http``).
     """
     port = free_port()
     log = workdir / f"operator-{port}.log"
@@ -74,6 +86,11 @@ def start_operator(
                 *(["--standalone"] if standalone else []),
                 "--controlplane-host=127.0.0.1",
                 f"--controlplane-port={port}",
+                *(
+                    [f"--controlplane-cert-dir={controlplane_certs}"]
+                    if controlplane_certs
+                    else ["--controlplane-insecure-http"]
+                ),
                 "--liveness=",
                 "--verbose",
                 *extra,
@@ -82,13 +99,14 @@ def start_operator(
             stderr=subprocess.STDOUT,
             env=child_env,
         )
-    op = OperatorProcess(proc=proc, log=log, port=port)
+    ca = controlplane_certs / "ca.crt" if controlplane_certs else None
+    op = OperatorProcess(proc=proc, log=log, port=port, ca_file=ca)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"operator exited with {proc.returncode}:\n{op.log_text()}")
         try:
-            with urllib.request.urlopen(f"{op.url}/healthz", timeout=1) as r:
+            with op.open(f"{op.url}/healthz", timeout=1) as r:
                 if r.status == 200:
                     return op
         except OSError:

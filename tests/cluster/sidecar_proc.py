@@ -32,8 +32,12 @@ def start_sidecar(
     pod: str,
     token_file: Path,
     report_interval: float = 0.5,
+    ca_file: Path | None = None,
 ) -> SidecarProcess:
-    """Start a sidecar with the injector's environment; returns once /readyz says ready."""
+    """Start a sidecar with the injector's environment; returns once /readyz says ready.
+
+    ``ca_file``: the control plane's CA (``SLUICE_CONTROL_PLANE_CA``, for an https URL); an
+    http URL gets ``SLUICE_CONTROL_PLANE_INSECURE=true``, as only development would set it."""
     port, admin = free_port(), free_port()
     log = workdir / f"sidecar-{pod}.log"
     env = dict(os.environ)
@@ -44,6 +48,10 @@ def start_sidecar(
         SLUICE_TOKEN_FILE=str(token_file),
         SLUICE_REPORT_INTERVAL=str(report_interval),
     )
+    if ca_file is not None:
+        env["SLUICE_CONTROL_PLANE_CA"] = ca_file.read_text()
+    if control_plane.startswith("http://"):
+        env["SLUICE_CONTROL_PLANE_INSECURE"] = "true"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [

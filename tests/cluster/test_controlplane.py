@@ -1,5 +1,8 @@
 """Operator ↔ sidecar over the real control plane: push, reports in status, operator down.
 
+The control plane serves HTTPS with a certificate from a CA (the test cluster's), and the real
+sidecar processes verify it with that CA (``SLUICE_CONTROL_PLANE_CA``), as injected pods do.
+
 The local apiserver has no kubelet, so a ConfigMap change never reaches a file here: a sidecar
 that serves a changed route got it through the operator's long-poll push.
 """
@@ -7,6 +10,7 @@ that serves a changed route got it through the operator's long-poll push.
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -82,6 +86,17 @@ def pod_token(cluster: Cluster, namespace: str, pod: str, tmp_path: Path) -> Pat
     return path
 
 
+def controlplane_certs(cluster: Cluster, tmp_path: Path) -> Path:
+    """tls.crt/tls.key for 127.0.0.1 and ca.crt, the way the chart mounts them."""
+    crt, key = cluster.issue_serving_cert(f"controlplane-{tmp_path.name}")
+    certs = tmp_path / "controlplane-certs"
+    certs.mkdir()
+    shutil.copy(crt, certs / "tls.crt")
+    shutil.copy(key, certs / "tls.key")
+    shutil.copy(cluster.pki.ca_cert, certs / "ca.crt")
+    return certs
+
+
 @pytest.fixture
 def setup(
     cluster: Cluster,
@@ -89,7 +104,9 @@ def setup(
     namespace: str,
     tmp_path: Path,
 ) -> Iterator[tuple[OperatorProcess, Path]]:
-    op = start_operator(cluster.kubeconfig, tmp_path)
+    op = start_operator(
+        cluster.kubeconfig, tmp_path, controlplane_certs=controlplane_certs(cluster, tmp_path)
+    )
     try:
         cluster.kubectl("apply", "-f", "-", input=json.dumps(route(namespace, "version one")))
         cluster.kubectl("wait", "modelroute/chat", "-n", namespace, "--for=condition=Ready")
@@ -119,7 +136,13 @@ def test_route_change_reaches_a_running_sidecar_by_push(
     op, config = setup
     token = pod_token(cluster, namespace, "p1", tmp_path)
     side = start_sidecar(
-        config, tmp_path, control_plane=op.url, namespace=namespace, pod="p1", token_file=token
+        config,
+        tmp_path,
+        control_plane=op.url,
+        namespace=namespace,
+        pod="p1",
+        token_file=token,
+        ca_file=op.ca_file,
     )
     try:
         assert ask(side) == "version one"
@@ -143,6 +166,7 @@ def test_reports_from_two_sidecars_show_in_status_and_operator_down_keeps_servin
             namespace=namespace,
             pod=p,
             token_file=pod_token(cluster, namespace, p, tmp_path),
+            ca_file=op.ca_file,
         )
         for p in ("pod-a", "pod-b")
     ]
@@ -206,18 +230,18 @@ def test_reports_from_two_sidecars_show_in_status_and_operator_down_keeps_servin
             side.stop()
 
 
-def post_report(url: str, token: str, namespace: str, pod: str) -> tuple[int, str]:
+def post_report(op: OperatorProcess, token: str, namespace: str, pod: str) -> tuple[int, str]:
     report = UsageReport(
         namespace=namespace, pod=pod, config_hash="forged", seq=1, window_start=0, window_end=1
     )
     request = urllib.request.Request(
-        f"{url}/v1/reports",
+        f"{op.url}/v1/reports",
         data=report.model_dump_json(by_alias=True).encode(),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as r:
+        with op.open(request) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -231,19 +255,49 @@ def test_a_pod_cannot_report_for_another_pod(
     op, _ = setup
     token_a = pod_token(cluster, namespace, "pod-a", tmp_path).read_text()
     pod_token(cluster, namespace, "pod-b", tmp_path)
-    assert post_report(op.url, token_a, namespace, "pod-b")[0] == 403
-    status, body = post_report(op.url, token_a, namespace, "pod-a")
+    assert post_report(op, token_a, namespace, "pod-b")[0] == 403
+    status, body = post_report(op, token_a, namespace, "pod-a")
     assert status == 200, body
     # a token of the same ServiceAccount not bound to a pod: may read config, never report
     unbound = cluster.kubectl(
         "create", "token", "app", "-n", namespace, "--audience=sluice"
     ).stdout.strip()
-    assert post_report(op.url, unbound, namespace, "pod-a")[0] == 403
+    assert post_report(op, unbound, namespace, "pod-a")[0] == 403
     # the bound pod deleted: its token no longer authenticates at all
     cluster.kubectl("delete", "pod", "pod-a", "-n", namespace, "--wait=false")
     fresh = pod_token(cluster, namespace, "pod-a", tmp_path).read_text()  # recreated: new uid
-    assert post_report(op.url, fresh, namespace, "pod-a")[0] == 200
-    with urllib.request.urlopen(f"{op.url}/metrics", timeout=10) as r:
+    assert post_report(op, fresh, namespace, "pod-a")[0] == 200
+    with op.open(f"{op.url}/metrics") as r:
         metrics = r.read().decode()
     assert 'sluice_operator_controlplane_denied_total{reason="pod_mismatch"} 1.0' in metrics
     assert 'sluice_operator_controlplane_denied_total{reason="unbound_token"} 1.0' in metrics
+
+
+def test_the_sidecar_verifies_the_control_plane_certificate(
+    cluster: Cluster, namespace: str, tmp_path: Path, setup: tuple[OperatorProcess, Path]
+) -> None:
+    """A sidecar that does not trust the operator's CA (only the system's) gets no push - the
+    handshake fails - and keeps serving its file, while one with the CA gets the change."""
+    op, config = setup
+    token = pod_token(cluster, namespace, "p1", tmp_path)
+    wrong = start_sidecar(
+        config, tmp_path, control_plane=op.url, namespace=namespace, pod="p1", token_file=token
+    )
+    try:
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(route(namespace, "version two")))
+        right = start_sidecar(
+            config,
+            tmp_path,
+            control_plane=op.url,
+            namespace=namespace,
+            pod="p1",
+            token_file=token,
+            ca_file=op.ca_file,
+        )
+        try:
+            eventually(lambda: ask(right) == "version two", what="pushed over verified TLS")
+        finally:
+            right.stop()
+        assert ask(wrong) == "version one"
+    finally:
+        wrong.stop()

@@ -174,6 +174,7 @@ def test_default_objects(default: Rendered) -> None:
             "Role",
             "RoleBinding",
             "Secret",
+            "Secret",
             "Service",
             "Service",
             "ServiceAccount",
@@ -349,7 +350,7 @@ def test_injector_settings_from_the_rendered_env(default: Rendered, custom: Rend
         "kube-node-lease",
         "sluice-system",
     }
-    assert settings.control_plane_url == "http://sluice-control-plane.sluice-system.svc:9090"
+    assert settings.control_plane_url == "https://sluice-control-plane.sluice-system.svc:9090"
 
     settings = InjectorSettings.from_env({**_env(custom), "SLUICE_OPERATOR_NAMESPACE": "platform"})
     assert settings.sidecar_image == "reg.example/sidecar:9.9.9"
@@ -425,7 +426,7 @@ def test_custom_webhook_configuration_is_the_builders(custom: Rendered) -> None:
 
 
 def test_generated_certificate_serves_the_webhook_service(default: Rendered) -> None:
-    secret = default.one("Secret")
+    secret = default.named("Secret", "sluice-webhook-cert")
     assert secret["type"] == "kubernetes.io/tls"
     assert secret["metadata"]["name"] == "sluice-webhook-cert"
     ca_pem = base64.b64decode(secret["data"]["ca.crt"])
@@ -443,7 +444,7 @@ def test_generated_certificate_serves_the_webhook_service(default: Rendered) -> 
 
 
 def test_existing_secret_replaces_the_generated_one(custom: Rendered) -> None:
-    assert custom.all("Secret") == []
+    assert [s["metadata"]["name"] for s in custom.all("Secret")] == ["sluice-control-plane-cert"]
     volumes = custom.one("Deployment")["spec"]["template"]["spec"]["volumes"]
     certs = next(v for v in volumes if v["name"] == "webhook-certs")
     assert certs["secret"]["secretName"] == "my-webhook-tls"
@@ -459,7 +460,13 @@ def test_toggles(custom: Rendered) -> None:
     assert [r["metadata"]["name"] for r in custom.all("ClusterRole")] == ["sluice-operator"]
     monitor = custom.one("ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
-    assert monitor["spec"]["endpoints"][0]["port"] == "http-control"
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] == "https-control"
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"]["secret"] == {
+        "name": "sluice-control-plane-cert",
+        "key": "ca.crt",
+    }
     pod_monitor = custom.one("PodMonitor")
     assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "sluice-admin"
     rules = custom.one("PrometheusRule")["spec"]["groups"][0]["rules"]
@@ -565,3 +572,21 @@ def test_webhook_url_for_an_out_of_cluster_operator(helm: Path) -> None:
         proc = run_helm(helm, "template", "sluice", str(CHART), *args, check=False)
         assert proc.returncode != 0
         assert message in proc.stderr
+
+
+def test_generated_certificate_serves_the_control_plane_service(default: Rendered) -> None:
+    """HTTPS for sidecars: a CA and a certificate for the control-plane Service, mounted with
+    ca.crt (the operator gives it to injected sidecars); sidecars are told an https URL."""
+    secret = default.named("Secret", "sluice-control-plane-cert")
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    leaf = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    leaf.verify_directly_issued_by(ca)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "sluice-control-plane.sluice-system.svc" in sans.get_values_for_type(x509.DNSName)
+    pod = default.one("Deployment")["spec"]["template"]["spec"]
+    certs = next(v for v in pod["volumes"] if v["name"] == "control-plane-certs")
+    assert certs["secret"]["secretName"] == "sluice-control-plane-cert"
+    assert {i["key"] for i in certs["secret"]["items"]} == {"tls.crt", "tls.key", "ca.crt"}
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["SLUICE_CONTROLPLANE_CERT_DIR"] == "/etc/sluice/control-plane-certs"
+    assert env["SLUICE_CONTROL_PLANE_URL"].startswith("https://")

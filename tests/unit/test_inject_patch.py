@@ -29,7 +29,8 @@ GOLDEN = Path(__file__).parent / "testdata" / "inject"
 SETTINGS = InjectorSettings(
     sidecar_image="registry.example/sluice-sidecar:1.2.3",
     operator_namespace="sluice-system",
-    control_plane_url="http://sluice-control-plane.sluice-system.svc:9090",
+    control_plane_url="https://sluice-control-plane.sluice-system.svc:9090",
+    control_plane_ca="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
     version="1.2.3",
 )
 FACTS = NamespaceFacts("shop", {ann.INJECT.key: "true"})
@@ -285,6 +286,8 @@ def test_downward_api_env_on_the_sidecar() -> None:
     }
     assert env["SLUICE_TOKEN_FILE"]["value"] == ("/var/run/secrets/sluice.dev/serviceaccount/token")
     assert env["SLUICE_CONTROL_PLANE_URL"]["value"] == SETTINGS.control_plane_url
+    # the sidecar verifies the control plane's HTTPS with the operator's CA, given in its env
+    assert env["SLUICE_CONTROL_PLANE_CA"]["value"] == SETTINGS.control_plane_ca
 
 
 def pss_restricted_violations(container: dict[str, Any]) -> list[str]:

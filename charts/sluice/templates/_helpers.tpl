@@ -59,6 +59,10 @@ app.kubernetes.io/part-of: sluice
 {{- printf "%s-control-plane" (include "sluice.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "sluice.controlPlaneCertSecret" -}}
+{{- default (printf "%s-control-plane-cert" (include "sluice.fullname" .)) .Values.controlPlane.certificate.existingSecret }}
+{{- end }}
+
 {{- define "sluice.webhookCertSecret" -}}
 {{- default (printf "%s-webhook-cert" (include "sluice.fullname" .)) .Values.webhook.certificate.existingSecret }}
 {{- end }}

@@ -7,7 +7,9 @@ from an injected pod). It creates ``/metadata/annotations``, ``/spec/initContain
 ``/spec/volumes`` and ``env`` arrays when they are absent, and escapes ``~`` and ``/`` in
 annotation keys as JSON Pointer requires (``sluice.dev/status`` → ``sluice.dev~1status``).
 
-What an injected pod gets:
+What an injected pod gets (besides the sidecar's identity in its env: pod name, namespace, uid,
+the control plane's URL and the PEM CA bundle it verifies that URL's certificate with,
+``SLUICE_CONTROL_PLANE_CA``):
 
 * the sidecar, by default as a **native sidecar**: first in ``initContainers`` with
   ``restartPolicy: Always`` (Kubernetes 1.29+). The kubelet starts it before the app containers
@@ -178,6 +180,8 @@ def sidecar_container(
     ]
     if settings.control_plane_url:
         env.append({"name": "SLUICE_CONTROL_PLANE_URL", "value": settings.control_plane_url})
+    if settings.control_plane_ca:
+        env.append({"name": "SLUICE_CONTROL_PLANE_CA", "value": settings.control_plane_ca})
     mounts: list[dict[str, Any]] = [
         {"name": CONFIG_VOLUME, "mountPath": settings.config_dir, "readOnly": True},
         {"name": TOKEN_VOLUME, "mountPath": settings.token_dir, "readOnly": True},

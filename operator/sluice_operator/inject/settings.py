@@ -61,6 +61,8 @@ class InjectorSettings:
     token_expiration_seconds: int = 3600
     #: where sidecars reach the operator's control plane; empty = not set on the sidecar
     control_plane_url: str = ""
+    #: PEM CA bundle the sidecar trusts for the control plane's HTTPS (env SLUICE_CONTROL_PLANE_CA)
+    control_plane_ca: str = ""
     resources: dict[str, dict[str, str]] = field(default_factory=_default_resources)
     run_as_user: int = NONROOT_UID
     #: on an internal webhook error: deny the pod (True) or admit it without a sidecar (False)
