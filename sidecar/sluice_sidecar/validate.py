@@ -261,12 +261,7 @@ def chat(body: dict[str, Any]) -> str:
         )
     for i, m in enumerate(messages):
         _message(i, m)
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidField("stream", f"expected a boolean, got {_a(stream)}")
-    so = body.get("stream_options")
-    if so is not None and not isinstance(so, dict):
-        raise InvalidField("stream_options", f"expected an object, got {_a(so)}")
+    _want_stream(body)
     _want_int(body, "max_tokens", 1, MAX_TOKENS_FIELD)
     _want_int(body, "max_completion_tokens", 1, MAX_TOKENS_FIELD)
     _want_int(body, "n", 1, MAX_N)
@@ -281,13 +276,7 @@ def chat(body: dict[str, Any]) -> str:
     want_str(body, "user", "")
     _want_number(body, "temperature")
     _want_number(body, "top_p")
-    stop = body.get("stop")
-    if (
-        stop is not None
-        and not isinstance(stop, str)
-        and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
-    ):
-        raise InvalidField("stop", "expected a string or an array of strings")
+    _want_stop(body)
     return model
 
 
@@ -300,29 +289,9 @@ def _names_prompt(body: dict[str, Any]) -> bool:
 def completions(body: dict[str, Any]) -> str:
     """Check a text completions body (``POST /v1/completions``); return its model name."""
     model = _want_model(body)
-    prompt = body.get("prompt")
-    if prompt is None:
-        raise InvalidField("prompt", "this field is required")
-    if not isinstance(prompt, str):
-        if not isinstance(prompt, list) or not prompt:
-            raise InvalidField("prompt", "expected a string or a non-empty array")
-        for i, item in enumerate(prompt):
-            if isinstance(item, str) or (isinstance(item, int) and not isinstance(item, bool)):
-                continue
-            if isinstance(item, list) and all(
-                isinstance(t, int) and not isinstance(t, bool) for t in item
-            ):
-                continue
-            raise InvalidField(
-                f"prompt[{i}]", "expected a string, a token id or an array of token ids"
-            )
+    _want_texts_or_tokens(body, "prompt")
     want_str(body, "suffix", "")
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidField("stream", f"expected a boolean, got {_a(stream)}")
-    so = body.get("stream_options")
-    if so is not None and not isinstance(so, dict):
-        raise InvalidField("stream_options", f"expected an object, got {_a(so)}")
+    _want_stream(body)
     _want_int(body, "max_tokens", 1, MAX_TOKENS_FIELD)
     _want_int(body, "n", 1, MAX_N)
     _want_int(body, "best_of", 1, MAX_N)
@@ -335,26 +304,26 @@ def completions(body: dict[str, Any]) -> str:
     want_str(body, "user", "")
     for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         _want_number(body, name)
-    stop = body.get("stop")
-    if (
-        stop is not None
-        and not isinstance(stop, str)
-        and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
-    ):
-        raise InvalidField("stop", "expected a string or an array of strings")
+    _want_stop(body)
     return model
 
 
 def embeddings(body: dict[str, Any]) -> str:
     """Check an embeddings body; return its model name."""
     model = _want_model(body)
-    data = body.get("input")
+    _want_texts_or_tokens(body, "input")
+    return model
+
+
+def _want_texts_or_tokens(body: dict[str, Any], name: str) -> None:
+    """A required string, or a non-empty array of strings, token ids or arrays of token ids."""
+    data = body.get(name)
     if data is None:
-        raise InvalidField("input", "this field is required")
+        raise InvalidField(name, "this field is required")
     if isinstance(data, str):
-        return model
+        return
     if not isinstance(data, list) or not data:
-        raise InvalidField("input", "expected a string or a non-empty array")
+        raise InvalidField(name, "expected a string or a non-empty array")
     for i, item in enumerate(data):
         if isinstance(item, str) or (isinstance(item, int) and not isinstance(item, bool)):
             continue
@@ -362,8 +331,26 @@ def embeddings(body: dict[str, Any]) -> str:
             isinstance(t, int) and not isinstance(t, bool) for t in item
         ):
             continue
-        raise InvalidField(f"input[{i}]", "expected a string, a token id or an array of token ids")
-    return model
+        raise InvalidField(f"{name}[{i}]", "expected a string, a token id or an array of token ids")
+
+
+def _want_stream(body: dict[str, Any]) -> None:
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidField("stream", f"expected a boolean, got {_a(stream)}")
+    so = body.get("stream_options")
+    if so is not None and not isinstance(so, dict):
+        raise InvalidField("stream_options", f"expected an object, got {_a(so)}")
+
+
+def _want_stop(body: dict[str, Any]) -> None:
+    stop = body.get("stop")
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise InvalidField("stop", "expected a string or an array of strings")
 
 
 def prompt_chars(body: dict[str, Any]) -> int:

@@ -285,10 +285,15 @@ class FakeOpenAI:
 
     # --- handlers -------------------------------------------------------------------------------
 
-    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+    async def _receive(self, request: web.Request) -> Any:
+        """The request's JSON body, recorded with its headers."""
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        return body
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        body = await self._receive(request)
         step = self.script.popleft() if self.script else self.default
         if step.kind != "ok":
             return await self._misbehave(request, step, stream=False, body=body)
@@ -307,9 +312,7 @@ class FakeOpenAI:
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/responses`` (the pass-through): a text answer, whole or as typed events."""
-        body = await request.json()
-        self.requests.append(body)
-        self.headers.append(dict(request.headers))
+        body = await self._receive(request)
         refused = unknown_field(body, RESPONSES_FIELDS)
         if refused is not None:
             return refused
@@ -328,9 +331,7 @@ class FakeOpenAI:
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/completions`` (text completions): ``step.content`` as the text of each
         prompt's choice, whole or as ``text_completion`` chunks (one per word)."""
-        body = await request.json()
-        self.requests.append(body)
-        self.headers.append(dict(request.headers))
+        body = await self._receive(request)
         refused = unknown_field(body, COMPLETIONS_FIELDS)
         if refused is not None:
             return refused
@@ -372,9 +373,7 @@ class FakeOpenAI:
 
     async def _fim(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/fim/completions`` (Mistral's FIM API): answered as chat completions."""
-        body = await request.json()
-        self.requests.append(body)
-        self.headers.append(dict(request.headers))
+        body = await self._receive(request)
         extra = sorted(set(body) - FIM_FIELDS)
         if extra or not isinstance(body.get("prompt"), str):
             return _invalid(extra[0] if extra else "prompt", "Extra inputs are not permitted")
@@ -384,9 +383,7 @@ class FakeOpenAI:
         return web.json_response(self._completion(body, step))
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append(body)
-        self.headers.append(dict(request.headers))
+        body = await self._receive(request)
         refused = unknown_field(body, CHAT_FIELDS)
         if refused is not None:
             return refused

@@ -24,39 +24,32 @@ Owns both halves, explicitly:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .. import errors, sse, validate
 from ..contract import Provider
 from ..model import Operation
+from . import openai_openai
 from .base import (
     Answer,
     BackendDialect,
     Call,
     EventStream,
     Normalised,
+    StreamDecoder,
     dumps,
     loads_event,
     loads_json,
     refuse_unknown,
 )
-from .openai_openai import DEFAULT_BASE_URLS, OpenAIStream, in_band_error, usage_of
+from .openai_openai import (
+    DEFAULT_BASE_URLS,
+    OpenAIAPI,
+    OpenAIStream,
+    bearer_headers,
+)
 
 _OPS: frozenset[Operation] = frozenset({"completions"})
-
-
-def _headers(call: Call) -> dict[str, str]:
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "text/event-stream" if call.stream else "application/json",
-        "X-Request-Id": call.request_id,
-    }
-    if call.api_key:
-        headers["Authorization"] = f"Bearer {call.api_key}"
-    if call.trace_headers:
-        headers.update(call.trace_headers)
-    return headers
 
 
 def _base(call: Call) -> str:
@@ -137,41 +130,19 @@ def from_chat(obj: dict[str, Any]) -> dict[str, Any]:
 # --- the backend half: OpenAI-style servers -----------------------------------------------------
 
 
-class CompletionsStream(EventStream):
-    """A ``text_completion`` stream as canonical chunk frames, metered on the way."""
+class CompletionsStream(OpenAIStream):
+    """A ``text_completion`` stream as canonical chunk frames, metered on the way (as the chunks
+    of a chat stream are)."""
 
-    def __init__(self, call: Call) -> None:
-        super().__init__(call.backend.name)
-        self._wants_usage = call.client_wants_usage
+    def feed(self, chunk: bytes, out: list[bytes]) -> None:
+        EventStream.feed(self, chunk, out)  # every event is rewritten: no fast path
 
     def event(self, ev: sse.Event) -> list[bytes]:
         if ev.data.strip() == "[DONE]":
             self.complete = self.finished = True
             return []
-        obj = loads_event(ev, self.backend)
-        if "error" in obj:
-            failure = in_band_error(obj, self.backend)
-            if failure is not None:
-                raise failure
-        usage = obj.get("usage")
-        if usage:
-            metered = usage_of(obj)
-            if metered is not None:
-                self.usage = metered
-        choices = obj.get("choices")
-        if not choices:
-            if usage and self._wants_usage:
-                return [sse.encode_data(dumps(to_chat(obj, "chat.completion.chunk")))]
-            return []
-        if isinstance(choices, list):
-            for ch in choices:
-                if not isinstance(ch, dict):
-                    continue
-                if ch.get("finish_reason"):
-                    self.complete = True
-                if ch.get("text"):
-                    self.content_chunks += 1
-        return [sse.encode_data(dumps(to_chat(obj, "chat.completion.chunk")))]
+        obj = to_chat(loads_event(ev, self.backend), "chat.completion.chunk")
+        return [self._encoded(obj)] if self._check(obj) else []
 
 
 class CompletionsDialect:
@@ -190,7 +161,7 @@ class CompletionsDialect:
             so = dict(so) if isinstance(so, dict) else {}
             so["include_usage"] = True
             body["stream_options"] = so
-        return _base(call) + "/completions", dumps(body), _headers(call)
+        return _base(call) + "/completions", dumps(body), bearer_headers(call)
 
     def normalise_error(
         self, status: int, code: str | None, etype: str | None, message: str
@@ -198,12 +169,10 @@ class CompletionsDialect:
         return status, code, etype
 
     def answer(self, call: Call, raw: bytes, obj: dict[str, Any], created: int) -> Answer:
-        failure = in_band_error(obj, call.backend.name)
-        if failure is not None:
-            raise failure
-        return Answer(dumps(to_chat(obj, "chat.completion")), usage_of(obj))
+        usage = openai_openai.DIALECT.answer(call, raw, obj, created).usage  # raises in-band errors
+        return Answer(dumps(to_chat(obj, "chat.completion")), usage)
 
-    def stream(self, call: Call, created: int) -> CompletionsStream:
+    def stream(self, call: Call, created: int) -> StreamDecoder:
         return CompletionsStream(call)
 
 
@@ -237,8 +206,8 @@ MISTRAL_FIELDS: dict[str, str] = {
 _FIM_NO_OP = {"echo": (False,), "best_of": (1,)}
 
 
-class MistralFIM:
-    """The backend half of ``completions_mistral``."""
+class MistralFIM(CompletionsDialect):
+    """The backend half of ``completions_mistral``: answers are chat completions already."""
 
     name = "mistral-fim"
     operations = _OPS
@@ -261,21 +230,13 @@ class MistralFIM:
         _cap(body, call)
         if src.get("seed") is not None:
             body["random_seed"] = src["seed"]
-        return _base(call) + "/fim/completions", dumps(body), _headers(call)
-
-    def normalise_error(
-        self, status: int, code: str | None, etype: str | None, message: str
-    ) -> Normalised:
-        return status, code, etype
+        return _base(call) + "/fim/completions", dumps(body), bearer_headers(call)
 
     def answer(self, call: Call, raw: bytes, obj: dict[str, Any], created: int) -> Answer:
-        failure = in_band_error(obj, call.backend.name)
-        if failure is not None:
-            raise failure
-        return Answer(raw, usage_of(obj))
+        return openai_openai.DIALECT.answer(call, raw, obj, created)
 
-    def stream(self, call: Call, created: int) -> OpenAIStream:
-        return OpenAIStream(call)
+    def stream(self, call: Call, created: int) -> StreamDecoder:
+        return openai_openai.DIALECT.stream(call, created)
 
 
 MISTRAL = MistralFIM()
@@ -317,24 +278,13 @@ class Reshape:
 RESHAPE = Reshape()
 
 
-class CompletionsAPI:
+class CompletionsAPI(OpenAIAPI):
     """Text completions as a client API: OpenAI's errors and ``[DONE]``."""
 
     name = "completions"
-    done = sse.DONE
-    forward_headers: tuple[str, ...] = ()
-
-    def error_status(self, err: errors.SluiceError) -> int:
-        return err.status
 
     def parse(self, obj: dict[str, Any], operation: Operation) -> tuple[str, dict[str, Any]]:
         return validate.completions(obj), obj
-
-    def error_body(self, err: errors.SluiceError) -> bytes:
-        return errors.error_body(err)
-
-    def stream_error(self, err: errors.SluiceError) -> bytes:
-        return sse.encode(json.dumps(errors.error_object(err)))
 
     def length_stop(self, output_tokens: int, chunk: tuple[str, int, str, int]) -> bytes:
         id_, created, model, choices = chunk

@@ -86,7 +86,11 @@ def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
         so = dict(so) if isinstance(so, dict) else {}
         so["include_usage"] = True
         body["stream_options"] = so
-    payload = dumps(body)
+    return base + PATHS[call.operation], dumps(body), bearer_headers(call)
+
+
+def bearer_headers(call: Call) -> dict[str, str]:
+    """The headers of a request to an OpenAI-style server (``Authorization: Bearer``)."""
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if call.stream else "application/json",
@@ -96,7 +100,7 @@ def build_request(call: Call) -> tuple[str, bytes, dict[str, str]]:
         headers["Authorization"] = f"Bearer {call.api_key}"
     if call.trace_headers:
         headers.update(call.trace_headers)
-    return base + PATHS[call.operation], payload, headers
+    return headers
 
 
 class OpenAIStream(EventStream):

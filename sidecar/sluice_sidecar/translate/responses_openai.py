@@ -19,7 +19,7 @@ from .. import errors, sse
 from ..contract import Provider
 from ..model import Operation, Usage
 from .base import Answer, Call, EventStream, Normalised, dumps, loads_event
-from .openai_openai import DEFAULT_BASE_URLS
+from .openai_openai import DEFAULT_BASE_URLS, bearer_headers
 
 _CONTENT = frozenset({"response.output_text.delta", "response.function_call_arguments.delta"})
 _DONE = frozenset({"response.completed", "response.incomplete"})
@@ -101,14 +101,7 @@ class ResponsesDialect:
         body = dict(call.native)
         body["model"] = backend.model
         base = (backend.base_url or DEFAULT_BASE_URLS[Provider.OPENAI]).rstrip("/")
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if call.stream else "application/json",
-            "X-Request-Id": call.request_id,
-        }
-        if call.api_key:
-            headers["Authorization"] = f"Bearer {call.api_key}"
-        return base + "/responses", dumps(body), headers
+        return base + "/responses", dumps(body), bearer_headers(call)
 
     def normalise_error(
         self, status: int, code: str | None, etype: str | None, message: str
