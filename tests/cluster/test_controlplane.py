@@ -301,3 +301,39 @@ def test_the_sidecar_verifies_the_control_plane_certificate(
         assert ask(wrong) == "version one"
     finally:
         wrong.stop()
+
+
+def test_deleting_the_route_is_pushed_and_the_sidecar_stops_serving_it(
+    cluster: Cluster, namespace: str, tmp_path: Path, setup: tuple[OperatorProcess, Path]
+) -> None:
+    """Deleting a CR is an instruction, not a fault (docs/operations.md): the namespace's config
+    without it is written and pushed; a sidecar then answers 404 model_not_found for the route
+    instead of serving a config nobody has any more. The last good config is kept only when the
+    operator cannot be asked (down, unreachable) - see the operator-down test above."""
+    op, config = setup
+    token = pod_token(cluster, namespace, "p1", tmp_path)
+    side = start_sidecar(
+        config,
+        tmp_path,
+        control_plane=op.url,
+        namespace=namespace,
+        pod="p1",
+        token_file=token,
+        ca_file=op.ca_file,
+    )
+    try:
+        assert ask(side) == "version one"
+        cluster.kubectl("delete", "modelroute", "chat", "-n", namespace)
+
+        def refused() -> bool:
+            try:
+                ask(side)
+            except openai.NotFoundError as exc:
+                return exc.code == "model_not_found"
+            return False
+
+        eventually(refused, what="the deleted route no longer served")
+        cm = cluster.kubectl_json("get", "configmap", "sluice-config", "-n", namespace)
+        assert json.loads(cm["data"]["config.json"])["routes"] == []
+    finally:
+        side.stop()
