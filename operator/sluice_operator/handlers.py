@@ -76,6 +76,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         token_reviews=lambda: auth.reviews,
         denials=lambda: auth.denials,
     )
+    metrics.register_budgets(
+        registry, lambda: reconciler.budget_windows, lambda: reconciler.crossings
+    )
     app.router.add_get("/metrics", metrics.handler(registry))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

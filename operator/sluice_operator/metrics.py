@@ -6,11 +6,12 @@ writer when scraped (callbacks), so the hot paths only bump plain integers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 
@@ -65,6 +66,74 @@ class _Denials(Collector):
         for reason, count in sorted(self.counts().items()):
             family.add_metric([reason], count)
         yield family
+
+
+class BudgetSample(Protocol):
+    @property
+    def window(self) -> str: ...
+    @property
+    def spent_usd(self) -> float: ...
+    @property
+    def percent(self) -> float: ...
+    @property
+    def limit_usd(self) -> float | None: ...
+    @property
+    def seconds(self) -> float: ...
+
+
+def register_budgets(
+    registry: CollectorRegistry,
+    windows: Callable[[], Mapping[tuple[str, str], Sequence[BudgetSample]]],
+    crossings: Callable[[], Mapping[tuple[str, str, str, int], int]],
+) -> None:
+    """Budget metrics from the operator's summed spend (what ``Budget.status`` shows):
+    ``sluice_budget_spent_usd``, ``sluice_budget_limit_usd``, ``sluice_budget_usage_ratio`` and
+    ``sluice_budget_window_seconds`` per ``{namespace, budget, window}``, and
+    ``sluice_budget_threshold_crossings_total{namespace, budget, window, threshold}``."""
+    registry.register(_Budgets(windows, crossings))
+
+
+class _Budgets(Collector):
+    def __init__(
+        self,
+        windows: Callable[[], Mapping[tuple[str, str], Sequence[BudgetSample]]],
+        crossings: Callable[[], Mapping[tuple[str, str, str, int], int]],
+    ) -> None:
+        self.windows = windows
+        self.crossings = crossings
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["namespace", "budget", "window"]
+        spent = GaugeMetricFamily(
+            "sluice_budget_spent_usd", "Settled spend in the current window.", labels=labels
+        )
+        limit = GaugeMetricFamily(
+            "sluice_budget_limit_usd", "The window's spend limit.", labels=labels
+        )
+        ratio = GaugeMetricFamily(
+            "sluice_budget_usage_ratio",
+            "Highest share of the window's limits used (1 = exhausted).",
+            labels=labels,
+        )
+        seconds = GaugeMetricFamily(
+            "sluice_budget_window_seconds", "The window's length.", labels=labels
+        )
+        for (ns, name), samples in sorted(self.windows().items()):
+            for s in samples:
+                key = [ns, name, s.window]
+                spent.add_metric(key, s.spent_usd)
+                ratio.add_metric(key, s.percent / 100)
+                seconds.add_metric(key, s.seconds)
+                if s.limit_usd is not None:
+                    limit.add_metric(key, s.limit_usd)
+        crossed = CounterMetricFamily(
+            "sluice_budget_threshold_crossings",
+            "Alert thresholds crossed (once per window).",
+            labels=[*labels, "threshold"],
+        )
+        for (ns, name, window, th), count in sorted(self.crossings().items()):
+            crossed.add_metric([ns, name, window, str(th)], count)
+        yield from (spent, limit, ratio, seconds, crossed)
 
 
 def handler(registry: CollectorRegistry) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

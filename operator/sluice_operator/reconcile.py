@@ -81,6 +81,8 @@ class Reconciler:
     spend: BudgetSpend = field(default_factory=BudgetSpend)
     #: Alert thresholds crossed: (namespace, budget, window, threshold) -> count (a metric).
     crossings: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
+    #: Each Budget's windows as last computed, for the metrics: (namespace, budget) -> samples.
+    budget_windows: dict[tuple[str, str], list[BudgetSample]] = field(default_factory=dict)
     _dirty: set[str] = field(default_factory=set)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _failures: dict[str, int] = field(default_factory=dict)
@@ -99,6 +101,7 @@ class Reconciler:
             self.objects.pop(key, None)
             if plural == _BUDGETS:
                 self.spend.forget(key[1], key[2])
+                self.budget_windows.pop((key[1], key[2]), None)
         else:
             self.objects[key] = _plain(body)
             if plural == _BUDGETS:  # the durable spend, read back (max seq per key wins)
@@ -247,6 +250,16 @@ class Reconciler:
                 namespace, rule, obj.get("status") or {}, self.wall()
             )
             desired.update(fields)
+            self.budget_windows[(namespace, name)] = [
+                BudgetSample(
+                    w["window"],
+                    w["spentUSD"],
+                    w["percent"],
+                    lim.usd,
+                    reports.window_seconds(lim),
+                )
+                for w, lim in zip(fields["windows"], rule.limits, strict=True)
+            ]
             desired["conditions"] = status.conditions(
                 desired["conditions"],
                 [status.threshold_verdict(fields["windows"], rule.alert_thresholds)],
@@ -292,6 +305,17 @@ class Reconciler:
             return desired
         observed = self.reports.route_status(namespace, route.name, result.hash, self.wall())
         return reports.merge_route_status(desired, observed)
+
+
+@dataclass(frozen=True)
+class BudgetSample:
+    """One Budget window's numbers for the metrics."""
+
+    window: str
+    spent_usd: float
+    percent: float
+    limit_usd: float | None
+    seconds: float
 
 
 def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:

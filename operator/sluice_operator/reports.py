@@ -290,7 +290,7 @@ class BudgetSpend:
         """``Budget.status`` fields from the summed spend, and the thresholds crossed since
         ``old`` (the status written before; each threshold is reported once per window)."""
         longest = max(
-            (_span(lim) for lim in rule.limits), default=0.0
+            (window_seconds(lim) for lim in rule.limits), default=0.0
         )  # keep a closed window a little, for late reports
         self.prune(namespace, rule.name, now, keep=min(longest, 3600.0))
         table = self.budgets.get((namespace, rule.name), {})
@@ -372,7 +372,8 @@ def _fold(into: _Instance, inst: _Instance) -> None:
         into.routes[rkey] = _Spend(0, 0.0, _add(had.values, s.values) if had else s.values)
 
 
-def _span(lim: BudgetLimit) -> float:
+def window_seconds(lim: BudgetLimit) -> float:
+    """A window's length in seconds (a month counts 31 days)."""
     if lim.window is WindowKind.ROLLING:
         return lim.rolling_seconds or 0.0
     return {WindowKind.DAY: 86400.0, WindowKind.WEEK: 7 * 86400.0}.get(lim.window, 31 * 86400.0)

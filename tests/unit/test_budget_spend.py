@@ -171,3 +171,25 @@ def test_the_sidecar_reports_what_it_settled() -> None:
     assert day.pusd == 2_000_000 * 1000 and day.tokens == 1500 and day.requests == 1
     assert windows[1].window == "Rolling/3600" and windows[1].requests == 1
     assert routes[0].route == "chat" and routes[0].model == "gpt-4o" and routes[0].pusd == day.pusd
+
+
+def test_budget_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sluice_operator.metrics import register_budgets
+    from sluice_operator.reconcile import BudgetSample
+
+    registry = CollectorRegistry()
+    register_budgets(
+        registry,
+        lambda: {("ns", "team"): [BudgetSample("Day/UTC", 8.5, 85.0, 10.0, DAY)]},
+        lambda: {("ns", "team", "Day/UTC", 80): 1},
+    )
+    text = generate_latest(registry).decode()
+    labels = 'budget="team",namespace="ns",window="Day/UTC"'
+    assert f"sluice_budget_spent_usd{{{labels}}} 8.5" in text
+    assert f"sluice_budget_usage_ratio{{{labels}}} 0.85" in text
+    assert f"sluice_budget_limit_usd{{{labels}}} 10.0" in text
+    assert f"sluice_budget_window_seconds{{{labels}}} 86400.0" in text
+    crossed = 'budget="team",namespace="ns",threshold="80",window="Day/UTC"'
+    assert f"sluice_budget_threshold_crossings_total{{{crossed}}} 1.0" in text

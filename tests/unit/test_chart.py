@@ -474,11 +474,14 @@ def test_toggles(custom: Rendered) -> None:
     assert set(alerts) == {
         "SluiceBudgetThresholdCrossed",
         "SluiceBudgetExhausted",
+        "SluiceBudgetBurnRateHigh",
         "SluiceFallbackRateHigh",
         "SluiceCircuitBreakerOpen",
         "SluiceConfigNotApplied",
     }
     assert "0.8" in alerts["SluiceBudgetThresholdCrossed"]["expr"]
+    burn = alerts["SluiceBudgetBurnRateHigh"]["expr"]
+    assert "sluice_budget_window_seconds" in burn and "4 * 3600" in burn
     assert "sluice_fallbacks_total" in alerts["SluiceFallbackRateHigh"]["expr"]
     assert "{{ $labels.route }}" in alerts["SluiceFallbackRateHigh"]["annotations"]["summary"]
 
