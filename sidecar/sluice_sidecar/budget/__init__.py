@@ -42,7 +42,9 @@ while its request still runs (TTL = the route's total timeout + 60 s, so only a 
 a forward wall-clock jump of more than the grace) frees room early, by at most that request's
 worst case; only the final try's usage is charged (a mid-stream ``Continue`` fallback's first
 partial answer is not); and counters live in memory, so a restarted sidecar starts its windows
-from zero.
+from zero for enforcement. What it settled is not lost, though: ``BudgetStage.spend`` (per window
+and per route and model) goes into every usage report, and the operator keeps the sum over all
+sidecars durable in ``Budget.status`` (``sluice_operator.reports.BudgetSpend``).
 
 **Across replicas (the leases plan).** Each sidecar enforces what it sees, so N replicas may spend
 up to N limits. The plan (DESIGN.md, Doorman-style leases): the operator grants each sidecar a slice
