@@ -496,32 +496,20 @@ def _ledger(table: Mapping[tuple[str, str], _Instance]) -> list[dict[str, Any]]:
             "instance": who[1],
             "lastReport": _iso(inst.last),
             "windows": [
-                {
-                    "window": k[0],
-                    "start": k[1],
-                    "resetsAt": s.resets_at,
-                    "seq": s.seq,
-                    "pusd": s.values[0],
-                    "tokens": s.values[1],
-                    "requests": s.values[2],
-                }
+                {"window": k[0], "start": k[1], "resetsAt": s.resets_at, **_amount(s)}
                 for k, s in sorted(inst.windows.items())
             ],
             "routes": [
-                {
-                    "route": k[0],
-                    "model": k[1],
-                    "start": k[2],
-                    "seq": s.seq,
-                    "pusd": s.values[0],
-                    "tokens": s.values[1],
-                    "requests": s.values[2],
-                }
+                {"route": k[0], "model": k[1], "start": k[2], **_amount(s)}
                 for k, s in sorted(inst.routes.items())
             ],
         }
         for who, inst in sorted(table.items())
     ]
+
+
+def _amount(s: _Spend) -> dict[str, int]:
+    return {"seq": s.seq, "pusd": s.values[0], "tokens": s.values[1], "requests": s.values[2]}
 
 
 def _epoch(text: Any) -> float | None:

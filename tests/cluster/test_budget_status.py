@@ -16,6 +16,7 @@ from . import operator_proc
 from .operator_proc import start_operator
 from .polling import eventually
 from .sidecar_proc import SidecarProcess, start_sidecar
+from .test_controlplane import pod_token
 
 pytestmark = pytest.mark.cluster
 
@@ -53,32 +54,12 @@ def apply(cluster: Cluster, namespace: str, obj: dict[str, Any]) -> None:
 
 
 def bound_token(cluster: Cluster, namespace: str, pod: str, tmp_path: Path) -> Path:
-    for obj in (
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app"}},
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": pod},
-            "spec": {
-                "serviceAccountName": "app",
-                "containers": [{"name": "app", "image": "example.invalid/app:1"}],
-            },
-        },
-    ):
-        apply(cluster, namespace, obj)
-    token = cluster.kubectl(
-        "create",
-        "token",
-        "app",
-        "-n",
+    apply(
+        cluster,
         namespace,
-        "--audience=sluice",
-        "--bound-object-kind=Pod",
-        f"--bound-object-name={pod}",
-    ).stdout.strip()
-    path = tmp_path / f"token-{pod}"
-    path.write_text(token)
-    return path
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app"}},
+    )
+    return pod_token(cluster, namespace, pod, tmp_path)
 
 
 def ask(side: SidecarProcess) -> None:

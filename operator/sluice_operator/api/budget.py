@@ -220,24 +220,23 @@ class RouteSpend(SluiceModel):
     )
 
 
-class LedgerWindow(SluiceModel):
+class _LedgerAmount(SluiceModel):
+    seq: int = Field(description="Sequence number of the report that carried this value.")
+    pusd: int = Field(description="Settled spend in picodollars.")
+    tokens: int = Field(description="Tokens.")
+    requests: int = Field(description="Requests.")
+
+
+class LedgerWindow(_LedgerAmount):
     window: str = Field(description="Window name.")
     start: float = Field(description="Window start, Unix time.")
     resets_at: float = Field(description="Window end, Unix time.")
-    seq: int = Field(description="Sequence number of the report that carried this value.")
-    pusd: int = Field(description="Settled spend in picodollars.")
-    tokens: int = Field(description="Tokens.")
-    requests: int = Field(description="Requests.")
 
 
-class LedgerRoute(SluiceModel):
+class LedgerRoute(_LedgerAmount):
     route: str = Field(description="Route name.")
     model: str = Field(description="Provider model.")
     start: float = Field(description="Window start, Unix time.")
-    seq: int = Field(description="Sequence number of the report that carried this value.")
-    pusd: int = Field(description="Settled spend in picodollars.")
-    tokens: int = Field(description="Tokens.")
-    requests: int = Field(description="Requests.")
 
 
 class LedgerEntry(SluiceModel):
