@@ -97,6 +97,21 @@ def controlplane_certs(cluster: Cluster, tmp_path: Path) -> Path:
     return certs
 
 
+def sidecar(
+    op: OperatorProcess, config: Path, namespace: str, pod: str, token: Path, tmp_path: Path
+) -> SidecarProcess:
+    """A sidecar process of ``pod`` that trusts the operator's CA, as an injected one does."""
+    return start_sidecar(
+        config,
+        tmp_path,
+        control_plane=op.url,
+        namespace=namespace,
+        pod=pod,
+        token_file=token,
+        ca_file=op.ca_file,
+    )
+
+
 @pytest.fixture
 def setup(
     cluster: Cluster,
@@ -135,15 +150,7 @@ def test_route_change_reaches_a_running_sidecar_by_push(
 ) -> None:
     op, config = setup
     token = pod_token(cluster, namespace, "p1", tmp_path)
-    side = start_sidecar(
-        config,
-        tmp_path,
-        control_plane=op.url,
-        namespace=namespace,
-        pod="p1",
-        token_file=token,
-        ca_file=op.ca_file,
-    )
+    side = sidecar(op, config, namespace, "p1", token, tmp_path)
     try:
         assert ask(side) == "version one"
         cluster.kubectl("apply", "-f", "-", input=json.dumps(route(namespace, "version two")))
@@ -159,15 +166,7 @@ def test_reports_from_two_sidecars_show_in_status_and_operator_down_keeps_servin
 ) -> None:
     op, config = setup
     sides = [
-        start_sidecar(
-            config,
-            tmp_path,
-            control_plane=op.url,
-            namespace=namespace,
-            pod=p,
-            token_file=pod_token(cluster, namespace, p, tmp_path),
-            ca_file=op.ca_file,
-        )
+        sidecar(op, config, namespace, p, pod_token(cluster, namespace, p, tmp_path), tmp_path)
         for p in ("pod-a", "pod-b")
     ]
     try:
@@ -285,15 +284,7 @@ def test_the_sidecar_verifies_the_control_plane_certificate(
     )
     try:
         cluster.kubectl("apply", "-f", "-", input=json.dumps(route(namespace, "version two")))
-        right = start_sidecar(
-            config,
-            tmp_path,
-            control_plane=op.url,
-            namespace=namespace,
-            pod="p1",
-            token_file=token,
-            ca_file=op.ca_file,
-        )
+        right = sidecar(op, config, namespace, "p1", token, tmp_path)
         try:
             eventually(lambda: ask(right) == "version two", what="pushed over verified TLS")
         finally:
@@ -312,15 +303,7 @@ def test_deleting_the_route_is_pushed_and_the_sidecar_stops_serving_it(
     operator cannot be asked (down, unreachable) - see the operator-down test above."""
     op, config = setup
     token = pod_token(cluster, namespace, "p1", tmp_path)
-    side = start_sidecar(
-        config,
-        tmp_path,
-        control_plane=op.url,
-        namespace=namespace,
-        pod="p1",
-        token_file=token,
-        ca_file=op.ca_file,
-    )
+    side = sidecar(op, config, namespace, "p1", token, tmp_path)
     try:
         assert ask(side) == "version one"
         cluster.kubectl("delete", "modelroute", "chat", "-n", namespace)

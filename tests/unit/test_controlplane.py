@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -42,20 +44,27 @@ def result(attempts: int = 2):  # type: ignore[no-untyped-def]
     return compile_namespace("team-a", [r])
 
 
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[int]:
+    """``app`` on a loopback port (yielded) until the block ends."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def server():  # type: ignore[no-untyped-def]
     board = controlplane.ConfigBoard()
     reports = Reports()
     auth = controlplane.Auth(review=review)
     app = controlplane.create_app(board, auth, lambda rep: reports.add(rep, 0.0))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+    async with serving(app) as port, aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
         yield board, reports, session
-    await runner.cleanup()
 
 
 async def test_auth_is_required_and_namespace_scoped(server) -> None:  # type: ignore[no-untyped-def]
@@ -148,12 +157,7 @@ async def test_the_body_is_not_read_before_the_token_is_checked() -> None:
 
     auth = controlplane.Auth(review=never)
     app = controlplane.create_app(controlplane.ConfigBoard(), auth, lambda rep: True)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(app) as port:
         # Declares 3 MiB but sends only the head: an unauthenticated caller is answered without
         # the server waiting for (or parsing) the body.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -165,8 +169,6 @@ async def test_the_body_is_not_read_before_the_token_is_checked() -> None:
         head = await asyncio.wait_for(reader.readline(), 5)
         seen.append(head)
         writer.close()
-    finally:
-        await runner.cleanup()
     assert seen[0].startswith(b"HTTP/1.1 401")
     assert auth.denials["unauthenticated"] == 1
 
@@ -187,30 +189,22 @@ async def test_new_tokens_are_rate_limited_per_source_with_retry_after() -> None
     app = controlplane.create_app(controlplane.ConfigBoard(), auth, lambda rep: True)
     board = app[controlplane.BOARD]
     board.publish("team-a", result())
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as s:
-            statuses = []
-            for i in range(5):
-                async with s.get(
-                    "/v1/config/team-a", headers={"Authorization": f"Bearer new-{i}"}
-                ) as r:
-                    statuses.append(r.status)
-                    if r.status == 429:
-                        assert int(r.headers["Retry-After"]) >= 1
-            assert statuses == [200, 200, 200, 429, 429]
-            # a cached token is never limited
-            async with s.get("/v1/config/team-a", headers={"Authorization": "Bearer new-0"}) as r:
-                assert r.status == 200
-            now[0] += 1.0  # one more review allowed a second later
-            async with s.get("/v1/config/team-a", headers={"Authorization": "Bearer new-9"}) as r:
-                assert r.status == 200
-    finally:
-        await runner.cleanup()
+    async with serving(app) as port, aiohttp.ClientSession(f"http://127.0.0.1:{port}") as s:
+        statuses = []
+        for i in range(5):
+            async with s.get(
+                "/v1/config/team-a", headers={"Authorization": f"Bearer new-{i}"}
+            ) as r:
+                statuses.append(r.status)
+                if r.status == 429:
+                    assert int(r.headers["Retry-After"]) >= 1
+        assert statuses == [200, 200, 200, 429, 429]
+        # a cached token is never limited
+        async with s.get("/v1/config/team-a", headers={"Authorization": "Bearer new-0"}) as r:
+            assert r.status == 200
+        now[0] += 1.0  # one more review allowed a second later
+        async with s.get("/v1/config/team-a", headers={"Authorization": "Bearer new-9"}) as r:
+            assert r.status == 200
     assert calls == ["new-0", "new-1", "new-2", "new-9"]
     assert auth.denials["rate_limited"] == 2
 
@@ -243,22 +237,14 @@ async def test_concurrent_requests_with_one_new_token_share_one_review() -> None
     auth = controlplane.Auth(review=slow)
     app = controlplane.create_app(controlplane.ConfigBoard(), auth, lambda rep: True)
     app[controlplane.BOARD].publish("team-a", result())
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as s:
+    async with serving(app) as port, aiohttp.ClientSession(f"http://127.0.0.1:{port}") as s:
 
-            async def get() -> int:
-                async with s.get("/v1/config/team-a", headers={"Authorization": "Bearer t"}) as r:
-                    return r.status
+        async def get() -> int:
+            async with s.get("/v1/config/team-a", headers={"Authorization": "Bearer t"}) as r:
+                return r.status
 
-            tasks = [asyncio.create_task(get()) for _ in range(5)]
-            await asyncio.sleep(0.2)
-            gate.set()
-            assert await asyncio.gather(*tasks) == [200] * 5
-    finally:
-        await runner.cleanup()
+        tasks = [asyncio.create_task(get()) for _ in range(5)]
+        await asyncio.sleep(0.2)
+        gate.set()
+        assert await asyncio.gather(*tasks) == [200] * 5
     assert calls == ["t"]
