@@ -324,10 +324,11 @@ class UsageReporter:
                         data=pending.model_dump_json(by_alias=True),
                         headers={**self.identity.headers(), "Content-Type": "application/json"},
                     ) as resp:
-                        if resp.status < 500:
+                        # 429 (the operator's TokenReview limit) and 5xx: resent next round
+                        if resp.status < 500 and resp.status != 429:
                             pending = None
                             self.sent += 1
-                        if resp.status >= 400:
+                        if resp.status >= 400 and resp.status != 429:
                             log.warning("usage report refused: HTTP %s", resp.status)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     log.debug("usage report not delivered yet: %s", exc)
