@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .compile import CompileResult, Problem
+from .compile import CompileResult, Problem, prices
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -277,8 +277,40 @@ def desired_status(
         secrets=_secrets(obj) if kind == "ModelRoute" else (),
         route=kind == "ModelRoute",
     )
-    status["conditions"] = conditions(old.get("conditions") or [], verdicts(facts), generation, now)
+    found = verdicts(facts)
+    if kind == "ModelRoute" and not invalid:
+        found.append(price_verdict(obj))
+        status["pricesAsOf"] = prices.AS_OF
+    status["conditions"] = conditions(old.get("conditions") or [], found, generation, now)
     return status
+
+
+PRICE_UNKNOWN = "PriceUnknown"
+
+
+def price_verdict(obj: Mapping[str, Any]) -> Verdict:
+    """``PriceUnknown``: True naming each backend (not a mock) whose input or output price is
+    neither in its ``pricing`` nor in the built-in table; its spend counts as zero."""
+    missing = []
+    for item in (obj.get("spec") or {}).get("backends") or []:
+        b = item or {}
+        if b.get("provider") == "mock":
+            continue
+        pricing = b.get("pricing") or {}
+        if "inputPerMTok" in pricing and "outputPerMTok" in pricing:
+            continue
+        if not prices.known(str(b.get("model") or "")):
+            missing.append(f"{b.get('name')} ({b.get('model')})")
+    if not missing:
+        return Verdict(PRICE_UNKNOWN, FALSE, "Priced", "Every backend has a price.")
+    return Verdict(
+        PRICE_UNKNOWN,
+        TRUE,
+        "NoPrice",
+        f"No price for {', '.join(missing)}: the built-in table (as of {prices.AS_OF}) does not "
+        "know the model, so its spend counts as 0 USD in budgets (tokens and requests still "
+        "count); set spec.backends[].pricing.",
+    )
 
 
 def _secrets(obj: Mapping[str, Any]) -> list[str]:

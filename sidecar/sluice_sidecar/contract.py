@@ -354,6 +354,9 @@ class SidecarConfig(_Model):
     budgets: tuple[BudgetRule, ...] = ()
     guardrails: tuple[Guardrail, ...] = ()
     limits: Limits = Limits()
+    #: The date of the operator's built-in price table, which fills in the prices a backend's
+    #: ``pricing`` leaves out (set when a route has a backend other than a mock).
+    prices_as_of: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
     def canonical_json(self) -> str:
         """Stable JSON (sorted keys, aliases, no whitespace): the input of ``content_hash``."""

@@ -193,3 +193,47 @@ def test_budget_metrics() -> None:
     assert f"sluice_budget_window_seconds{{{labels}}} 86400.0" in text
     crossed = 'budget="team",namespace="ns",threshold="80",window="Day/UTC"'
     assert f"sluice_budget_threshold_crossings_total{{{crossed}}} 1.0" in text
+
+
+def test_price_unknown_condition_and_table_date() -> None:
+    from sluice_operator.compile import prices
+    from sluice_operator.status import desired_status
+
+    def route(*backends: dict[str, object]) -> dict[str, object]:
+        return {
+            "metadata": {"name": "chat", "generation": 1},
+            "spec": {"backends": list(backends)},
+        }
+
+    known = {"name": "a", "provider": "openai", "model": "gpt-4o-2024-08-06"}
+    odd = {"name": "b", "provider": "openai", "model": "my-finetune"}
+    priced = {**odd, "pricing": {"inputPerMTok": 1.0, "outputPerMTok": 2.0}}
+    mock = {"name": "m", "provider": "mock", "model": "mock-1"}
+
+    def verdict(obj: dict[str, object]) -> dict[str, object]:
+        st = desired_status("ModelRoute", obj, [], None, "2026-12-06T00:00:00Z")
+        assert st["pricesAsOf"] == prices.AS_OF
+        return next(c for c in st["conditions"] if c["type"] == "PriceUnknown")
+
+    assert verdict(route(known, priced, mock))["status"] == "False"
+    unknown = verdict(route(known, odd))
+    assert (unknown["status"], unknown["reason"]) == ("True", "NoPrice")
+    assert "b (my-finetune)" in str(unknown["message"]) and "a (" not in str(unknown["message"])
+
+
+def test_the_compiled_config_carries_the_price_table_date() -> None:
+    import copy
+
+    from sluice_operator import manifests
+    from sluice_operator.compile import compile_namespace, prices
+
+    from .test_api_models import ROUTE
+
+    real = manifests.parse_object(copy.deepcopy(ROUTE), "test")
+    mock_doc = copy.deepcopy(ROUTE)
+    mock_doc["spec"]["backends"] = [{"name": "m", "provider": "mock", "model": "mock-1"}]
+    mock = manifests.parse_object(mock_doc, "test")
+    assert isinstance(real, manifests.Resource) and isinstance(mock, manifests.Resource)
+    assert compile_namespace("team-a", [real]).config.prices_as_of == prices.AS_OF
+    only_mock = compile_namespace("team-a", [mock]).config
+    assert only_mock.prices_as_of is None and "pricesAsOf" not in only_mock.canonical_json()

@@ -351,4 +351,7 @@ class ModelRouteStatus(CommonStatus):
     """Observed state of a ModelRoute."""
 
     model: str | None = Field(default=None, description="The resolved virtual model name.")
+    prices_as_of: str | None = Field(
+        default=None, description="Date of the built-in price table that fills in missing prices."
+    )
     backends: list[BackendStatus] = Field(default_factory=list, description="Backend health.")

@@ -27,6 +27,7 @@ from ..api.guardrailpolicy import GuardrailPolicySpec, Stage
 from ..api.modelroute import Backend, ModelRouteSpec
 from ..api.prompttemplate import PromptTemplateSpec, PromptVersion
 from ..manifests import Resource
+from . import prices
 from .prices import default_price
 
 
@@ -146,6 +147,11 @@ def _route(res: Resource, spec: ModelRouteSpec) -> c.Route:
             for r in spec.routing_rules or ()
         ),
     )
+
+
+def _priced_by_table(b: c.Backend) -> bool:
+    """Whether ``b``'s prices may come from the built-in table (any backend but a mock)."""
+    return b.provider is not c.Provider.MOCK
 
 
 def _backend(b: Backend) -> c.Backend:
@@ -456,6 +462,9 @@ def compile_namespace(
         prompts=tuple(prompts[k] for k in sorted(prompts)),
         budgets=tuple(budgets[k] for k in sorted(budgets)),
         guardrails=tuple(guardrails[k] for k in sorted(guardrails)),
+        prices_as_of=prices.AS_OF
+        if any(_priced_by_table(b) for r in routes for b in r.backends)
+        else None,
     )
     valid = {(r.kind.kind, r.name) for r in mine}
     kept = {(h.kind, h.name) for h in held if (h.kind, h.name) not in valid} & _sources(config)

@@ -1,8 +1,16 @@
 """Built-in price table: USD per million tokens for well-known provider models.
 
-Owns default prices used when a backend sets no ``pricing``. Prices are list prices at the time of
-writing and change; set ``spec.backends[].pricing`` to be exact. Lookup is by longest matching
-prefix, so dated snapshots (``gpt-4o-2024-08-06``) find their family. Pure data and one function.
+Owns default prices used when a backend sets no ``pricing``. Prices are list prices as of
+``AS_OF`` and change; set ``spec.backends[].pricing`` to be exact. Lookup is by longest matching
+prefix, so dated snapshots (``gpt-4o-2024-08-06``) find their family. Pure data and two functions.
+
+Why a table kept by hand and not ``genai-prices`` (pydantic's price database on PyPI, MIT, bundled
+snapshot, no network needed at run time): every install that compiles must give the same config
+hash (the operator and ``sluice render``), so it would be a dependency of the base package, and its
+package init imports httpx2 eagerly (with httpcore2, anyio, truststore, h11: none of which the
+operator, the CLI or the sidecar image otherwise installs) and loads about 20 MB of price data. The
+table is small, dated (``AS_OF``, carried into the compiled config and ModelRoute status) and a
+model it lacks is named by the ``PriceUnknown`` condition.
 """
 
 from __future__ import annotations
@@ -31,6 +39,15 @@ PRICES: dict[str, tuple[float, float, float]] = {
     "mistral-medium": (0.40, 2.00, 0.40),
     "mistral-small": (0.10, 0.30, 0.10),
 }
+
+
+#: The date the table was last checked against the providers' price pages.
+AS_OF = "2026-11-27"
+
+
+def known(model: str) -> bool:
+    """Whether the table has a price for ``model`` (by prefix)."""
+    return any(model.startswith(prefix) for prefix in PRICES)
 
 
 def default_price(model: str) -> tuple[float, float, float]:
