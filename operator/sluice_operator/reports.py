@@ -205,6 +205,9 @@ class BudgetSpend:
     """Settled spend per Budget, from the sidecars' reports (pure; time is passed in)."""
 
     budgets: dict[tuple[str, str], dict[tuple[str, str], _Instance]] = field(default_factory=dict)
+    #: Budgets whose ``status.ledger`` was read back (once: a later watch event may carry a
+    #: status written before an instance was folded, which must not come back beside the fold).
+    seeded: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, report: UsageReport, now: float) -> set[tuple[str, str]]:
         """Take a report's budget spend; the (namespace, budget)s whose totals may have changed."""
@@ -212,7 +215,8 @@ class BudgetSpend:
         who = (report.pod, report.instance or report.pod)
         for w in report.budgets:
             inst = self._instance(report.namespace, w.budget, who, now)
-            key = (w.window, w.start)
+            # A rolling window moves with every report: one gauge per instance, not per start.
+            key = (w.window, 0.0 if w.window.startswith("Rolling/") else w.start)
             if _newer(inst.windows.get(key), report.seq):
                 inst.windows[key] = _Spend(report.seq, w.resets_at, (w.pusd, w.tokens, w.requests))
                 changed.add((report.namespace, w.budget))
@@ -234,10 +238,14 @@ class BudgetSpend:
 
     def forget(self, namespace: str, budget: str) -> None:
         self.budgets.pop((namespace, budget), None)
+        self.seeded.discard((namespace, budget))
 
     def seed(self, namespace: str, budget: str, ledger: Any) -> None:
-        """Merge ``status.ledger`` as written before (max seq per key wins; unreadable entries
-        are skipped)."""
+        """Merge ``status.ledger`` as written before, once per Budget (max seq per key wins;
+        unreadable entries are skipped)."""
+        if (namespace, budget) in self.seeded:
+            return
+        self.seeded.add((namespace, budget))
         if not isinstance(ledger, list):
             return
         for row in ledger:

@@ -237,3 +237,36 @@ def test_the_compiled_config_carries_the_price_table_date() -> None:
     assert compile_namespace("team-a", [real]).config.prices_as_of == prices.AS_OF
     only_mock = compile_namespace("team-a", [mock]).config
     assert only_mock.prices_as_of is None and "pricesAsOf" not in only_mock.canonical_json()
+
+
+def test_rolling_windows_keep_one_gauge_per_instance_and_folds_are_not_read_back() -> None:
+    spend = BudgetSpend()
+    for seq in range(1, 6):
+        spend.add(
+            UsageReport(
+                namespace="ns",
+                pod="a",
+                config_hash="h",
+                seq=seq,
+                window_start=0,
+                window_end=0,
+                instance="a1",
+                budgets=(
+                    BudgetWindowSpend(
+                        budget="team",
+                        window="Rolling/3600",
+                        start=NOW - 3600 + seq,
+                        resets_at=NOW + seq,
+                        requests=seq,
+                    ),
+                ),
+            ),
+            NOW,
+        )
+    fields, _ = spend.status("ns", RULE, {}, NOW)
+    assert fields["windows"][1]["requests"] == 5
+    assert len(fields["ledger"][0]["windows"]) == 1
+    # An old status seen after the first read-back (a stale watch event) changes nothing.
+    spend.seed("ns", "team", [])
+    spend.seed("ns", "team", fields["ledger"] + fields["ledger"])
+    assert spend.status("ns", RULE, {}, NOW)[0]["windows"][1]["requests"] == 5
