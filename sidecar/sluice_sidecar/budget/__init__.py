@@ -50,8 +50,10 @@ sidecars durable in ``Budget.status`` (``sluice_operator.reports.BudgetSpend``).
 up to N limits. The plan (DESIGN.md, Doorman-style leases): the operator grants each sidecar a slice
 of each budget window with a TTL, sized by the replicas' recent demand, such that the granted slices
 plus the reported spend never exceed the limit; a sidecar uses its slice as its local cap (the same
-ledger, with per-window caps from the lease) and reports spend per window key, so the operator's
-view survives restarts and seeds new leases. Windows are then keyed by the operator's clock (the
+ledger, with per-window caps from the lease) and reports spend per window key (done:
+``BudgetStage.spend`` in every usage report, summed durably by the operator), so the operator's
+view survives restarts and seeds new leases; the operator's side of the arithmetic is
+``sluice_operator.leases`` (not wired in yet). Windows are then keyed by the operator's clock (the
 lease carries start and resetsAt), so replica clock skew cannot reset a window. The overshoot bound
 becomes the sum of the per-sidecar settlement errors plus the slices held by sidecars that vanished
 without reporting (until their lease TTL), and admission stays local: no network call on the request
