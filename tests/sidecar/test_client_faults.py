@@ -134,7 +134,7 @@ async def test_unknown_model_is_404_without_upstream_call(
 
 async def test_unknown_path_and_method_are_openai_errors(start_sidecar: StartSidecar) -> None:
     sc = await start_sidecar(config(route("m", backend("mock"))))
-    status, _, body = await sc.post("/v1/completions", {"model": "m"})
+    status, _, body = await sc.post("/v1/edits", {"model": "m"})
     assert status == 404
     assert_openai_error(body, "invalid_request_error")
     status, text = await sc.get(sc.url + "/v1/chat/completions")

@@ -420,7 +420,7 @@ def test_empty_stream_still_makes_a_valid_message() -> None:
         (errors.PayloadTooLarge(5), 413, "request_too_large"),
         (errors.UpstreamStatusError(429, "slow"), 429, "rate_limit_error"),
         (errors.UpstreamStatusError(401, "key"), 401, "authentication_error"),
-        (errors.UpstreamStatusError(529, "busy"), 502, "overloaded_error"),
+        (errors.UpstreamStatusError(529, "busy"), 503, "overloaded_error"),  # 529 to this API
         (errors.NoBackendAvailable("none"), 503, "overloaded_error"),
         (errors.UpstreamTimeout("slow"), 504, "timeout_error"),
     ],
