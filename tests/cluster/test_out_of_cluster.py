@@ -187,11 +187,18 @@ def test_status_lists_pods_hashes_reports_backends_and_budgets(
     config_hash = cm["metadata"]["annotations"]["sluice.dev/config-hash"]
     config = tmp_path / "config.json"
     config.write_text(cm["data"]["config.json"])
-    cluster.kubectl("create", "serviceaccount", "app", "-n", namespace)
+    # the token the kubelet would project into pod web: its ServiceAccount's, bound to the pod
+    # (the control plane takes reports only for the pod a token is bound to)
+    account = cluster.kubectl_json("get", "pod", "web", "-n", namespace)["spec"]
+    account = account.get("serviceAccountName") or "default"
+    cluster.kubectl("create", "serviceaccount", account, "-n", namespace)
     token = tmp_path / "token"
     token.write_text(
-        cluster.kubectl("create", "token", "app", "-n", namespace, "--audience=sluice").stdout
-    )
+        cluster.kubectl(
+            "create", "token", account, "-n", namespace, "--audience=sluice",
+            "--bound-object-kind=Pod", "--bound-object-name=web",
+        ).stdout
+    )  # fmt: skip
     side = start_sidecar(
         config, tmp_path, control_plane=laptop.op.url, namespace=namespace, pod="web",
         token_file=token,
