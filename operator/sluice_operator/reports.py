@@ -325,7 +325,7 @@ class BudgetSpend:
                             th,
                             pct,
                             f"Budget {rule.name!r} reached {th}% of its {wid} limit "
-                            f"({_say_limit(lim, totals)}); the window resets at "
+                            f"({_limit_text(lim, totals)}); the window resets at "
                             f"{_iso(resets) if resets else 'a rolling boundary'}.",
                         )
                     )
@@ -435,26 +435,21 @@ def _percent(lim: BudgetLimit, totals: _Values) -> float:
     return max(shares, default=0.0)
 
 
-def _limit_text(lim: BudgetLimit) -> str:
+def _limit_text(lim: BudgetLimit, totals: _Values | None = None) -> str:
+    """``25.00 USD, 1000 tokens``, or with ``totals`` ``3.10 of 25.00 USD, …``."""
     parts = []
-    if lim.usd is not None:
-        parts.append(f"{lim.usd:.2f} USD")
-    if lim.tokens is not None:
-        parts.append(f"{lim.tokens} tokens")
-    if lim.requests is not None:
-        parts.append(f"{lim.requests} requests")
+    for i, (cap, unit) in enumerate(
+        ((lim.usd, "USD"), (lim.tokens, "tokens"), (lim.requests, "requests"))
+    ):
+        if cap is None:
+            continue
+        limit = f"{cap:.2f}" if i == 0 else str(cap)
+        if totals is None:
+            parts.append(f"{limit} {unit}")
+        else:
+            used = f"{totals[0] / PICO:.2f}" if i == 0 else str(totals[i])
+            parts.append(f"{used} of {limit} {unit}")
     return ", ".join(parts)
-
-
-def _say_limit(lim: BudgetLimit, totals: _Values) -> str:
-    used = []
-    if lim.usd is not None:
-        used.append(f"{totals[0] / PICO:.2f} of {lim.usd:.2f} USD")
-    if lim.tokens is not None:
-        used.append(f"{totals[1]} of {lim.tokens} tokens")
-    if lim.requests is not None:
-        used.append(f"{totals[2]} of {lim.requests} requests")
-    return ", ".join(used)
 
 
 def _money(window: Mapping[str, Any]) -> str:

@@ -398,35 +398,37 @@ class UsageEntry(_Model):
     ttft_p50_ms: float | None = None
 
 
-class BudgetWindowSpend(_Model):
-    """What one sidecar process settled in one window of one Budget limit since it started.
+class _Settled(_Model):
+    """Settled spend: integer picodollars (exact sums), tokens and requests."""
 
-    A gauge, not a delta: a later report of the same process replaces an earlier one, so a lost,
-    repeated or reordered report changes no total (the highest ``seq`` of an ``instance`` wins).
-    ``window`` names the limit's window (``Day/Europe/Berlin``, ``Rolling/3600``); ``start`` and
-    ``resets_at`` (Unix time) key the window. Money is integer picodollars, so sums are exact."""
-
-    budget: str
-    window: str
-    start: float
-    resets_at: float
     pusd: int = Field(default=0, ge=0)
     tokens: int = Field(default=0, ge=0)
     requests: int = Field(default=0, ge=0)
 
 
-class BudgetRouteSpend(_Model):
+class BudgetWindowSpend(_Settled):
+    """What one sidecar process settled in one window of one Budget limit since it started.
+
+    A gauge, not a delta: a later report of the same process replaces an earlier one, so a lost,
+    repeated or reordered report changes no total (the highest ``seq`` of an ``instance`` wins).
+    ``window`` names the limit's window (``BudgetLimit.window_id``: ``Day/Europe/Berlin``,
+    ``Rolling/3600``); ``start`` and ``resets_at`` (Unix time) key the window."""
+
+    budget: str
+    window: str
+    start: float
+    resets_at: float
+
+
+class BudgetRouteSpend(_Settled):
     """What one sidecar process settled for one Budget on one route and provider model in the
-    window of the Budget's first limit that starts at ``start`` (a gauge, like
+    window of the Budget's first calendar limit that starts at ``start`` (a gauge, like
     ``BudgetWindowSpend``)."""
 
     budget: str
     route: str
     model: str
     start: float
-    pusd: int = Field(default=0, ge=0)
-    tokens: int = Field(default=0, ge=0)
-    requests: int = Field(default=0, ge=0)
 
 
 class UsageReport(_Model):
