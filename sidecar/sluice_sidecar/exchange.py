@@ -43,6 +43,9 @@ class Exchange:
     request_id: str
     operation: Operation
     started: float
+    #: The client sent ``request_id`` (``x-request-id``): it may send it again in a retry.
+    #: A sidecar-made id can never be replayed, so nothing needs to remember it.
+    client_request_id: bool = False
     #: Monotonic seconds; ``started`` + the route's total timeout.
     deadline: float = 0.0
     #: The config this request started with (a config swap applies to the next request).

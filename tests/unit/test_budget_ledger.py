@@ -428,3 +428,16 @@ def test_enforce_false_records_over_the_limit() -> None:
     assert r.over is not None and r.over.metric == "usd"
     led.settle(r, 0.5, 10, NOON)
     assert led.status(NOON)[0].percent == pytest.approx(150.0)
+
+
+def test_a_key_that_cannot_come_again_is_forgotten_once_settled() -> None:
+    led = Ledger(rule(daily(usd=100.0)))
+    kept = granted(led.reserve("client-id", 1.0, 10, NOON))
+    made = granted(led.reserve("sidecar-id", 1.0, 10, NOON, replayable=False))
+    led.settle(kept, 0.5, 5, NOON + 1)
+    led.settle(made, 0.5, 5, NOON + 1)
+    assert spent(led)[:3] == (1.0, 10, 2)  # both spends count
+    # the client's id is remembered: its retry is a replay, not a second request
+    assert granted(led.reserve("client-id", 1.0, 10, NOON + 2)).replay
+    # the sidecar's own id is not: nothing is kept for it (memory under load)
+    assert not granted(led.reserve("sidecar-id", 1.0, 10, NOON + 2)).replay

@@ -84,6 +84,7 @@ def body(text: str = "hello", **kw: Any) -> dict[str, Any]:
 def exchange(rid: str, b: dict[str, Any] | None = None, route: Route = CHAT) -> Exchange:
     b = body(max_tokens=100) if b is None else b
     ex = Exchange(rid, "chat", started=1000.0, body=b, model=route.name, route=route)
+    ex.client_request_id = True  # the ids here stand for x-request-id headers
     ex.bytes_in = len(json.dumps(b))
     return ex
 

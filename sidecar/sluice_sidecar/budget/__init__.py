@@ -190,6 +190,7 @@ class BudgetStage(Stage):
                 mono=self.clock.now(),
                 fingerprint=(ex.model, ex.operation, ex.bytes_in),
                 run=run,
+                replayable=ex.client_request_id,
             )
         except BudgetExceeded as err:
             x = err.exceeded

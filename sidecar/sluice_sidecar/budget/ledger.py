@@ -386,6 +386,7 @@ class _Entry:
         "held",
         "holders",
         "key",
+        "replayable",
         "replays",
         "where",
     )
@@ -398,6 +399,8 @@ class _Entry:
         self.holders = 0
         self.epoch = 0  # bumped when its holds expire, so stale handles cannot release twice
         self.replays = 0
+        #: The key may come again (the client chose it): remember it once settled.
+        self.replayable = True
         self.expires = 0.0
         self.forget_at = 0.0
 
@@ -519,9 +522,10 @@ class Ledger:
 
     def _idle(self, e: _Entry) -> None:
         """``e`` has no attempt in flight any more: forget it now if it was never charged (a
-        retry is then a new request), else once its idempotency time is over."""
+        retry is then a new request) or its key cannot come again (the sidecar made it), else
+        once its idempotency time is over."""
         self._live.pop(e, None)
-        if not e.charged:
+        if not e.charged or not e.replayable:
             self._drop(e)
         else:
             heapq.heappush(self._forget, (e.forget_at, next(self._seq), e))
@@ -535,6 +539,7 @@ class Ledger:
         *,
         enforce: bool = True,
         ttl: float | None = None,
+        replayable: bool = True,
     ) -> Reservation | Exceeded:
         """Hold ``worst_case_cost`` USD, ``worst_case_tokens`` and one request in every limit's
         current window, or refuse with the most binding ``Exceeded`` and hold nothing. With
@@ -550,6 +555,7 @@ class Ledger:
         replay = entry is not None
         if entry is None:
             entry = _Entry(request_id, where)
+            entry.replayable = replayable
         old_part = entry.hold_part()
         new_held = entry.held.max(worst) if entry.holders else worst
         new_part = (new_held - entry.charged).clamp()

@@ -455,6 +455,7 @@ class BudgetPolicy:
         fingerprint: Hashable = None,
         prompt: int | None = None,
         run: RunRef | None = None,
+        replayable: bool = True,
     ) -> Admission | None:
         """Reserve the request in every budget that covers it, or raise ``BudgetExceeded`` /
         ``errors.RateLimited``. None when no budget covers it and it names no ``run`` (nothing
@@ -465,6 +466,8 @@ class BudgetPolicy:
 
         ``fingerprint`` (e.g. body size and model) is folded into the idempotency key, so a
         client that sends different requests under one ``x-request-id`` is not undercounted.
+        ``replayable`` says the id may come again (the client sent it); a key that cannot is
+        forgotten once settled instead of being remembered for replays (memory).
         """
         key = request_id if fingerprint is None else f"{request_id}#{hash(fingerprint):x}"
         downgraded_from: str | None = None
@@ -485,7 +488,13 @@ class BudgetPolicy:
                     action is ExceededAction.DOWNGRADE and downgraded_from is None
                 )
                 got = st.ledger.reserve(
-                    key, worst.usd, worst.tokens, wall, enforce=enforce, ttl=ttl
+                    key,
+                    worst.usd,
+                    worst.tokens,
+                    wall,
+                    enforce=enforce,
+                    ttl=ttl,
+                    replayable=replayable,
                 )
                 if isinstance(got, Exceeded):
                     refused.append((st, got))

@@ -44,6 +44,11 @@ log = logging.getLogger("sluice.gateway")
 _JSON = "application/json"
 
 
+def _exchange(gw: Gateway, request: web.Request, op: Operation) -> Exchange:
+    sent_id = request.headers.get("x-request-id")
+    return Exchange(sent_id or new_request_id(), op, gw.clock.now(), bool(sent_id))
+
+
 def new_request_id() -> str:
     return os.urandom(12).hex()
 
@@ -52,7 +57,7 @@ async def handle(
     gw: Gateway, request: web.Request, op: Operation, client: ClientAPI = OPENAI
 ) -> web.StreamResponse:
     """Serve one request of ``op`` from a client speaking ``client``."""
-    ex = Exchange(request.headers.get("x-request-id") or new_request_id(), op, gw.clock.now())
+    ex = _exchange(gw, request, op)
     ex.client = client
     ex.headers = request.headers
     if gw.tracer.enabled or "traceparent" in request.headers:
