@@ -14,6 +14,12 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing sluicegate[dev,operator]"
 "${PY}" -m pip install --disable-pip-version-check -q -e '.[dev,operator]'
 
+step "Node.js for the Vercel AI SDK tests"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+node --version
+
 step "building/locating the local control-plane tools"
 bash hack/ensure-tools.sh
 

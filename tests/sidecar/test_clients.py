@@ -5,6 +5,7 @@ one cell of ``clients_matrix.MATRIX``, the table docs/sidecar.md shows."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import shutil
 import subprocess
@@ -355,7 +356,7 @@ async def test_anthropic_529_stays_overloaded(start_sidecar: StartSidecar) -> No
 
 @pytest.mark.parametrize("mode", ["responses", "chat"])
 async def test_openai_agents_tool_and_output_type(stack: Stack, mode: str) -> None:
-    agents = pytest.importorskip("agents")
+    agents: Any = importlib.import_module("agents")  # the [dev] extra installs it
     stack.tool("weather", {"city": "Oslo"})
     stack.text(CITY)
     calls: list[str] = []
@@ -387,7 +388,7 @@ async def test_openai_agents_tool_and_output_type(stack: Stack, mode: str) -> No
 
 @pytest.mark.parametrize("responses_api", [False, True])
 async def test_langchain_invoke_and_structured_output(stack: Stack, responses_api: bool) -> None:
-    lc = pytest.importorskip("langchain_openai")
+    lc: Any = importlib.import_module("langchain_openai")  # the [dev] extra installs it
     stack.text("Hello there")
     stack.text(CITY)
     async with httpx.AsyncClient() as http:  # LangChain's default client outlives the loop
@@ -413,7 +414,9 @@ def node_clients() -> Path:
     """``tests/node`` with its packages installed from the lock file (once; then cached)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("Node.js is not installed")
+        pytest.fail(
+            "node and npm are needed for the Vercel AI SDK tests: apt-get install nodejs npm"
+        )
     if not (NODE_DIR / "node_modules" / "ai").is_dir():
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--silent"],
