@@ -127,3 +127,14 @@ def test_held_text_is_released_when_the_stream_ends_without_a_finish_reason() ->
     fr = frames(["write to ann", ".lee@example.org"])[:-1]
     text, finishes, _ = run(exchange(REDACT), fr)
     assert text == "write to [EMAIL]" and finishes == []
+
+
+def test_a_frame_the_checks_cannot_read_ends_the_stream_instead_of_passing() -> None:
+    stage = GuardrailStage({})
+    ex = exchange(REDACT)
+    first = stage.stream_filter(ex)
+    assert first is not None
+    cf = ChunkFilters(lambda: [], [first])
+    out = cf.feed(b"data: {not json, mail ann.lee@example.org}\n\n")
+    assert cf.blocked is not None and b"ann.lee" not in out
+    assert json.loads(out.split(b"\n\n")[0][6:])["choices"][0]["finish_reason"] == "content_filter"

@@ -11,8 +11,8 @@ a unary answer's are, and every client dialect sees its parts in order. Content 
 the end is released before the choice's ``finish_reason`` (in the same chunk). When a filter
 blocks, the choice ends with ``finish_reason: content_filter`` (nothing of the blocked text,
 no further tool-call delta) and ``blocked`` is set: the caller ends the stream there
-(``[DONE]`` for OpenAI clients); every filter is finished so its verdicts are recorded. Frames
-it cannot read pass through unchanged. Pure: no IO.
+(``[DONE]`` for OpenAI clients); every filter is finished so its verdicts are recorded. A frame
+it cannot read is never passed unchecked: it ends the stream the same way. Pure: no IO.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import SluiceError
+from ..errors import GuardrailBlocked, SluiceError
 from ..stage import DeltaFilter, JsonTextGuard
 
 _DATA = b"data: "
@@ -87,9 +87,11 @@ class ChunkFilters:
             if not raw:
                 continue
             obj = _loads(raw)
-            if obj is None:
-                out.append(raw + b"\n\n")
-                continue
+            if obj is None:  # never passed unchecked: a frame the checks cannot read ends it
+                self.blocked = GuardrailBlocked("output checks", "output", "an unreadable frame")
+                out.append(_encode(self._one(0, {}, "content_filter")))
+                self._finish_all()
+                break
             before: list[dict[str, Any]] = []
             chunk = self._chunk(obj, before)
             out.extend(_encode(c) for c in before)
