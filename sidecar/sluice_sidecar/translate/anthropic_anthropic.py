@@ -19,7 +19,7 @@ from typing import Any
 from .. import sse
 from ..model import Operation, Usage
 from .anthropic_openai import check
-from .base import Answer, Call, EventStream, Normalised, dumps, loads_event
+from .base import Answer, Call, EventStream, Normalised, dumps, held_back, loads_event
 from .openai_anthropic import headers_for, normalise_error, stream_error, url_of, usage_of
 
 
@@ -56,13 +56,9 @@ class NativeStream(EventStream):
                 self.usage = Usage(base.input_tokens, u["output_tokens"], base.cached_input_tokens)
         elif kind == "message_stop":
             self.finished = True
-        if self._held is not None:
-            self._held.append(frame)
-            if kind in ("content_block_delta", "message_delta", "message_stop"):
-                out, self._held = self._held, None
-                return out
-            return []
-        return [frame]
+        release = kind in ("content_block_delta", "message_delta", "message_stop")
+        out, self._held = held_back(self._held, frame, release)
+        return out
 
 
 class NativeDialect:

@@ -33,7 +33,7 @@ from typing import Any
 from .. import sse, validate
 from ..errors import InvalidField, SluiceError
 from ..model import Operation
-from .chat import ChunkReshape
+from .chat import CanonicalReshaper
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -499,16 +499,6 @@ def error_object(err: SluiceError) -> dict[str, Any]:
 # --- the dialect ------------------------------------------------------------------------------
 
 
-class AnthropicReshaper:
-    """The client half of ``anthropic_*`` pairs that go through the canonical body."""
-
-    def answer(self, body: bytes) -> bytes:
-        return json.dumps(to_message(json.loads(body)), separators=(",", ":")).encode()
-
-    def stream(self) -> ChunkReshape:
-        return ChunkReshape(EventWriter())
-
-
 class AnthropicAPI:
     """``POST /v1/messages`` as a client API: checks, error shapes, the end of a cut stream."""
 
@@ -537,4 +527,4 @@ class AnthropicAPI:
 
 
 API = AnthropicAPI()
-RESHAPE = AnthropicReshaper()
+RESHAPE = CanonicalReshaper(to_message, EventWriter)

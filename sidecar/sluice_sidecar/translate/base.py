@@ -254,6 +254,18 @@ def loads_json(data: str | bytes) -> Any:
         return None
 
 
+def held_back(
+    held: list[bytes] | None, frame: bytes, release: bool
+) -> tuple[list[bytes], list[bytes] | None]:
+    """A pass-through stream's frames held back until its first content, so that a failure
+    before it can still be retried invisibly: (frames to send now, what is still held — None
+    once released)."""
+    if held is None:
+        return [frame], None
+    held.append(frame)
+    return (held, None) if release else ([], held)
+
+
 def loads_event(ev: sse.Event, backend: str) -> dict[str, Any]:
     """An event's data as a JSON object; ``BadUpstreamResponse`` otherwise."""
     obj = loads_json(ev.data)

@@ -10,6 +10,7 @@ file parts. Pure: no IO.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .. import errors, sse
@@ -205,3 +206,25 @@ class ChunkReshape:
 
     def end(self) -> bytes:
         return b"".join(self._writer.end())
+
+
+class CanonicalReshaper:
+    """The client half of a pair that goes through the canonical body: ``to_client`` turns a
+    whole ``chat.completion`` into the client's answer, ``writer`` makes the event writer of one
+    stream."""
+
+    __slots__ = ("_to_client", "_writer")
+
+    def __init__(
+        self,
+        to_client: Callable[[dict[str, Any]], dict[str, Any]],
+        writer: Callable[[], EventWriter],
+    ) -> None:
+        self._to_client = to_client
+        self._writer = writer
+
+    def answer(self, body: bytes) -> bytes:
+        return json.dumps(self._to_client(json.loads(body)), separators=(",", ":")).encode()
+
+    def stream(self) -> ChunkReshape:
+        return ChunkReshape(self._writer())

@@ -33,7 +33,7 @@ from .. import errors, sse
 from ..errors import InvalidField, SluiceError
 from ..model import Operation
 from .base import Answer, BackendDialect, Call, Normalised, StreamDecoder
-from .chat import ChunkReshape
+from .chat import CanonicalReshaper
 
 #: Responses fields that need OpenAI's own Responses API (refused on translated tries), and the
 #: value of each that asks for nothing.
@@ -596,16 +596,6 @@ class EventWriter:
         return out
 
 
-class ResponsesReshaper:
-    """The client half of ``responses_*`` pairs that go through the canonical body."""
-
-    def answer(self, body: bytes) -> bytes:
-        return json.dumps(to_response(json.loads(body)), separators=(",", ":")).encode()
-
-    def stream(self) -> ChunkReshape:
-        return ChunkReshape(EventWriter())
-
-
 class ResponsesAPI:
     """``POST /v1/responses`` as a client API: checks, error shapes, the end of a cut stream."""
 
@@ -641,4 +631,4 @@ class ResponsesAPI:
 
 
 API = ResponsesAPI()
-RESHAPE = ResponsesReshaper()
+RESHAPE = CanonicalReshaper(to_response, EventWriter)

@@ -18,7 +18,7 @@ from typing import Any
 from .. import errors, sse
 from ..contract import Provider
 from ..model import Operation, Usage
-from .base import Answer, Call, EventStream, Normalised, dumps, loads_event
+from .base import Answer, Call, EventStream, Normalised, dumps, held_back, loads_event
 from .openai_openai import DEFAULT_BASE_URLS, bearer_headers
 
 _CONTENT = frozenset({"response.output_text.delta", "response.function_call_arguments.delta"})
@@ -80,13 +80,8 @@ class ResponsesStream(EventStream):
             resp = data.get("response")
             self.usage = usage_of(resp.get("usage")) if isinstance(resp, dict) else None
             self.complete = self.finished = True
-        if self._held is not None:
-            self._held.append(frame)
-            if kind in _CONTENT or kind in _DONE:
-                out, self._held = self._held, None
-                return out
-            return []
-        return [frame]
+        out, self._held = held_back(self._held, frame, kind in _CONTENT or kind in _DONE)
+        return out
 
 
 class ResponsesDialect:
