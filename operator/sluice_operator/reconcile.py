@@ -26,12 +26,14 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from sluice_sidecar.contract import SidecarConfig, UsageReport
+from sluice_sidecar.contract import LeaseRequest, LeaseResponse, SidecarConfig, UsageReport
 
 from . import evaluation, manifests, reports, status
 from .api import KINDS, Kind
 from .api.prompttemplate import PromptTemplateSpec
 from .compile import CompileResult, Held, Problem, compile_namespace
+from .guardstats import GuardStats
+from .leases import LeaseDesk, NotServingError
 from .reports import BudgetSpend, Crossing
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class Reconciler:
     results: dict[str, CompileResult] = field(default_factory=dict)
     reports: reports.Reports = field(default_factory=reports.Reports)
     spend: BudgetSpend = field(default_factory=BudgetSpend)
+    #: The budget leases granted to sidecars (``POST /v1/leases``).
+    leases: LeaseDesk = field(default_factory=LeaseDesk)
     #: Alert thresholds crossed: (namespace, budget, window, threshold) -> count (a metric).
     crossings: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
     #: Each Budget's windows as last computed, for the metrics: (namespace, budget) -> samples.
@@ -90,6 +94,8 @@ class Reconciler:
     passes: int = 0
     parallel_namespaces: int = 4
     parallel_writes: int = 8
+    #: Guardrail verdict counts from the reports (GuardrailPolicy status).
+    guard: GuardStats = field(default_factory=GuardStats)
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -101,6 +107,7 @@ class Reconciler:
             self.objects.pop(key, None)
             if plural == _BUDGETS:
                 self.spend.forget(key[1], key[2])
+                self.leases.forget(key[1], key[2])
                 self.budget_windows.pop((key[1], key[2]), None)
         else:
             self.objects[key] = _plain(body)
@@ -117,12 +124,21 @@ class Reconciler:
         fresh = self.reports.add(report, self.wall())
         # Budget spend is idempotent on its own terms (gauges, highest seq per instance).
         spent = self.spend.add(report, self.wall())
-        if fresh or spent:
+        guarded = self.guard.add(report, self.wall())
+        if fresh or spent or guarded:
             due = self._report_due.get(report.namespace, 0.0)
             if self.monotonic() >= due:
                 self._report_due[report.namespace] = self.monotonic() + self.report_interval
                 self.mark(report.namespace)
         return fresh
+
+    def answer_leases(self, request: LeaseRequest) -> LeaseResponse | None:
+        """A sidecar's lease request, against the budgets compiled for its namespace and the
+        spend every sidecar reported (``leases.LeaseDesk``)."""
+        result = self.results.get(request.namespace)
+        if result is None:
+            raise NotServingError(request.namespace)
+        return self.leases.answer(request, result.config.budgets, self.spend, self.wall())
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -196,6 +212,7 @@ class Reconciler:
             await self.writer.apply_config(namespace, result.config.canonical_json(), result.hash)
             log.info("namespace %s: config %s", namespace, result.hash)
         self.results[namespace] = result
+        self.leases.saw(namespace, self.wall())
         self.publish(namespace, result)
 
         now = self.now()
@@ -243,6 +260,8 @@ class Reconciler:
             desired = self._with_reports(namespace, name, desired, result)
         else:  # the config is namespace-wide: its rollout is every reporting pod's
             desired["rollout"] = self.reports.rollout(namespace, result.hash, self.wall())
+        if kind.kind == "GuardrailPolicy":
+            desired.update(self.guard.status(namespace, name, self.wall()))
         crossings: list[Crossing] = []
         rule = next((b for b in result.config.budgets if b.name == name), None)
         if kind.kind == "Budget" and rule is not None:

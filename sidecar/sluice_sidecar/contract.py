@@ -431,6 +431,20 @@ class BudgetRouteSpend(_Settled):
     start: float
 
 
+class GuardrailCount(_Model):
+    """One GuardrailPolicy's verdicts on one entity (``EMAIL``, ``deny[0]``,
+    ``PROMPT_INJECTION``, ``EXTERNAL``, …) in the five-minute bucket starting at ``start`` (Unix
+    time), counted by one sidecar process since it started: a gauge like
+    ``BudgetWindowSpend`` (the highest ``seq`` of an ``instance`` wins). Never any text."""
+
+    policy: str
+    entity: str
+    start: float
+    blocked: int = Field(default=0, ge=0)
+    redacted: int = Field(default=0, ge=0)
+    flagged: int = Field(default=0, ge=0)
+
+
 class UsageReport(_Model):
     """What one sidecar reports: idempotent by ``(pod, seq)``.
 
@@ -449,3 +463,5 @@ class UsageReport(_Model):
     instance: str = Field(default="", exclude_if=lambda v: not v)
     budgets: tuple[BudgetWindowSpend, ...] = Field(default=(), exclude_if=lambda v: not v)
     budget_routes: tuple[BudgetRouteSpend, ...] = Field(default=(), exclude_if=lambda v: not v)
+    #: Guardrail verdict counts of the last hour (``GuardrailCount``); additive like the above.
+    guardrails: tuple[GuardrailCount, ...] = Field(default=(), exclude_if=lambda v: not v)

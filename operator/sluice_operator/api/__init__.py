@@ -118,7 +118,20 @@ KINDS: tuple[Kind, ...] = (
         description="Filters for PII, prompt injection and deny patterns on requests and answers.",
         columns=_common(
             Column("Mode", ".spec.mode", description="Enforce or Monitor."),
-            Column("Blocked", ".status.blocked", type="integer", description="Blocked count."),
+            Column("Blocked", ".status.blocked", type="integer", description="Blocked, last hour."),
+            Column(
+                "Redacted",
+                ".status.redacted",
+                type="integer",
+                description="Redacted, last hour.",
+                priority=1,
+            ),
+            Column(
+                "Flagged",
+                ".status.flagged",
+                type="integer",
+                description="Flagged without action (Log, Monitor), last hour.",
+            ),
         ),
     ),
 )

@@ -147,9 +147,60 @@ class GuardrailPolicySpec(SluiceModel):
     )
 
 
-class GuardrailPolicyStatus(CommonStatus):
-    """Verdict counts over a recent window."""
+class VerdictCounts(SluiceModel):
+    """Verdicts counted by the sidecars."""
 
-    blocked: int = Field(default=0, description="Requests or answers blocked.")
-    redacted: int = Field(default=0, description="Redactions made.")
-    flagged: int = Field(default=0, description="Findings logged without action.")
+    blocked: int = Field(
+        default=0, description="Requests and answers blocked (one per entity found in them)."
+    )
+    redacted: int = Field(default=0, description="Matches replaced by placeholders.")
+    flagged: int = Field(
+        default=0,
+        description="Findings that changed nothing: Log rules, a Monitor policy, a streamed "
+        "Audit check, a classifier that was down under failureMode Open.",
+    )
+
+
+class EntityVerdicts(VerdictCounts):
+    """Verdicts on one entity over the window."""
+
+    entity: str = Field(
+        description="EMAIL, PHONE, … (personal data), deny[i] (the i-th deny rule), "
+        "PROMPT_INJECTION, MAX_CHARS, EXTERNAL (the classifier flagged it) or "
+        "EXTERNAL_UNAVAILABLE (the classifier was down, slow or answered garbage)."
+    )
+
+
+class BucketVerdicts(VerdictCounts):
+    """Verdicts in one five-minute bucket."""
+
+    start: str = Field(description="Start of the bucket (UTC).")
+
+
+class VerdictWindow(SluiceModel):
+    """The sidecars' verdict counts over the last hour."""
+
+    window: str = Field(default="1h", description="The span counted: the last hour.")
+    entities: list[EntityVerdicts] = Field(
+        default_factory=list, max_length=64, description="Per entity, busiest first."
+    )
+    buckets: list[BucketVerdicts] = Field(
+        default_factory=list,
+        max_length=12,
+        description="Per five-minute bucket, oldest first (buckets without verdicts left out).",
+    )
+
+
+class GuardrailPolicyStatus(CommonStatus):
+    """Verdict counts over the last hour, from the sidecars' reports."""
+
+    blocked: int = Field(
+        default=0, description="Requests and answers blocked in the last hour (all entities)."
+    )
+    redacted: int = Field(default=0, description="Matches redacted in the last hour.")
+    flagged: int = Field(
+        default=0, description="Findings that changed nothing in the last hour (Log, Monitor)."
+    )
+    verdicts: VerdictWindow | None = Field(
+        default=None, description="The counts per entity and per five-minute bucket."
+    )
