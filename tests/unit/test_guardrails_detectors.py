@@ -7,8 +7,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sluice_sidecar.guardrails import detectors as d
+from sluice_sidecar.guardrails import holdback
 from sluice_sidecar.guardrails.detectors import ENTITIES, Scanner, Span, detect
 from sluice_sidecar.guardrails.redact import apply, merge, redact
 
@@ -34,6 +37,21 @@ CASES: list[tuple[str, str, list[str] | None]] = [
     ("CREDIT_CARD", "decimal 0.4111111111111111", []),
     ("CREDIT_CARD", "inside a word ab4111111111111111cd", []),
     ("CREDIT_CARD", "phone +44 20 7946 0958", []),
+    # bench/pii_accuracy.py: older 15-digit JCB, 12-digit Maestro, barcodes, order ids
+    (
+        "CREDIT_CARD",
+        "jcb 1800 1092 4834 352 and 213161195537215",
+        ["1800 1092 4834 352", "213161195537215"],
+    ),
+    ("CREDIT_CARD", "maestro 6759 4329 8538", ["6759 4329 8538"]),
+    ("CREDIT_CARD", "Kreditkarte: 503846999434", ["503846999434"]),
+    ("CREDIT_CARD", "Carta di credito: 675943298538.", ["675943298538"]),
+    ("CREDIT_CARD", "Reference: 675943298538", []),
+    ("CREDIT_CARD", "Stand: 503846999434 OK?", []),
+    ("CREDIT_CARD", "old visa 4773452665043", ["4773452665043"]),
+    ("CREDIT_CARD", "EAN 4435233978653 (also Luhn-valid)", []),
+    ("CREDIT_CARD", "Order 563-3178888-9017168 has shipped", []),
+    ("CREDIT_CARD", "groups of three 411-111-111-111-1111", []),
     # --- IBAN: country length + mod 97
     ("IBAN", "iban GB82 WEST 1234 5698 7654 32 IS MINE", ["GB82 WEST 1234 5698 7654 32"]),
     ("IBAN", "DE89370400440532013000", ["DE89370400440532013000"]),
@@ -73,6 +91,30 @@ CASES: list[tuple[str, str, list[str] | None]] = [
     ("PHONE", "double separator +44  20 7946 0958", []),
     ("PHONE", "card 4111 1111 1111 1111", []),
     ("PHONE", "version 1.2.3.4", []),
+    # bench/pii_accuracy.py (faker's formats): extensions, 001/1 prefixes, (0…) area codes
+    ("PHONE", "Call me on 859-278-7532x89850 after 5pm", ["859-278-7532x89850"]),
+    ("PHONE", "(277)450-4056x1142 is the hotline", ["(277)450-4056x1142"]),
+    ("PHONE", "desk 555-123-4567 ext. 12, or", ["555-123-4567 ext. 12"]),
+    ("PHONE", "intl +1-370-378-5220x84587.", ["+1-370-378-5220x84587"]),
+    ("PHONE", "from abroad 001-308-573-0093", ["001-308-573-0093"]),
+    ("PHONE", "ca 1 (786) 834-4978 and 1-786-834-4978", ["1 (786) 834-4978", "1-786-834-4978"]),
+    ("PHONE", "uk (0115)4960391 or (0116) 496 0201", ["(0115)4960391", "(0116) 496 0201"]),
+    ("PHONE", "de (02787) 67858 / nl (0406)-812415", ["(02787) 67858", "(0406)-812415"]),
+    ("PHONE", "at 02124/15868344 and 04333 33496 372", ["02124/15868344", "04333 33496 372"]),
+    ("PHONE", "too long 0123 4567 8901 2345 6789", []),
+    ("PHONE", "paren year (2024) 123-4567", []),
+    # bare digits only after a phone word, with no digit or sentence end in between
+    ("PHONE", "Call me on 2942778471 after 5pm", ["2942778471"]),
+    ("PHONE", "Meine Handynummer ist 0473529442.", ["0473529442"]),
+    ("PHONE", "Mój numer komórki to 609 141 777", ["609 141 777"]),
+    ("PHONE", "Tel.: (351) 969141777", ["(351) 969141777"]),
+    ("PHONE", "Joignable au 0518375213 en semaine", ["0518375213"]),
+    ("PHONE", "Reference: 5955714618", []),
+    ("PHONE", "needs a callback. #5955714618", []),
+    ("PHONE", "as a person would call. 7267 2257 71 is", []),
+    ("PHONE", "Tel.: 020 7946 0958, order 1234567890", ["020 7946 0958"]),
+    ("PHONE", "call me on 12345", []),
+    ("PHONE", "hotel 20170720-1233", []),
     # --- IP addresses
     ("IP_ADDRESS", "host 192.168.1.1.", ["192.168.1.1"]),
     (
@@ -214,3 +256,79 @@ def test_work_is_bounded_on_pathological_input(text: str) -> None:
     started = time.perf_counter()
     Scanner(ENTITIES).find(text)
     assert time.perf_counter() - started < 1.0
+
+
+def test_checksummed_spans_explain_what_they_contain() -> None:
+    """bench/pii_accuracy.py: an IBAN in groups of four holds phone- and card-shaped runs."""
+    iban = "GB25 OUEV 0368 5017 5044 82"  # "0368 5017 5044" is a trunk-prefixed phone shape
+    assert d.iban_ok(iban.replace(" ", ""))
+    assert found(iban, "PHONE") == ["0368 5017 5044"]
+    assert detect(f"IBAN: {iban}.", ["IBAN", "PHONE"]) == [Span(6, 6 + len(iban), "IBAN")]
+    iban = "GB12 RJTN 5097 0866 1965 64"  # "5097 0866 1965 64" is a Luhn-valid Maestro
+    assert found(iban, "CREDIT_CARD") == ["5097 0866 1965 64"]
+    assert detect(iban, ["IBAN", "CREDIT_CARD"]) == [Span(0, len(iban), "IBAN")]
+    card = "card 4111 1111 1111 1111"  # no phone or SSN inside a card either
+    assert detect(card, ["CREDIT_CARD", "PHONE", "US_SSN"]) == [Span(5, 24, "CREDIT_CARD")]
+
+
+def test_one_number_found_by_two_patterns_is_one_span() -> None:
+    text = "uk mobile 07700 900123"  # both the trunk pattern and the phone-word one match
+    assert detect(text, ["PHONE"]) == [Span(10, 22, "PHONE")]
+
+
+def test_validators_read_no_further_back_than_the_stream_keeps() -> None:
+    """The phone and card words are looked for in the CONTEXT_BEFORE characters before a
+    match; the streaming redactor keeps more released text than that as left context, so a
+    stream finds exactly what the whole text does."""
+    assert d.CONTEXT_BEFORE <= holdback._CONTEXT
+
+
+_NOT_PHONE_WORDS = ["Order", "Reference:", "Ticket", "Invoice no.", "Stand:", "Facture n°", "ID"]
+
+
+@given(
+    digits=st.text(alphabet="0123456789", min_size=8, max_size=15).filter(
+        lambda s: not s.startswith("0")
+    ),
+    word=st.sampled_from(_NOT_PHONE_WORDS),
+)
+def test_bare_digit_runs_are_phones_only_after_a_phone_word(digits: str, word: str) -> None:
+    assert found(f"{word} {digits} done", "PHONE") == []
+    assert found(f"Tel.: {digits} done", "PHONE") == [digits]
+    assert found(f"Call me on {digits}, thanks", "PHONE") == [digits]
+
+
+@given(st.lists(st.integers(0, 9), min_size=12, max_size=12))
+def test_no_ean13_barcode_is_a_card(body: list[int]) -> None:
+    check = (10 - sum(x * (3 if i % 2 else 1) for i, x in enumerate(body)) % 10) % 10
+    ean = "".join(map(str, body)) + str(check)
+    assert d.ean13_ok(ean)
+    assert found(f"EAN {ean}", "CREDIT_CARD") == []
+
+
+@given(
+    st.sampled_from(["4", "51", "2221", "6011", "3528", "5018"]),
+    st.lists(st.integers(0, 9), min_size=14, max_size=14),
+    st.sampled_from([" ", "-", ""]),
+)
+def test_sixteen_digit_cards_are_found_bare_or_in_groups_of_four(
+    prefix: str, rest: list[int], sep: str
+) -> None:
+    body = (prefix + "".join(map(str, rest)))[:15]
+    card = next(body + str(c) for c in range(10) if d.luhn_ok(body + str(c)))
+    printed = sep.join(card[i : i + 4] for i in range(0, 16, 4))
+    assert found(f"pay with {printed} today", "CREDIT_CARD") == [printed]
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 60), st.integers(1, 20), st.sampled_from(sorted(ENTITIES))),
+        max_size=12,
+    )
+)
+def test_resolve_keeps_every_character_covered(raw: list[tuple[int, int, str]]) -> None:
+    spans = sorted((Span(a, a + n, e) for a, n, e in raw), key=lambda s: (s.start, -s.end))
+    kept = d._resolve(spans)
+    assert set(kept) <= set(spans)
+    covered = {i for s in spans for i in range(s.start, s.end)}
+    assert covered == {i for s in kept for i in range(s.start, s.end)}
