@@ -51,11 +51,13 @@ __all__ = [
     "DevClusterError",
     "KubectlError",
     "Pki",
+    "Process",
     "Tools",
     "ToolsError",
     "cache_dir",
     "ensure_tools",
     "find_repo_root",
+    "free_port",
     "main_dev_cluster",
     "read_versions",
     "start",
@@ -438,6 +440,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port() -> int:
+    """A loopback TCP port free right now (another process may still take it before use)."""
+    return _free_port()
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: have the kernel SIGKILL the child if the process (thread) that started it dies,
     so a SIGKILLed test run does not leave etcd and kube-apiserver behind."""
@@ -458,7 +465,14 @@ class _Process:
     log_file: IO[bytes]
 
     @classmethod
-    def spawn(cls, name: str, argv: Sequence[str], log_path: Path) -> _Process:
+    def spawn(
+        cls,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> _Process:
         log_file = log_path.open("ab")
         try:
             popen = subprocess.Popen(
@@ -466,6 +480,7 @@ class _Process:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                env=None if env is None else dict(env),
                 start_new_session=True,  # own process group: killpg reaches everything it forks
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - started before worker threads
             )
@@ -477,6 +492,13 @@ class _Process:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def terminate(self) -> None:
+        """SIGTERM to the process group without waiting (``stop`` then reaps): lets many
+        children shut down at once."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -484,13 +506,14 @@ class _Process:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self) -> None:
+    def stop(self, grace: float = _STOP_GRACE_SECONDS) -> None:
+        """SIGTERM to the process group, SIGKILL after ``grace`` seconds; reap; close the log."""
         if self.alive():
-            for sig, grace in ((signal.SIGTERM, _STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.popen.pid, sig)
                 try:
-                    self.popen.wait(timeout=grace)
+                    self.popen.wait(timeout=wait)
                     break
                 except subprocess.TimeoutExpired:
                     continue
@@ -525,6 +548,11 @@ def _http_get(port: int, path: str, timeout: float = 3.0) -> tuple[int, bytes]:
 
 
 _ADDR_IN_USE = re.compile(r"address already in use", re.IGNORECASE)
+
+#: A child process in its own process group that dies with its parent (``spawn``, ``stop``,
+#: ``terminate``, ``alive``, ``log_tail``): what ``sluice dev fleet`` runs the operator and the
+#: sidecars as.
+Process = _Process
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ Subcommands:
             also ``kubectl sluice status``)
   doctor    check an install and say what to fix (``sluice_cli.doctor``)
   operator  run the Kubernetes operator (``sluice_operator.main``; ``--out-of-cluster``)
-  dev       developer helpers (``sluice dev cluster``: a local kube-apiserver)
+  dev       developer helpers (``sluice dev cluster``: a local kube-apiserver; ``sluice dev
+            fleet``: that, the operator and N sidecars - ``sluice_cli.devfleet``)
 
 Maintainer tools (regenerating docs) are not here: see ``sluice_cli.maintainer``.
 
@@ -240,6 +241,17 @@ def cmd_dev_cluster(args: argparse.Namespace) -> int:
     return devcluster.main_dev_cluster(argv + [f"--apply={p}" for p in args.apply])
 
 
+def cmd_dev_fleet(args: argparse.Namespace) -> int:
+    try:
+        from . import devfleet
+    except ModuleNotFoundError as exc:
+        return _missing_extra(exc, "sluice dev fleet", {"cryptography"})
+    try:
+        return devfleet.run(args)
+    except ModuleNotFoundError as exc:
+        return _missing_extra(exc, "sluice dev fleet", {"kopf", "kubernetes"})
+
+
 def _add_cluster_commands(sub: Any) -> None:
     """``status`` and ``doctor``: read a cluster through the kubeconfig."""
 
@@ -275,6 +287,71 @@ def _add_cluster_commands(sub: Any) -> None:
     )
     cluster_flags(doctor)
     doctor.set_defaults(func=cmd_doctor)
+
+
+def _add_dev_commands(sub: Any) -> None:
+    """``dev cluster`` and ``dev fleet``: local control planes for development and tests."""
+    dev = sub.add_parser("dev", help="developer tools")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    cluster = dev_sub.add_parser("cluster", help="start a local etcd + kube-apiserver")
+    cluster.add_argument("--workdir", default=None, help="folder for certs, data and kubeconfig")
+    cluster.add_argument(
+        "--apply", action="append", default=[], metavar="PATH", help="kubectl apply once up"
+    )
+    cluster.add_argument(
+        "--timeout", type=float, default=180.0, help="startup timeout, seconds (default 180)"
+    )
+    cluster.set_defaults(func=cmd_dev_cluster)
+    fleet = dev_sub.add_parser(
+        "fleet",
+        help="a local control plane, the operator and N sidecars (pods of one namespace)",
+        description="Start etcd + kube-apiserver, the CRDs, the manifests, the operator and N "
+        "sidecar processes registered as pods of one namespace; print one line per sidecar "
+        "and the kubeconfig; run until Ctrl-C (docs/local-cluster.md).",
+    )
+    fleet.add_argument("paths", nargs="+", metavar="MANIFEST", help="YAML files or folders")
+    fleet.add_argument(
+        "--replicas", type=int, default=2, help="sidecar processes, one pod each (default 2)"
+    )
+    fleet.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        help="namespace of the manifests and pods (default: the manifests', else default)",
+    )
+    fleet.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="folder for certificates, etcd data, logs, tokens and audit logs (default: a new "
+        "temporary folder, removed on a clean stop)",
+    )
+    fleet.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="once all is up, write a JSON description there (URLs, ports, pids, logs); "
+        "removed on stop",
+    )
+    fleet.add_argument(
+        "--report-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="SLUICE_REPORT_INTERVAL of the sidecars (default: theirs, 10 s)",
+    )
+    fleet.add_argument(
+        "--secrets-dir",
+        type=Path,
+        default=Path(".secrets"),
+        help="folder with <secret-name>/<key> files holding API keys (default .secrets)",
+    )
+    fleet.add_argument(
+        "--timeout", type=float, default=180.0, help="startup timeout, seconds (default 180)"
+    )
+    fleet.add_argument("--verbose", action="store_true", help="the operator logs at debug level")
+    fleet.set_defaults(func=cmd_dev_fleet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,17 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     simulate.add_parser(sub)
 
-    dev = sub.add_parser("dev", help="developer tools")
-    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
-    cluster = dev_sub.add_parser("cluster", help="start a local etcd + kube-apiserver")
-    cluster.add_argument("--workdir", default=None, help="folder for certs, data and kubeconfig")
-    cluster.add_argument(
-        "--apply", action="append", default=[], metavar="PATH", help="kubectl apply once up"
-    )
-    cluster.add_argument(
-        "--timeout", type=float, default=180.0, help="startup timeout, seconds (default 180)"
-    )
-    cluster.set_defaults(func=cmd_dev_cluster)
+    _add_dev_commands(sub)
     return parser
 
 
