@@ -3,9 +3,12 @@ deny patterns, prompt injection, length), with streamed answers checked through 
 
 Owns the public API of the package and ``GuardrailStage``: ``on_request`` runs the input checks
 (it may replace ``ex.body`` or raise ``GuardrailBlocked``) and then the policies' ``external``
-classifiers, ``on_response`` checks a unary answer and ``stream_filter`` makes the filter of each
-streamed text (a choice's content, each tool call's arguments). It compiles the config's
-guardrails once per config (``Engine``) and records verdicts on ``Exchange.verdicts``.
+classifiers, ``on_response`` checks a unary answer, ``on_answer`` (async, after
+``on_response``) asks the ``output.external`` classifiers about it, and ``stream_filter`` makes
+the filter of each streamed text (a choice's content, each tool call's arguments; with
+``output.external`` classifiers it has an async ``settle``, awaited before ``finish``). It
+compiles the config's guardrails once per config (``Engine``) and records verdicts on
+``Exchange.verdicts``. An answer whose classifiers were not asked is blocked (``review``).
 
 ``restore``: the numbered placeholders of one request (``restore.Placeholders``) are kept here,
 keyed by the exchange, from ``on_request`` until ``on_finish`` — never on the exchange's
@@ -16,24 +19,25 @@ annotations, which are audited. Answers get the originals back after the output 
 
 Modules: ``detectors`` (entity kinds → spans), ``redact`` (spans → placeholders), ``holdback``
 (the streaming redactor), ``restore`` (placeholders back to originals), ``canonical`` and
-``injection`` (prompt-injection scoring), ``policy`` (selection, actions, verdicts) and
-``external`` (the classifier call: the only IO here).
+``injection`` (prompt-injection scoring), ``policy`` (selection, actions, verdicts),
+``review`` (the ``external`` classifiers applied to requests and answers), ``external`` (the
+classifier call: the only IO here) and ``stats`` (verdict counts for the usage report).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..contract import Guardrail
 from ..errors import GuardrailBlocked, SluiceError
 from ..exchange import Exchange
 from ..stage import DeltaFilter, Stage, UnaryAnswer
-from . import external
+from . import review
 from .canonical import Canonical, canonicalize
 from .detectors import ENTITIES, Scanner, Span, detect
 from .holdback import HoldbackRedactor, Released
@@ -74,7 +78,7 @@ class GuardrailStage(Stage):
     ``guardrails`` object changes."""
 
     name = "guardrails"
-    __slots__ = ("_engine", "_labels", "_restore", "_source", "counts")
+    __slots__ = ("_engine", "_held", "_labels", "_restore", "_source", "counts")
 
     def __init__(self, pod_labels: Mapping[str, str]) -> None:
         self._labels = dict(pod_labels)
@@ -82,6 +86,9 @@ class GuardrailStage(Stage):
         self._engine = Engine((), self._labels)
         #: id(exchange) -> (exchange, placeholder -> original), from on_request to on_finish.
         self._restore: dict[int, tuple[Exchange, dict[str, str]]] = {}
+        #: id(exchange) -> (exchange, a whole answer waiting for its classifiers), from
+        #: on_response to on_answer.
+        self._held: dict[int, tuple[Exchange, _Held]] = {}
         #: Every verdict recorded, enforced or not (``CountKey``).
         self.counts: Counter[CountKey] = Counter()
 
@@ -121,73 +128,65 @@ class GuardrailStage(Stage):
         if result.placeholders:
             self._restore[id(ex)] = (ex, result.placeholders.originals)
             ex.native = None
-        if ex.native is not None and not engine.plan("output", route.name, route.source).empty:
+        covering = engine.covering(route.name, route.source)
+        if ex.native is not None and (
+            not engine.plan("output", route.name, route.source).empty
+            or any(g.output.external is not None for g in covering)
+        ):
             ex.native = None
-        await self._external(ex, engine)
-
-    async def _external(self, ex: Exchange, engine: Engine) -> None:
-        route = ex.route
-        assert route is not None
-        checks = [
-            (g, g.input.external)
-            for g in engine.covering(route.name, route.source)
-            if g.input.external is not None
-        ]
-        if not checks:
-            return
-        texts = request_texts(ex.body, ex.operation, engine.pii_roles)
-        answers = await asyncio.gather(
-            *(external.classify(check, g.name, "input", texts) for g, check in checks)
-        )
-        blocked: GuardrailBlocked | None = None
-        for (g, check), answer in zip(checks, answers, strict=True):
-            enforced = g.mode == "Enforce"
-            v: dict[str, Any] = {
-                "policy": g.name,
-                "stage": "input",
-                "check": "external",
-                "mode": g.mode,
-                "enforced": enforced,
-            }
-            if isinstance(answer, external.Down):
-                stops = check.failure_mode == "Closed"
-                v |= {"action": "Block" if stops else "Allow", "failure": answer.reason}
-                v["failureMode"] = check.failure_mode
-                detail = f"classifier unavailable ({answer.reason})"
-            else:
-                stops = answer.flagged
-                v |= {"action": "Block" if stops else "Allow", "flagged": answer.flagged}
-                if answer.categories:
-                    v["categories"] = list(answer.categories)
-                if answer.score is not None:
-                    v["score"] = answer.score
-                detail = ", ".join(answer.categories)
-            ex.verdicts.append(v)
-            if stops and enforced and blocked is None:
-                blocked = GuardrailBlocked(g.name, "input", "external", detail)
-        if blocked is not None:
-            raise blocked
+        checks = [(g, g.input.external, g.mode == "Enforce") for g in covering if g.input.external]
+        if checks:
+            texts = request_texts(ex.body, ex.operation, engine.pii_roles)
+            verdicts, blocked = await review.classify_all(checks, "input", texts)
+            ex.verdicts.extend(verdicts)
+            if blocked is not None:
+                raise blocked
 
     def on_response(self, ex: Exchange, answer: UnaryAnswer) -> None:
         """Output guardrails on a whole chat completion: redacted, or emptied with
-        ``finish_reason: content_filter``; then the request's originals restored."""
+        ``finish_reason: content_filter``; then the request's originals restored. An answer
+        with ``output.external`` classifiers is held (emptied, ``content_filter``) until
+        ``on_answer`` has their verdicts; an answer that is not JSON is blocked."""
         engine = self._for(ex)
         if engine is None or ex.operation != "chat":
             return
         route = ex.route
         assert route is not None
         originals = self._originals(ex)
-        if originals is None and engine.plan("output", route.name, route.source).empty:
+        checks = review.output_checks(engine.covering(route.name, route.source), stream=False)
+        plan = engine.plan("output", route.name, route.source)
+        if originals is None and plan.empty and not checks:
             return
         body = answer.body
-        if body is None:
+        if body is None:  # never passed unchecked
+            if not plan.empty or any(enforced for _, _, enforced in checks):
+                answer.replace(review.held_completion(None))
             return
         out, verdicts = engine.filter_completion(body, route.name, route.source)
         ex.verdicts.extend(verdicts)
+        texts = review.answer_texts(out) if checks else []
         if originals:
             out = _restored(out, originals)
+        if texts:  # the classifier reads the answer without the restored originals
+            holding = any(enforced for _, _, enforced in checks)
+            self._held[id(ex)] = (ex, _Held(checks, texts, out, holding))
+            if holding:
+                answer.replace(review.held_completion(out))
+                return
         if out is not body:
             answer.replace(out)
+
+    async def on_answer(self, ex: Exchange, answer: UnaryAnswer) -> None:
+        """The ``output.external`` classifiers on a whole answer (after ``on_response``, before
+        it is sent): the answer is released, or stays blocked (``content_filter``)."""
+        got = self._held.pop(id(ex), None)
+        if got is None or got[0] is not ex:
+            return
+        held = got[1]
+        verdicts, blocked = await review.classify_all(held.checks, "output", held.texts)
+        ex.verdicts.extend(verdicts)
+        if blocked is None and held.holding:
+            answer.replace(held.body)
 
     def stream_filter(self, ex: Exchange) -> DeltaFilter | None:
         """Output guardrails over one streamed text (holdback, buffer or audit), then the
@@ -199,14 +198,22 @@ class GuardrailStage(Stage):
         assert route is not None
         flt = engine.output_filter(route.name, route.source)
         originals = self._originals(ex)
-        recorded = None if flt is None else _Recorded(flt, ex)
+        recorded: DeltaFilter | None = None if flt is None else _Recorded(flt, ex)
+        checks = review.output_checks(engine.covering(route.name, route.source), stream=True)
+        if checks:
+            buffer = any(g.streaming_mode == "Buffer" for g, _, on in checks if on)
+            recorded = review.ExternalFilter(recorded, checks, buffer, ex.verdicts.extend)
         if not originals:
             return recorded
         return Restorer(originals) if recorded is None else _Then(recorded, Restorer(originals))
 
     def on_finish(self, ex: Exchange) -> None:
-        """Forget the request's originals; count and log its verdicts."""
+        """Forget the request's originals; count and log its verdicts (an answer whose
+        classifiers were never asked stayed blocked: recorded as ``notConsulted``)."""
         self._restore.pop(id(ex), None)
+        held = self._held.pop(id(ex), None)
+        if held is not None and held[0] is ex:
+            ex.verdicts.extend(review.unasked_verdicts(held[1].checks, "output"))
         if not ex.verdicts:
             return
         for v in ex.verdicts:
@@ -224,6 +231,17 @@ class GuardrailStage(Stage):
                 ex.request_id,
                 json.dumps(ex.verdicts, separators=(",", ":"), sort_keys=True),
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A whole answer waiting for its ``output.external`` classifiers: what they read, and the
+    answer to send when they allow it (``holding``: it is blocked until then)."""
+
+    checks: list[review.Check]
+    texts: list[str]
+    body: dict[str, Any]
+    holding: bool
 
 
 def _restored(completion: dict[str, Any], originals: Mapping[str, str]) -> dict[str, Any]:
@@ -282,6 +300,11 @@ class _Then:
         if self._a.blocked is not None:
             return ""
         return (self._b.feed(tail) if tail else "") + self._b.finish()
+
+    async def settle(self) -> None:
+        settle = getattr(self._a, "settle", None)
+        if settle is not None:
+            await settle()
 
 
 class _Recorded:

@@ -10,12 +10,15 @@ docs/guardrailpolicy.md), one POST per policy and request:
     {"flagged": false}
     {"flagged": true, "categories": ["self-harm"], "score": 0.97}
 
-``texts`` are the texts the checks read (for input: the messages as they will go to the
-provider, after redaction). ``flagged`` (a boolean) is required; ``categories`` (strings) and
-``score`` (a number) are optional and recorded. Anything else — no connection, no answer within
-``timeout``, a status other than 200, a body that is not such an object, or more than 64 KiB —
-counts as the service being down, and ``failureMode`` decides: ``Closed`` blocks, ``Open`` lets
-the request through and records the failure. Never raises for the service's faults.
+``stage`` is ``input`` or ``output``; ``texts`` are the texts the checks read: for input the
+messages as they will go to the provider (after redaction); for output the answer's content and
+each tool call's arguments as the app will get them (after redaction, before any ``restore``
+put the app's originals back), and for a stream each streamed text whole when it ends.
+``flagged`` (a boolean) is required; ``categories`` (strings) and ``score`` (a number) are
+optional and recorded. Anything else — no connection, no answer within ``timeout``, a status
+other than 200, a body that is not such an object, or more than 64 KiB — counts as the service
+being down, and ``failureMode`` decides: ``Closed`` blocks, ``Open`` lets the request or answer
+through and records the failure. Never raises for the service's faults.
 """
 
 from __future__ import annotations

@@ -534,7 +534,7 @@ def _filter_message(
         result = evaluate_text(plan, content)
         verdicts += result.verdicts
         if result.blocked is not None:
-            return _blocked_message(message), True
+            return blocked_message(message), True
         if result.text != content:
             out = {**message, "content": result.text}
     calls = message.get("tool_calls")
@@ -549,7 +549,7 @@ def _filter_message(
         result = evaluate_text(plan, args)
         verdicts += result.verdicts
         if result.blocked is not None:
-            return _blocked_message(message), True
+            return blocked_message(message), True
         text = json_text(result.text)
         if text == args:
             new_calls.append(call)
@@ -560,7 +560,7 @@ def _filter_message(
     return out, False
 
 
-def _blocked_message(message: Mapping[str, Any]) -> dict[str, Any]:
+def blocked_message(message: Mapping[str, Any]) -> dict[str, Any]:
     """A blocked answer: no text, and no tool call (it must not run)."""
     out = {k: v for k, v in message.items() if k not in ("tool_calls", "function_call")}
     out["content"] = ""
