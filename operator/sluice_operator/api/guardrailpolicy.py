@@ -90,12 +90,19 @@ class Deny(SluiceModel):
 
 
 class External(SluiceModel):
-    """A classifier service of your own, called with the text."""
+    """A classifier service of your own: POST {"policy", "stage", "texts"}, answer
+    {"flagged": bool, "categories"?, "score"?}. Under input it reads the messages (after
+    redaction); under output the answer's text and tool-call arguments as the app gets them
+    (a stream: each text whole when it ends, before its end is released; streaming.mode Buffer
+    releases none of it before the classifier allowed it)."""
 
-    url: str = text(2048, "URL of the classifier.", pattern=r"^https?://")
-    timeout: str = duration("Call timeout.", default="1s")
+    url: str = text(2048, "URL of the classifier (POST, JSON).", pattern=r"^https?://")
+    timeout: str = duration("The longest wait for its answer.", default="1s")
     failure_mode: Literal["Open", "Closed"] = Field(
-        default="Closed", description="Closed blocks when the service fails; Open lets it pass."
+        default="Closed",
+        description="When the service is down, slow (no answer within timeout), answers "
+        "non-200 or garbage: Closed blocks; Open lets the text through and counts it "
+        "(status: flagged, entity EXTERNAL_UNAVAILABLE).",
     )
 
 
@@ -106,7 +113,9 @@ class Stage(SluiceModel):
     prompt_injection: PromptInjection | None = Field(default=None, description="Injection check.")
     deny: list[Deny] | None = Field(default=None, max_length=32, description="Deny patterns.")
     max_chars: int | None = Field(default=None, ge=1, description="Longest accepted text.")
-    external: External | None = Field(default=None, description="External classifier.")
+    external: External | None = Field(
+        default=None, description="Your classifier service, asked about this direction's text."
+    )
 
 
 class Streaming(SluiceModel):
