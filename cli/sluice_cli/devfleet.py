@@ -36,7 +36,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -120,8 +120,36 @@ def _namespace_of(doc: Mapping[str, Any]) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
+class Admin(Protocol):
+    """An apiserver on loopback and an SSL context that is admin there: a ``Cluster``, or
+    ``admin_of`` a running fleet's ready file (another process's cluster)."""
+
+    @property
+    def port(self) -> int: ...
+
+    def ssl_context(self) -> ssl.SSLContext: ...
+
+
+@dataclass(frozen=True)
+class AdminEndpoint:
+    port: int
+    context: ssl.SSLContext
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return self.context
+
+
+def admin_of(ready: Mapping[str, Any]) -> AdminEndpoint:
+    """Admin access to the cluster of a fleet from its ``--ready-file`` (the PKI in its
+    workdir), for tests and benches that drive a fleet started by another process."""
+    pki = devcluster.Pki(Path(ready["workdir"]) / "pki")
+    context = ssl.create_default_context(cafile=str(pki.ca_cert))
+    context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+    return AdminEndpoint(int(str(ready["apiserver"]).rsplit(":", 1)[1]), context)
+
+
 def api(
-    cluster: Cluster, method: str, path: str, body: Any = None, *, timeout: float = 30.0
+    cluster: Admin, method: str, path: str, body: Any = None, *, timeout: float = 30.0
 ) -> tuple[int, Any]:
     """One JSON request to the cluster's apiserver as admin: (status, parsed body)."""
     conn = http.client.HTTPSConnection(
@@ -150,7 +178,7 @@ def _ok(status: int, body: Any, what: str) -> Any:
     return body
 
 
-def ensure_service_account(cluster: Cluster, namespace: str, name: str) -> None:
+def ensure_service_account(cluster: Admin, namespace: str, name: str) -> None:
     status, body = api(
         cluster,
         "POST",
@@ -174,7 +202,7 @@ class PodIdentity:
 
 
 def pod_identity(
-    cluster: Cluster,
+    cluster: Admin,
     namespace: str,
     pod: str,
     *,
@@ -210,7 +238,7 @@ def pod_identity(
 
 
 def bound_token(
-    cluster: Cluster,
+    cluster: Admin,
     namespace: str,
     pod: str,
     uid: str,
