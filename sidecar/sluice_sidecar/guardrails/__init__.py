@@ -134,7 +134,11 @@ class GuardrailStage(Stage):
             or any(g.output.external is not None for g in covering)
         ):
             ex.native = None
-        checks = [(g, g.input.external, g.mode == "Enforce") for g in covering if g.input.external]
+        checks = [
+            (g, g.input.external, g.mode == "Enforce")
+            for g in covering
+            if g.input.external is not None
+        ]
         if checks:
             texts = request_texts(ex.body, ex.operation, engine.pii_roles)
             verdicts, blocked = await review.classify_all(checks, "input", texts)
