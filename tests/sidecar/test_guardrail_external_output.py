@@ -394,3 +394,19 @@ async def test_audit_records_carry_entities_counts_actions_and_scores_never_the_
     assert got[("input", "maxChars")]["limit"] == 20
     assert got[("input", "external")]["score"] == 0.02
     assert got[("output", "pii")]["entities"] == {"EMAIL": 1}
+
+
+@pytest.mark.parametrize("settle", [True, False])
+async def test_an_empty_text_is_not_classified_and_not_blocked(
+    classifier: Classifier, settle: bool
+) -> None:
+    """A choice's content before its tool calls says nothing: nothing to ask about."""
+    stage = GuardrailStage({})
+    ex = _exchange(_policy(classifier.url), stream=True)
+    await stage.on_request(ex)
+    flt = stage.stream_filter(ex)
+    assert flt is not None
+    if settle:
+        await flt.settle()  # type: ignore[attr-defined]
+    assert flt.finish() == "" and flt.blocked is None
+    assert classifier.seen == [] and _external(ex) == []

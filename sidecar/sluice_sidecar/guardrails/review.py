@@ -234,6 +234,8 @@ class ExternalFilter:
         if tail:
             self._parts.append(tail)
         text = "".join(self._parts)
+        if not text:  # nothing was said (a choice's content before its tool calls)
+            return
         self.verdicts, self._blocked = await classify_all(self._checks, "output", [text])
         self._record(self.verdicts)
         if self._blocked is None:
@@ -243,6 +245,8 @@ class ExternalFilter:
         if not self._settled:  # nobody asked the classifiers: an enforced one blocks
             self._settled = True
             tail = self._inner.finish() if self._inner is not None else ""
+            if self.blocked is None and not self._parts and not tail:
+                return ""  # nothing was said: nothing to ask about
             if self.blocked is None:
                 self.verdicts = unasked_verdicts(self._checks, "output")
                 self._record(self.verdicts)
