@@ -211,8 +211,7 @@ def _card_groups_ok(text: str) -> bool:
 #: Words that make a bare 12-digit run a (Maestro) card: ``Card: 503874464863``.
 _CARD_WORDS = re.compile(
     r"(?:card|karte|carte|carta|tarjeta|cart[ãa]o|kaart|karta|maestro|visa|mastercard)"
-    r"\w*\b[^\d.!?#\n]{0,24}$",
-    re.IGNORECASE,
+    r"\w*\b[^\d.!?#\n]{0,24}$"
 )
 
 
@@ -221,10 +220,9 @@ def _card(m: re.Match[str]) -> tuple[int, int] | None:
     # Try the whole run, then shorter prefixes ending at a separator (a card then a year).
     digits = text.replace(" ", "").replace("-", "")
     if card_ok(digits) and _card_groups_ok(text):
-        if len(text) == 12:  # bare 12 digits: a reference number unless a card is named
-            start = m.start()
-            if _CARD_WORDS.search(m.string, max(0, start - CONTEXT_BEFORE), start) is None:
-                return None
+        # Bare 12 digits: a reference number unless a card is named just before.
+        if len(text) == 12 and _CARD_WORDS.search(_before(m)) is None:
+            return None
         return m.span()
     for i in range(len(text) - 1, 0, -1):
         if text[i] in " -":
@@ -289,10 +287,10 @@ _PHONE_SEPARATORS = re.compile(r"[ .-]{2}|[().-][ .-]|\)\(|[ .-]$")
 
 def _phone(m: re.Match[str]) -> tuple[int, int] | None:
     text = m.group()
-    digits = sum(ch.isdigit() for ch in text)
+    digits = _digits(text)
     if m.group("intl") is not None:
         body = m.group("intl")[1:]
-        digits = sum(ch.isdigit() for ch in body)
+        digits = _digits(body)
         if not 8 <= digits <= 15 or _PHONE_SEPARATORS.search(body.replace(") ", ")")):
             return None
         opened = body.count("(")
@@ -309,12 +307,12 @@ def _phone(m: re.Match[str]) -> tuple[int, int] | None:
 
 
 def _digits(text: str) -> int:
-    return sum(ch.isdigit() for ch in text)
+    return sum(map(str.isdigit, text))
 
 
 #: Phone-shaped digits that only a nearby word makes a phone number: ``Tel.: 0473 529442``,
 #: ``Call me on 2942778471``, ``Mój numer komórki to 609141777``. The word must end at most
-#: 24 characters before the number with no digit in between.
+#: 24 characters before the number with no digit in between (searched in lower case).
 _PHONE_LOOSE = re.compile(
     r"[(\d](?<![\w+.,/:()#-][(\d])(?:(?<=\()\d{1,5}\)[ /-]?\d)?[\d ./-]{5,18}\d"
     + _EXT
@@ -326,22 +324,27 @@ _PHONE_WORDS = re.compile(
     r"|my number|telefon\w*|handy\w*|mobil\w*|rufnummer|rufen|anrufen|erreichbar|durchwahl"
     r"|t[ée]l[ée]phone|portable|appel\w*|joignable|cellulare|chiam\w*|tel[ée]fono"
     r"|m[óo]vil|ll[áa]m\w*|telefoon|bel|mobiel|gsm|telefone|telem[óo]vel|ligue"
-    r"|zadzwo[ńn]\w*|kom[óo]rk\w*)\b|(?:t[ée]l|ph|mob|tlf)\b\.?)[^\d.!?#\n]{0,24}$",
-    re.IGNORECASE,
+    r"|zadzwo[ńn]\w*|kom[óo]rk\w*)\b|(?:t[ée]l|ph|mob|tlf)\b\.?)[^\d.!?#\n]{0,24}$"
 )
 
 
 def _phone_loose(m: re.Match[str]) -> tuple[int, int] | None:
     text = m.group()
-    digits = sum(ch.isdigit() for ch in text)
+    digits = _digits(text)
     if not 8 <= digits <= 15 or _PHONE_SEPARATORS.search(text.replace(") ", ")")):
         return None
     if text.count("(") != text.count(")"):
         return None
-    start = m.start()
-    if _PHONE_WORDS.search(m.string, max(0, start - CONTEXT_BEFORE), start) is None:
+    if _PHONE_WORDS.search(_before(m)) is None:
         return None
     return m.span()
+
+
+def _before(m: re.Match[str]) -> str:
+    """The ``CONTEXT_BEFORE`` characters before a match, lower-cased (the word patterns are
+    lower case: a case-sensitive search is about three times faster than ``IGNORECASE``)."""
+    start = m.start()
+    return m.string[max(0, start - CONTEXT_BEFORE) : start].lower()
 
 
 _IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w]|\.\d)", re.ASCII)
@@ -423,6 +426,11 @@ def _has_digit(text: str) -> bool:
     return _DIGIT.search(text) is not None
 
 
+#: Something every built-in detector's match contains: a digit (cards, IBANs, SSNs, phones,
+#: IPv4), ``@`` (email), ``:`` (IPv6) or a key prefix. Text without any is not scanned.
+_ANY = re.compile(r"[\d@:]|sk-|AIza|gh[pousr]_|github_pat_|AKIA|ASIA|xox")
+
+
 def _has_key(text: str) -> bool:
     return _KEY_HINT.search(text) is not None
 
@@ -469,15 +477,6 @@ def _resolve(spans: list[Span]) -> list[Span]:
     return out
 
 
-def _tail(text: str, run: frozenset[str], reach: int) -> int:
-    """Start of the trailing run of ``run`` characters, but no earlier than ``len - reach``."""
-    i = len(text)
-    floor = max(0, i - reach)
-    while i > floor and text[i - 1] in run:
-        i -= 1
-    return i
-
-
 class Scanner:
     """The search for a set of entity kinds plus extra patterns (a policy's deny rules).
 
@@ -501,7 +500,7 @@ class Scanner:
         self._tails = tuple(
             sorted(
                 (
-                    (run, reach)
+                    ("".join(sorted(run)), reach)
                     for run, reach in pairs
                     if not any(
                         (r2, n2) != (run, reach) and run <= r2 and reach <= n2 for r2, n2 in pairs
@@ -528,9 +527,19 @@ class Scanner:
         may have trimmed the span, or rejected the candidate and the scan moved past it).
         """
         spans: list[Span] = []
-        for det in self._detectors:
-            if det.hint is not None and not det.hint(text):
-                continue
+        # A match starting at or after pos has what the hints look for in text[pos:]; a
+        # stream's scans start at the first unreleased character, so this is short there.
+        # Several kinds share a hint (a digit): each is asked once.
+        rest = text[pos:] if pos else text
+        hints: dict[Callable[[str], bool], bool] = {}
+        for det in self._detectors if _ANY.search(rest) else ():
+            hint = det.hint
+            if hint is not None:
+                ok = hints.get(hint)
+                if ok is None:
+                    ok = hints[hint] = hint(rest)
+                if not ok:
+                    continue
             for m in det.pattern.finditer(text, pos):
                 got = det.validate(m)
                 if got is not None:
@@ -549,9 +558,11 @@ class Scanner:
     def settled(self, text: str) -> int:
         """The earliest position of ``text`` where a match could still start and be changed by
         text appended later: spans starting before it are exactly those of any longer text."""
-        out = len(text)
-        for run, reach in self._tails:
-            out = min(out, _tail(text, run, reach))
+        out = n = len(text)
+        for run, reach in self._tails:  # _tail, inlined: this runs for every streamed delta
+            floor = n - reach if n > reach else 0
+            tail = floor + len(text[floor:].rstrip(run))
+            out = min(out, tail)
         if self._extra:
             out = min(out, max(0, len(text) - self.window))
         return out
