@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""CPU cost of the guardrails per KB of text: input check, unary output check, streamed output.
+
+The issue's target: guardrails add at most 0.2 ms (p50) per KB of text on one core. Measured
+with ``time.process_time`` (CPU time of this process, so other load on the machine matters
+less than with wall time) through the sidecar's own entry points on one GuardrailPolicy that
+redacts every PII kind on input and output: ``Engine.check_input`` on a chat body,
+``Engine.check_output`` on an answer, and ``Engine.output_filter`` (the holdback redactor) fed
+the answer in deltas of four characters (about one token, as a model streams) and of 32.
+
+Texts are about 4 KB: ``prose`` (faker English paragraphs, no personal data), ``chat`` (prose
+with a ``pii_corpus`` message carrying personal data every ~600 bytes), ``pii`` (only such
+messages: an entity every ~80 bytes) and ``negatives`` (its messages without personal data:
+order numbers, timestamps, hashes, versions, addresses — digit-heavy text the validators must
+reject). Each call gets a text it has not seen (the policy engine caches results per text).
+
+Reported: per run the median over the texts, then the median of the runs and their spread
+(min-max). ``scanner`` is ``Scanner.find`` alone; ``injection`` (the prompt-injection scorer,
+``guardrails/injection.py``, not part of the policy above) is measured on its own.
+
+Run:  pip install -r bench/requirements-pii.txt
+      python bench/guardrail_cost.py [--runs R] [--texts N] [--markdown] [--profile CASE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import time
+from collections.abc import Callable
+
+from faker import Faker
+from pii_corpus import ENTITIES, build
+
+from sluice_sidecar.contract import GuardAction, Guardrail, GuardStage, PiiRule
+from sluice_sidecar.guardrails import Engine, Scanner
+from sluice_sidecar.guardrails.injection import score
+
+TARGET_BYTES = 4096
+DELTA = 4
+
+
+def texts(kind: str, count: int, seed: int) -> list[str]:
+    """``count`` distinct texts of about TARGET_BYTES each."""
+    if kind == "prose":
+        f = Faker("en_US")
+        f.seed_instance(seed)
+        out = []
+        for _ in range(count):
+            t = ""
+            while len(t.encode()) < TARGET_BYTES:
+                t += f.paragraph(nb_sentences=6) + "\n\n"
+            out.append(t)
+        return out
+    docs = [d for d in build(seed, max(60, count * 12)) if bool(d.gold) == (kind != "negatives")]
+    f = Faker("en_US")
+    f.seed_instance(seed)
+    out, t, i = [], "", 0
+    while len(out) < count:
+        if kind == "chat":  # a message with personal data in every ~600 bytes of prose
+            t += f.paragraph(nb_sentences=5) + " "
+        t += docs[i % len(docs)].text + "\n"
+        i += 1
+        if len(t.encode()) >= TARGET_BYTES:
+            out.append(t)
+            t = ""
+    return out
+
+
+def policy() -> Guardrail:
+    pii = PiiRule(entities=ENTITIES, action=GuardAction.REDACT)
+    return Guardrail.model_validate(
+        {
+            "name": "pii",
+            "input": GuardStage(pii=pii).model_dump(),
+            "output": GuardStage(pii=pii).model_dump(),
+        }
+    )
+
+
+def _input(engine: Engine, text: str) -> None:
+    engine.check_input({"model": "chat", "messages": [{"role": "user", "content": text}]}, "chat")
+
+
+def _unary(engine: Engine, text: str) -> None:
+    engine.check_output(text, "chat")
+
+
+def _streamed(delta: int) -> Callable[[Engine, str], None]:
+    def run(engine: Engine, text: str) -> None:
+        flt = engine.output_filter("chat")
+        assert flt is not None
+        for i in range(0, len(text), delta):
+            flt.feed(text[i : i + delta])
+        flt.finish()
+
+    return run
+
+
+_SCANNER = Scanner(ENTITIES)
+CASES: dict[str, Callable[[Engine, str], None]] = {
+    "input check": _input,
+    "output, unary": _unary,
+    f"output, streamed ({DELTA}-char deltas)": _streamed(DELTA),
+    "output, streamed (32-char deltas)": _streamed(32),
+    "scanner": lambda _e, t: _SCANNER.find(t) and None,
+    "injection": lambda _e, t: score(t) and None,
+}
+
+
+def per_kb(case: str, sample: list[str]) -> float:
+    """Median CPU ms per KB over ``sample``, on a fresh engine (no cached results)."""
+    engine = Engine([policy()])
+    fn = CASES[case]
+    got = []
+    for text in sample:
+        started = time.process_time()
+        fn(engine, text)
+        got.append((time.process_time() - started) * 1000 / (len(text.encode()) / 1024))
+    return statistics.median(got)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--texts", type=int, default=20, help="texts per run and kind")
+    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--profile", choices=sorted(CASES), help="cProfile one case on chat text")
+    args = ap.parse_args()
+
+    kinds = ("prose", "chat", "pii", "negatives")
+    samples = {k: [texts(k, args.texts, seed) for seed in range(args.runs)] for k in kinds}
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        for sample in samples["chat"]:
+            per_kb(args.profile, sample)
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+        return
+    for k in kinds:  # warm up: imports, regex compilation, plan building
+        per_kb("input check", samples[k][0][:2])
+    rows = []
+    for case in CASES:
+        cells = []
+        for k in kinds:
+            try:
+                runs = [per_kb(case, samples[k][r]) for r in range(args.runs)]
+            except Exception as exc:  # another module's work in progress must not stop the rest
+                print(f"{case}: {type(exc).__name__}: {exc}")
+                runs = [float("nan")]
+            cells.append((statistics.median(runs), min(runs), max(runs)))
+        rows.append((case, cells))
+    size = statistics.mean(len(t.encode()) for t in samples["pii"][0])
+    if args.markdown:
+        print(f"\nCPU ms per KB (p50 over {args.texts} texts of ~{size / 1024:.1f} KB; median of")
+        print(f"{args.runs} runs, min-max in brackets)\n")
+        print("| check | " + " | ".join(kinds) + " |\n|---|" + "---|" * len(kinds))
+        for case, cells in rows:
+            print(
+                f"| {case} | "
+                + " | ".join(f"{m:.3f} ({lo:.3f}-{hi:.3f})" for m, lo, hi in cells)
+                + " |"
+            )
+    else:
+        print(f"CPU ms per KB, p50 over {args.texts} texts of ~{size:.0f} B, {args.runs} runs")
+        print(f"{'':<34}" + "".join(f"{k:>22}" for k in kinds))
+        for case, cells in rows:
+            print(
+                f"{case:<34}"
+                + "".join(f"{f'{m:.3f} ({lo:.3f}-{hi:.3f})':>22}" for m, lo, hi in cells)
+            )
+
+
+if __name__ == "__main__":
+    main()
