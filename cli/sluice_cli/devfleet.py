@@ -323,26 +323,30 @@ def sidecar_env(
     ca_pem: str | None,
     namespace: str,
     pod: str,
-    uid: str,
-    service_account: str,
     token_file: Path,
-    labels_file: Path,
+    uid: str | None = None,
+    service_account: str | None = None,
+    labels_file: Path | None = None,
     report_interval: float | None = None,
 ) -> dict[str, str]:
     """The injector's environment for a sidecar (``inject.patch.sidecar_container``): the
-    downward-API identity, the token and labels files, the control plane's URL and CA. An
+    downward-API identity, the token and labels files, the control plane's URL and CA (what is
+    None is left out, as for a pod whose uid or labels a test does not care about). An
     ``http://`` URL gets ``SLUICE_CONTROL_PLANE_INSECURE=true`` (development only);
     ``report_interval`` sets ``SLUICE_REPORT_INTERVAL`` (the injector leaves the default)."""
     env = dict(base)
     env.update(
         POD_NAME=pod,
         POD_NAMESPACE=namespace,
-        POD_UID=uid,
-        POD_SERVICE_ACCOUNT=service_account,
         SLUICE_TOKEN_FILE=str(token_file),
-        SLUICE_POD_LABELS_FILE=str(labels_file),
         SLUICE_CONTROL_PLANE_URL=control_plane,
     )
+    optional = {
+        "POD_UID": uid,
+        "POD_SERVICE_ACCOUNT": service_account,
+        "SLUICE_POD_LABELS_FILE": str(labels_file) if labels_file else None,
+    }
+    env.update({k: v for k, v in optional.items() if v})
     if ca_pem:
         env["SLUICE_CONTROL_PLANE_CA"] = ca_pem
     if control_plane.startswith("http://"):

@@ -10,6 +10,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from sluice_cli import devfleet
+
 from .operator_proc import ChildProcess, free_port
 
 
@@ -34,24 +36,22 @@ def start_sidecar(
     report_interval: float = 0.5,
     ca_file: Path | None = None,
 ) -> SidecarProcess:
-    """Start a sidecar with the injector's environment; returns once /readyz says ready.
+    """Start a sidecar with the injector's environment (``devfleet.sidecar_env``, shared with
+    ``sluice dev fleet``); returns once /readyz says ready.
 
     ``ca_file``: the control plane's CA (``SLUICE_CONTROL_PLANE_CA``, for an https URL); an
     http URL gets ``SLUICE_CONTROL_PLANE_INSECURE=true``, as only development would set it."""
     port, admin = free_port(), free_port()
     log = workdir / f"sidecar-{pod}.log"
-    env = dict(os.environ)
-    env.update(
-        SLUICE_CONTROL_PLANE_URL=control_plane,
-        POD_NAMESPACE=namespace,
-        POD_NAME=pod,
-        SLUICE_TOKEN_FILE=str(token_file),
-        SLUICE_REPORT_INTERVAL=str(report_interval),
+    env = devfleet.sidecar_env(
+        os.environ,
+        control_plane=control_plane,
+        ca_pem=ca_file.read_text() if ca_file is not None else None,
+        namespace=namespace,
+        pod=pod,
+        token_file=token_file,
+        report_interval=report_interval,
     )
-    if ca_file is not None:
-        env["SLUICE_CONTROL_PLANE_CA"] = ca_file.read_text()
-    if control_plane.startswith("http://"):
-        env["SLUICE_CONTROL_PLANE_INSECURE"] = "true"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [
