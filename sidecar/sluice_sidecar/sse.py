@@ -105,7 +105,7 @@ class Parser:
             or self._data
             or self._skip_lf
             or not chunk.endswith(b"\n\n")
-            or b"\r" in chunk
+            or chunk.find(b"\r") >= 0  # not ``in``: bytes ``in`` first tries an integer
             or not chunk.startswith(b"data: ")
         ):
             return None
@@ -116,7 +116,7 @@ class Parser:
         if (
             chunk.count(b"\n") != 2 * n
             or chunk.count(b"\n\ndata: ") != n - 1
-            or b"data: \n" in chunk
+            or chunk.find(b"data: \n") >= 0
         ):
             return None
         self._started = True

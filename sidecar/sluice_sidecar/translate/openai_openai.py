@@ -32,6 +32,7 @@ DEFAULT_BASE_URLS = {
     Provider.MISTRAL: "https://api.mistral.ai/v1",
 }
 PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings"}
+_DONE_LINE = b"data: [DONE]"
 
 
 def usage_of(obj: dict[str, Any]) -> Usage | None:
@@ -107,9 +108,10 @@ class OpenAIStream(EventStream):
     """An OpenAI-style stream, passed on in canonical SSE form as it arrives.
 
     The usual upstream chunk — whole events, each one ``data:`` line — takes ``simple_events``:
-    each payload is checked as JSON and the canonical bytes go on without being decoded and
-    encoded again. Anything else (CR line ends, comments, multi-line data, an event split across
-    reads) goes through the full parser and is re-encoded canonically."""
+    each payload is checked as JSON and metered (``_check``), and the canonical bytes go on
+    without being encoded again (runs of unchanged events as one slice of the chunk). Anything
+    else (CR line ends, comments, multi-line data, an event split across reads) goes through
+    the full parser and is re-encoded canonically."""
 
     def __init__(self, call: Call) -> None:
         super().__init__(call.backend.name)
@@ -125,21 +127,34 @@ class OpenAIStream(EventStream):
             super().feed(chunk, out)
             return
         loads, check = orjson.loads, self._check
-        for block in blocks:
-            try:
-                obj = loads(memoryview(block)[6:])
-            except orjson.JSONDecodeError:
-                if block[6:].strip() == b"[DONE]":
+        # Events that go on unchanged leave as runs of ``chunk`` (one slice for a whole read
+        # in the usual case): ``chunk[start:pos]`` is the run not yet in ``out``.
+        start = pos = 0
+        try:
+            for block in blocks:
+                after = pos + len(block) + 2
+                if block == _DONE_LINE:
                     self.complete = self.finished = True
                     return
-                obj = None
-            if type(obj) is not dict:  # what orjson refuses (huge numbers), or an error
-                obj = _loads(bytes(block[6:]), self.backend)
-            if _plain_content(block):
-                self.content_chunks += 1
-                out.append(block + b"\n\n")
-            elif check(obj):
-                out.append(self._encoded(obj) if self._dirty else block + b"\n\n")
+                try:
+                    obj = loads(memoryview(block)[6:])
+                except orjson.JSONDecodeError:
+                    if block[6:].strip() == b"[DONE]":
+                        self.complete = self.finished = True
+                        return
+                    obj = None
+                if type(obj) is not dict:  # what orjson refuses (huge numbers), or an error
+                    obj = _loads(bytes(block[6:]), self.backend)
+                if not check(obj) or self._dirty:
+                    if pos > start:
+                        out.append(chunk[start:pos])
+                    if self._dirty:
+                        out.append(self._encoded(obj))
+                    start = after
+                pos = after
+        finally:
+            if pos > start:
+                out.append(chunk[start:pos])
 
     def event(self, ev: sse.Event) -> list[bytes]:
         data = ev.data
@@ -204,23 +219,6 @@ class OpenAIStream(EventStream):
                 backend=self.backend,
             )
         return []
-
-
-def _plain_content(block: bytes) -> bool:
-    """Whether a (valid JSON object) chunk is, by its bytes alone, the usual middle of a stream:
-    one or more choices with text, no finish reason, no usage, no error. Only compact JSON as
-    OpenAI, vLLM and most servers write it qualifies; anything else is checked field by field.
-    In JSON text a quote inside a string is escaped, so ``"error"`` can only be a key or a whole
-    string value (both take the careful path)."""
-    return (
-        b'"choices":[{' in block
-        and b'"content":"' in block
-        and b'"content":""' not in block
-        and b'"finish_reason":"' not in block
-        and b'"error"' not in block
-        and b'"tool_calls"' not in block
-        and (b'"usage"' not in block or block[-13:] == b'"usage":null}')
-    )
 
 
 def _loads(data: str | bytes, backend: str) -> dict[str, Any]:
