@@ -123,6 +123,9 @@ class Stage:
     def stream_filter(self, ex: Exchange) -> DeltaFilter | None:
         return None
 
+    async def on_answer(self, ex: Exchange, answer: UnaryAnswer) -> None:
+        return None
+
     def on_finish(self, ex: Exchange) -> None:
         return None
 
@@ -134,13 +137,14 @@ def _overrides(stage: Stage, phase: str) -> bool:
 class Stages:
     """Stages in their declared order, split by phase."""
 
-    __slots__ = ("all", "finish", "request", "response", "streams")
+    __slots__ = ("all", "answer", "finish", "request", "response", "streams")
 
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.all = tuple(stages)
         self.request = tuple(s for s in self.all if _overrides(s, "on_request"))
         self.response = tuple(s for s in self.all if _overrides(s, "on_response"))
         self.streams = tuple(s for s in self.all if _overrides(s, "stream_filter"))
+        self.answer = tuple(s for s in self.all if _overrides(s, "on_answer"))
         self.finish = tuple(s for s in self.all if _overrides(s, "on_finish"))
 
     def filters(self, ex: Exchange) -> list[DeltaFilter]:

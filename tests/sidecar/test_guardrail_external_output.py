@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import openai
 import pytest
 
 from sluice_sidecar.contract import (
@@ -410,3 +411,86 @@ async def test_an_empty_text_is_not_classified_and_not_blocked(
         await flt.settle()  # type: ignore[attr-defined]
     assert flt.finish() == "" and flt.blocked is None
     assert classifier.seen == [] and _external(ex) == []
+
+
+# Through the real sidecar and the official SDK: the request path awaits the classifier
+# (``Stage.on_answer`` for unary answers, a stream filter's ``settle`` before its end).
+
+PLAIN = "A fine streamed answer, in several chunks of text."
+
+
+def _classifier_only(url: str, failure_mode: str, streaming: str = "Holdback") -> Guardrail:
+    return Guardrail(
+        name="o",
+        streaming_mode=streaming,  # type: ignore[arg-type]
+        output=GuardStage(
+            external=ExternalCheck(url=url, timeout=0.3, failure_mode=failure_mode)  # type: ignore[arg-type]
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "failure_mode", "blocked"),
+    [("ok", "Closed", False), ("flag", "Open", True), ("slow", "Closed", True),
+     ("garbage", "Open", False), ("500", "Closed", True)],
+)  # fmt: skip
+async def test_unary_answers_through_the_sidecar_wait_for_the_classifier(
+    start_sidecar: StartSidecar,
+    fake: FakeOpenAI,
+    classifier: Classifier,
+    behaviour: str,
+    failure_mode: str,
+    blocked: bool,
+) -> None:
+    classifier.behaviour = behaviour
+    fake.then(fo.ok(PLAIN))
+    guard = _classifier_only(classifier.url, failure_mode)
+    cfg = config(route("chat", backend("a", fake))).model_copy(update={"guardrails": (guard,)})
+    sc = await start_sidecar(cfg, pod_labels={})
+    async with openai.AsyncOpenAI(base_url=sc.base_url, api_key="x", max_retries=0) as client:
+        out = await client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}]
+        )
+    choice = out.choices[0]
+    if blocked:
+        assert (choice.finish_reason, choice.message.content) == ("content_filter", "")
+    else:
+        assert (choice.finish_reason, choice.message.content) == ("stop", PLAIN)
+    assert classifier.seen and classifier.seen[-1]["texts"] == [PLAIN]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "failure_mode", "streaming", "blocked"),
+    [("ok", "Closed", "Holdback", False), ("flag", "Closed", "Holdback", True),
+     ("slow", "Open", "Holdback", False), ("garbage", "Closed", "Buffer", True),
+     ("ok", "Closed", "Buffer", False), ("flag", "Closed", "Audit", False)],
+)  # fmt: skip
+async def test_streams_through_the_sidecar_wait_for_the_classifier_before_their_end(
+    start_sidecar: StartSidecar,
+    fake: FakeOpenAI,
+    classifier: Classifier,
+    behaviour: str,
+    failure_mode: str,
+    streaming: str,
+    blocked: bool,
+) -> None:
+    classifier.behaviour = behaviour
+    fake.then(fo.ok(PLAIN))
+    guard = _classifier_only(classifier.url, failure_mode, streaming)
+    cfg = config(route("chat", backend("a", fake))).model_copy(update={"guardrails": (guard,)})
+    sc = await start_sidecar(cfg, pod_labels={})
+    text, finish = "", None
+    async with openai.AsyncOpenAI(base_url=sc.base_url, api_key="x", max_retries=0) as client:
+        stream = await client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        async for chunk in stream:
+            for ch in chunk.choices:
+                text += ch.delta.content or ""
+                finish = ch.finish_reason or finish
+    assert (finish == "content_filter") is blocked, (finish, text)
+    if not blocked:
+        assert text == PLAIN
+    elif streaming == "Buffer":
+        assert text == ""
+    assert classifier.seen and classifier.seen[-1]["texts"] == [PLAIN]

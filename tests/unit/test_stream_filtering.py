@@ -3,6 +3,7 @@ into chunks gives the text the unary check gives; a block ends the choice with c
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from typing import Any
@@ -70,7 +71,7 @@ def run(ex: Exchange, batches: list[bytes]) -> tuple[str, list[str], ChunkFilter
     cf = ChunkFilters(make, make())
     text, finishes = "", []
     for batch in [*batches, None]:
-        out = cf.feed(batch) if batch is not None else cf.close()
+        out = asyncio.run(cf.feed(batch) if batch is not None else cf.close())
         for raw in out.split(b"\n\n"):
             if raw:
                 for choice in json.loads(raw[6:])["choices"]:
@@ -120,7 +121,7 @@ def test_no_policy_means_no_filter_and_frames_pass_unchanged() -> None:
     assert GuardrailStage({}).stream_filter(exchange()) is None
     fr = frames(["a", "b"])
     cf = ChunkFilters(list, [])
-    assert [json.loads(cf.feed(f)[6:]) for f in fr] == [json.loads(f[6:]) for f in fr]
+    assert [json.loads(asyncio.run(cf.feed(f))[6:]) for f in fr] == [json.loads(f[6:]) for f in fr]
 
 
 def test_held_text_is_released_when_the_stream_ends_without_a_finish_reason() -> None:
@@ -135,6 +136,6 @@ def test_a_frame_the_checks_cannot_read_ends_the_stream_instead_of_passing() -> 
     first = stage.stream_filter(ex)
     assert first is not None
     cf = ChunkFilters(lambda: [], [first])
-    out = cf.feed(b"data: {not json, mail ann.lee@example.org}\n\n")
+    out = asyncio.run(cf.feed(b"data: {not json, mail ann.lee@example.org}\n\n"))
     assert cf.blocked is not None and b"ann.lee" not in out
     assert json.loads(out.split(b"\n\n")[0][6:])["choices"][0]["finish_reason"] == "content_filter"

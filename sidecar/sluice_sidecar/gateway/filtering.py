@@ -45,11 +45,15 @@ def _through(filters: Sequence[DeltaFilter], text: str) -> tuple[str, SluiceErro
     return text, None
 
 
-def _finish(filters: Sequence[DeltaFilter]) -> tuple[str, SluiceError | None]:
+async def _finish(filters: Sequence[DeltaFilter]) -> tuple[str, SluiceError | None]:
     """Release what each filter holds, feeding one's tail through the next."""
     text = ""
     for f in filters:
-        text = (f.feed(text) if text else "") + f.finish()
+        text = f.feed(text) if text else ""
+        settle = getattr(f, "settle", None)
+        if settle is not None and f.blocked is None:
+            await settle()
+        text += f.finish()
         if f.blocked is not None:
             return "", f.blocked
     return text, None
@@ -80,7 +84,7 @@ class ChunkFilters:
             self._filters[(index, part)] = got
         return got
 
-    def feed(self, frames: bytes) -> bytes:
+    async def feed(self, frames: bytes) -> bytes:
         """The frames as the client may see them (stops after a block)."""
         out: list[bytes] = []
         for raw in frames.split(b"\n\n"):
@@ -93,7 +97,7 @@ class ChunkFilters:
                 self._finish_all()
                 break
             before: list[dict[str, Any]] = []
-            chunk = self._chunk(obj, before)
+            chunk = await self._chunk(obj, before)
             out.extend(_encode(c) for c in before)
             if chunk is not None:
                 out.append(_encode(chunk))
@@ -102,7 +106,7 @@ class ChunkFilters:
                 break
         return b"".join(out)
 
-    def close(self) -> bytes:
+    async def close(self) -> bytes:
         """At the end of a complete stream: what is still held for choices that never said
         ``finish_reason``."""
         out: list[dict[str, Any]] = []
@@ -111,7 +115,7 @@ class ChunkFilters:
                 continue
             self._done.add(index)
             part = self._current.get(index, _CONTENT)
-            blocked = self._switch(index, part, None, out)
+            blocked = await self._switch(index, part, None, out)
             if blocked is not None:
                 self.blocked = blocked
                 out.append(self._one(index, {}, "content_filter"))
@@ -123,24 +127,28 @@ class ChunkFilters:
         choice = {"index": index, "delta": delta, "finish_reason": finish}
         return {**self._head, "choices": [choice]}
 
-    def _release(self, index: int, part: int, to: int | None) -> tuple[str, SluiceError | None]:
+    async def _release(
+        self, index: int, part: int, to: int | None
+    ) -> tuple[str, SluiceError | None]:
         """Finish the filters of ``part`` of choice ``index``, which moves on to part ``to``
         (None: it ends): what they held, or the block."""
         filters = self._filters.pop((index, part), None)
         if to is not None:
             self._current[index] = to
-        return _finish(filters) if filters else ("", None)
+        return await _finish(filters) if filters else ("", None)
 
-    def _switch(
+    async def _switch(
         self, index: int, part: int, to: int | None, out: list[dict[str, Any]]
     ) -> SluiceError | None:
         """``_release``, with what was held as a chunk of its own in ``out``."""
-        text, blocked = self._release(index, part, to)
+        text, blocked = await self._release(index, part, to)
         if text:
             out.append(self._one(index, _delta(part, text), None))
         return blocked
 
-    def _chunk(self, obj: dict[str, Any], before: list[dict[str, Any]]) -> dict[str, Any] | None:
+    async def _chunk(
+        self, obj: dict[str, Any], before: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
         choices = obj.get("choices")
         if not isinstance(choices, list) or not choices:
             return obj  # a usage chunk
@@ -159,13 +167,13 @@ class ChunkFilters:
                 continue
             delta = choice.get("delta")
             delta = delta if isinstance(delta, dict) else {}
-            blocked = self._content(index, delta, before)
+            blocked = await self._content(index, delta, before)
             if blocked is None:
-                blocked = self._tools(index, delta, before)
+                blocked = await self._tools(index, delta, before)
             if blocked is None and choice.get("finish_reason"):
                 self._done.add(index)
                 part = self._current.get(index, _CONTENT)
-                tail, blocked = self._release(index, part, None)
+                tail, blocked = await self._release(index, part, None)
                 if tail and part == _CONTENT:
                     delta["content"] = (delta.get("content") or "") + tail
                 elif tail:
@@ -188,7 +196,7 @@ class ChunkFilters:
         obj["choices"] = kept
         return obj
 
-    def _content(
+    async def _content(
         self, index: int, delta: dict[str, Any], before: list[dict[str, Any]]
     ) -> SluiceError | None:
         content = delta.get("content")
@@ -196,14 +204,14 @@ class ChunkFilters:
             return None
         part = self._current.get(index, _CONTENT)
         if part != _CONTENT:
-            blocked = self._switch(index, part, _CONTENT, before)
+            blocked = await self._switch(index, part, _CONTENT, before)
             if blocked is not None:
                 return blocked
         text, blocked = _through(self._of(index, _CONTENT), content)
         delta["content"] = text
         return blocked
 
-    def _tools(
+    async def _tools(
         self, index: int, delta: dict[str, Any], before: list[dict[str, Any]]
     ) -> SluiceError | None:
         calls = delta.get("tool_calls")
@@ -217,7 +225,7 @@ class ChunkFilters:
             part = call["index"]
             now = self._current.get(index, _CONTENT)
             if now != part:  # the previous text ends: what it held goes right before this call
-                tail, blocked = self._release(index, now, part)
+                tail, blocked = await self._release(index, now, part)
                 if blocked is not None:
                     return blocked
                 if tail and now == _CONTENT:

@@ -216,6 +216,8 @@ async def _unary(gw: Gateway, ex: Exchange) -> web.Response:
         answer = UnaryAnswer(body)
         for stage in gw.stages.response:
             stage.on_response(ex, answer)
+        for stage in gw.stages.answer:
+            await stage.on_answer(ex, answer)
         body = answer.encoded()
     if tr.reshape is not None:
         body = tr.reshape.answer(body)
