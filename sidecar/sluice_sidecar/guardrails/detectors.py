@@ -270,7 +270,7 @@ def _ssn(m: re.Match[str]) -> tuple[int, int] | None:
 
 
 #: A trailing extension: ``x1234``, `` ext. 12``.
-_EXT = r"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,5})?"
+_EXT = r"(?P<ext>[ ]?(?:x|ext\.?)[ ]?\d{1,5})?"
 _PHONE = re.compile(
     r"(?:(?P<intl>\+(?<![\w+.-]\+)[1-9][\d ().-]{6,22}\d)"
     r"|\((?<![\w+.-]\()(?:\d{3}\)[ ]?\d{3}[ .-]\d{4}"
@@ -329,7 +329,7 @@ _PHONE_WORDS = re.compile(
 
 
 def _phone_loose(m: re.Match[str]) -> tuple[int, int] | None:
-    text = m.group()
+    text = m.group() if m.group("ext") is None else m.string[m.start() : m.start("ext")]
     digits = _digits(text)
     if not 8 <= digits <= 15 or _PHONE_SEPARATORS.search(text.replace(") ", ")")):
         return None
@@ -441,7 +441,7 @@ DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
     US_SSN: (Detector(US_SSN, _SSN, _ssn, _chars("0-9 -"), 16, _has_digit),),
     PHONE: (
         Detector(PHONE, _PHONE, _phone, _chars("0-9 ().+/xet-"), 50, _has_digit),
-        Detector(PHONE, _PHONE_LOOSE, _phone_loose, _chars("0-9 ()./xet-"), 50, _has_digit),
+        Detector(PHONE, _PHONE_LOOSE, _phone_loose, _chars("0-9 ().,/xet-"), 50, _has_digit),
     ),
     IP_ADDRESS: (
         Detector(IP_ADDRESS, _IPV4, _ipv4, _chars("0-9."), 20, lambda t: "." in t),
