@@ -121,7 +121,7 @@ class _Relay:
         if self.splicer is not None:
             frame = self.splicer.rewrite(frame)
         if self.filters is not None and frame:
-            frame = self.filters.feed(frame)
+            frame = await self.filters.feed(frame)
         if self.reshape is not None and frame:
             frame = self.reshape.feed(frame)
         if not frame:
@@ -149,7 +149,7 @@ class _Relay:
         """The end of a complete answer: what the filters still hold, the client dialect's
         closing events."""
         if self.filters is not None:
-            tail = self.filters.close()
+            tail = await self.filters.close()
             if tail and self.reshape is not None:
                 tail = self.reshape.feed(tail)
             if tail:
@@ -263,6 +263,8 @@ async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one pie
         tr.reshape.stream() if tr.reshape is not None else None,
     )
     earlier: list[Usage] = []  # settled tries before a continuation
+    #: The stream's last events: they go out with its end, in one write.
+    last = b""
     try:
         await resp.prepare(request)
         ex.committed = True
@@ -271,21 +273,19 @@ async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one pie
             end = await relay.run(gw, ex, frames, first)
             if end is None:
                 await relay.close()
-                if done:
-                    await resp.write(done)
+                last = done
                 up.release()
                 break
             up.close()
             if isinstance(end, _Blocked):
                 ex.annotations["outputBlocked"] = True
                 await relay.close()
-                if done:
-                    await resp.write(done)
+                last = done
                 break
             if isinstance(end, _Cut):
                 ex.outcome = "truncated"
                 ex.annotations["truncatedAtBytes"] = relay.sent
-                await resp.write(_length_stop(gw, ex, relay, up) + done)
+                last = _length_stop(gw, ex, relay, up) + done
                 break
             ex.outcome = "stream_error"
             ex.error = end
@@ -294,7 +294,7 @@ async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one pie
             resumed = await _resume(gw, ex, relay, end, total_usage([*earlier, used]))
             if isinstance(resumed, UpstreamError):
                 ex.error = resumed
-                await resp.write(ex.client.stream_error(resumed))
+                last = ex.client.stream_error(resumed)
                 break
             earlier.append(used)
             up, frames, first, _ = resumed
@@ -309,7 +309,7 @@ async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one pie
     finally:
         ex.usage = total_usage([*earlier, _usage(ex, up)])
     try:
-        await resp.write_eof()
+        await resp.write_eof(last)
     except ConnectionError:
         ex.outcome = "client_disconnected"
     return resp
