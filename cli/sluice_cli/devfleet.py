@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from . import devcluster
+from . import cpcount, devcluster
 from .devcluster import Cluster, DevClusterError, Process
 
 LOOPBACK = "127.0.0.1"
@@ -432,10 +432,17 @@ class Fleet:
     operator_port: int = 0
     ca_file: Path | None = None
     sidecars: list[Sidecar] = field(default_factory=list)
+    #: ``--count-calls``: the counting pass-through the sidecars talk to instead of the operator
+    counter: cpcount.CallCounter | None = None
 
     @property
     def operator_url(self) -> str:
         return f"https://{LOOPBACK}:{self.operator_port}"
+
+    @property
+    def control_plane_url(self) -> str:
+        """What the sidecars' ``SLUICE_CONTROL_PLANE_URL`` says: the operator, or the counter."""
+        return self.counter.url if self.counter is not None else self.operator_url
 
     def operator_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
@@ -454,6 +461,10 @@ class Fleet:
                 "metrics": f"{self.operator_url}/metrics",
                 "pid": self.operator.popen.pid if self.operator else None,
                 "log": str(self.operator.log_path) if self.operator else None,
+            },
+            "controlPlane": {
+                "url": self.control_plane_url,
+                "calls": f"{self.counter.url}/fleet/calls" if self.counter else None,
             },
             "sidecars": [s.describe() for s in self.sidecars],
             "pid": os.getpid(),
@@ -482,6 +493,8 @@ class Fleet:
             side.process.terminate()
         for side in self.sidecars:
             side.process.stop()
+        if self.counter is not None:
+            self.counter.stop()
         if self.operator is not None:
             # kopf takes up to ~30 s to wind down its watches on SIGTERM; the cluster goes
             # away next, so there is nothing left for it to write: a short grace, then SIGKILL.
@@ -589,7 +602,7 @@ def _spawn_sidecar(
     ca_pem = fleet.ca_file.read_text(encoding="utf-8") if fleet.ca_file else None
     env = sidecar_env(
         child_env(),
-        control_plane=fleet.operator_url,
+        control_plane=fleet.control_plane_url,
         ca_pem=ca_pem,
         namespace=ident.namespace,
         pod=ident.pod,
@@ -653,10 +666,12 @@ def start(
     report_interval: float | None = None,
     secrets_dir: Path | None = None,
     verbose: bool = False,
+    count_calls: bool = False,
     progress: Callable[[str], None] = _say,
 ) -> Fleet:
     """Start the whole fleet under ``workdir``; on any failure everything started is stopped
-    and :class:`FleetError` (or ``DevClusterError``) says why."""
+    and :class:`FleetError` (or ``DevClusterError``) says why. ``count_calls`` puts a counting
+    pass-through (``cpcount``) between the sidecars and the operator."""
     if replicas < 1:
         raise FleetError("--replicas must be at least 1")
     docs, namespace = load_manifests(paths, namespace)
@@ -679,11 +694,19 @@ def start(
             )
             if status != 409:
                 _ok(status, body, f"creating namespace {namespace}")
-        _apply(cluster, docs, "the manifests")
         progress("starting the operator ...")
         fleet.operator, fleet.operator_port, fleet.ca_file = _start_operator(
             cluster, workdir, deadline, verbose
         )
+        # Applied once the operator runs, as on a cluster where it is installed first: a Budget
+        # it sees created before its own start would wait out a predecessor's leases (one TTL).
+        _apply(cluster, docs, "the manifests")
+        if count_calls:
+            assert fleet.ca_file is not None
+            fleet.counter = cpcount.CallCounter(
+                fleet.operator_url, fleet.ca_file.parent, devcluster.free_port()
+            )
+            fleet.counter.start()
         fleet.config_file.write_text(
             _wait_config(cluster, namespace, deadline, fleet.operator), encoding="utf-8"
         )
@@ -748,6 +771,7 @@ def run(args: argparse.Namespace) -> int:
             report_interval=args.report_interval,
             secrets_dir=secrets_dir,
             verbose=args.verbose,
+            count_calls=args.count_calls,
         )
         _announce(fleet, args.ready_file)
         code = _watch(fleet)
@@ -788,6 +812,8 @@ def _announce(fleet: Fleet, ready_file: Path | None) -> None:
     """The lines on stdout (the contract: ``sidecar <pod> <url>`` each, ``kubeconfig <path>``),
     the hints on stderr, then the ready file (written whole, atomically)."""
     print(f"operator {fleet.operator_url} (ca {fleet.ca_file})")
+    if fleet.counter is not None:
+        print(f"calls {fleet.counter.url}/fleet/calls")
     for side in fleet.sidecars:
         print(f"sidecar {side.pod} {side.url}")
     print(f"kubeconfig {fleet.cluster.kubeconfig}", flush=True)

@@ -351,6 +351,12 @@ def _add_dev_commands(sub: Any) -> None:
         "--timeout", type=float, default=180.0, help="startup timeout, seconds (default 180)"
     )
     fleet.add_argument("--verbose", action="store_true", help="the operator logs at debug level")
+    fleet.add_argument(
+        "--count-calls",
+        action="store_true",
+        help="route the sidecars' control-plane calls through a counting pass-through "
+        "(counts by route at <its URL>/fleet/calls; for benchmarks)",
+    )
     fleet.set_defaults(func=cmd_dev_fleet)
 
 

@@ -5,7 +5,8 @@ namespace, tokens bound to them); the test reads only what the command prints (s
 the ``--ready-file``), talks to each sidecar with the official ``openai`` SDK, and sees the
 operator's view through the printed kubeconfig: the ModelRoute's rollout lists both pods, the
 requests are counted in the backend status, and the Budget's ledger carries both pods' spend.
-Then SIGINT: every child is gone and the command exits 0 without a traceback.
+With ``--count-calls`` the sidecars' control-plane calls pass through the fleet's counter, which
+counts them. Then SIGINT: every child is gone and the command exits 0 without a traceback.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import functools
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +79,7 @@ def fleet(repo_root: Path, tmp_path: Path) -> Iterator[RunningFleet]:
             f"--workdir={tmp_path / 'fleet'}",
             f"--ready-file={ready_file}",
             "--report-interval=1",
+            "--count-calls",
             stdout=out,
             stderr=err,
         )
@@ -156,6 +160,14 @@ def test_two_sidecars_serve_and_report_to_the_operator_then_stop_cleanly(
 
     budget = eventually(budget_ledger, timeout=120, what="both pods' spend in the Budget")
     assert budget["rollout"]["summary"] == "2/2"
+
+    # --count-calls: the sidecars' control-plane calls went through the counter, and worked
+    context = ssl.create_default_context(cafile=ready["operator"]["ca"])
+    with urllib.request.urlopen(ready["controlPlane"]["calls"], context=context) as r:
+        counted = json.load(r)
+    assert counted["calls"]["POST /v1/reports"] >= 2
+    assert counted["calls"]["GET /v1/config/{ns}"] >= 2  # one long-poll held per sidecar
+    assert counted["statuses"]["POST /v1/reports 200"] >= 2
 
     # stop: SIGINT, every child gone, exit 0, no traceback
     pids = [ready["operator"]["pid"], *(s["pid"] for s in ready["sidecars"])]
