@@ -6,7 +6,12 @@ Owns:
   (max 60) for a change and then answers 304. A sidecar keeps one such request open, so a change
   reaches it within milliseconds instead of the kubelet's ConfigMap sync period; the ConfigMap
   stays the bootstrap and fail-static copy.
-* ``POST /v1/reports`` - a ``UsageReport``; idempotent by (pod, seq).
+* ``POST /v1/reports`` - a ``UsageReport``; idempotent by (pod, seq). Fields this operator does
+  not know (a newer sidecar's) are ignored, not refused (``contract._Sent``).
+* ``POST /v1/leases`` - a ``LeaseRequest``: the sidecar process's budget windows, its spend there,
+  the caps it holds and what it wants; answered with a ``LeaseResponse`` (``leases.LeaseDesk``),
+  or 409 when an older request of the same process arrives after a newer one. Authenticated and
+  bound to the pod exactly like a report.
 * Authentication: ``Authorization: Bearer <projected ServiceAccount token>`` checked with a
   TokenReview before any body is read. Reviews are cached (by the token's hash), concurrent
   reviews of one token share one call, and new reviews are rate-limited per source address and
@@ -30,13 +35,15 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from sluice_sidecar.contract import UsageReport
+from sluice_sidecar.contract import LeaseRequest, LeaseResponse, UsageReport
 
 from .compile import CompileResult
+from .leases import NotServingError
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +287,8 @@ _TOKEN_REQUIRED = "a valid ServiceAccount token (audience sluice) is required"  
 BOARD = web.AppKey("board", ConfigBoard)
 AUTH = web.AppKey("auth", Auth)
 SINK: web.AppKey[Callable[[UsageReport], bool]] = web.AppKey("sink")
+LeaseAnswer = Callable[[LeaseRequest], LeaseResponse | None]
+LEASES: web.AppKey[LeaseAnswer | None] = web.AppKey("leases")
 
 
 def _other_namespace(auth: Auth, caller: Caller, namespace: str) -> web.Response | None:
@@ -313,7 +322,11 @@ async def get_config(request: web.Request) -> web.Response:
     return web.Response(body=found[1], content_type="application/json")
 
 
-async def post_report(request: web.Request) -> web.Response:
+_Doc = TypeVar("_Doc", UsageReport, LeaseRequest)
+
+
+async def _pod_document(request: web.Request, model: type[_Doc], what: str) -> _Doc | web.Response:
+    """The body as ``model``, from a caller whose token is bound to the pod it names."""
     auth = request.app[AUTH]
     # Who is calling, from the headers alone: an unauthenticated body is never read or parsed.
     caller = await auth.identify(request)
@@ -323,26 +336,27 @@ async def post_report(request: web.Request) -> web.Response:
         return auth.deny(
             "unbound_token",
             403,
-            "reports need a token bound to the reporting pod (a projected ServiceAccount token)",
+            f"{what}s need a token bound to the reporting pod (a projected ServiceAccount token)",
         )
     if (request.content_length or 0) > MAX_REPORT_BYTES:
-        return auth.deny("too_large", 413, f"a usage report is at most {MAX_REPORT_BYTES} bytes")
+        return auth.deny("too_large", 413, f"a {what} is at most {MAX_REPORT_BYTES} bytes")
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return auth.deny("too_large", 413, f"a usage report is at most {MAX_REPORT_BYTES} bytes")
+        return auth.deny("too_large", 413, f"a {what} is at most {MAX_REPORT_BYTES} bytes")
     try:
-        report = UsageReport.model_validate_json(body)
+        doc = model.model_validate_json(body)
     except ValidationError as exc:
-        return _error(400, f"invalid usage report: {exc.errors()[0]['msg']}")
-    denied = _other_namespace(auth, caller, report.namespace)
+        return _error(400, f"invalid {what}: {exc.errors()[0]['msg']}")
+    denied = _other_namespace(auth, caller, doc.namespace)
     if denied is not None:
         return denied
-    if report.pod != caller.pod:
+    if doc.pod != caller.pod:
         log.warning(
-            "refused a report for pod %s/%s from a token bound to pod %s",
-            report.namespace,
-            report.pod[:253],
+            "refused a %s for pod %s/%s from a token bound to pod %s",
+            what,
+            doc.namespace,
+            doc.pod[:253],
             caller.pod,
         )
         return auth.deny(
@@ -350,19 +364,52 @@ async def post_report(request: web.Request) -> web.Response:
             403,
             f"this token is bound to pod {caller.pod!r}; it cannot report for another pod",
         )
+    return doc
+
+
+async def post_report(request: web.Request) -> web.Response:
+    report = await _pod_document(request, UsageReport, "usage report")
+    if isinstance(report, web.Response):
+        return report
     fresh = request.app[SINK](report)
     return web.json_response({"accepted": fresh})
 
 
+async def post_leases(request: web.Request) -> web.Response:
+    answer = request.app[LEASES]
+    if answer is None:
+        return _error(404, "this control plane grants no budget leases")
+    ask = await _pod_document(request, LeaseRequest, "lease request")
+    if isinstance(ask, web.Response):
+        return ask
+    try:
+        got = answer(ask)
+    except NotServingError:
+        # Not the reconciling replica: close the connection, so the retry may reach the leader.
+        return _error(
+            503,
+            f"this operator replica has no config for namespace {ask.namespace!r} (not the leader)",
+            {"Retry-After": "1", "Connection": "close"},
+        )
+    if got is None:
+        return _error(409, "an older lease request of this process (seq); ask again")
+    return web.Response(body=got.model_dump_json(by_alias=True), content_type="application/json")
+
+
 def create_app(
-    board: ConfigBoard, auth: Auth, sink: Callable[[UsageReport], bool]
+    board: ConfigBoard,
+    auth: Auth,
+    sink: Callable[[UsageReport], bool],
+    leases: LeaseAnswer | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_REPORT_BYTES)
     app[BOARD] = board
     app[AUTH] = auth
     app[SINK] = sink
+    app[LEASES] = leases
     app.router.add_get("/v1/config/{namespace}", get_config)
     app.router.add_post("/v1/reports", post_report)
+    app.router.add_post("/v1/leases", post_leases)
     app.router.add_get("/healthz", healthz)
     return app
 

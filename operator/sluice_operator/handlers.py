@@ -26,6 +26,7 @@ from .compile import CompileResult
 from .inject import InjectionCache, InjectorSettings
 from .inject import decide as injection
 from .inject import webhook as injector
+from .leases import LeaseDesk, lease_ttl
 from .reconcile import Reconciler
 from .settings import OperatorOptions
 
@@ -52,7 +53,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         board.publish(namespace, result)
         cache.set_config(namespace, result.config)
 
-    reconciler = Reconciler(writer=writer, publish=publish, stored_config=writer.read_config)
+    reconciler = Reconciler(
+        writer=writer,
+        publish=publish,
+        stored_config=writer.read_config,
+        # Leases granted before this start are unknown: see LeaseDesk's grace.
+        leases=LeaseDesk(ttl=lease_ttl(os.environ)),
+    )
     memo["kube"] = writer
     memo["reconciler"] = reconciler
     memo["cache"] = cache
@@ -65,7 +72,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     await _start_webhook(options, cache, memo)
 
     auth = controlplane.Auth(review=writer.review_token)
-    app = controlplane.create_app(board, auth, reconciler.take_report)
+    app = controlplane.create_app(board, auth, reconciler.take_report, reconciler.answer_leases)
     registry = metrics.build_registry(
         passes=lambda: reconciler.passes,
         api_requests=lambda: writer.requests,

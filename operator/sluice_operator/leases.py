@@ -1,11 +1,12 @@
-"""Budget leases (Doorman-style), the arithmetic only: NOT wired in yet.
+"""Budget leases (Doorman-style), the operator's side: the arithmetic and the desk that answers.
 
-The plan (DESIGN.md "Budgets across replicas", the ``budget`` package docstring): the operator
-grants each sidecar process a slice of each budget window, the sidecar uses ``spent + slice`` as
-its local cap (admission stays local: no network call on the request path), and reports its
-settled spend as it does today (``reports.BudgetSpend``). This module is the operator's book for
-one window of one limit; it decides how much may be granted so that the limit holds however grants,
-reports, expiries and restarts interleave.
+DESIGN.md "Budgets across replicas", the ``budget`` package docstring and docs/budget.md: the
+operator grants each sidecar process a slice of each budget window (``POST /v1/leases``,
+``controlplane``; ``LeaseDesk`` below), the sidecar uses ``spent + slice`` as its local cap
+(``sluice_sidecar.budget.leases``; admission stays local: no network call on the request path),
+and reports its settled spend as before (``reports.BudgetSpend``), which the desk folds into every
+book. ``LeaseBook`` is the operator's book for one window of one limit; it decides how much may be
+granted so that the limit holds however grants, reports, expiries and restarts interleave.
 
 Per holder (a sidecar process) the book keeps ``cap`` - what the holder may have spent in the window
 in total (its reported spend plus the slice granted on top) - ``spent`` (its latest report, a
@@ -27,7 +28,33 @@ passed in; no IO.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date as _date
+from datetime import datetime as _datetime
+from datetime import timedelta as _timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from sluice_sidecar.contract import (
+    BudgetLimit,
+    BudgetRule,
+    Lease,
+    LeaseAmount,
+    LeaseRequest,
+    LeaseResponse,
+    WindowKind,
+)
+
+if TYPE_CHECKING:
+    from .reports import BudgetSpend
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
 
 Values = tuple[int, int, int]  # picodollars, tokens, requests
 Limit = tuple[int | None, int | None, int | None]
@@ -47,6 +74,8 @@ class Holder:
     cap: Values = ZERO
     spent: Values = ZERO
     expires: float = float("-inf")
+    #: What it asked for on top of its spend last time (its recent demand), for fair shares.
+    want: Values = ZERO
 
     def live(self, now: float) -> bool:
         return now < self.expires
@@ -83,27 +112,52 @@ class LeaseBook:
                 total = _add(total, h.charged(now))
         return total
 
-    def report(self, holder: str, spent: Values) -> None:
-        """A holder's settled spend in the window (a gauge: never lowers what was seen)."""
+    def report(self, holder: str, spent: Values, *, replace: bool = False) -> None:
+        """A holder's settled spend in the window: a gauge that never lowers what was seen, or
+        with ``replace`` (a rolling window, whose spend leaves it) the holder's latest value."""
         h = self.holders.setdefault(holder, Holder())
-        h.spent = _max(h.spent, spent)
+        h.spent = spent if replace else _max(h.spent, spent)
 
-    def grant(self, holder: str, want: Values, now: float) -> Grant:
+    def offer(self, holder: str, cap: Values, now: float) -> None:
+        """The holder gives back what its live lease holds beyond ``cap`` (it promised not to
+        spend past ``cap``; never below its spend)."""
+        h = self.holders.get(holder)
+        if h is not None and h.live(now):
+            h.cap = _max(
+                h.spent, (min(h.cap[0], cap[0]), min(h.cap[1], cap[1]), min(h.cap[2], cap[2]))
+            )
+
+    def grant(self, holder: str, want: Values, now: float, least: Values = ZERO) -> Grant:
         """Renew ``holder``'s lease with up to ``want`` on top of its spend (per metric, only what
-        the limit leaves once every other holder's charge is counted). A live lease never shrinks:
-        the holder may already be spending it."""
+        the limit leaves once every other holder's charge is counted). A live lease never shrinks
+        here (the holder may already be spending it; it gives slices back with ``offer``). While
+        other live holders want more too, one grant takes at most an even share of the room that
+        is left (Doorman's fair share, in small steps: the next renewals take the rest), but at
+        least ``least`` on top of the spend when the room allows it (the slice that admits the
+        request waiting: an even share too small for any request would strand the room)."""
         h = self.holders.setdefault(holder, Holder())
+        h.want = (max(0, want[0]), max(0, want[1]), max(0, want[2]))
         others = self.charged(now, without=holder)
         floor = h.charged(now)  # a live cap stays; an expired one fell to the spend
         cap = []
         for i in range(3):
             lim = self.limit[i]
-            wanted = h.spent[i] + max(0, want[i])
+            wanted = h.spent[i] + h.want[i]
             if lim is None:
                 cap.append(max(floor[i], wanted))
                 continue
-            room = max(0, lim - others[i])
-            cap.append(max(floor[i], min(wanted, room)))
+            free = max(0, lim - others[i] - floor[i])
+            need = max(0, wanted - floor[i])
+            rivals = sum(
+                1
+                for name, o in self.holders.items()
+                if name != holder and o.live(now) and o.want[i] > 0
+            )
+            share = -(-free // (rivals + 1))  # rounded up: the last unit is granted too
+            minimum = max(0, h.spent[i] + max(0, least[i]) - floor[i])
+            # less than the waiting request needs is of no use to anyone: then nothing
+            share = 0 if minimum > free else max(share, minimum)
+            cap.append(floor[i] + min(max(need, minimum), share))
         new: Values = (cap[0], cap[1], cap[2])
         h.cap = new
         h.expires = now + self.ttl + self.skew
@@ -128,3 +182,269 @@ class LeaseBook:
             max(0, (self.limit[1] or 0) - charged[1]) if self.limit[1] is not None else 0,
             max(0, (self.limit[2] or 0) - charged[2]) if self.limit[2] is not None else 0,
         )
+
+
+# --- the operator's lease desk ----------------------------------------------------------------
+#
+# ``LeaseDesk`` answers the sidecars' ``LeaseRequest``s (``POST /v1/leases``, ``controlplane``):
+# one ``LeaseBook`` per (namespace, Budget, limit window), for the window that contains the
+# operator's ``now`` (a new window starts a new book). A holder is one sidecar process, named as
+# ``reports.BudgetSpend`` names it (pod and instance), so the spend its reports made durable and
+# the spend its lease requests carry are one gauge, not two. Before a book grants, it takes every
+# process's reported spend in that window from ``BudgetSpend`` (calendar windows: restarted
+# sidecars, folded ones and those enforcing locally count too).
+#
+# An operator that starts (or becomes the leader) does not know the leases its predecessor granted,
+# so for ``ttl + skew`` seconds after it first compiled a namespace (the grace) it grants nothing
+# new there for a Budget that existed before (created more than ``GRACE_MARGIN`` seconds before
+# that first compile): a sidecar that presents a live lease keeps it (the book adopts the cap it
+# presents) and everything else waits until every lease of the old operator has expired. A Budget
+# created since then cannot have leases of another operator, so it has no grace. An operator
+# replica that does not reconcile (not the leader) has no compiled config: ``NotServingError``.
+
+PICO = 10**12
+#: Lease requests remembered per sidecar process (for ``seq``) before the oldest are forgotten.
+MAX_PROCESSES = 10_000
+#: A Budget created less than this before the operator first compiled its namespace counts as new
+#: (the watch delivers the objects of a fresh start within it): no grace.
+GRACE_MARGIN = 5.0
+
+
+def _week_start(d: _date) -> _date:
+    return d - _timedelta(days=d.weekday())
+
+
+def _first(kind: WindowKind, d: _date) -> _date:
+    if kind is WindowKind.DAY:
+        return d
+    if kind is WindowKind.WEEK:
+        return _week_start(d)
+    return d.replace(day=1)
+
+
+def _next(kind: WindowKind, d: _date, n: int) -> _date:
+    if kind is WindowKind.DAY:
+        return d + _timedelta(days=n)
+    if kind is WindowKind.WEEK:
+        return d + _timedelta(days=7 * n)
+    months = d.year * 12 + (d.month - 1) + n
+    return _date(months // 12, months % 12 + 1, 1)
+
+
+def calendar_window(kind: WindowKind, zone_name: str, t: float) -> tuple[float, float]:
+    """(start, resets_at) of the Day/Week/Month window in ``zone_name`` containing ``t``: the
+    same arithmetic as the sidecar's ``budget.windows.calendar_window`` (a test holds them equal;
+    the operator may import only the sidecar's contract)."""
+    tz = _zone(zone_name)
+    p = _first(kind, _datetime.fromtimestamp(t, tz).date())
+    lo, hi = -1, 2
+    while True:
+        bounds = [
+            _datetime(d.year, d.month, d.day, tzinfo=tz).timestamp()
+            for d in (_next(kind, p, n) for n in range(lo, hi + 1))
+        ]
+        before = [b for b in bounds if b <= t]
+        after = [b for b in bounds if b > t]
+        if before and after:
+            return max(before), min(after)
+        if not before:
+            lo -= 1
+        if not after:
+            hi += 1
+
+
+def limit_values(lim: BudgetLimit) -> Limit:
+    """A limit in the book's units (picodollars, tokens, requests; None: not limited)."""
+    return (
+        round(lim.usd * PICO) if lim.usd is not None else None,
+        lim.tokens,
+        lim.requests,
+    )
+
+
+def _values(a: LeaseAmount | None) -> Values:
+    if a is None:
+        return ZERO
+    return (a.pusd or 0, a.tokens or 0, a.requests or 0)
+
+
+@dataclass
+class _Window:
+    start: float
+    resets_at: float | None
+    book: LeaseBook
+
+
+class NotServingError(Exception):
+    """This operator replica has no compiled config for the namespace (not the leader)."""
+
+
+def lease_ttl(env: Mapping[str, str]) -> float:
+    """The lease TTL: ``SLUICE_LEASE_TTL`` seconds (default 30, at least 1)."""
+    try:
+        return max(1.0, float(env.get("SLUICE_LEASE_TTL", "") or 30.0))
+    except ValueError:
+        return 30.0
+
+
+@dataclass
+class LeaseDesk:
+    """The operator's leases: answers lease requests (pure; the caller passes the time)."""
+
+    ttl: float = 30.0
+    #: Added to every expiry on this side (clock rates, delivery); default ``max(1, ttl / 6)``.
+    skew: float | None = None
+    #: When this operator first compiled each namespace (wall): its grace starts there.
+    since: dict[str, float] = field(default_factory=dict)
+    windows: dict[tuple[str, str, str], _Window] = field(default_factory=dict)
+    _seqs: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    #: Lease requests answered and refused as stale (metrics, tests).
+    answered: int = 0
+    stale: int = 0
+
+    def __post_init__(self) -> None:
+        if self.skew is None:
+            self.skew = max(1.0, self.ttl / 6)
+
+    @property
+    def slack(self) -> float:
+        return self.skew if self.skew is not None else max(1.0, self.ttl / 6)
+
+    def saw(self, namespace: str, now: float) -> None:
+        """This operator has compiled ``namespace`` (its grace starts at the first call)."""
+        self.since.setdefault(namespace, now)
+
+    def in_grace(self, namespace: str, now: float, created: float = float("-inf")) -> bool:
+        """Whether a Budget created at ``created`` (-inf: unknown) waits out the leases of a
+        previous operator in ``namespace`` now."""
+        since = self.since.get(namespace)
+        if since is None:
+            return True
+        return now < since + self.ttl + self.slack and created < since - GRACE_MARGIN
+
+    def answer(
+        self,
+        request: LeaseRequest,
+        rules: Sequence[BudgetRule],
+        spend: BudgetSpend | None,
+        now: float,
+        created: Mapping[str, float] | None = None,
+    ) -> LeaseResponse | None:
+        """The leases for ``request`` (None: an older request of the same process, ignored).
+        ``created``: each Budget's creation time (for the grace; unknown: it has one)."""
+        who = (request.namespace, request.pod, request.instance)
+        if request.seq <= self._seqs.get(who, -1):
+            self.stale += 1
+            return None
+        self._seqs.pop(who, None)
+        self._seqs[who] = request.seq
+        while len(self._seqs) > MAX_PROCESSES:
+            self._seqs.pop(next(iter(self._seqs)))
+        self.answered += 1
+        holder = holder_name(request.pod, request.instance)
+        by_name = {r.name: r for r in rules}
+        leases: list[Lease] = []
+        for ask in request.asks:
+            rule = by_name.get(ask.budget)
+            lim = (
+                next((x for x in rule.limits if x.window_id() == ask.window), None)
+                if rule
+                else None
+            )
+            if rule is None or lim is None:
+                continue
+            born = (created or {}).get(rule.name, float("-inf"))
+            grace = self.in_grace(request.namespace, now, born)
+            w = self._window(request.namespace, rule.name, lim, now)
+            book = w.book
+            rolling = lim.window is WindowKind.ROLLING
+            if spend is not None and not rolling:
+                _sync(book, spend, request.namespace, rule.name, window=ask.window, start=w.start)
+            mine = ask.start == w.start
+            if mine:
+                book.report(holder, _values(ask.spent), replace=rolling)
+            if request.release:
+                book.release(holder)
+                continue
+            want = _values(ask.want)
+            if mine and ask.cap is not None:
+                cap = _capped(ask.cap, book.limit)
+                if grace:  # a lease of the operator before this one: keep it, grant no more
+                    h = book.holders.setdefault(holder, Holder())
+                    if not h.live(now):
+                        h.cap, h.expires = _max(h.spent, cap), now + book.ttl + book.skew
+                book.offer(holder, cap, now)
+            if grace:
+                want = ZERO
+            g = book.grant(holder, want, now, ZERO if grace else _values(ask.least))
+            room = book.room(now)
+            spent_total = ZERO
+            for h in book.holders.values():
+                spent_total = _add(spent_total, h.spent)
+            leases.append(
+                Lease(
+                    budget=rule.name,
+                    window=ask.window,
+                    start=w.start,
+                    resets_at=w.resets_at,
+                    cap=_amount(g.cap, book.limit),
+                    spent=_amount(spent_total, (0, 0, 0)),
+                    exhausted=any(
+                        book.limit[i] is not None and room[i] == 0 and g.slice[i] == 0
+                        for i in range(3)
+                    ),
+                )
+            )
+        return LeaseResponse(now=now, ttl=self.ttl, leases=tuple(leases))
+
+    def _window(self, namespace: str, budget: str, lim: BudgetLimit, now: float) -> _Window:
+        key = (namespace, budget, lim.window_id())
+        if lim.window is WindowKind.ROLLING:
+            start, resets = 0.0, None
+        else:
+            start, resets_at = calendar_window(lim.window, lim.timezone, now)
+            resets = resets_at
+        w = self.windows.get(key)
+        if w is None or w.start != start:
+            book = LeaseBook(limit_values(lim), self.ttl, self.slack)
+            w = self.windows[key] = _Window(start, resets, book)
+        w.book.limit = limit_values(lim)  # an edited limit applies at once
+        return w
+
+    def forget(self, namespace: str, budget: str) -> None:
+        """A deleted Budget: drop its books."""
+        for key in [k for k in self.windows if k[0] == namespace and k[1] == budget]:
+            del self.windows[key]
+
+
+def holder_name(pod: str, instance: str) -> str:
+    """A sidecar process's name in a book: ``reports.BudgetSpend``'s (pod, instance)."""
+    return f"{pod}\x00{instance or pod}"
+
+
+def _sync(
+    book: LeaseBook, spend: BudgetSpend, namespace: str, budget: str, *, window: str, start: float
+) -> None:
+    for (pod, instance), inst in (spend.budgets.get((namespace, budget)) or {}).items():
+        s = inst.windows.get((window, start))
+        if s is not None:
+            book.report(holder_name(pod, instance), s.values)
+
+
+def _capped(a: LeaseAmount, limit: Limit) -> Values:
+    """A presented cap in book units (a metric left None: the limit itself)."""
+    big = tuple(lim if lim is not None else 0 for lim in limit)
+    return (
+        a.pusd if a.pusd is not None else big[0],
+        a.tokens if a.tokens is not None else big[1],
+        a.requests if a.requests is not None else big[2],
+    )
+
+
+def _amount(v: Values, limit: Limit) -> LeaseAmount:
+    """``v`` as a LeaseAmount; a metric the limit leaves unlimited is None."""
+    return LeaseAmount(
+        pusd=v[0] if limit[0] is not None else None,
+        tokens=v[1] if limit[1] is not None else None,
+        requests=v[2] if limit[2] is not None else None,
+    )

@@ -26,13 +26,14 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from sluice_sidecar.contract import SidecarConfig, UsageReport
+from sluice_sidecar.contract import LeaseRequest, LeaseResponse, SidecarConfig, UsageReport
 
 from . import evaluation, manifests, reports, status
 from .api import KINDS, Kind
 from .api.prompttemplate import PromptTemplateSpec
 from .compile import CompileResult, Held, Problem, compile_namespace
 from .guardstats import GuardStats
+from .leases import LeaseDesk, NotServingError
 from .reports import BudgetSpend, Crossing
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,18 @@ class Writer(Protocol):
     async def event(
         self, obj: Mapping[str, Any], type_: str, reason: str, message: str
     ) -> None: ...
+
+
+def _epoch(stamp: Any) -> float:
+    """A Kubernetes timestamp as Unix time (-inf when missing or unreadable)."""
+    try:
+        return (
+            dt.datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ")
+            .replace(tzinfo=dt.UTC)
+            .timestamp()
+        )
+    except ValueError:
+        return float("-inf")
 
 
 def utcnow() -> str:
@@ -80,6 +93,8 @@ class Reconciler:
     results: dict[str, CompileResult] = field(default_factory=dict)
     reports: reports.Reports = field(default_factory=reports.Reports)
     spend: BudgetSpend = field(default_factory=BudgetSpend)
+    #: The budget leases granted to sidecars (``POST /v1/leases``).
+    leases: LeaseDesk = field(default_factory=LeaseDesk)
     #: Alert thresholds crossed: (namespace, budget, window, threshold) -> count (a metric).
     crossings: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
     #: Each Budget's windows as last computed, for the metrics: (namespace, budget) -> samples.
@@ -104,6 +119,7 @@ class Reconciler:
             self.objects.pop(key, None)
             if plural == _BUDGETS:
                 self.spend.forget(key[1], key[2])
+                self.leases.forget(key[1], key[2])
                 self.budget_windows.pop((key[1], key[2]), None)
         else:
             self.objects[key] = _plain(body)
@@ -127,6 +143,19 @@ class Reconciler:
                 self._report_due[report.namespace] = self.monotonic() + self.report_interval
                 self.mark(report.namespace)
         return fresh
+
+    def answer_leases(self, request: LeaseRequest) -> LeaseResponse | None:
+        """A sidecar's lease request, against the budgets compiled for its namespace and the
+        spend every sidecar reported (``leases.LeaseDesk``)."""
+        result = self.results.get(request.namespace)
+        if result is None:
+            raise NotServingError(request.namespace)
+        created = {
+            key[2]: _epoch((obj.get("metadata") or {}).get("creationTimestamp"))
+            for key, obj in self.objects.items()
+            if key[0] == _BUDGETS and key[1] == request.namespace
+        }
+        return self.leases.answer(request, result.config.budgets, self.spend, self.wall(), created)
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -200,6 +229,7 @@ class Reconciler:
             await self.writer.apply_config(namespace, result.config.canonical_json(), result.hash)
             log.info("namespace %s: config %s", namespace, result.hash)
         self.results[namespace] = result
+        self.leases.saw(namespace, self.wall())
         self.publish(namespace, result)
 
         now = self.now()

@@ -37,6 +37,14 @@ class _Model(BaseModel):
     )
 
 
+class _Sent(_Model):
+    """A document a sidecar sends to the operator: unknown fields are ignored on reading, so an
+    operator accepts what a newer sidecar adds (version skew; the config it receives stays
+    strict)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
 class Provider(StrEnum):
     """Upstream provider kinds the sidecar can talk to."""
 
@@ -259,6 +267,11 @@ class ExceededAction(StrEnum):
     ALERT_ONLY = "AlertOnly"
 
 
+class ControlPlaneLoss(StrEnum):
+    BLOCK = "Block"
+    ALLOW_LOCAL = "AllowLocal"
+
+
 class RunLimits(_Model):
     """Limits on one agent run and all its descendants (``x-sluice-run``); ``max_steps`` bounds
     the requests of the run itself (the loop breaker)."""
@@ -279,6 +292,11 @@ class BudgetRule(_Model):
     downgrade_route: str | None = None
     #: Left out of the JSON when unset, so configs without it hash as before.
     per_run: RunLimits | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: Without a live lease from the control plane: refuse (Block) or enforce the whole limit
+    #: locally (AllowLocal). Left out of the JSON when Block (the default).
+    on_control_plane_loss: ControlPlaneLoss = Field(
+        default=ControlPlaneLoss.BLOCK, exclude_if=lambda v: v is ControlPlaneLoss.BLOCK
+    )
 
 
 class GuardAction(StrEnum):
@@ -377,14 +395,14 @@ class BackendState(StrEnum):
     COOLING_DOWN = "CoolingDown"
 
 
-class BackendHealth(_Model):
+class BackendHealth(_Sent):
     route: str
     backend: str
     state: BackendState
     until: float | None = Field(default=None, description="Unix time the ejection/cool-down ends.")
 
 
-class UsageEntry(_Model):
+class UsageEntry(_Sent):
     route: str
     backend: str
     prompt: str | None = None
@@ -398,7 +416,7 @@ class UsageEntry(_Model):
     ttft_p50_ms: float | None = None
 
 
-class _Settled(_Model):
+class _Settled(_Sent):
     """Settled spend: integer picodollars (exact sums), tokens and requests."""
 
     pusd: int = Field(default=0, ge=0)
@@ -431,7 +449,7 @@ class BudgetRouteSpend(_Settled):
     start: float
 
 
-class GuardrailCount(_Model):
+class GuardrailCount(_Sent):
     """One GuardrailPolicy's verdicts on one entity (``EMAIL``, ``deny[0]``,
     ``PROMPT_INJECTION``, ``EXTERNAL``, …) in the five-minute bucket starting at ``start`` (Unix
     time), counted by one sidecar process since it started: a gauge like
@@ -445,7 +463,7 @@ class GuardrailCount(_Model):
     flagged: int = Field(default=0, ge=0)
 
 
-class UsageReport(_Model):
+class UsageReport(_Sent):
     """What one sidecar reports: idempotent by ``(pod, seq)``.
 
     ``instance`` (random per sidecar process) and the budget fields are additive: left out of the
@@ -465,3 +483,76 @@ class UsageReport(_Model):
     budget_routes: tuple[BudgetRouteSpend, ...] = Field(default=(), exclude_if=lambda v: not v)
     #: Guardrail verdict counts of the last hour (``GuardrailCount``); additive like the above.
     guardrails: tuple[GuardrailCount, ...] = Field(default=(), exclude_if=lambda v: not v)
+
+
+# --- budget leases (POST /v1/leases) -------------------------------------------------------------
+
+LEASE_API_VERSION: Final = "sluice.dev/lease/v1"
+
+
+class LeaseAmount(_Sent):
+    """Picodollars, tokens and requests; in a cap, None leaves the metric without a limit."""
+
+    pusd: int | None = Field(default=None, ge=0)
+    tokens: int | None = Field(default=None, ge=0)
+    requests: int | None = Field(default=None, ge=0)
+
+
+class LeaseAsk(_Sent):
+    """One window of one Budget limit a sidecar process holds or wants a lease for.
+
+    ``spent`` is what the process settled in the window ``start`` (the sidecar's view, on the
+    operator's clock) since it started; ``cap`` the lease cap it holds now and promises not to
+    exceed until it hears back (None: it holds none; lower than the cap it was granted: it gives
+    the rest back); ``want`` how much more it would like on top of ``spent`` (its recent demand);
+    ``least`` the smallest slice on top of ``spent`` that admits the request a lease refused
+    (granted whole when the room allows, even beyond an even share: no slice too small to use)."""
+
+    budget: str
+    window: str
+    start: float
+    spent: LeaseAmount = LeaseAmount()
+    cap: LeaseAmount | None = None
+    want: LeaseAmount = LeaseAmount()
+    least: LeaseAmount = LeaseAmount()
+
+
+class LeaseRequest(_Sent):
+    """A sidecar process's lease renewal, for every budget window that covers it; ``seq`` grows
+    per request of one ``instance`` (an older request arriving late is ignored). ``release``:
+    the process is stopping and gives every slice back."""
+
+    api_version: Literal["sluice.dev/lease/v1"] = LEASE_API_VERSION
+    namespace: str
+    pod: str
+    instance: str
+    seq: int
+    asks: tuple[LeaseAsk, ...] = ()
+    release: bool = False
+
+
+class Lease(_Sent):
+    """A grant: the process may have settled up to ``cap`` in the window (``start``,
+    ``resets_at``: the operator's clock; None for a rolling window) until ``ttl`` seconds after it
+    sent its request. ``exhausted``: nothing is left to grant in a limited metric (the budget's
+    spend plus the other replicas' leases take the rest); ``spent`` is the budget's settled spend
+    in the window across replicas as the operator knows it."""
+
+    budget: str
+    window: str
+    start: float
+    resets_at: float | None = None
+    cap: LeaseAmount
+    spent: LeaseAmount = LeaseAmount()
+    exhausted: bool = False
+
+
+class LeaseResponse(_Sent):
+    """The operator's answer: its wall clock ``now`` (windows follow it), the leases' ``ttl`` in
+    seconds, and one lease per ask (an ask for a budget or window the operator does not know gets
+    none)."""
+
+    api_version: Literal["sluice.dev/lease/v1"] = LEASE_API_VERSION
+    now: float
+    ttl: float
+    leases: tuple[Lease, ...] = ()

@@ -11,6 +11,10 @@ Owns:
   hook (a few integer additions per request) and posts a ``UsageReport`` with backend health and
   the config hash it runs every ``interval`` seconds; reports carry a sequence number so a
   retried post is counted once.
+* ``LeaseClient`` - the network half of the budget leases (``budget.leases``): posts the
+  ``LeaseKeeper``'s request to ``POST /v1/leases`` every third of the lease TTL and at once when
+  the keeper needs more (a refusal, a slice running low; at most every ``MIN_LEASE_GAP`` s), and
+  gives every slice back when the sidecar stops. Nothing on the request path waits for it.
 
 Authentication is the pod's projected ServiceAccount token, re-read from its file on every call
 (the kubelet rotates it). Nothing here runs unless the injector set ``SLUICE_CONTROL_PLANE_URL``.
@@ -40,6 +44,7 @@ import aiohttp
 from aiohttp import web
 
 from . import model
+from .budget import LeaseKeeper
 from .clock import Clock, SystemClock
 from .config_source import ConfigError, FileConfig, parse
 from .contract import (
@@ -47,6 +52,7 @@ from .contract import (
     BackendState,
     BudgetRouteSpend,
     BudgetWindowSpend,
+    LeaseResponse,
     UsageEntry,
     UsageReport,
 )
@@ -341,6 +347,76 @@ class UsageReporter:
 
     def lifecycle(self, _: web.Application) -> contextlib.AbstractAsyncContextManager[None]:
         return _task_context(self.run(), "sluice-usage-reporter")
+
+
+#: Seconds between two lease requests at least (a burst of refusals asks once).
+MIN_LEASE_GAP = 0.2
+
+
+@dataclass
+class LeaseClient:
+    """Keeps the budget leases of this sidecar process renewed (see ``budget.leases``)."""
+
+    identity: Identity
+    keeper: LeaseKeeper
+    clock: Clock = field(default_factory=SystemClock)
+    answered: int = 0
+    failures: int = 0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.keeper.on_need = self._wake.set
+
+    async def exchange(self, session: aiohttp.ClientSession, *, release: bool = False) -> bool:
+        """One lease request and its answer; False when it did not get through."""
+        keeper = self.keeper
+        sent_mono, sent_wall = self.clock.now(), self.clock.wall()
+        request = keeper.request(sent_wall + keeper.offset, release=release)
+        try:
+            async with session.post(
+                f"{self.identity.url}/v1/leases",
+                data=request.model_dump_json(by_alias=True),
+                headers={**self.identity.headers(), "Content-Type": "application/json"},
+            ) as resp:
+                if resp.status == 409:  # an older request of ours arrived late: ask again
+                    return True
+                if resp.status != 200:
+                    log.warning("lease request refused: HTTP %s", resp.status)
+                    self.failures += 1
+                    return False
+                answer = LeaseResponse.model_validate_json(await resp.read())
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.debug("lease request not delivered: %s", exc)
+            self.failures += 1
+            return False
+        if not release:
+            keeper.take(answer, sent_mono, sent_wall, self.clock.wall())
+        self.answered += 1
+        return True
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession(
+            connector=self.identity.connector(),
+            timeout=aiohttp.ClientTimeout(total=10, connect=5),
+        ) as session:
+            backoff = 0.5
+            try:
+                while True:
+                    self._wake.clear()
+                    ok = await self.exchange(session)
+                    backoff = 0.5 if ok else min(MAX_BACKOFF, backoff * 2)
+                    wait = self.keeper.ttl / 3 if ok else backoff
+                    await self.clock.sleep(MIN_LEASE_GAP)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), max(0.0, wait - MIN_LEASE_GAP))
+            except asyncio.CancelledError:
+                # Stopping: give the slices back so the other replicas need not wait for expiry.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.exchange(session, release=True), 2.0)
+                raise
+
+    def lifecycle(self, _: web.Application) -> contextlib.AbstractAsyncContextManager[None]:
+        return _task_context(self.run(), "sluice-lease-client")
 
 
 @contextlib.asynccontextmanager

@@ -112,6 +112,9 @@ async def serve_async(
         budget = next((s for s in api[GATEWAY].stages.all if isinstance(s, BudgetStage)), None)
         reporter.budget_spend = budget.spend if budget is not None else None
         api.cleanup_ctx.append(reporter.lifecycle)
+        if budget is not None and identity is not None:  # local caps: the operator's leases
+            keeper = budget.enable_leases(identity.namespace, identity.pod, reporter.instance)
+            api.cleanup_ctx.append(controlplane_client.LeaseClient(identity, keeper).lifecycle)
     admin = create_admin_app(api)
     runner = api_runner(api, header_timeout=header_timeout)
     admin_runner = web.AppRunner(admin, access_log=None)

@@ -218,6 +218,9 @@ def test_reports_from_two_sidecars_show_in_status_and_operator_down_keeps_servin
         )
         assert got["summary"] == "2/2"
         assert "sidecars" not in got
+        # The Budget blocks without a lease from the operator: each sidecar gets one first.
+        for side in sides:
+            eventually(lambda s=side: _admitted(s), timeout=60, what="a lease for the Budget")
 
         # A sidecar from another namespace's token is refused (403), not served.
         # (covered in unit tests) -- here: the operator goes away, the sidecars keep serving.
@@ -227,6 +230,13 @@ def test_reports_from_two_sidecars_show_in_status_and_operator_down_keeps_servin
     finally:
         for side in sides:
             side.stop()
+
+
+def _admitted(side: SidecarProcess) -> bool:
+    try:
+        return ask(side) == "version one"
+    except openai.RateLimitError:
+        return False
 
 
 def post_report(op: OperatorProcess, token: str, namespace: str, pod: str) -> tuple[int, str]:

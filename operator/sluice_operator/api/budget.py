@@ -165,6 +165,11 @@ class OnExceeded(SluiceModel):
     )
 
 
+class ControlPlaneLoss(StrEnum):
+    BLOCK = "Block"
+    ALLOW_LOCAL = "AllowLocal"
+
+
 class BudgetSpec(SluiceModel):
     """Limits on what selected workloads may spend."""
 
@@ -180,6 +185,14 @@ class BudgetSpec(SluiceModel):
     )
     alerts: Alerts | None = Field(default=None, description="Alert thresholds.")
     on_exceeded: OnExceeded | None = Field(default=None, description="Default: Block.")
+    on_control_plane_loss: ControlPlaneLoss = Field(
+        default=ControlPlaneLoss.BLOCK,
+        description="When a sidecar has no live lease (its share of the limits, granted by the "
+        "operator) and cannot reach the operator: Block refuses the budget's requests (429) "
+        "once the lease it holds is spent or expired; AllowLocal enforces the whole limits in "
+        "each sidecar alone until the operator answers again (N replicas may then spend up to N "
+        "limits).",
+    )
 
     rules = (
         Rule(

@@ -255,6 +255,7 @@ def _budget(res: Resource, spec: BudgetSpec) -> c.BudgetRule:
         alert_thresholds=tuple(spec.alerts.thresholds) if spec.alerts else (50, 80, 100),
         on_exceeded=c.ExceededAction(exceeded.action.value) if exceeded else c.ExceededAction.BLOCK,
         downgrade_route=exceeded.route if exceeded else None,
+        on_control_plane_loss=c.ControlPlaneLoss(spec.on_control_plane_loss.value),
         per_run=c.RunLimits(
             usd=spec.per_run.usd,
             tokens=spec.per_run.tokens,

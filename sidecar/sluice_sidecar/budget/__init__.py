@@ -12,6 +12,8 @@ deadline.) The parts:
 * ``ratelimit`` — rpm/tpm token buckets (continuous refill), with Retry-After.
 * ``policy`` — selection, worst-case estimate and imposed output cap, combining budgets, and the
   Block / Downgrade / AlertOnly actions.
+* ``leases`` — the sidecar's side of the budget leases: what to ask the control plane for, the
+  caps it grants (on each limit's meter), expiry and control-plane loss.
 * ``runs`` — agent runs (``x-sluice-run`` / ``metadata.run`` and their parents): nested envelopes
   for ``perRun`` limits, the ``maxSteps`` loop breaker, run totals, a bounded run table.
 
@@ -23,7 +25,8 @@ raises (``BudgetExceeded``/``errors.RateLimited`` → 429 with Retry-After), mov
 downgrade route (``ex.route``), or lets it through; a body without an output cap gets the config's
 ``defaultMaxTokens`` (a new ``ex.body`` dict). ``BudgetStage.on_finish`` runs once per request and
 settles the reservations with ``ex.usage`` at ``ex.backend``'s prices, or releases them when the
-request produced no usage. Windows use ``clock.wall()``; rate limits and runs use
+request produced no usage. Windows use ``wall()`` (``clock.wall()``, plus the operator's clock
+offset when leases are on); rate limits and runs use
 ``clock.now()``. A request that names a run is tracked even when no budget covers it (its totals
 go to the audit record as ``annotations.run``); one that names none and meets no budget costs a
 few lookups here.
@@ -46,18 +49,22 @@ from zero for enforcement. What it settled is not lost, though: ``BudgetStage.sp
 and per route and model) goes into every usage report, and the operator keeps the sum over all
 sidecars durable in ``Budget.status`` (``sluice_operator.reports.BudgetSpend``).
 
-**Across replicas (the leases plan).** Each sidecar enforces what it sees, so N replicas may spend
-up to N limits. The plan (DESIGN.md, Doorman-style leases): the operator grants each sidecar a slice
-of each budget window with a TTL, sized by the replicas' recent demand, such that the granted slices
-plus the reported spend never exceed the limit; a sidecar uses its slice as its local cap (the same
-ledger, with per-window caps from the lease) and reports spend per window key (done:
-``BudgetStage.spend`` in every usage report, summed durably by the operator), so the operator's
-view survives restarts and seeds new leases; the operator's side of the arithmetic is
-``sluice_operator.leases`` (not wired in yet). Windows are then keyed by the operator's clock (the
-lease carries start and resetsAt), so replica clock skew cannot reset a window. The overshoot bound
-becomes the sum of the per-sidecar settlement errors plus the slices held by sidecars that vanished
-without reporting (until their lease TTL), and admission stays local: no network call on the request
-path.
+**Across replicas: leases** (``leases``; DESIGN.md, Doorman-style). In a pod (a control plane
+configured: ``enable_leases``), each limit's local cap for a window is the lease the operator
+granted this process - its own settled spend plus a slice, sized by recent demand so that the
+slices plus everything reported never exceed the limit - not the full limit; admission stays the
+same local, synchronous check (no network call on the request path), and
+``controlplane_client.LeaseClient`` renews the leases in the background (every third of the TTL,
+at once on a refusal or a slice running low). A lease carries its window's start and reset on the
+operator's clock, and the stage's windows follow that clock (``wall``: the measured offset), so
+replica clock skew cannot reset a window. A request the lease cannot cover gets a 429 naming the
+budget and the reason (this sidecar's share is used, no lease yet, or the control plane is lost);
+with no live lease and no control plane, ``onControlPlaneLoss`` decides: Block (nothing more) or
+AllowLocal (the full limit locally, as without a control plane). Without a control plane
+(``sluice run``) nothing changes: every limit is enforced whole, locally. The bound across
+replicas: the limit plus the sum of the sidecars' settlement errors (above) plus what processes
+that vanished settled after their last delivered report (at most their slices); docs/budget.md
+states it precisely.
 """
 
 from __future__ import annotations
@@ -71,11 +78,13 @@ from ..errors import BudgetExceeded
 from ..exchange import Exchange
 from ..stage import Stage
 from . import runs
+from .leases import LeaseKeeper
 from .ledger import (
     Alert,
     Amount,
     Exceeded,
     Ledger,
+    MeterLease,
     Reservation,
     WindowStatus,
 )
@@ -101,7 +110,9 @@ __all__ = [
     "BudgetStage",
     "CalendarTracker",
     "Exceeded",
+    "LeaseKeeper",
     "Ledger",
+    "MeterLease",
     "RateExceeded",
     "RateLimiter",
     "Reservation",
@@ -157,6 +168,18 @@ class BudgetStage(Stage):
             mono=clock.now(),
         )
         self._inflight: dict[int, tuple[Exchange, Admission]] = {}
+        #: The leases from the control plane (``enable_leases``); None: full limits locally.
+        self.leases: LeaseKeeper | None = None
+
+    def enable_leases(self, namespace: str, pod: str, instance: str) -> LeaseKeeper:
+        """Enforce each limit with the leases the control plane grants (``budget.leases``)."""
+        self.leases = LeaseKeeper(self.policy, namespace, pod, instance, self.clock.now())
+        return self.leases
+
+    def wall(self) -> float:
+        """The wall clock windows follow: the operator's when leases are on."""
+        leases = self.leases
+        return self.clock.wall() + (leases.offset if leases is not None else 0.0)
 
     def on_config(self, config: SidecarConfig) -> None:
         """A ``ConfigSource`` listener: take the budgets, routes and default cap of ``config``
@@ -167,6 +190,10 @@ class BudgetStage(Stage):
             config.limits.default_max_tokens,
             mono=self.clock.now(),
         )
+        if self.leases is not None:
+            self.leases.attach()
+            if self.leases.missing():  # a new budget or limit: ask for its lease now
+                self.leases.need()
 
     async def on_request(self, ex: Exchange) -> None:
         route = ex.route
@@ -180,13 +207,16 @@ class BudgetStage(Stage):
                 ex.body = stripped
         if run is None and not self.policy.active:
             return
+        leases = self.leases
+        if leases is not None:
+            leases.tick(self.clock.now())
         try:
             adm = self.policy.admit(
                 ex.request_id,
                 route,
                 ex.body,
                 ex.operation,
-                wall=self.clock.wall(),
+                wall=self.wall(),
                 mono=self.clock.now(),
                 fingerprint=(ex.model, ex.operation, ex.bytes_in),
                 run=run,
@@ -196,6 +226,9 @@ class BudgetStage(Stage):
             x = err.exceeded
             if isinstance(x, RunExceeded):
                 ex.annotations["run"] = {"id": x.run, "refused": f"{x.rule}:{x.metric}"}
+            elif leases is not None and getattr(x, "lease", None) is not None:
+                ex.annotations["budget"] = {"budgets": [x.rule], "lease": x.lease}
+                leases.need()
             raise
         if adm is None:
             return
@@ -228,24 +261,27 @@ class BudgetStage(Stage):
                 adm,
                 ex.usage if ex is not None else None,
                 ex.backend if ex is not None else None,
-                wall=self.clock.wall(),
+                wall=self.wall(),
                 mono=self.clock.now(),
                 attempted=ex is None or ex.attempts > 0,
             )
         except Exception:  # settlement must never fail the request's finish
             log.exception("budget settlement failed")
             return
+        leases = self.leases
+        if leases is not None and adm.holds and leases.running_low(self.clock.wall()):
+            leases.need()
         if self.on_alert is not None:
             for a in alerts:
                 self.on_alert(a)
 
     def status(self) -> tuple[WindowStatus, ...]:
-        return self.policy.status(self.clock.wall())
+        return self.policy.status(self.wall())
 
     def spend(self) -> tuple[tuple[BudgetWindowSpend, ...], tuple[BudgetRouteSpend, ...]]:
         """This sidecar's settled spend per budget window and per (route, model), for the usage
         report (gauges since the sidecar started; the operator sums them across pods)."""
-        return self.policy.spend(self.clock.wall())
+        return self.policy.spend(self.wall())
 
     def in_flight(self) -> int:
         return len(self._inflight)

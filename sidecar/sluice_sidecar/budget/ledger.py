@@ -133,6 +133,14 @@ class Exceeded:
     retry_after: float | None
     #: Refused only because of other requests' reservations (committed spend leaves room).
     in_flight: bool
+    #: Refused by the lease from the control plane rather than the limit: ``share`` (this
+    #: sidecar's slice is used; other replicas hold or spent the rest), ``none`` (no lease for
+    #: this window yet), ``lost`` (no lease and the control plane is unreachable: Block).
+    lease: Literal["share", "none", "lost"] | None = None
+    #: With ``lease``: the budget's settled spend across replicas as the last lease said (the
+    #: metric's unit), and this sidecar's lease cap.
+    spent_everywhere: float | None = None
+    lease_cap: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +176,26 @@ class WindowStatus:
     state: Literal["Ok", "Warning", "Exhausted"]
 
 
+#: Retry-After of a refusal for lack of lease room: the lease is renewed at once.
+LEASE_RETRY = 1.0
+#: Retry-After while the control plane is unreachable (onControlPlaneLoss: Block).
+LOST_RETRY = 5.0
+
+Caps = tuple[int | None, int | None, int | None]
+
+
+@dataclass(slots=True)
+class MeterLease:
+    """The lease a sidecar holds for one limit's window (``budget.leases``): it may have settled
+    up to ``cap`` there (None: that metric is not limited) while ``live``."""
+
+    start: float
+    cap: Caps
+    live: bool = True
+    exhausted: bool = False
+    spent_everywhere: tuple[int, int, int] = (0, 0, 0)
+
+
 @dataclass(slots=True)
 class _Counts:
     window: Window
@@ -179,7 +207,22 @@ class _Counts:
 class _Meter:
     """The counters of one ``BudgetLimit`` of a rule."""
 
-    __slots__ = ("caps", "counts", "index", "limit", "ring", "rule", "thresholds", "tracker")
+    __slots__ = (
+        "allow_local",
+        "caps",
+        "counts",
+        "index",
+        "lease",
+        "leasing",
+        "least",
+        "limit",
+        "lost",
+        "refused",
+        "ring",
+        "rule",
+        "thresholds",
+        "tracker",
+    )
 
     def __init__(self, rule: str, index: int, limit: BudgetLimit, thresholds: tuple[int, ...]):
         self.tracker: CalendarTracker | None = None
@@ -191,6 +234,17 @@ class _Meter:
         else:
             self.tracker = CalendarTracker(limit.window, zone(limit.timezone))
         self.counts: dict[float, _Counts] = {}
+        #: Leases (``budget.leases``): while ``leasing``, admission needs a live ``lease`` for the
+        #: current window, except when the control plane is ``lost`` and ``allow_local``.
+        self.leasing = False
+        self.lease: MeterLease | None = None
+        self.lost = False
+        self.allow_local = False
+        #: What lease refusals turned away since the last lease request (demand).
+        self.refused = ZERO
+        #: The largest ``held + worst case`` a lease refusal turned away: the slice (above the
+        #: spend) that would have admitted it.
+        self.least = ZERO
         self.configure(rule, index, limit, thresholds)
 
     def configure(
@@ -236,17 +290,43 @@ class _Meter:
     def _window(self, c: _Counts, now: float) -> Window:
         return self.ring.span(now) if self.ring is not None else c.window
 
+    def _lease_caps(self, key: float) -> tuple[Caps, MeterLease | None, str | None]:
+        """The caps admission applies in window ``key``, the lease behind them, and why there is
+        no usable lease (``none``/``lost``: refuse everything)."""
+        if not self.leasing:
+            return self.caps, None, None
+        lease = self.lease
+        if lease is not None and lease.live and lease.start == key:
+            caps = tuple(
+                c if lc is None else lc if c is None else min(c, lc)
+                for c, lc in zip(self.caps, lease.cap, strict=True)
+            )
+            return (caps[0], caps[1], caps[2]), lease, None
+        if self.lost and self.allow_local:
+            return self.caps, None, None  # onControlPlaneLoss: AllowLocal
+        return self.caps, None, "lost" if self.lost else "none"
+
     def check(self, key: float, add: Amount, now: float) -> Exceeded | None:
         """The most binding limit ``add`` would break in window ``key`` (None: it fits)."""
         c = self.counts[key]
         spent = self._spent(c, now)
         held = c.held.values()
+        caps, lease, why = self._lease_caps(key)
+        if why is not None and add:
+            self.refused += add
+            self.least = self.least.max(c.held + add)
+            return self._no_lease(why, c=c, spent=spent, held=held, add=add, now=now)
         worst: Exceeded | None = None
         for i, metric in enumerate(_METRICS):
-            cap = self.caps[i]
+            cap = caps[i]
             d = add.values()[i]
             if cap is None or d <= 0 or spent[i] + held[i] + d <= cap:
                 continue
+            limit = self.caps[i]
+            if lease is not None and (limit is None or spent[i] + held[i] + d <= limit):
+                self.refused += add
+                self.least = self.least.max(c.held + add)
+                return self._lease_share(i, lease, c=c, spent=spent, held=held, add=add, now=now)
             in_flight = spent[i] + d <= cap
             window = self._window(c, now)
             retry: float | None
@@ -277,6 +357,97 @@ class _Meter:
             if worst is None or _later(ex, worst):
                 worst = ex
         return worst
+
+    def _no_lease(
+        self,
+        why: str,
+        *,
+        c: _Counts,
+        spent: tuple[int, ...],
+        held: tuple[int, ...],
+        add: Amount,
+        now: float,
+    ) -> Exceeded:
+        i = next((i for i, cap in enumerate(self.caps) if cap is not None), 2)
+        metric = _METRICS[i]
+        cap = self.caps[i] or 0
+        window = self._window(c, now)
+        return Exceeded(
+            rule=self.rule,
+            limit_index=self.index,
+            window=self.limit.window,
+            timezone=self.limit.timezone,
+            rolling_seconds=self.limit.rolling_seconds,
+            metric=metric,
+            limit=_display(metric, cap),
+            used=_display(metric, spent[i] + held[i]),
+            requested=_display(metric, add.values()[i]),
+            percent=100.0 * (spent[i] + held[i]) / cap if cap else 0.0,
+            resets_at=window.resets_at,
+            retry_after=LOST_RETRY if why == "lost" else LEASE_RETRY,
+            in_flight=False,
+            lease="lost" if why == "lost" else "none",
+        )
+
+    def _lease_share(
+        self,
+        i: int,
+        lease: MeterLease,
+        *,
+        c: _Counts,
+        spent: tuple[int, ...],
+        held: tuple[int, ...],
+        add: Amount,
+        now: float,
+    ) -> Exceeded:
+        metric = _METRICS[i]
+        cap = self.caps[i] or 0
+        window = self._window(c, now)
+        used = spent[i] + held[i]
+        return Exceeded(
+            rule=self.rule,
+            limit_index=self.index,
+            window=self.limit.window,
+            timezone=self.limit.timezone,
+            rolling_seconds=self.limit.rolling_seconds,
+            metric=metric,
+            limit=_display(metric, cap),
+            used=_display(metric, used),
+            requested=_display(metric, add.values()[i]),
+            percent=100.0 * used / cap if cap else 0.0,
+            resets_at=window.resets_at,
+            retry_after=LEASE_RETRY,
+            in_flight=True,
+            lease="share",
+            spent_everywhere=_display(metric, lease.spent_everywhere[i]),
+            lease_cap=_display(metric, lease.cap[i] or 0),
+        )
+
+    def used(self, now: float) -> tuple[int, int, int]:
+        """Settled plus reserved in the current window."""
+        c = self.counts[self.key(now)]
+        spent = self._spent(c, now)
+        held = c.held.values()
+        return (spent[0] + held[0], spent[1] + held[1], spent[2] + held[2])
+
+    def lease_window(self, now: float) -> LeaseWindow:
+        """What a lease request says about this limit: its current window, the settled spend
+        and reservations there, and the demand refused since the last answered request."""
+        key = self.key(now)
+        c = self.counts[key]
+        window = self._window(c, now)
+        pusd, tokens, requests = self._spent(c, now)
+        return LeaseWindow(
+            self,
+            self.rule,
+            self.limit.window_id(),
+            key,
+            window.resets_at,
+            Amount(pusd, tokens, requests),
+            c.held,
+            self.refused,
+            self.least,
+        )
 
     def hold(self, key: float, delta: Amount) -> None:
         self.counts[key].held += delta
@@ -355,6 +526,21 @@ class _Meter:
             window.resets_at,
             Amount(pusd, tokens, requests),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseWindow:
+    """One limit's current window as a lease request needs it (``_Meter.lease_window``)."""
+
+    meter: _Meter
+    rule: str
+    window: str
+    start: float
+    resets_at: float
+    spent: Amount
+    held: Amount
+    refused: Amount
+    least: Amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -642,6 +828,16 @@ class Ledger:
         now = self._tick(now)
         self._sweep(now)
         return tuple(m.spend(now) for m in self._meters)
+
+    def lease_windows(self, now: float) -> tuple[LeaseWindow, ...]:
+        """Every limit's current window, for a lease request."""
+        now = self._tick(now)
+        self._sweep(now)
+        return tuple(m.lease_window(now) for m in self._meters)
+
+    @property
+    def meters(self) -> tuple[_Meter, ...]:
+        return tuple(self._meters)
 
     def in_flight(self) -> int:
         """Attempts holding a reservation now (joined retries count once each)."""

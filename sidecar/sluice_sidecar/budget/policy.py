@@ -224,8 +224,37 @@ def window_name(x: Exceeded) -> str:
     return f"{x.window.value} window ({x.timezone})"
 
 
+def lease_message(x: Exceeded) -> str:
+    """The message of a refusal by the lease (``x.lease`` set). Pure."""
+    retry = _duration(x.retry_after or 0)
+    if x.lease == "share":
+        unit = x.metric == "usd"
+        return (
+            f"Budget '{x.rule}' has no room left for this sidecar in its {window_name(x)}: its "
+            f"lease from the control plane allows {_amount(x.metric, x.lease_cap or 0)} here "
+            f"({_amount(x.metric, x.used, unit=unit)} spent or reserved), this request may need "
+            f"up to {_amount(x.metric, x.requested)}, and the other replicas hold or have spent "
+            f"the rest of the {_amount(x.metric, x.limit)} limit "
+            f"({_amount(x.metric, x.spent_everywhere or 0, unit=unit)} settled across replicas). "
+            f"The lease is being renewed; retry in {retry}."
+        )
+    if x.lease == "lost":
+        return (
+            f"Budget '{x.rule}' cannot admit this request: the control plane is unreachable and "
+            f"this sidecar holds no live lease for its {window_name(x)}, so it cannot know what "
+            "the other replicas spent (the budget's onControlPlaneLoss is Block). "
+            f"Retry in {retry}."
+        )
+    return (
+        f"Budget '{x.rule}' cannot admit this request yet: this sidecar holds no lease from the "
+        f"control plane for its {window_name(x)} (one has been asked for); retry in {retry}."
+    )
+
+
 def exceeded_message(x: Exceeded, now: float, *, note: str = "") -> str:
     """The OpenAI-style message for a refusal: budget, window, limit, use, reset. Pure."""
+    if x.lease is not None:
+        return lease_message(x) + (f" {note}" if note else "")
     if x.retry_after is None:
         text = (
             f"This request may need up to {_amount(x.metric, x.requested)}, more than budget "
@@ -431,6 +460,10 @@ class BudgetPolicy:
     @property
     def active(self) -> bool:
         return bool(self._rules)
+
+    def states(self) -> tuple[RuleState, ...]:
+        """The budgets covering this pod, in config order."""
+        return tuple(self._rules.values())
 
     def applicable(self, route: str) -> tuple[RuleState, ...]:
         """The budgets covering this pod's requests to ``route``, in config order."""
