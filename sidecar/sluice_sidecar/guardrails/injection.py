@@ -55,6 +55,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import injection_model
 from .canonical import Canonical, canonicalize
 
 _S = r"[\W_]+"  # between words: any run of non-letters
@@ -841,6 +842,11 @@ def _by_anchor() -> dict[str, tuple[_Family, ...]]:
 #: Each anchor with the families that may match where it occurs.
 _BY_ANCHOR = _by_anchor()
 
+#: The threshold a ``promptInjection`` rule has when it names none (acts when the score is above).
+DEFAULT_THRESHOLD = 0.5
+#: The model's probability counts as evidence from this value up (below it: noise).
+MODEL_FLOOR = 0.4
+
 #: Weight of the ``obfuscation`` signal, counted when another family of weight ≥ 0.3 matched.
 OBFUSCATION_WEIGHT = 0.5
 _STRONG_ENOUGH = 0.3
@@ -858,8 +864,8 @@ def _negated(text: str, start: int) -> bool:
     return _NEG.search(text, max(0, start - 24), start) is not None
 
 
-def score_canonical(c: Canonical) -> InjectionScore:
-    """The injection score of an already canonicalised text."""
+def _pattern_evidence(c: Canonical) -> dict[str, tuple[float, str]]:
+    """Evidence kind → (weight, signal) of the pattern families, obfuscation included."""
     text = c.text
     best: dict[str, tuple[float, str]] = {}  # evidence kind -> (weight, signal)
     in_payload = False
@@ -884,9 +890,7 @@ def score_canonical(c: Canonical) -> InjectionScore:
     persona = _persona(text)
     if persona:
         best["persona"] = (persona, "persona")
-    if not best:
-        return InjectionScore(0.0)
-    if max(w for w, _ in best.values()) >= _STRONG_ENOUGH and (c.obfuscated or in_payload):
+    if best and max(w for w, _ in best.values()) >= _STRONG_ENOUGH and (c.obfuscated or in_payload):
         kinds = [
             name
             for name, present in (
@@ -898,11 +902,31 @@ def score_canonical(c: Canonical) -> InjectionScore:
             if present
         ]
         best["obfuscation"] = (OBFUSCATION_WEIGHT, "obfuscation:" + "+".join(kinds))
+    return best
+
+
+def _combine(best: dict[str, tuple[float, str]]) -> InjectionScore:
+    if not best:
+        return InjectionScore(0.0)
     keep = 1.0
     for w, _ in best.values():
         keep *= 1.0 - w
     ordered = sorted(best.values(), key=lambda ws: (-ws[0], ws[1]))
     return InjectionScore(round(1.0 - keep, 4), tuple(signal for _, signal in ordered))
+
+
+def score_patterns(c: Canonical) -> InjectionScore:
+    """The pattern families' score of an already canonicalised text (without the model)."""
+    return _combine(_pattern_evidence(c))
+
+
+def score_canonical(c: Canonical) -> InjectionScore:
+    """The injection score of an already canonicalised text: patterns and the model."""
+    best = _pattern_evidence(c)
+    p = round(injection_model.load().probability(c.text), 4)
+    if p >= MODEL_FLOOR:
+        best["model"] = (p, "model")
+    return _combine(best)
 
 
 def score(text: str) -> InjectionScore:
