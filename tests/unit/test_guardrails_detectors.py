@@ -102,6 +102,9 @@ CASES: list[tuple[str, str, list[str] | None]] = [
     ("PHONE", "de (02787) 67858 / nl (0406)-812415", ["(02787) 67858", "(0406)-812415"]),
     ("PHONE", "at 02124/15868344 and 04333 33496 372", ["02124/15868344", "04333 33496 372"]),
     ("PHONE", "too long 0123 4567 8901 2345 6789", []),
+    ("PHONE", "build 10.0.21424.3178 889-923-4316 is the hotline", ["889-923-4316"]),
+    ("PHONE", "Brian, NH 36985 902-854-7199 (office)", ["902-854-7199"]),
+    ("PHONE", "the tail of digit groups 12 555 123 4567", []),
     ("PHONE", "paren year (2024) 123-4567", []),
     # bare digits only after a phone word, with no digit or sentence end in between
     ("PHONE", "Call me on 2942778471 after 5pm", ["2942778471"]),
