@@ -96,7 +96,19 @@ def _callgrind(pid: int, *args: str) -> None:
 _PROFILED = """
 import cProfile, collections, json, runpy, signal, sys
 out, what = sys.argv[1], sys.argv[2]
-if out.endswith(".json"):
+if out.endswith(".mem"):
+    import tracemalloc
+
+    def on(*_):
+        tracemalloc.start(3)
+
+    def off(*_):
+        snap = tracemalloc.take_snapshot()
+        with open(out, "w") as f:
+            for st in snap.statistics("traceback")[:25]:
+                f.write(f"{st.size / 1024:.0f} KiB in {st.count} blocks\\n")
+                f.write("\\n".join(st.traceback.format()) + "\\n")
+elif out.endswith(".json"):
     counts = collections.Counter()
 
     def local(frame, event, arg):
@@ -197,12 +209,14 @@ def start(
 def measure(
     point: str, mode: str, up_port: int, work: Path, src: Path, args: argparse.Namespace
 ) -> dict[str, float]:
-    suffix = "json" if args.profile == "opcodes" else "out"
+    suffix = {"opcodes": "json", "memory": "mem"}.get(args.profile, "out")
     profile = str(work / f"profile.{suffix}") if args.profile else None
     proc, port, pid = start(point, up_port, work, src, args.valgrind, profile)
     body = bench.payload(bench.ALL_BODY if point == "all" else bench.BODY, mode == "stream")
     path = "/v1/chat/completions"
     out: dict[str, float] = {}
+    if not args.valgrind:
+        out["rss_ready_mb"] = bench.peak_rss_mb(pid)
     try:
         if args.valgrind:
             _callgrind(pid, "-i", "on")
@@ -227,8 +241,14 @@ def measure(
             print(log.read_text())
         if profile:
             os.kill(pid, signal.SIGUSR2)
-            time.sleep(1)
-            if args.profile == "opcodes":
+            for _ in range(120):  # the dump may take a while (tracemalloc snapshots)
+                time.sleep(0.5)
+                if Path(profile).exists() and Path(profile).stat().st_size:
+                    time.sleep(0.5)
+                    break
+            if args.profile == "memory":
+                print(Path(profile).read_text())
+            elif args.profile == "opcodes":
                 rows = json.loads(Path(profile).read_text())
                 out["opcodes_per_req"] = sum(n for _, _, n in rows) / args.requests
                 for f, q, n in rows[:60]:
@@ -262,6 +282,14 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--conns", type=int, default=8)
     p.add_argument("--valgrind", action="store_true", help="count instructions (callgrind)")
+    p.add_argument(
+        "--patch",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("FILE", "OLD", "NEW"),
+        help="an experiment: replace OLD by NEW in FILE (under sluice_sidecar/) of the copy",
+    )
     p.add_argument("--strace", action="store_true", help="count the targets' system calls")
     p.add_argument("--profile", help="cProfile the sidecars, print the top by this sort key")
     p.add_argument("--ref", help="measure the sidecar as committed at this git ref")
@@ -281,6 +309,13 @@ def main() -> int:
         rel = Path(path).resolve().relative_to(bench.REPO / "sidecar")
         shutil.copyfile(bench.REPO / "sidecar" / rel, src / rel)
         what += f" + {rel} from the working tree"
+    for rel, old, new in args.patch:
+        target = src / "sluice_sidecar" / rel
+        text = target.read_text()
+        if text.count(old) != 1:
+            p.error(f"--patch: {old!r} is not once in {rel}")
+        target.write_text(text.replace(old, new))
+        what += f" with {rel}: {old!r} -> {new!r}"
     print(f"sidecar under test: {what}", flush=True)
     results: dict[tuple[str, str], dict[str, float]] = {}
     try:
