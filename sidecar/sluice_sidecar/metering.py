@@ -180,15 +180,15 @@ def audit_record(
 
 _ESC = encode_basestring_ascii  # json's own string escaping (C)
 _TRY_LINE = (
-    '{"backend":%s,"provider":%s,"model":%s,"result":%s,"status":%s,"reason":%s,"latencyMs":%r}'
+    '{"backend":%s,"provider":%s,"model":%s,"result":%s,"status":%s,"reason":%s,"latencyMs":%s}'
 )
 _LINE = (
-    '{"ts":%r,"requestId":%s,"traceId":%s,"namespace":%s,"pod":%s,"serviceAccount":%s,'
+    '{"ts":%s,"requestId":%s,"traceId":%s,"namespace":%s,"pod":%s,"serviceAccount":%s,'
     '"api":%s,"operation":%s,"model":%s,"route":%s,"routeSource":%s,"backend":%s,'
     '"provider":%s,"backendModel":%s,"stream":%s,"status":%d,"outcome":%s,"errorType":%s,'
     '"errorCode":%s,"attempts":%d,"retries":%d,"fallbacks":%d,"tries":[%s],"prompt":%s,'
     '"promptVersion":%s,"guardrails":%s,"inputTokens":%d,"outputTokens":%d,'
-    '"cachedInputTokens":%d,"usageSource":%s,"costUSD":%r,"durationMs":%r,"ttftMs":%s,'
+    '"cachedInputTokens":%d,"usageSource":%s,"costUSD":%r,"durationMs":%s,"ttftMs":%s,'
     '"bytesIn":%d,"configHash":%s%s}'
 )
 
@@ -201,6 +201,19 @@ def _jn(value: float | None) -> str:
     return "null" if value is None else repr(value)
 
 
+def _r3(value: float) -> str:
+    """``repr(round(value, 3))``, several times cheaper: ``%.3f`` rounds exactly as ``round``
+    does (both are correctly rounded), and a number of at most 15 significant digits is its
+    own shortest repr once the trailing zeros are gone. Anything else takes ``round``."""
+    if -1e11 < value < 1e11:
+        text = (_F3 % value).rstrip("0")
+        return text + "0" if text[-1] == "." else text
+    return repr(round(value, 3))
+
+
+_F3 = "%.3f"
+
+
 def _try_line(t: Try) -> str:
     b = t.backend
     return _TRY_LINE % (
@@ -210,7 +223,7 @@ def _try_line(t: Try) -> str:
         _ESC(t.result),
         "200" if t.result == "ok" else _jn(t.status),
         _js(t.reason),
-        round(t.duration * 1000, 3),
+        _r3(t.duration * 1000),
     )
 
 
@@ -238,7 +251,7 @@ def audit_line(
     if include_prompt:
         tail += ',"promptMessages":' + _ENCODE(ex.body.get("messages"))
     return _LINE % (
-        round(now_wall, 3),
+        _r3(now_wall),
         _ESC(ex.request_id),
         _js(ex.trace.trace_id) if ex.trace is not None else "null",
         _js(who.get("namespace")),
@@ -269,8 +282,8 @@ def audit_line(
         usage.cached_input_tokens if usage else 0,
         _ESC(usage.source) if usage else "null",
         round(cost_usd(b, usage), 8) if usage and b is not None else 0.0,
-        round((now - ex.started) * 1000, 3),
-        _jn(round(ex.ttft * 1000, 3)) if ex.ttft is not None else "null",
+        _r3((now - ex.started) * 1000),
+        _r3(ex.ttft * 1000) if ex.ttft is not None else "null",
         ex.bytes_in,
         _js(config_hash),
         tail,

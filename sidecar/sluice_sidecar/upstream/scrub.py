@@ -178,7 +178,14 @@ def usage_in_range(u: Usage | None) -> tuple[Usage | None, bool]:
     """(``u`` when every count is an integer in range, else None; whether ``u`` was dropped)."""
     if u is None:
         return None, False
-    counts = (u.input_tokens, u.output_tokens, u.cached_input_tokens)
-    if all(type(n) is int and 0 <= n <= MAX_TOKENS for n in counts):
+    i, o, c = u.input_tokens, u.output_tokens, u.cached_input_tokens
+    if (
+        type(i) is int
+        and type(o) is int
+        and type(c) is int
+        and 0 <= i <= MAX_TOKENS
+        and 0 <= o <= MAX_TOKENS
+        and 0 <= c <= MAX_TOKENS
+    ):
         return u, False
     return None, True
