@@ -72,7 +72,8 @@ def _per_source(scored: list[tuple[Item, float]], markdown: bool) -> None:
 
 
 def _cost(texts: list[str]) -> None:
-    """ms per KB of each step, one text at a time (median over texts, and over all bytes)."""
+    """CPU ms per KB of each step, one text at a time (median over texts, and over all bytes);
+    process time, so that other work on the machine does not count."""
     model = injection_model.load()
     steps: dict[str, Callable[[str], object]] = {
         "canonicalize": canonicalize,
@@ -86,9 +87,9 @@ def _cost(texts: list[str]) -> None:
         for _ in range(3):
             total, rates = 0.0, []
             for t in texts:
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 step(t)
-                dt = time.perf_counter() - t0
+                dt = time.process_time() - t0
                 total += dt
                 rates.append(dt * 1000 / max(len(t.encode()) / 1024, 0.001))
             if total < best_total:

@@ -10,10 +10,10 @@ Model: logistic regression over the features of ``injection_model.features`` (wo
 word pairs of the canonical text, present at least twice in the tuning half), scaled by
 1/sqrt(number of distinct features), fitted by AdaGrad with a small L2 penalty, benign texts
 weighted more than attacks. The ``KEEP`` features with the largest weights are kept, the model
-refitted on them, and the weights rounded to 4 decimals. Then the bias is moved down until the
-combined score (noisy-OR of the pattern families and the model, as ``injection.score`` does)
-flags at most ``TARGET_FPR`` of the benign texts of the tuning half, measured out of fold
-(5 folds: each text scored by a model that did not see it).
+refitted on them, and the weights rounded to integers in units of ``injection_model.UNIT``.
+Then the bias is moved down until the combined score (noisy-OR of the pattern families and the
+model, as ``injection.score`` does) flags at most ``TARGET_FPR`` of the benign texts of the
+tuning half, measured out of fold (5 folds: each text scored by a model that did not see it).
 
 Run:  python bench/train_injection_model.py            # writes the weights file
       python bench/train_injection_model.py --loso     # also: leave one source out
@@ -95,8 +95,8 @@ def _sigmoid(z: float) -> float:
     return 0.0 if z < -40.0 else 1.0 / (1.0 + math.exp(-z))
 
 
-def fit(docs: Sequence[Doc], vocab: Sequence[str]) -> injection_model.Model:
-    """Logistic regression by AdaGrad over ``vocab`` (deterministic)."""
+def fit(docs: Sequence[Doc], vocab: Sequence[str]) -> tuple[float, dict[str, float]]:
+    """Logistic regression by AdaGrad over ``vocab`` (deterministic): (bias, float weights)."""
     index = {f: j for j, f in enumerate(vocab)}
     rows = []
     for d in docs:
@@ -119,7 +119,7 @@ def fit(docs: Sequence[Doc], vocab: Sequence[str]) -> injection_model.Model:
                 w[j] -= RATE * gj / math.sqrt(g2[j])
             gb2 += g * g
             b -= RATE * g / math.sqrt(gb2)
-    return injection_model.Model(b, {f: w[j] for j, f in enumerate(vocab) if w[j]}, MIN_FEATURES)
+    return b, {f: w[j] for j, f in enumerate(vocab) if w[j]}
 
 
 def _vocab(docs: Sequence[Doc]) -> list[str]:
@@ -129,11 +129,12 @@ def _vocab(docs: Sequence[Doc]) -> list[str]:
 
 def train(docs: Sequence[Doc]) -> injection_model.Model:
     """Fit, keep the ``KEEP`` strongest features, refit on them, round."""
-    first = fit(docs, _vocab(docs))
-    strongest = sorted(first.weights.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:KEEP]
-    second = fit(docs, sorted(f for f, _ in strongest))
-    weights = {f: round(v, 4) for f, v in second.weights.items() if round(v, 4)}
-    return injection_model.Model(round(second.bias, 4), weights, MIN_FEATURES)
+    _, first = fit(docs, _vocab(docs))
+    strongest = sorted(first.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:KEEP]
+    bias, second = fit(docs, sorted(f for f, _ in strongest))
+    units = {f: round(v / injection_model.UNIT) for f, v in second.items()}
+    weights = {f: u for f, u in units.items() if u}
+    return injection_model.Model(round(bias, 4), weights, MIN_FEATURES)
 
 
 def combined(pattern: float, probability: float) -> float:
