@@ -298,6 +298,8 @@ class LeaseDesk:
     since: dict[str, float] = field(default_factory=dict)
     windows: dict[tuple[str, str, str], _Window] = field(default_factory=dict)
     _seqs: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    #: Budgets whose durable spend lease requests raised (the caller refreshes their status).
+    touched: set[tuple[str, str]] = field(default_factory=set)
     #: Lease requests answered and refused as stale (metrics, tests).
     answered: int = 0
     stale: int = 0
@@ -363,6 +365,20 @@ class LeaseDesk:
             mine = ask.start == w.start
             if mine:
                 book.report(holder, _values(ask.spent), replace=rolling)
+                raised = (
+                    spend is not None
+                    and w.resets_at is not None
+                    and spend.lease_spend(
+                        request.namespace,
+                        rule.name,
+                        (request.pod, request.instance),
+                        window=(ask.window, w.start, w.resets_at),
+                        values=_values(ask.spent),
+                        now=now,
+                    )
+                )
+                if raised:  # the status learns it before the next report
+                    self.touched.add((request.namespace, rule.name))
             if request.release:
                 book.release(holder)
                 continue

@@ -138,11 +138,15 @@ class Reconciler:
         spent = self.spend.add(report, self.wall())
         guarded = self.guard.add(report, self.wall())
         if fresh or spent or guarded:
-            due = self._report_due.get(report.namespace, 0.0)
-            if self.monotonic() >= due:
-                self._report_due[report.namespace] = self.monotonic() + self.report_interval
-                self.mark(report.namespace)
+            self._refresh(report.namespace)
         return fresh
+
+    def _refresh(self, namespace: str) -> None:
+        """A status pass for what reports changed, at most every ``report_interval``."""
+        due = self._report_due.get(namespace, 0.0)
+        if self.monotonic() >= due:
+            self._report_due[namespace] = self.monotonic() + self.report_interval
+            self.mark(namespace)
 
     def answer_leases(self, request: LeaseRequest) -> LeaseResponse | None:
         """A sidecar's lease request, against the budgets compiled for its namespace and the
@@ -155,7 +159,13 @@ class Reconciler:
             for key, obj in self.objects.items()
             if key[0] == _BUDGETS and key[1] == request.namespace
         }
-        return self.leases.answer(request, result.config.budgets, self.spend, self.wall(), created)
+        answer = self.leases.answer(
+            request, result.config.budgets, self.spend, self.wall(), created
+        )
+        if self.leases.touched:  # spend the reports had not carried yet: refresh the status
+            self.leases.touched.clear()
+            self._refresh(request.namespace)
+        return answer
 
     # --- the loop ------------------------------------------------------------------------------
 

@@ -217,8 +217,12 @@ class BudgetSpend:
             inst = self._instance(report.namespace, w.budget, who, now)
             # A rolling window moves with every report: one gauge per instance, not per start.
             key = (w.window, 0.0 if w.window.startswith("Rolling/") else w.start)
-            if _newer(inst.windows.get(key), report.seq):
-                inst.windows[key] = _Spend(report.seq, w.resets_at, (w.pusd, w.tokens, w.requests))
+            seen = inst.windows.get(key)
+            if _newer(seen, report.seq):
+                values = (w.pusd, w.tokens, w.requests)
+                if seen is not None and key[1]:  # a calendar gauge only grows (lease requests)
+                    values = _top(seen.values, values)
+                inst.windows[key] = _Spend(report.seq, w.resets_at, values)
                 changed.add((report.namespace, w.budget))
         for r in report.budget_routes:
             inst = self._instance(report.namespace, r.budget, who, now)
@@ -227,6 +231,28 @@ class BudgetSpend:
                 inst.routes[rkey] = _Spend(report.seq, 0.0, (r.pusd, r.tokens, r.requests))
                 changed.add((report.namespace, r.budget))
         return changed
+
+    def lease_spend(
+        self,
+        namespace: str,
+        budget: str,
+        who: tuple[str, str],
+        *,
+        window: tuple[str, float, float],
+        values: _Values,
+        now: float,
+    ) -> bool:
+        """A calendar window's settled spend as a lease request carried it (``leases``): it
+        raises the process's gauge (``window``: name, start, resetsAt), never lowers it, so the
+        status learns at the lease rate what a process that then vanishes had settled."""
+        inst = self._instance(namespace, budget, (who[0], who[1] or who[0]), now)
+        key = (window[0], window[1])
+        seen = inst.windows.get(key)
+        if seen is not None and _top(seen.values, values) == seen.values:
+            return False
+        top = values if seen is None else _top(seen.values, values)
+        inst.windows[key] = _Spend(seen.seq if seen else 0, window[2], top)
+        return True
 
     def _instance(self, namespace: str, budget: str, who: tuple[str, str], now: float) -> _Instance:
         table = self.budgets.setdefault((namespace, budget), {})
@@ -362,6 +388,10 @@ def _newer(seen: _Spend | None, seq: int) -> bool:
 
 def _vals(row: Mapping[str, Any]) -> _Values:
     return (int(row.get("pusd", 0)), int(row.get("tokens", 0)), int(row.get("requests", 0)))
+
+
+def _top(a: _Values, b: _Values) -> _Values:
+    return (max(a[0], b[0]), max(a[1], b[1]), max(a[2], b[2]))
 
 
 def _add(a: _Values, b: _Values) -> _Values:

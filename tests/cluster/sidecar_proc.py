@@ -35,12 +35,14 @@ def start_sidecar(
     token_file: Path,
     report_interval: float = 0.5,
     ca_file: Path | None = None,
+    audit_log: Path | None = None,
 ) -> SidecarProcess:
     """Start a sidecar with the injector's environment (``devfleet.sidecar_env``, shared with
     ``sluice dev fleet``); returns once /readyz says ready.
 
     ``ca_file``: the control plane's CA (``SLUICE_CONTROL_PLANE_CA``, for an https URL); an
-    http URL gets ``SLUICE_CONTROL_PLANE_INSECURE=true``, as only development would set it."""
+    http URL gets ``SLUICE_CONTROL_PLANE_INSECURE=true``, as only development would set it.
+    ``audit_log``: a file for the audit records (complete once the sidecar stopped)."""
     port, admin = free_port(), free_port()
     log = workdir / f"sidecar-{pod}.log"
     env = devfleet.sidecar_env(
@@ -62,7 +64,7 @@ def start_sidecar(
                 str(config_file),
                 f"--port={port}",
                 f"--admin-port={admin}",
-                "--audit-log=none",
+                f"--audit-log={audit_log or 'none'}",
             ],
             stdout=fh,
             stderr=subprocess.STDOUT,
