@@ -24,6 +24,12 @@ Owns the accounting that makes a budget hold under concurrency:
   client retry is counted once and never less than any attempt cost. Keys are remembered for
   ``idempotency_ttl`` after their last hold, at most ``max_entries`` of them, and for at most
   ``max_replays`` replays; a retry in a later window counts in that window as a new request.
+* **Leases.** With a control plane, a limit's meter is ``leasing``: admission checks against
+  ``min(limit, lease cap)`` of the lease (``MeterLease``, kept by ``budget.leases``) for the
+  current window; with no live lease it refuses (``Exceeded.lease``: ``none``, or ``lost`` when
+  the control plane is unreachable) unless the budget allows local enforcement then
+  (``allow_local``: the whole limit). Refusals by the lease are remembered as demand
+  (``refused``, ``least``) for the next lease request.
 * **Alerts.** Each threshold (percent of a limit, the largest over usd/tokens/requests of the
   committed spend) is reported once per calendar window; in a rolling window it re-arms when the
   spend falls back below it.
