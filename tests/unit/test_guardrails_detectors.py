@@ -354,3 +354,33 @@ def test_phone_and_card_words_stream_like_the_whole_text(
         stream = holdback.HoldbackRedactor(scanner)
         got = stream.feed(text[:cut]) + stream.feed(text[cut:]) + stream.finish()
         assert got == whole, cut
+
+
+def _whole_text_find(text: str, pos: int) -> list[Span]:
+    """What ``Scanner.find`` returns when every pattern runs over the whole text."""
+    spans = []
+    for entity in sorted(ENTITIES):
+        for det in d.DETECTORS[entity]:
+            for m in det.pattern.finditer(text, pos):
+                got = det.validate(m)
+                if got is not None:
+                    spans.append(Span(got[0], got[1], det.entity))
+    spans.sort(key=lambda s: (s.start, -s.end))
+    return d._resolve(spans)
+
+
+_PIECES = [
+    "a", "f", "x", " ", ":", "::", "@", ".", "-", "_", "1", "9", "0",
+    "bob@example.com", "fe80::1", "2001:db8::8a2e:370:7334", "10:22:33", "sk-proj-",
+    "abcDEF1234567890abcdefGHIJ", "AKIAIOSFODNN7EXAMPLE", "task-", "Tel.: ", "4111 1111",
+]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=30), st.integers(0, 40))
+def test_scanning_around_markers_finds_what_a_whole_text_scan_finds(
+    pieces: list[str], pos: int
+) -> None:
+    """EMAIL, IPv6 and API_KEY patterns run only around ``@``, ``:`` and key prefixes."""
+    text = "".join(pieces)
+    pos = min(pos, len(text))
+    assert Scanner(ENTITIES).find(text, pos) == _whole_text_find(text, pos)
