@@ -67,7 +67,7 @@ from sluice_sidecar.contract import (
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench"
-LIMIT_USD = 2.0
+LIMIT_USD = 20.0
 INPUT_PER_MTOK = 1000.0
 OUTPUT_PER_MTOK = 2000.0
 MAX_TOKENS = 8
@@ -204,18 +204,38 @@ class Hammer:
     allowed: int = 0
     refused: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    last_allowed: float = 0.0
+    #: (monotonic time, the counter's calls) every half second during the load
+    samples: list[tuple[float, Counter[str]]] = field(default_factory=list)
+
+    def calls_until_last_allowed(self) -> Counter[str]:
+        """The calls counted at the first sample after the last allowed request."""
+        after = [c for t, c in self.samples if t >= self.last_allowed]
+        return after[0] if after else (self.samples[-1][1] if self.samples else Counter())
 
 
-async def hammer(urls: Sequence[str], concurrency: int, blocked_seconds: float) -> Hammer:
+async def hammer(
+    urls: Sequence[str], concurrency: int, blocked_seconds: float, calls_url: str, ca: str
+) -> Hammer:
     """Every sidecar at once, ``concurrency`` requests in flight each, until each has answered
-    only 429 for ``blocked_seconds`` (a 429 is retried after its Retry-After, at most 1 s)."""
+    only 429 for ``blocked_seconds`` (a 429 is retried after its Retry-After, at most 1 s);
+    meanwhile the fleet's call counter is read every half second."""
     out = Hammer()
     last_ok = {u: time.monotonic() for u in urls}
     headers = {"Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=0)
+    context = ssl.create_default_context(cafile=ca)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=60)
     ) as session:
+
+        async def sampler() -> None:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(calls_url, ssl=context) as r:
+                        got = Counter((await r.json())["calls"])
+                    out.samples.append((time.monotonic(), got))
+                await asyncio.sleep(0.5)
 
         async def worker(url: str) -> None:
             while time.monotonic() - last_ok[url] < blocked_seconds:
@@ -226,7 +246,7 @@ async def hammer(urls: Sequence[str], concurrency: int, blocked_seconds: float) 
                         await r.read()
                         if r.status == 200:
                             out.allowed += 1
-                            last_ok[url] = time.monotonic()
+                            last_ok[url] = out.last_allowed = time.monotonic()
                             continue
                         if r.status == 429:
                             out.refused += 1
@@ -238,7 +258,12 @@ async def hammer(urls: Sequence[str], concurrency: int, blocked_seconds: float) 
                     out.errors[type(exc).__name__] += 1
                 await asyncio.sleep(0.1)
 
+        sampling = asyncio.create_task(sampler())
         await asyncio.gather(*(worker(u) for u in urls for _ in range(concurrency)))
+        await asyncio.sleep(0.6)  # one sample after the last answer
+        sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampling
     return out
 
 
@@ -285,7 +310,10 @@ def overshoot_point(
         urls = [s["url"] for s in run.ready["sidecars"]]
         before = calls(run)
         started = time.monotonic()
-        got = asyncio.run(hammer(urls, concurrency, blocked_seconds))
+        calls_url, ca = run.ready["controlPlane"]["calls"], run.ready["operator"]["ca"]
+        got = asyncio.run(hammer(urls, concurrency, blocked_seconds, calls_url, ca))
+        spending = got.calls_until_last_allowed() - before
+        spending_seconds = got.last_allowed - started
         load_seconds = time.monotonic() - started - blocked_seconds
         # settle: audit lines are flushed every second; status follows the next reports
         audit_usd, audit_n = audit_spend(run.ready)
@@ -311,9 +339,12 @@ def overshoot_point(
         "overshoot_pct": 100 * (audit_usd - LIMIT_USD) / LIMIT_USD,
         "reports_in_ledger": reports,
         "calls": dict(during),
-        "reports": during["POST /v1/reports"],
-        "leases": during["POST /v1/leases"],
-        "configs": during["GET /v1/config/{ns}"],
+        "calls_while_spending": dict(spending),
+        "spending_seconds": spending_seconds,
+        "reports": spending["POST /v1/reports"],
+        "leases": spending["POST /v1/leases"],
+        "configs": spending["GET /v1/config/{ns}"],
+        "leases_total": during["POST /v1/leases"],
         "load_seconds": load_seconds,
         "measured_seconds": settled_at - started,
     }
@@ -682,10 +713,15 @@ def render(
         "audit records (`costUSD` of every answered request); the Budget's "
         "`status.windows[0].spentUSD` is shown next to it. Control-plane calls are counted by "
         "`sluice dev fleet --count-calls` (a pass-through between the sidecars and the operator) "
-        "from the start of the load until the Budget's status has settled, and divided by the "
-        "requests allowed; the sidecars report at their default interval (10 s) and renew "
-        "their leases every third of the TTL (30 s), so part of that traffic is per sidecar "
-        "and second rather than per request (the calls per second are shown too). Median over "
+        "from the start of the load until the last request allowed (read every 0.5 s), and "
+        "divided by the requests allowed; the sidecars report at their default interval (10 s) "
+        "and renew their leases every third of the TTL (30 s) and whenever a slice runs low or "
+        "a request is refused (at most every 0.2 s), so part of that traffic is per sidecar and "
+        "second rather than per request (the calls per second over that time are shown too). "
+        "The lease design's bound (`sluice_operator.leases`): granted slices plus settled spend "
+        "never exceed the limit, except what a request settles above what it reserved; here a "
+        "request reserves for `max_tokens`, so no request settles above its reservation and "
+        "the bound is the limit itself. Median over "
         f"{args.runs} runs with the spread (min{DASH}max); a fresh fleet for every run.",
         "",
     ]
@@ -708,7 +744,10 @@ def render(
             return [r[key] / r["allowed"] if r["allowed"] else None for r in rs]
 
         per_second = [
-            (r["reports"] + r["leases"] + r["configs"]) / r["measured_seconds"] for r in runs
+            (r["reports"] + r["leases"] + r["configs"]) / r["spending_seconds"]
+            if r["spending_seconds"] > 0
+            else None
+            for r in runs
         ]
         lines.append(
             f"| {size} | {_spread([r['audit_usd'] for r in runs], '.2f', ' USD')} "
@@ -716,7 +755,7 @@ def render(
             f"| {_spread([r['overshoot_usd'] for r in runs], '+.2f', ' USD')} "
             f"| {_spread([r['allowed'] for r in runs], '.0f')} "
             f"| {_spread([r['status_usd'] for r in runs], '.2f', ' USD')} "
-            f"| {_spread(per('leases'), '.2f')} | {_spread(per('reports'), '.2f')} "
+            f"| {_spread(per('leases'), '.3f')} | {_spread(per('reports'), '.3f')} "
             f"| {_spread(per_second, '.1f')} |"
         )
     errors = Counter[str]()
