@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from .contract import Backend, Limits, Route, SidecarConfig
@@ -18,7 +17,6 @@ from .model import Operation, TraceContext, Usage
 from .translate import OPENAI, ClientAPI
 
 _DEFAULT_LIMITS = Limits()
-_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -82,7 +80,7 @@ class Exchange:
     native: dict[str, Any] | None = None
     #: The client's request headers (case-insensitive in the running sidecar), read by stages
     #: that take a setting from a header (the budget stage's ``x-sluice-run``).
-    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
+    headers: Mapping[str, str] = field(default_factory=dict)
     #: The client's headers its API forwards to the backend (``ClientAPI.forward_headers``).
     client_headers: dict[str, str] = field(default_factory=dict)
     #: Every upstream attempt, in order.

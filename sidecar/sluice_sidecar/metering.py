@@ -454,6 +454,9 @@ class _Series:
 
 
 _VERDICTS = {"Block": "blocked", "Redact": "redacted", "Log": "flagged", "Allow": "allowed"}
+#: Verdict shapes remembered with their counters (one per policy, check, stage, action and
+#: entity set; bounded all the same).
+_VERDICT_MEMO = 1024
 _ENTITY = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 _NAME = re.compile(r"[A-Za-z]{1,32}")
 
@@ -556,6 +559,7 @@ class Metrics:
         )
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._requests: dict[tuple[str, int, str], _CounterChild] = {}
+        self._verdict_memo: dict[tuple[Any, ...], tuple[_CounterChild, ...]] = {}
 
     def child(self, metric: LoopCounter, *labels: str) -> _CounterChild:
         """``metric.labels(*labels)`` (kept for callers; loop metrics memoise their children)."""
@@ -576,19 +580,61 @@ class Metrics:
         return s
 
     def _verdict(self, v: Mapping[str, Any]) -> None:
-        """Count one guardrail verdict record. Policy names and entity kinds are the config's
-        (the engine only acts on listed kinds); check, stage, action are a fixed vocabulary, and
-        anything else (an external classifier's categories) is never a label."""
+        """Count one guardrail verdict record (``_verdict_series``). The counters of a verdict
+        whose names are strings, as the engine writes them, are looked up once and remembered:
+        every request of a policy says the same."""
+        action, check, stage, policy = (
+            v.get("action"),
+            v.get("check"),
+            v.get("stage"),
+            v.get("policy"),
+        )
+        series = None
+        key: tuple[Any, ...] | None = None
+        if (
+            type(action) is str
+            and type(check) is str
+            and type(stage) is str
+            and type(policy) is str
+        ):
+            try:
+                key = (
+                    action,
+                    check,
+                    stage,
+                    not v.get("enforced"),
+                    policy,
+                    tuple(v.get("entities") or ()),
+                )
+                series = self._verdict_memo.get(key)
+            except TypeError:  # entities that cannot be a key
+                key = None
+        if series is None:
+            series = self._verdict_series(v)
+            if key is not None:
+                if len(self._verdict_memo) >= _VERDICT_MEMO:
+                    self._verdict_memo.clear()
+                self._verdict_memo[key] = series
+        for child in series:
+            child.value += 1.0
+
+    def _verdict_series(self, v: Mapping[str, Any]) -> tuple[_CounterChild, ...]:
+        """The counters one guardrail verdict record counts in. Policy names and entity kinds
+        are the config's (the engine only acts on listed kinds); check, stage, action are a
+        fixed vocabulary, and anything else (an external classifier's categories) is never a
+        label."""
         verdict = _VERDICTS.get(str(v.get("action")))
         check, stage = str(v.get("check")), str(v.get("stage"))
         if verdict is None or not _NAME.fullmatch(check) or stage not in ("input", "output"):
-            return
+            return ()
         mode = "Enforce" if v.get("enforced") else "Monitor"
         policy = str(v.get("policy"))[:253]
         entities = v.get("entities")
         kinds = [k for k in entities if _ENTITY.fullmatch(str(k))] if entities else [""]
-        for kind in kinds or [""]:
-            self.guardrail_verdicts.labels(policy, stage, check, kind, verdict, mode).inc()
+        return tuple(
+            self.guardrail_verdicts.labels(policy, stage, check, kind, verdict, mode)
+            for kind in kinds or [""]
+        )
 
     def finish(self, ex: Exchange, now: float) -> None:
         """Record a finished request."""
