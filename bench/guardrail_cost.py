@@ -147,17 +147,20 @@ def main() -> None:
         return
     for k in kinds:  # warm up: imports, regex compilation, plan building
         per_kb("input check", samples[k][0][:2])
-    rows = []
-    for case in CASES:
-        cells = []
-        for k in kinds:
-            try:
-                runs = [per_kb(case, samples[k][r]) for r in range(args.runs)]
-            except Exception as exc:  # another module's work in progress must not stop the rest
-                print(f"{case}: {type(exc).__name__}: {exc}")
-                runs = [float("nan")]
-            cells.append((statistics.median(runs), min(runs), max(runs)))
-        rows.append((case, cells))
+    # Runs outermost, so that a change in the machine's load spreads over every cell.
+    got: dict[tuple[str, str], list[float]] = {(c, k): [] for c in CASES for k in kinds}
+    for r in range(args.runs):
+        for case in CASES:
+            for k in kinds:
+                try:
+                    got[case, k].append(per_kb(case, samples[k][r]))
+                except Exception as exc:  # another module's work in progress: go on
+                    print(f"{case}: {type(exc).__name__}: {exc}")
+                    got[case, k].append(float("nan"))
+    rows = [
+        (case, [(statistics.median(v), min(v), max(v)) for v in (got[case, k] for k in kinds)])
+        for case in CASES
+    ]
     size = statistics.mean(len(t.encode()) for t in samples["pii"][0])
     if args.markdown:
         print(f"\nCPU ms per KB (p50 over {args.texts} texts of ~{size / 1024:.1f} KB; median of")
