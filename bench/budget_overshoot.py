@@ -306,6 +306,7 @@ def calls(run: FleetRun) -> Counter[str]:
 def overshoot_point(
     manifests: Path, replicas: int, concurrency: int, blocked_seconds: float, root: Path
 ) -> dict[str, Any]:
+    load = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix=f"overshoot-{replicas}-", dir=root))
     with fleet(manifests, replicas, work, report_interval=None) as run:
         urls = [s["url"] for s in run.ready["sidecars"]]
@@ -330,6 +331,7 @@ def overshoot_point(
         during = calls(run) - before
     return {
         "replicas": replicas,
+        "load_average": load,
         "allowed": got.allowed,
         "refused": got.refused,
         "errors": dict(got.errors),
@@ -608,7 +610,11 @@ def simulated_point(
         stats = SimStats()
         pid = int(ready["operator"]["pid"])
         apiserver = _pid_of_port(int(str(ready["apiserver"]).rsplit(":", 1)[1]))
-        result: dict[str, Any] = {"pods": count, "setup_seconds": setup_seconds}
+        result: dict[str, Any] = {
+            "pods": count,
+            "setup_seconds": setup_seconds,
+            "load_average": os.getloadavg()[0],
+        }
 
         async def measured() -> None:
             task = asyncio.create_task(
@@ -766,7 +772,10 @@ def render(
             errors.update(r["errors"])
     lines += [
         "",
-        f"Other answers than 200 and 429 during the load: {dict(errors) or 'none'}.",
+        f"Other answers than 200 and 429 during the load: {dict(errors) or 'none'}. Load "
+        "average (1 min) of the shared machine when each run started: "
+        + ", ".join(f"{r['load_average']:.1f}" for runs in overshoot.values() for r in runs)
+        + ".",
         "",
     ]
     if any(simulated.values()):
@@ -822,6 +831,10 @@ def render(
             row(f"creating the {args.simulated} pods and tokens", "setup_seconds", ".0f", " s"),
             "",
             f"Answers, reports only: {answers(a)}. With leases: {answers(b)}.",
+            "",
+            "Load average (1 min) of the shared machine when each simulated run started: "
+            + ", ".join(f"{r['load_average']:.1f}" for r in (*a, *b))
+            + ".",
         ]
     return "\n".join(lines)
 
