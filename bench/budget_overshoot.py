@@ -859,6 +859,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lease-every", type=float, default=10.0)
     parser.add_argument("--no-write", action="store_true", help="print, do not write the doc")
     parser.add_argument("--keep", action="store_true", help="keep the fleets' folders (logs)")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="measure nothing: render (and write) the results a --json run saved",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write raw results here")
     args = parser.parse_args(argv)
 
@@ -870,6 +876,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         check=False,
     ).stdout.strip()
     leases_wired = "/v1/leases" in (REPO / "operator/sluice_operator/controlplane.py").read_text()
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        text = render(
+            {int(k): v for k, v in saved["overshoot"].items()},
+            saved["simulated"],
+            args,
+            saved.get("commit", commit),
+            leases_wired,
+        )
+        print(text)
+        if not args.no_write:
+            write_section("budget-overshoot", text)
+        return 0
     root = Path(tempfile.mkdtemp(prefix="budget-overshoot-"))
     manifests = manifests_dir(root)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
@@ -892,7 +911,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             simulated[mode].append(point)
             print(json.dumps({k: v for k, v in point.items() if k != "timeline"}), file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps({"overshoot": overshoot, "simulated": simulated}, indent=1))
+        saved = {"overshoot": overshoot, "simulated": simulated, "commit": commit}
+        args.json.write_text(json.dumps(saved, indent=1))
     text = render(overshoot, simulated, args, commit, leases_wired)
     print(text)
     if not args.no_write:
