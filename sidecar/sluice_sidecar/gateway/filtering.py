@@ -60,19 +60,24 @@ async def _finish(filters: Sequence[DeltaFilter]) -> tuple[str, SluiceError | No
 
 
 _CONTENT = -1  # the part of a choice that is its content; tool calls are parts 0, 1, …
+_HEAD = ("id", "object", "created", "model")
+#: Delta values that say nothing.
+_SILENT: tuple[Any, ...] = (None, "", [])
 
 
 class ChunkFilters:
     """The filters of one stream, per choice index and part (content, tool call)."""
 
-    __slots__ = ("_current", "_done", "_filters", "_head", "_make", "blocked")
+    __slots__ = ("_current", "_done", "_filters", "_last", "_make", "blocked")
 
     def __init__(self, make: Callable[[], list[DeltaFilter]], first: list[DeltaFilter]) -> None:
         self._make = make
         self._filters: dict[tuple[int, int], list[DeltaFilter]] = {(0, _CONTENT): first}
         self._current: dict[int, int] = {}  # choice -> the part being streamed
         self._done: set[int] = set()
-        self._head: dict[str, Any] = {"object": "chat.completion.chunk"}
+        #: The last chunk with choices: its head (id, object, created, model) is the head of
+        #: the chunks this writes itself (``_one``), read only when one is written.
+        self._last: dict[str, Any] = {"object": "chat.completion.chunk"}
         self.blocked: SluiceError | None = None
 
     def _of(self, index: int, part: int) -> list[DeltaFilter]:
@@ -98,7 +103,8 @@ class ChunkFilters:
                 break
             before: list[dict[str, Any]] = []
             chunk = await self._chunk(obj, before)
-            out.extend(_encode(c) for c in before)
+            if before:
+                out.extend(_encode(c) for c in before)
             if chunk is not None:
                 out.append(_encode(chunk))
             if self.blocked is not None:
@@ -125,7 +131,10 @@ class ChunkFilters:
 
     def _one(self, index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         choice = {"index": index, "delta": delta, "finish_reason": finish}
-        return {**self._head, "choices": [choice]}
+        last = self._last
+        head: dict[str, Any] = {k: last[k] for k in _HEAD if k in last}
+        head["choices"] = [choice]
+        return head
 
     async def _release(
         self, index: int, part: int, to: int | None
@@ -152,7 +161,7 @@ class ChunkFilters:
         choices = obj.get("choices")
         if not isinstance(choices, list) or not choices:
             return obj  # a usage chunk
-        self._head = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
+        self._last = obj
         kept: list[Any] = []
         for choice in choices:
             if not isinstance(choice, dict):
@@ -168,7 +177,7 @@ class ChunkFilters:
             delta = choice.get("delta")
             delta = delta if isinstance(delta, dict) else {}
             blocked = await self._content(index, delta, before)
-            if blocked is None:
+            if blocked is None and "tool_calls" in delta:
                 blocked = await self._tools(index, delta, before)
             if blocked is None and choice.get("finish_reason"):
                 self._done.add(index)
@@ -185,10 +194,12 @@ class ChunkFilters:
                 self._block(index, choice, blocked)
                 kept.append(choice)
                 break
-            if not choice.get("finish_reason") and not any(
-                v not in (None, "", []) for v in delta.values()
-            ):
-                continue  # nothing left to say in this chunk
+            if not choice.get("finish_reason"):
+                for v in delta.values():
+                    if v not in _SILENT:
+                        break
+                else:
+                    continue  # nothing left to say in this chunk
             choice["delta"] = delta
             kept.append(choice)
         if not kept and not obj.get("usage"):
