@@ -91,13 +91,14 @@ class HoldbackRedactor:
         # Cut where a rescan starting at the cut sees what this scan saw: never inside the
         # raw extent of a candidate (spans lie within their candidates' extents).
         cut = settled
-        for start, end in _merged(e for e in extents if e[0] < settled):
-            if start < cut < end:
-                cut = start
-                break
-        if cut <= pos:
-            return _NOTHING
-        return self._release(cut, [s for s in spans if s.start < cut])
+        if extents:
+            for start, end in _merged(e for e in extents if e[0] < settled):
+                if start < cut < end:
+                    cut = start
+                    break
+            if cut <= pos:
+                return _NOTHING
+        return self._release(cut, [s for s in spans if s.start < cut] if spans else spans)
 
     def close(self) -> Released:
         """Everything still held, redacted; the stream is over."""
@@ -124,8 +125,11 @@ class HoldbackRedactor:
 
     def _release(self, cut: int, spans: list[Span]) -> Released:
         buf, pos, labels = self._buf, self._pos, self._labels
-        shown = spans if labels is None else [s for s in spans if s.entity in labels]
-        text = apply(buf[pos:cut], shown, offset=pos)
+        if not spans:
+            text = buf[pos:cut]
+        else:
+            shown = spans if labels is None else [s for s in spans if s.entity in labels]
+            text = apply(buf[pos:cut], shown, offset=pos)
         base = self._base
         keep = max(0, cut - _CONTEXT)
         self._buf = buf[keep:]
