@@ -145,6 +145,22 @@ class OpenAIStream(EventStream):
                     obj = None
                 if type(obj) is not dict:  # what orjson refuses (huge numbers), or an error
                     obj = _loads(bytes(block[6:]), self.backend)
+                # The middle of a stream (one choice, no finish, no tool calls, no usage, no
+                # error) is metered here, as ``_check`` would; anything else takes ``_check``.
+                choices = obj.get("choices")
+                if type(choices) is list and len(choices) == 1 and "error" not in obj:
+                    choice = choices[0]
+                    if type(choice) is dict and not choice.get("finish_reason"):
+                        delta = choice.get("delta")
+                        if (
+                            type(delta) is dict
+                            and "tool_calls" not in delta
+                            and not obj.get("usage")
+                        ):
+                            if delta.get("content"):
+                                self.content_chunks += 1
+                            pos = after
+                            continue
                 if not check(obj) or self._dirty:
                     if pos > start:
                         out.append(chunk[start:pos])
