@@ -1,8 +1,8 @@
 """Personal-data and secret detectors: text → ``Span(start, end, entity)``, validated.
 
 Owns the entity kinds of ``GuardrailPolicy.spec.{input,output}.pii.entities`` (EMAIL, PHONE,
-CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY), how each is found (one precompiled regular
-expression per kind, a validator that rejects look-alikes) and ``Scanner``, the compiled search
+CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY), how each is found (a precompiled regular
+expression per shape, a validator that rejects look-alikes) and ``Scanner``, the compiled search
 for the kinds one policy configures plus its deny patterns. Only configured kinds are searched,
 so a number that merely looks like another kind (an NHS number is shaped like a US phone number)
 is acted on only when that kind is listed. Pure: no IO.
