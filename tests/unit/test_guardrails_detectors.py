@@ -44,6 +44,7 @@ CASES: list[tuple[str, str, list[str] | None]] = [
         ["1800 1092 4834 352", "213161195537215"],
     ),
     ("CREDIT_CARD", "maestro 6759 4329 8538", ["6759 4329 8538"]),
+    ("CREDIT_CARD", "laser 6304 2129 9722", ["6304 2129 9722"]),
     ("CREDIT_CARD", "Kreditkarte: 503846999434", ["503846999434"]),
     ("CREDIT_CARD", "Carta di credito: 675943298538.", ["675943298538"]),
     ("CREDIT_CARD", "Reference: 675943298538", []),
