@@ -446,10 +446,6 @@ def _has_digit(text: str) -> bool:
 _ANY = re.compile(r"[\d@:]|sk-|AIza|gh[pousr]_|github_pat_|AKIA|ASIA|xox")
 
 
-def _has_key(text: str) -> bool:
-    return _KEY_HINT.search(text) is not None
-
-
 DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
     CREDIT_CARD: (Detector(CREDIT_CARD, _CARD, _card, _chars("0-9 -"), 40, _has_digit),),
     IBAN: (Detector(IBAN, _IBAN, _iban, _chars("A-Z0-9 "), 48, _has_digit),),
@@ -466,7 +462,8 @@ DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
     EMAIL: (Detector(EMAIL, _EMAIL, _email, _chars("A-Za-z0-9._%+@-"), 610, lambda t: "@" in t,
                      re.compile("@")),),
     API_KEY: (
-        Detector(API_KEY, _KEY, _key, _chars("A-Za-z0-9_-"), 430, _has_key, _KEY_HINT),
+        # No hint: the trigger search is that test already.
+        Detector(API_KEY, _KEY, _key, _chars("A-Za-z0-9_-"), 430, None, _KEY_HINT),
     ),
 }  # fmt: skip
 
