@@ -290,6 +290,7 @@ def main() -> int:
         metavar=("FILE", "OLD", "NEW"),
         help="an experiment: replace OLD by NEW in FILE (under sluice_sidecar/) of the copy",
     )
+    p.add_argument("--overlay-from", help="take the --overlay files from this git ref instead")
     p.add_argument("--strace", action="store_true", help="count the targets' system calls")
     p.add_argument("--profile", help="cProfile the sidecars, print the top by this sort key")
     p.add_argument("--ref", help="measure the sidecar as committed at this git ref")
@@ -307,8 +308,15 @@ def main() -> int:
     src, what = bench.snapshot_sidecar(work, args.ref)
     for path in args.overlay:
         rel = Path(path).resolve().relative_to(bench.REPO / "sidecar")
-        shutil.copyfile(bench.REPO / "sidecar" / rel, src / rel)
-        what += f" + {rel} from the working tree"
+        if args.overlay_from:
+            blob = f"{args.overlay_from}:sidecar/{rel}"
+            text = subprocess.run(
+                ["git", "-C", str(bench.REPO), "show", blob], capture_output=True, check=True
+            ).stdout
+            (src / rel).write_bytes(text)
+        else:
+            shutil.copyfile(bench.REPO / "sidecar" / rel, src / rel)
+        what += f" + {rel} from {args.overlay_from or 'the working tree'}"
     for rel, old, new in args.patch:
         target = src / "sluice_sidecar" / rel
         text = target.read_text()
