@@ -141,6 +141,24 @@ class FleetRun:
             return str(r.read().decode())
 
 
+def snapshot(root: Path) -> dict[str, str]:
+    """Copy the three packages as they are now and return the environment that runs them: the
+    fleets of this run measure one code base even while the working tree changes."""
+    src = root / "src"
+    for package in ("operator/sluice_operator", "sidecar/sluice_sidecar", "cli/sluice_cli"):
+        shutil.copytree(
+            REPO / package,
+            src / Path(package).name,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    path = os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "SLUICE_REPO": str(REPO)}
+
+
+#: The environment of the fleets (``snapshot``); empty: the working tree as installed.
+FLEET_ENV: dict[str, str] = {}
+
+
 @contextlib.contextmanager
 def fleet(
     manifests: Path, replicas: int, workdir: Path, report_interval: float | None
@@ -168,6 +186,7 @@ def fleet(
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, **FLEET_ENV},
     )
     try:
         deadline = time.monotonic() + 600
@@ -891,6 +910,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     root = Path(tempfile.mkdtemp(prefix="budget-overshoot-"))
     manifests = manifests_dir(root)
+    FLEET_ENV.update(snapshot(root))
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "operator", "sidecar", "cli"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    ).stdout.strip()
+    commit += " (with uncommitted changes)" if dirty else ""
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     overshoot: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
     simulated: dict[str, list[dict[str, Any]]] = {"reports": [], "reports+leases": []}
