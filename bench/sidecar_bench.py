@@ -1254,6 +1254,11 @@ def report(
         "upstream answer with personal data too (split across stream chunks), so the output "
         "checks redact in every answer; the audit-log table below shows that they did.",
         "",
+        "While the machine is shared, `bench/cpu_probe.py` gives load-independent figures for "
+        "the same operating points: `--valgrind` counts the instructions each target executes "
+        "per request or stream (user space only: system calls are not in them), `--profile "
+        "opcodes` the bytecodes per Python function, `--strace` the system calls.",
+        "",
         f"Machine during the run: {machine['quiet']}; a fixed Python loop took {speeds} at the "
         f"start of each run and {machine['speed_after']} after the last (lower is faster; the "
         "shared machine's speed varies by up to half from one minute to the next, which moves "
