@@ -5,7 +5,8 @@ Every request costs exactly what it reserves (a mock backend, output tokens only
 equal to the mock's answer), so the documented bound is the limit itself plus what a killed
 sidecar settled and never reported. Each test checks what the clients saw (every 200 is one
 settled request of $0.005), what ``Budget.status`` says, and, after a graceful stop, the audit
-records. Leases live 3 s here (``SLUICE_LEASE_TTL``). No timing asserts: waits are generous."""
+records. Leases live 3 s here (``SLUICE_LEASE_TTL``); the operator is restarted by SIGKILL (no
+graceful shutdown). No timing asserts: waits are generous."""
 
 from __future__ import annotations
 
@@ -138,6 +139,9 @@ class Fleet:
                 self.gone[pod] = threading.Event()
 
     def stop(self) -> None:
+        for side in self.sides.values():  # all at once: each gives its slices back as it stops
+            if side.proc.poll() is None:
+                side.proc.terminate()
         for side in self.sides.values():
             side.stop()
 
@@ -174,7 +178,14 @@ def fleet(cluster: Cluster, namespace: str, tmp_path: Path, pods: list[str]) -> 
         yield f
     finally:
         f.stop()
-        f.op.stop()
+        kill(f.op)  # nothing to flush: the tests read what the status says before this
+
+
+def kill(op: OperatorProcess) -> None:
+    """End the operator at once (SIGKILL: no graceful shutdown, the harshest restart)."""
+    if op.proc.poll() is None:
+        op.proc.kill()
+        op.proc.wait()
 
 
 @contextmanager
@@ -263,7 +274,7 @@ def test_an_operator_restart_mid_load_loses_nothing_and_counts_nothing_twice(
         with hammering(f) as load:
             eventually(lambda: load.total() >= 15, timeout=40, what="15 requests served")
             port = f.op.port  # the sidecars keep their control-plane URL
-            f.op.stop()
+            kill(f.op)  # mid-load, with status writes and lease answers pending
             monkeypatch.setattr(operator_proc, "free_port", lambda: port)
             f.op = start_operator(cluster.kubeconfig, tmp_path, env={"SLUICE_LEASE_TTL": "3"})
             eventually(lambda: exhausted(f), timeout=55, what="the Budget exhausted after restart")
