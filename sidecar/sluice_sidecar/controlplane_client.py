@@ -351,6 +351,8 @@ class UsageReporter:
 
 #: Seconds between two lease requests at least (a burst of refusals asks once).
 MIN_LEASE_GAP = 0.2
+#: Seconds between lease requests to an operator that grants none (404).
+NO_LEASES_RETRY = 60.0
 
 
 @dataclass
@@ -380,6 +382,10 @@ class LeaseClient:
             ) as resp:
                 if resp.status == 409:  # an older request of ours arrived late: ask again
                     return True
+                if resp.status == 404:  # an operator that grants no leases (older than us)
+                    keeper.no_leases()
+                    self.failures += 1
+                    return False
                 if resp.status != 200:
                     log.warning("lease request refused: HTTP %s", resp.status)
                     self.failures += 1
@@ -405,6 +411,8 @@ class LeaseClient:
                     self._wake.clear()
                     ok = await self.exchange(session)
                     backoff = 0.5 if ok else min(MAX_BACKOFF, backoff * 2)
+                    if self.keeper.unsupported:
+                        backoff = NO_LEASES_RETRY
                     wait = self.keeper.ttl / 3 if ok else backoff
                     await self.clock.sleep(MIN_LEASE_GAP)
                     with contextlib.suppress(TimeoutError):

@@ -58,8 +58,9 @@ class ControlPlane:
     """The operator's control-plane app on a loopback port: a LeaseDesk over the config's budgets
     and a BudgetSpend fed by the reports; tokens ``tok-<pod>`` are bound to pod ``<pod>``."""
 
-    def __init__(self, cfg: SidecarConfig, ttl: float) -> None:
+    def __init__(self, cfg: SidecarConfig, ttl: float, *, grants: bool = True) -> None:
         self.cfg = cfg
+        self.grants = grants
         self.desk = LeaseDesk(ttl=ttl)
         self.desk.saw(NS, time.time() - 3600)  # no restart grace: a fresh operator long ago
         self.spend = BudgetSpend()
@@ -83,7 +84,7 @@ class ControlPlane:
             controlplane.ConfigBoard(),
             controlplane.Auth(review=self.review),
             self.sink,
-            self.answer,
+            self.answer if self.grants else None,
         )
         self.runner = web.AppRunner(app)
         await self.runner.setup()
@@ -307,5 +308,22 @@ async def test_the_operator_ignores_report_fields_it_does_not_know() -> None:
             s.post(f"{cp.url}/v1/reports", data=json.dumps(report), headers=headers) as r,
         ):
             assert r.status == 403
+    finally:
+        await cp.stop()
+
+
+async def test_an_operator_that_grants_no_leases_leaves_the_whole_limit_local(
+    start_sidecar: StartSidecar, tmp_path: Path
+) -> None:
+    """A sidecar newer than its operator (404 on /v1/leases) enforces as before leases."""
+    cfg = budget_config(requests=3)
+    cp = ControlPlane(cfg, ttl=1.0, grants=False)
+    await cp.start()
+    a = await start_sidecar(cfg, clock=SystemClock())
+    try:
+        async with leasing(a, cp, "a", tmp_path) as client:
+            await eventually(lambda: client.keeper.unsupported)
+            statuses = [s for s, _ in await hammer(a, 5)]
+            assert sorted(statuses) == [200, 200, 200, 429, 429]
     finally:
         await cp.stop()

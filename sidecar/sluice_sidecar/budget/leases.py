@@ -20,6 +20,8 @@ third of the lease TTL and whenever ``keeper.on_need`` fires, and hands the answ
   ``STARTUP_GRACE`` seconds) means lost: a Block budget (``onControlPlaneLoss: Block``) admits
   nothing once its lease has expired; an ``AllowLocal`` one enforces its whole limit locally, as a
   sidecar without a control plane does, until the operator answers again.
+* **An older operator** (``POST /v1/leases`` answers 404) grants no leases: every limit is then
+  enforced whole, locally, as before leases existed, and the request is tried again now and then.
 * **The operator's clock.** Each answer carries the operator's wall clock; the offset (measured
   at the midpoint of the request) is added to the wall time the budget stage uses for windows, so
   the sidecar's windows are the operator's and a lease's ``start`` matches the local window key.
@@ -100,6 +102,9 @@ class LeaseKeeper:
         #: Called when a lease should be renewed now (a refusal, a slice running low).
         self.on_need: Callable[[], None] = lambda: None
         self.requests = 0
+        #: The operator grants no leases (an older one: 404): every limit is enforced whole,
+        #: locally, as without a control plane, until it does.
+        self.unsupported = False
         self.attach()
 
     # --- state on the meters ---------------------------------------------------------------------
@@ -113,6 +118,7 @@ class LeaseKeeper:
         """Put the leases and the loss policy on every meter (after each config swap too)."""
         for st in self.policy.states():
             enforcing = st.rule.on_exceeded is not ExceededAction.ALERT_ONLY
+            enforcing = enforcing and not self.unsupported
             local = st.rule.on_control_plane_loss is ControlPlaneLoss.ALLOW_LOCAL
             for m in st.ledger.meters:
                 m.leasing = enforcing
@@ -255,9 +261,16 @@ class LeaseKeeper:
                 (Amount(*((c or 0) for c in cap)) - spent).clamp(),
             )
         self.leases = granted
+        self.unsupported = False
         self._lost = False
         self._next_check = float("-inf")
         self.attach()
+
+    def no_leases(self) -> None:
+        """The operator answered that it grants no leases (an older operator)."""
+        if not self.unsupported:
+            self.unsupported = True
+            self.attach()
 
     def need(self) -> None:
         self.on_need()
