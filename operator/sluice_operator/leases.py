@@ -384,7 +384,7 @@ class LeaseDesk:
                 continue
             want = _values(ask.want)
             if mine and ask.cap is not None:
-                cap = _capped(ask.cap, book.limit)
+                cap = _capped(ask.cap)
                 if grace:  # a lease of the operator before this one: keep it, grant no more
                     h = book.holders.setdefault(holder, Holder())
                     if not h.live(now):
@@ -447,14 +447,9 @@ def _sync(
             book.report(holder_name(pod, instance), s.values)
 
 
-def _capped(a: LeaseAmount, limit: Limit) -> Values:
-    """A presented cap in book units (a metric left None: the limit itself)."""
-    big = tuple(lim if lim is not None else 0 for lim in limit)
-    return (
-        a.pusd if a.pusd is not None else big[0],
-        a.tokens if a.tokens is not None else big[1],
-        a.requests if a.requests is not None else big[2],
-    )
+def _capped(a: LeaseAmount) -> Values:
+    """A presented cap in book units (a metric left None: the sidecar holds nothing there)."""
+    return (a.pusd or 0, a.tokens or 0, a.requests or 0)
 
 
 def _amount(v: Values, limit: Limit) -> LeaseAmount:

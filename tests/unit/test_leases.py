@@ -1,12 +1,25 @@
 """Lease arithmetic: granted + spent <= limit under any interleaving of grants, reports within
-the caps, expiries, releases and restarts (new holders)."""
+the caps, expiries, releases and restarts (new holders); and the operator's desk that answers the
+sidecars' lease requests (windows on its clock, stale requests, release, the restart grace, spend
+from reports). The wiring end to end is tests/unit/test_lease_wiring.py."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice_operator.leases import LeaseBook, Values
+from sluice_operator.leases import LeaseBook, LeaseDesk, Values
+from sluice_operator.reports import BudgetSpend
+from sluice_sidecar.contract import (
+    BudgetLimit,
+    BudgetRule,
+    BudgetWindowSpend,
+    LeaseAmount,
+    LeaseAsk,
+    LeaseRequest,
+    UsageReport,
+    WindowKind,
+)
 
 LIMIT = (1_000, 500, None)
 
@@ -80,3 +93,132 @@ def test_an_expired_lease_frees_its_unspent_slice() -> None:
     assert book.grant("b", (80, 0, 0), 11.0).slice[0] == 70  # a expired: only its 30 counts
     book.release("b")
     assert book.room(11.0)[0] == 70
+
+
+# --- the desk: requests in, leases out -----------------------------------------------------------
+
+DAY_RULE = BudgetRule(
+    name="team", limits=(BudgetLimit(window=WindowKind.DAY, usd=1.0, requests=10),)
+)
+NOON = 1_800_000_000.0 - 1_800_000_000.0 % 86400 + 43200  # 12:00 UTC
+
+
+def ask(
+    seq: int,
+    *,
+    pod: str = "p",
+    spent: int = 0,
+    want: int = 5,
+    cap: int | None = None,
+    start: float = NOON - 43200,
+    release: bool = False,
+) -> LeaseRequest:
+    return LeaseRequest(
+        namespace="ns",
+        pod=pod,
+        instance=f"{pod}-i",
+        seq=seq,
+        release=release,
+        asks=(
+            LeaseAsk(
+                budget="team",
+                window="Day/UTC",
+                start=start,
+                spent=LeaseAmount(requests=spent),
+                cap=None if cap is None else LeaseAmount(requests=cap),
+                want=LeaseAmount(requests=want),
+            ),
+        ),
+    )
+
+
+def desk(since: float = NOON - 3600) -> LeaseDesk:
+    d = LeaseDesk(ttl=10.0)
+    d.saw("ns", since)
+    return d
+
+
+def test_a_lease_is_for_the_window_of_the_operators_clock() -> None:
+    got = desk().answer(ask(1), (DAY_RULE,), None, NOON)
+    assert got is not None and got.now == NOON and got.ttl == 10.0
+    (lease,) = got.leases
+    assert (lease.start, lease.resets_at) == (NOON - 43200, NOON + 43200)
+    assert lease.cap.requests == 5 and lease.cap.pusd == 0  # usd: nothing wanted yet
+    assert lease.cap.tokens is None  # not limited
+
+
+def test_an_older_request_of_the_same_process_is_ignored() -> None:
+    d = desk()
+    assert d.answer(ask(2), (DAY_RULE,), None, NOON) is not None
+    assert d.answer(ask(1), (DAY_RULE,), None, NOON) is None
+    assert d.answer(ask(2), (DAY_RULE,), None, NOON) is None
+    assert d.stale == 2
+
+
+def test_a_sidecar_in_another_window_gets_the_operators_and_its_spend_is_not_taken() -> None:
+    d = desk()
+    got = d.answer(ask(1, spent=9, start=NOON + 43200), (DAY_RULE,), None, NOON)
+    assert got is not None and got.leases[0].start == NOON - 43200
+    assert got.leases[0].cap.requests == 5  # its 9 belong to a day the operator has not begun
+
+
+def test_a_release_gives_the_slice_back_and_unknown_budgets_get_nothing() -> None:
+    d = desk()
+    d.answer(ask(1, pod="a", want=8), (DAY_RULE,), None, NOON)
+    got = d.answer(ask(1, pod="b", want=8), (DAY_RULE,), None, NOON)
+    assert got is not None and got.leases[0].cap.requests == 1  # a wants more too: half of 2
+    d.answer(ask(2, pod="a", spent=1, release=True), (DAY_RULE,), None, NOON)
+    got = d.answer(ask(2, pod="b", want=10, cap=1), (DAY_RULE,), None, NOON)
+    assert got is not None and got.leases[0].cap.requests == 9  # all but a's one request
+    other = BudgetRule(name="other", limits=DAY_RULE.limits)
+    got = d.answer(ask(3, pod="b"), (other,), None, NOON)
+    assert got is not None and got.leases == ()
+
+
+def test_after_a_restart_presented_leases_are_kept_and_nothing_new_is_granted() -> None:
+    d = desk(since=NOON)  # this operator compiled the namespace just now
+    got = d.answer(ask(1, pod="a", spent=2, cap=6, want=4), (DAY_RULE,), None, NOON + 1)
+    assert got is not None and got.leases[0].cap.requests == 6  # adopted, not grown
+    got = d.answer(ask(1, pod="b", want=4), (DAY_RULE,), None, NOON + 1)
+    assert got is not None and got.leases[0].cap.requests == 0
+    assert got.leases[0].exhausted is False
+    # After TTL + skew every lease of the old operator has expired: b gets what a leaves.
+    got = d.answer(ask(2, pod="b", want=10), (DAY_RULE,), None, NOON + 20)
+    assert got is not None and got.leases[0].cap.requests == 8
+    # A Budget created after this operator compiled the namespace has no grace at all.
+    fresh = desk(since=NOON)
+    got = fresh.answer(ask(1), (DAY_RULE,), None, NOON + 1, {"team": NOON})
+    assert got is not None and got.leases[0].cap.requests == 5
+
+
+def test_the_reports_spend_counts_and_lease_requests_raise_it() -> None:
+    spend = BudgetSpend()
+    spend.add(
+        UsageReport(
+            namespace="ns",
+            pod="gone",
+            config_hash="h",
+            seq=1,
+            window_start=0,
+            window_end=1,
+            instance="g",
+            budgets=(
+                BudgetWindowSpend(
+                    budget="team",
+                    window="Day/UTC",
+                    start=NOON - 43200,
+                    resets_at=NOON + 43200,
+                    requests=7,
+                ),
+            ),
+        ),
+        NOON,
+    )
+    d = desk()
+    got = d.answer(ask(1, want=10), (DAY_RULE,), spend, NOON)
+    assert got is not None and got.leases[0].cap.requests == 3  # the gone pod spent 7
+    assert got.leases[0].spent.requests == 7
+    d.answer(ask(2, spent=2, want=10, cap=3), (DAY_RULE,), spend, NOON)
+    inst = spend.budgets[("ns", "team")][("p", "p-i")]
+    assert inst.windows[("Day/UTC", NOON - 43200)].values[2] == 2
+    assert d.touched == {("ns", "team")}
