@@ -50,8 +50,9 @@ docs/benchmarks.md. The patterns alone keep precision 1.00 on the hand-written c
 ``tests/unit/test_guardrails_injection.py``.
 
 Work is linear in the text: the search starts only where one of a family's anchor words occurs
-(``str.find``), patterns have bounded repetition, and canonicalisation skips its Unicode steps
-for ASCII text. Pure: no IO (the model reads its weights file once, on the first score).
+(found in one pass over the starts of words), patterns have bounded repetition, and
+canonicalisation skips its Unicode steps for ASCII text. Pure: no IO (the model reads its
+weights file once, on the first score).
 """
 
 from __future__ import annotations
@@ -847,6 +848,42 @@ def _by_anchor() -> dict[str, tuple[_Family, ...]]:
 #: Each anchor with the families that may match where it occurs.
 _BY_ANCHOR = _by_anchor()
 
+
+def _word_anchors() -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for anchor in _BY_ANCHOR:
+        if anchor[0].isalnum():
+            assert len(anchor) >= 2, anchor
+            out[anchor[:2]] = (*out.get(anchor[:2], ()), anchor)
+    return out
+
+
+#: Anchors starting with a letter or digit, by their first two characters.
+_WORD_ANCHORS = _word_anchors()
+_OTHER_ANCHORS = tuple(a for a in _BY_ANCHOR if not a[0].isalnum())
+_WORD_START = re.compile(r"\b\w.", re.DOTALL)
+
+
+def _anchor_positions(text: str) -> dict[str, list[int]]:
+    """Anchor → where it occurs, ascending: an anchor starting with a letter or digit only at
+    the start of a word (one pass over the word starts, instead of a ``find`` per anchor that
+    also stops inside words), the others anywhere."""
+    found: dict[str, list[int]] = {}
+    for m in _WORD_START.finditer(text):
+        anchors = _WORD_ANCHORS.get(m.group())
+        if anchors:
+            at = m.start()
+            for anchor in anchors:
+                if text.startswith(anchor, at):
+                    found.setdefault(anchor, []).append(at)
+    for anchor in _OTHER_ANCHORS:
+        at = text.find(anchor)
+        while at != -1:
+            found.setdefault(anchor, []).append(at)
+            at = text.find(anchor, at + 1)
+    return found
+
+
 #: The threshold a ``promptInjection`` rule has when it names none (acts when the score is above).
 DEFAULT_THRESHOLD = 0.5
 #: The model's probability counts as evidence from this value up (below it: noise).
@@ -874,24 +911,22 @@ def _pattern_evidence(c: Canonical) -> dict[str, tuple[float, str]]:
     text = c.text
     best: dict[str, tuple[float, str]] = {}  # evidence kind -> (weight, signal)
     in_payload = False
+    positions = _anchor_positions(text)
     for anchor, families in _BY_ANCHOR.items():
-        at = text.find(anchor)
-        while at != -1:
-            if not (anchor[0].isalnum() and at and (text[at - 1].isalnum() or text[at - 1] == "_")):
-                for fam in families:
-                    m = fam.pattern.match(text, at)
-                    if m is None:
-                        continue
-                    kind = fam.category.partition(":")[0]
-                    w = fam.weigh(m)
-                    if w <= best.get(kind, (0.0, ""))[0]:
-                        continue
-                    if fam.negatable and _negated(text, at):
-                        continue
-                    best[kind] = (w, fam.category)
-                    if at >= c.decoded_at and w >= _STRONG_ENOUGH:
-                        in_payload = True
-            at = text.find(anchor, at + 1)
+        for at in positions.get(anchor, ()):
+            for fam in families:
+                m = fam.pattern.match(text, at)
+                if m is None:
+                    continue
+                kind = fam.category.partition(":")[0]
+                w = fam.weigh(m)
+                if w <= best.get(kind, (0.0, ""))[0]:
+                    continue
+                if fam.negatable and _negated(text, at):
+                    continue
+                best[kind] = (w, fam.category)
+                if at >= c.decoded_at and w >= _STRONG_ENOUGH:
+                    in_payload = True
     persona = _persona(text)
     if persona:
         best["persona"] = (persona, "persona")
