@@ -119,6 +119,8 @@ CASES: list[tuple[str, str, list[str] | None]] = [
     ("PHONE", "Tel.: 020 7946 0958, order 1234567890", ["020 7946 0958"]),
     ("PHONE", "call me on 12345", []),
     ("PHONE", "hotel 20170720-1233", []),
+    ("PHONE", "Mobiel, Factuurnummer 25.371217, -28.291846", []),
+    ("PHONE", "Mobiel: 0473.52.94.42", ["0473.52.94.42"]),
     # --- IP addresses
     ("IP_ADDRESS", "host 192.168.1.1.", ["192.168.1.1"]),
     (

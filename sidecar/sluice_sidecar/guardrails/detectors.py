@@ -347,6 +347,8 @@ def _phone_loose(m: re.Match[str]) -> tuple[int, int] | None:
         return None
     if text.count("(") != text.count(")"):
         return None
+    if text.count(".") == 1 and _digits(text) == len(text) - 1:  # a decimal: 25.371217
+        return None
     if _PHONE_WORDS.search(_before(m)) is None:
         return None
     return m.span()
