@@ -118,8 +118,10 @@ def test_sidecar_spend_reaches_budget_status_and_survives_an_operator_restart(
         reasons = [e["reason"] for e in events["items"]]
         assert reasons.count("BudgetThreshold") == 1  # 50% of the Month window
 
-        # Restart the operator while the sidecar keeps reporting: nothing lost, nothing doubled.
-        op.stop()
+        # Restart the operator while the sidecar keeps reporting: nothing lost, nothing doubled
+        # (SIGKILL: no graceful shutdown, so nothing is flushed on the way out).
+        op.proc.kill()
+        op.proc.wait()
         port = op.port  # the sidecar keeps its control-plane URL
         monkeypatch.setattr(operator_proc, "free_port", lambda: port)
         op = start_operator(cluster.kubeconfig, tmp_path)
@@ -139,4 +141,6 @@ def test_sidecar_spend_reaches_budget_status_and_survives_an_operator_restart(
     finally:
         if side is not None:
             side.stop()
-        op.stop()
+        if op.proc.poll() is None:  # nothing left to flush: no graceful shutdown needed
+            op.proc.kill()
+            op.proc.wait()
