@@ -47,6 +47,7 @@ CASES: list[tuple[str, str, list[str] | None]] = [
     ("CREDIT_CARD", "laser 6304 2129 9722", ["6304 2129 9722"]),
     ("CREDIT_CARD", "Kreditkarte: 503846999434", ["503846999434"]),
     ("CREDIT_CARD", "Carta di credito: 675943298538.", ["675943298538"]),
+    ("CREDIT_CARD", "Obciąż moją kartę 639052342453 proszę", ["639052342453"]),
     ("CREDIT_CARD", "Reference: 675943298538", []),
     ("CREDIT_CARD", "Stand: 503846999434 OK?", []),
     ("CREDIT_CARD", "old visa 4773452665043", ["4773452665043"]),

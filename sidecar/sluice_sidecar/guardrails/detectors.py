@@ -221,7 +221,7 @@ def _card_groups_ok(text: str) -> bool:
 
 #: Words that make a bare 12-digit run a (Maestro) card: ``Card: 503874464863``.
 _CARD_WORDS = re.compile(
-    r"(?:card|karte|carte|carta|tarjeta|cart[ãa]o|kaart|karta|maestro|visa|mastercard)"
+    r"(?:card|kart|carte|carta|tarjeta|cart[ãa]o|kaart|maestro|visa|mastercard)"
     r"\w*\b[^\d.!?#\n]{0,24}$"
 )
 
