@@ -409,6 +409,9 @@ class LeaseClient:
             try:
                 while True:
                     self._wake.clear()
+                    if self.keeper.idle() and not self.keeper.unsupported:
+                        await self._wake.wait()  # a config with an enforcing budget wakes us
+                        continue
                     ok = await self.exchange(session)
                     backoff = 0.5 if ok else min(MAX_BACKOFF, backoff * 2)
                     if self.keeper.unsupported:

@@ -127,6 +127,10 @@ class LeaseKeeper:
                 held = self.leases.get((st.rule.name, m.limit.window_id()))
                 m.lease = held.lease if held is not None else None
 
+    def idle(self) -> bool:
+        """Nothing to lease: no enforcing budget covers this pod (no request needs sending)."""
+        return not any(m.leasing for st in self.policy.states() for m in st.ledger.meters)
+
     def missing(self) -> bool:
         """Whether an enforcing limit has no lease at all (a budget new to this sidecar)."""
         return any(
