@@ -51,6 +51,15 @@ _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Contr
 Opened = tuple[Upstream, AsyncGenerator[bytes, None], bytes | None, Translator]
 
 
+class _EventStream(web.StreamResponse):
+    """The client's stream: its headers go out with its first frame, in one write (aiohttp's
+    ``Response`` buffers its headers the same way; a ``StreamResponse`` sends them at
+    ``prepare`` by default). ``_Relay.run`` writes the first frame at once, and sends the
+    headers alone when the stages' filters held all of it."""
+
+    _send_headers_immediately = False
+
+
 class _Cut:
     """The relay stopped at ``limits.maxStreamBytes``."""
 
@@ -173,6 +182,8 @@ class _Relay:
         try:
             if first is not None and not await self.write(first):
                 return self._stopped()
+            if not self.sent:  # nothing of the first frame went out: the headers go alone
+                await self.resp.write(b"")
             async with asyncio.timeout(None) as tm:
                 dog = _Watchdog(loop, tm, idle, lambda: dispatch.time_left(gw, ex, idle))
                 try:
@@ -254,7 +265,7 @@ async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one pie
     assert route is not None
     ex.ttft = gw.clock.now() - ex.started
     ex.status = 200
-    resp = web.StreamResponse(headers={**metering.headers(ex), **_SSE_HEADERS})
+    resp = _EventStream(headers={**metering.headers(ex), **_SSE_HEADERS})
     relay = _Relay(
         resp,
         ex.limits.max_stream_bytes,
