@@ -361,7 +361,15 @@ class LeaseDesk:
             book = w.book
             rolling = lim.window is WindowKind.ROLLING
             if spend is not None and not rolling:
-                _sync(book, spend, request.namespace, rule.name, window=ask.window, start=w.start)
+                _sync(
+                    book,
+                    spend,
+                    request.namespace,
+                    rule.name,
+                    window=ask.window,
+                    start=w.start,
+                    now=now,
+                )
             mine = ask.start == w.start
             if mine:
                 book.report(holder, _values(ask.spent), replace=rolling)
@@ -439,12 +447,27 @@ def holder_name(pod: str, instance: str) -> str:
 
 
 def _sync(
-    book: LeaseBook, spend: BudgetSpend, namespace: str, budget: str, *, window: str, start: float
+    book: LeaseBook,
+    spend: BudgetSpend,
+    namespace: str,
+    budget: str,
+    *,
+    window: str,
+    start: float,
+    now: float,
 ) -> None:
+    """Take every process's durable spend in the window into ``book``, and forget holders without
+    a live lease that the durable spend no longer names (folded into one entry there: counting
+    them too would count them twice)."""
+    named: set[str] = set()
     for (pod, instance), inst in (spend.budgets.get((namespace, budget)) or {}).items():
         s = inst.windows.get((window, start))
         if s is not None:
-            book.report(holder_name(pod, instance), s.values)
+            name = holder_name(pod, instance)
+            named.add(name)
+            book.report(name, s.values)
+    for name in [n for n, h in book.holders.items() if n not in named and not h.live(now)]:
+        del book.holders[name]
 
 
 def _capped(a: LeaseAmount) -> Values:
