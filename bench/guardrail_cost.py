@@ -15,8 +15,9 @@ order numbers, timestamps, hashes, versions, addresses — digit-heavy text the 
 reject). Each call gets a text it has not seen (the policy engine caches results per text).
 
 Reported: per run the median over the texts, then the median of the runs and their spread
-(min-max). ``scanner`` is ``Scanner.find`` alone; ``injection`` (the prompt-injection scorer,
-``guardrails/injection.py``, not part of the policy above) is measured on its own.
+(min-max). ``scanner`` is ``Scanner.find`` alone, ``holdback, null scanner`` the streaming
+redactor with a scanner that finds nothing (its own per-event cost); ``injection`` (the
+prompt-injection scorer, ``guardrails/injection.py``, not in the policy above) on its own.
 
 Run:  pip install -r bench/requirements-pii.txt
       python bench/guardrail_cost.py [--runs R] [--texts N] [--markdown] [--profile CASE]
@@ -36,7 +37,7 @@ from faker import Faker
 from pii_corpus import ENTITIES, build
 
 from sluice_sidecar.contract import GuardAction, Guardrail, GuardStage, PiiRule
-from sluice_sidecar.guardrails import Engine, Scanner
+from sluice_sidecar.guardrails import Engine, HoldbackRedactor, Scanner, Span
 from sluice_sidecar.guardrails.injection import score
 
 TARGET_BYTES = 4096
@@ -100,12 +101,32 @@ def _streamed(delta: int) -> Callable[[Engine, str], None]:
     return run
 
 
+class _NullScanner(Scanner):
+    """Finds nothing and holds nothing back: what the holdback redactor costs on its own."""
+
+    def settled(self, text: str) -> int:
+        return len(text)
+
+    def find(
+        self, text: str, pos: int = 0, extents: list[tuple[int, int]] | None = None
+    ) -> list[Span]:
+        return []
+
+
+def _holdback_alone(_engine: Engine, text: str) -> None:
+    redactor = HoldbackRedactor(_NullScanner(()))
+    for i in range(0, len(text), DELTA):
+        redactor.push(text[i : i + DELTA])
+    redactor.close()
+
+
 _SCANNER = Scanner(ENTITIES)
 CASES: dict[str, Callable[[Engine, str], None]] = {
     "input check": _input,
     "output, unary": _unary,
     f"output, streamed ({DELTA}-char deltas)": _streamed(DELTA),
     "output, streamed (32-char deltas)": _streamed(32),
+    f"holdback, null scanner ({DELTA}-char deltas)": _holdback_alone,
     "scanner": lambda _e, t: _SCANNER.find(t) and None,
     "injection": lambda _e, t: score(t) and None,
 }
