@@ -222,3 +222,14 @@ def test_the_reports_spend_counts_and_lease_requests_raise_it() -> None:
     inst = spend.budgets[("ns", "team")][("p", "p-i")]
     assert inst.windows[("Day/UTC", NOON - 43200)].values[2] == 2
     assert d.touched == {("ns", "team")}
+
+
+def test_a_process_folded_in_the_durable_spend_is_not_counted_twice() -> None:
+    spend = BudgetSpend()
+    d = desk()
+    d.answer(ask(1, pod="old", spent=4, want=0), (DAY_RULE,), spend, NOON)
+    later = NOON + 2 * 3600  # silent for more than an hour: folded into one anonymous entry
+    spend.prune("ns", "team", later, keep=3600)
+    assert ("old", "old-i") not in spend.budgets[("ns", "team")]
+    got = d.answer(ask(1, pod="new", want=10), (DAY_RULE,), spend, later)
+    assert got is not None and got.leases[0].cap.requests == 6  # 10 - the 4 counted once
