@@ -388,3 +388,11 @@ def test_scanning_around_markers_finds_what_a_whole_text_scan_finds(
     text = "".join(pieces)
     pos = min(pos, len(text))
     assert Scanner(ENTITIES).find(text, pos) == _whole_text_find(text, pos)
+
+
+@given(st.lists(st.sampled_from([*_PIECES, "GB82 WEST", "(0115) ", "+44 20"]), max_size=30))
+def test_settled_is_never_later_than_any_single_kind_says(pieces: list[str]) -> None:
+    """The short-reach tails are merged into one union run: never less cautious than each."""
+    text = "".join(pieces)
+    each = min(Scanner([entity]).settled(text) for entity in ENTITIES)
+    assert Scanner(ENTITIES).settled(text) <= each
