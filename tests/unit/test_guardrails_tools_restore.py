@@ -105,7 +105,7 @@ def collect(
     """Content, arguments per tool call, finish reasons, and the order tool calls appeared in."""
     content, args, finishes, order = "", dict[int, str](), list[str](), list[int]()
     for batch in [*batches, None]:
-        out = cf.feed(batch) if batch is not None else cf.close()
+        out = asyncio.run(cf.feed(batch) if batch is not None else cf.close())
         for raw in out.split(b"\n\n"):
             if not raw:
                 continue
