@@ -145,7 +145,7 @@ def snapshot(root: Path) -> dict[str, str]:
     """Copy the three packages as they are now and return the environment that runs them: the
     fleets of this run measure one code base even while the working tree changes."""
     src = root / "src"
-    for package in ("operator/sluice_operator", "sidecar/sluice_sidecar", "cli/sluice_cli"):
+    for package in PACKAGES:
         shutil.copytree(
             REPO / package,
             src / Path(package).name,
@@ -155,6 +155,7 @@ def snapshot(root: Path) -> dict[str, str]:
     return {"PYTHONPATH": path, "SLUICE_REPO": str(REPO)}
 
 
+PACKAGES = ("operator/sluice_operator", "sidecar/sluice_sidecar", "cli/sluice_cli")
 #: The environment of the fleets (``snapshot``); empty: the working tree as installed.
 FLEET_ENV: dict[str, str] = {}
 
@@ -912,7 +913,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifests = manifests_dir(root)
     FLEET_ENV.update(snapshot(root))
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "operator", "sidecar", "cli"],
+        ["git", "status", "--porcelain", *PACKAGES],
         capture_output=True,
         text=True,
         cwd=REPO,
