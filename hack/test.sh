@@ -3,7 +3,10 @@
 #   1. the Python package with its [dev,operator] extras (editable)
 #   2. kube-apiserver, etcd, kubectl and helm, built from Go modules and cached (hack/ensure-tools.sh;
 #      the first build takes a while, later runs are a no-op)
-#   3. ruff, mypy --strict, import-linter, the CRD freshness check, then pytest (warnings are errors)
+#   3. ruff, mypy --strict, import-linter, the CRD freshness check
+#   4. the sidecar and operator images (hack/build-images.sh: mmdebstrap + buildah, no daemon; the
+#      bases are cached, unchanged images are not rebuilt)
+#   5. pytest (warnings are errors)
 # Extra arguments go to pytest, e.g. `hack/test.sh tests/unit -x`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,6 +43,13 @@ lint-imports
 step "CRDs and generated docs are current"
 sluice crds --check
 "${PY}" -m sluice_cli.maintainer docs
+
+step "the sidecar and operator images (hack/build-images.sh; tests/images runs them)"
+# Cold: the two Debian bases (mmdebstrap) and both images, a few minutes; warm: the bases come
+# from ~/.cache/sluice/images and buildah's storage, unchanged images are not rebuilt.
+images_start=${SECONDS}
+bash hack/build-images.sh
+echo "images: $((SECONDS - images_start)) s"
 
 step "pytest"
 "${PY}" -m pytest "$@"
