@@ -215,10 +215,19 @@ for image in "${images[@]}"; do
         continue
     fi
     log "building ${ref}"
-    bh bud --quiet --layers --isolation chroot --network host --annotation "dev.sluice.inputs=${inputs}" \
+    bh bud --quiet --layers --isolation chroot --network host \
         --build-arg "PYTHON_IMAGE=${BUILD_BASE}" --build-arg "RUNTIME_IMAGE=${RUNTIME_BASE}" \
         --build-arg "VERSION=${VERSION}" --build-arg "REVISION=${REVISION}" \
         --build-arg "SOURCE=${SOURCE}" "${secret[@]}" \
         -f "${image}/Dockerfile" -t "${ref}" . >&2
+    # buildah 1.28's layer cache keys a LABEL step on its text, not on the build args in it, so a
+    # cached final stage keeps the labels of the build that made it: set them again here (and the
+    # inputs annotation, which a cached build drops too).
+    ctr="$(bh from --pull=false "${ref}")"
+    bh config --label "org.opencontainers.image.version=${VERSION}" \
+        --label "org.opencontainers.image.revision=${REVISION}" \
+        --label "org.opencontainers.image.source=${SOURCE}" \
+        --annotation "dev.sluice.inputs=${inputs}" "${ctr}"
+    bh commit --quiet --rm "${ctr}" "${ref}" >/dev/null
     echo "${ref}"
 done
