@@ -177,6 +177,9 @@ ensure_base() { # $1: make function, $2: image, $3: title, $4: key
     fi
     log "committing $2"
     commit_base "${tarball}" "$2" "$3" "$4"
+    # Bases of older recipes.
+    bh images --format '{{.Name}}:{{.Tag}}' "localhost/$3" 2>/dev/null | grep -vxF "$2" \
+        | xargs -r buildah --storage-driver vfs rmi -f >/dev/null 2>&1 || true
 }
 
 ensure_base make_build_base "${BUILD_BASE}" sluice-base-build "${BUILD_KEY}"
@@ -199,6 +202,9 @@ sources_hash() {
         | xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 SOURCES="$(sources_hash)"
+buildlog="$(mktemp -d)"
+trap 'rm -rf "${buildlog}"' EXIT
+nbuilt=0
 
 for image in "${images[@]}"; do
     ref="${PREFIX}/sluice-${image}:${TAG}"
@@ -215,11 +221,13 @@ for image in "${images[@]}"; do
         continue
     fi
     log "building ${ref}"
-    bh bud --quiet --layers --isolation chroot --network host \
+    bh bud --layers --isolation chroot --network host \
         --build-arg "PYTHON_IMAGE=${BUILD_BASE}" --build-arg "RUNTIME_IMAGE=${RUNTIME_BASE}" \
         --build-arg "VERSION=${VERSION}" --build-arg "REVISION=${REVISION}" \
         --build-arg "SOURCE=${SOURCE}" "${secret[@]}" \
-        -f "${image}/Dockerfile" -t "${ref}" . >&2
+        -f "${image}/Dockerfile" -t "${ref}" . > "${buildlog}/${image}.log" 2>&1 \
+        || { cat "${buildlog}/${image}.log" >&2; exit 1; }
+    nbuilt=$((nbuilt + 1))
     # buildah 1.28's layer cache keys a LABEL step on its text, not on the build args in it, so a
     # cached final stage keeps the labels of the build that made it: set them again here (and the
     # inputs annotation, which a cached build drops too).
@@ -231,3 +239,21 @@ for image in "${images[@]}"; do
     bh commit --quiet --rm "${ctr}" "${ref}" >/dev/null
     echo "${ref}"
 done
+
+# With vfs every cached step is a full copy of its stage's files, so images from earlier builds
+# add up fast: keep the bases, the tagged images and the steps of this build (its layer cache for
+# the next), and remove the other untagged images built on a Sluice base. Only after building both
+# images, whose logs name every step to keep.
+if [[ ${nbuilt} == 2 ]]; then
+    keep="$(grep -ohE -- '^--> (Using cache )?[0-9a-f]{11,64}' "${buildlog}"/*.log \
+        | grep -oE '[0-9a-f]{11,64}$' | cut -c1-11 | sort -u)"
+    stale=()
+    while read -r id name; do
+        [[ ${name} == "<none>:<none>" ]] || continue
+        grep -qx "${id:0:11}" <<<"${keep}" || stale+=("${id}")
+    done < <(bh images -a --filter label=dev.sluice.base-key --format '{{.ID}} {{.Name}}:{{.Tag}}')
+    if [[ ${#stale[@]} -gt 0 ]]; then
+        log "removing ${#stale[@]} image(s) of earlier builds"
+        bh rmi -f "${stale[@]}" >/dev/null 2>&1 || true
+    fi
+fi
