@@ -23,7 +23,8 @@
 #   SLUICE_IMAGE_CACHE    where the base tarballs are kept (default ~/.cache/sluice/images)
 #   SLUICE_DEBIAN_MIRROR  Debian mirror for mmdebstrap (default http://deb.debian.org/debian)
 #   SLUICE_BUILD_CA       CA bundle for pip in the build stage when the build network intercepts
-#                         TLS (default: $PIP_CERT, else $SSL_CERT_FILE, where set). Passed as a
+#                         TLS (default: $PIP_CERT, else $SSL_CERT_FILE, else the system bundle
+#                         /etc/ssl/certs/ca-certificates.crt, where present). Passed as a
 #                         build secret: mounted for the pip step only, never in a layer.
 # Usage: hack/build-images.sh [--refresh-bases] [sidecar|operator ...]   (default: both)
 # Prints the built image references, one per line, on stdout; progress goes to stderr.
@@ -188,7 +189,7 @@ ensure_base make_runtime_base "${RUNTIME_BASE}" sluice-base-runtime "${RUNTIME_K
 # ---- the images --------------------------------------------------------------------------------
 
 secret=()
-ca="${SLUICE_BUILD_CA:-${PIP_CERT:-${SSL_CERT_FILE:-}}}"
+ca="${SLUICE_BUILD_CA:-${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}"
 if [[ -n ${ca} && -f ${ca} ]]; then
     secret=(--secret "id=build_ca,src=${ca}")
 fi
