@@ -40,12 +40,14 @@ from typing import Any, Protocol
 
 import yaml
 
+from sluice_operator import configmap
+
 from . import cpcount, devcluster
 from .devcluster import Cluster, DevClusterError, Process
 
 LOOPBACK = "127.0.0.1"
 AUDIENCE = "sluice"  # the control plane's token audience (sluice_operator.controlplane.AUDIENCE)
-CONFIGMAP = "sluice-config"  # the namespace's compiled config (sluice_operator.configmap.NAME)
+CONFIGMAP = configmap.NAME  # the namespace's compiled config
 SERVICE_ACCOUNT = "fleet"
 POD_PREFIX = "fleet"
 TOKEN_SECONDS = 3600
@@ -580,8 +582,8 @@ def _wait_config(cluster: Cluster, namespace: str, deadline: float, operator: Pr
                 f"log: {operator.log_path}"
             )
         status, body = api(cluster, "GET", path)
-        if status == 200 and (body.get("data") or {}).get("config.json"):
-            return str(body["data"]["config.json"])
+        if status == 200 and (body.get("data") or {}).get(configmap.KEY):
+            return str(body["data"][configmap.KEY])
         time.sleep(0.3)
     raise FleetError(
         f"the operator wrote no ConfigMap {namespace}/{CONFIGMAP} in time; log: {operator.log_path}"
@@ -681,7 +683,7 @@ def start(
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     progress(f"starting etcd + kube-apiserver in {workdir} ...")
     cluster = devcluster.start(workdir, tools=tools, timeout=timeout)
-    fleet = Fleet(cluster, namespace, workdir, workdir / "config.json")
+    fleet = Fleet(cluster, namespace, workdir, workdir / configmap.KEY)
     try:
         progress("installing the CRDs and applying the manifests ...")
         _install_crds(cluster)
