@@ -323,7 +323,7 @@ class _Meter:
             self.least = self.least.max(c.held + add)
             return self._no_lease(why, c=c, spent=spent, held=held, add=add, now=now)
         worst: Exceeded | None = None
-        for i, metric in enumerate(_METRICS):
+        for i in range(len(_METRICS)):
             cap = caps[i]
             d = add.values()[i]
             if cap is None or d <= 0 or spent[i] + held[i] + d <= cap:
@@ -344,25 +344,47 @@ class _Meter:
                 retry = self.ring.until_freed(now, i, spent[i] + d - cap)
             else:
                 retry = max(0.0, window.resets_at - now)
-            used = spent[i] + held[i]
-            ex = Exceeded(
-                rule=self.rule,
-                limit_index=self.index,
-                window=self.limit.window,
-                timezone=self.limit.timezone,
-                rolling_seconds=self.limit.rolling_seconds,
-                metric=metric,
-                limit=_display(metric, cap),
-                used=_display(metric, used),
-                requested=_display(metric, d),
-                percent=100.0 * used / cap,
-                resets_at=window.resets_at,
-                retry_after=retry,
-                in_flight=in_flight,
+            ex = self._exceeded(
+                i, cap, spent[i] + held[i], d, window, retry_after=retry, in_flight=in_flight
             )
             if worst is None or _later(ex, worst):
                 worst = ex
         return worst
+
+    def _exceeded(
+        self,
+        i: int,
+        cap: int,
+        used: int,
+        requested: int,
+        window: Window,
+        *,
+        retry_after: float | None,
+        in_flight: bool,
+        lease: Literal["share", "none", "lost"] | None = None,
+        spent_everywhere: float | None = None,
+        lease_cap: float | None = None,
+    ) -> Exceeded:
+        """The refusal of this limit's metric ``i`` (amounts in integer units)."""
+        metric = _METRICS[i]
+        return Exceeded(
+            rule=self.rule,
+            limit_index=self.index,
+            window=self.limit.window,
+            timezone=self.limit.timezone,
+            rolling_seconds=self.limit.rolling_seconds,
+            metric=metric,
+            limit=_display(metric, cap),
+            used=_display(metric, used),
+            requested=_display(metric, requested),
+            percent=100.0 * used / cap if cap else 0.0,
+            resets_at=window.resets_at,
+            retry_after=retry_after,
+            in_flight=in_flight,
+            lease=lease,
+            spent_everywhere=spent_everywhere,
+            lease_cap=lease_cap,
+        )
 
     def _no_lease(
         self,
@@ -375,21 +397,12 @@ class _Meter:
         now: float,
     ) -> Exceeded:
         i = next((i for i, cap in enumerate(self.caps) if cap is not None), 2)
-        metric = _METRICS[i]
-        cap = self.caps[i] or 0
-        window = self._window(c, now)
-        return Exceeded(
-            rule=self.rule,
-            limit_index=self.index,
-            window=self.limit.window,
-            timezone=self.limit.timezone,
-            rolling_seconds=self.limit.rolling_seconds,
-            metric=metric,
-            limit=_display(metric, cap),
-            used=_display(metric, spent[i] + held[i]),
-            requested=_display(metric, add.values()[i]),
-            percent=100.0 * (spent[i] + held[i]) / cap if cap else 0.0,
-            resets_at=window.resets_at,
+        return self._exceeded(
+            i,
+            self.caps[i] or 0,
+            spent[i] + held[i],
+            add.values()[i],
+            self._window(c, now),
             retry_after=LOST_RETRY if why == "lost" else LEASE_RETRY,
             in_flight=False,
             lease="lost" if why == "lost" else "none",
@@ -407,21 +420,12 @@ class _Meter:
         now: float,
     ) -> Exceeded:
         metric = _METRICS[i]
-        cap = self.caps[i] or 0
-        window = self._window(c, now)
-        used = spent[i] + held[i]
-        return Exceeded(
-            rule=self.rule,
-            limit_index=self.index,
-            window=self.limit.window,
-            timezone=self.limit.timezone,
-            rolling_seconds=self.limit.rolling_seconds,
-            metric=metric,
-            limit=_display(metric, cap),
-            used=_display(metric, used),
-            requested=_display(metric, add.values()[i]),
-            percent=100.0 * used / cap if cap else 0.0,
-            resets_at=window.resets_at,
+        return self._exceeded(
+            i,
+            self.caps[i] or 0,
+            spent[i] + held[i],
+            add.values()[i],
+            self._window(c, now),
             retry_after=LEASE_RETRY,
             in_flight=True,
             lease="share",
