@@ -20,6 +20,10 @@ Owns:
   namespace and pod: a report's ``pod`` must be the pod the token is bound to (TokenReview's
   ``authentication.kubernetes.io/pod-name``), otherwise 403. Every refusal is counted by a fixed
   reason (``denials``, served as ``sluice_operator_controlplane_denied_total{reason}``).
+* Every request is counted by route and status code (``Auth.requests``, served as
+  ``sluice_operator_controlplane_requests_total{path,code}``; ``path`` is the route's pattern, so
+  the label values are bounded; ``499``: the client went away before the answer). A client that
+  disconnects while its body is read (a sidecar cut off at shutdown) is a one-line debug log.
 
 The caller supplies the token reviewer and the report sink, so this module holds no Kubernetes
 client of its own.
@@ -63,6 +67,8 @@ DENIAL_REASONS = (
     "unbound_token",
     "too_large",
 )
+#: The ``code`` of a request whose client went away before the answer (nginx's "client closed").
+CLIENT_GONE = 499
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,8 @@ class Auth:
     clock: Callable[[], float] = time.monotonic
     denials: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DENIAL_REASONS, 0))
     reviews: int = 0
+    #: Requests answered, by (route pattern, status code): ``metrics``.
+    requests: dict[tuple[str, str], int] = field(default_factory=dict)
     _cache: dict[str, tuple[float, Caller | None]] = field(default_factory=dict)
     _pending: dict[str, asyncio.Future[Caller | None]] = field(default_factory=dict)
 
@@ -344,6 +352,9 @@ async def _pod_document(request: web.Request, model: type[_Doc], what: str) -> _
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return auth.deny("too_large", 413, f"a {what} is at most {MAX_REPORT_BYTES} bytes")
+    except ConnectionError as exc:  # the client went away (a sidecar cut off at shutdown)
+        log.debug("a %s from pod %s ended before its body was read: %s", what, caller.pod, exc)
+        return web.Response(status=CLIENT_GONE)  # nobody reads it; counted as gone
     try:
         doc = model.model_validate_json(body)
     except ValidationError as exc:
@@ -396,13 +407,36 @@ async def post_leases(request: web.Request) -> web.Response:
     return web.Response(body=got.model_dump_json(by_alias=True), content_type="application/json")
 
 
+@web.middleware
+async def _count(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Count the request by route pattern and status code (``Auth.requests``)."""
+    code = 500
+    try:
+        response = await handler(request)
+        code = response.status
+        return response
+    except web.HTTPException as exc:
+        code = exc.status
+        raise
+    except asyncio.CancelledError:
+        code = CLIENT_GONE
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        key = (resource.canonical if resource is not None else "unmatched", str(code))
+        counts = request.app[AUTH].requests
+        counts[key] = counts.get(key, 0) + 1
+
+
 def create_app(
     board: ConfigBoard,
     auth: Auth,
     sink: Callable[[UsageReport], bool],
     leases: LeaseAnswer | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_REPORT_BYTES)
+    app = web.Application(client_max_size=MAX_REPORT_BYTES, middlewares=[_count])
     app[BOARD] = board
     app[AUTH] = auth
     app[SINK] = sink

@@ -28,6 +28,7 @@ passed in; no IO.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date as _date
@@ -98,34 +99,165 @@ class Grant:
 
 @dataclass
 class LeaseBook:
-    """The leases of one window of one limit."""
+    """The leases of one window of one limit.
+
+    A lease answer costs O(1) amortised in the number of holders: the book keeps running totals
+    at its clock (``_clock``, the latest instant it was asked about) - the charge of all holders
+    (``max(cap, spent)`` of the live ones, ``spent`` of the others), their summed spend and, per
+    metric, how many live holders want more - updated on every change of a holder, and a heap of
+    expiry instants that moves holders from live to expired as the clock passes them (lazily,
+    when time advances). An earlier instant than the clock (a wall clock stepped back) recounts
+    from scratch. Mutate holders only through the book's methods (``holders`` is for reading);
+    ``recount`` is the walk the totals replace (tests hold them equal)."""
 
     limit: Limit
     ttl: float = 30.0
     skew: float = 5.0  # added to every expiry on the operator's side (clock skew, delivery)
     holders: dict[str, Holder] = field(default_factory=dict)
+    _clock: float = field(default=float("-inf"), repr=False, compare=False)
+    _charged: list[int] = field(default_factory=lambda: [0, 0, 0], repr=False, compare=False)
+    _spent: list[int] = field(default_factory=lambda: [0, 0, 0], repr=False, compare=False)
+    _wanting: list[int] = field(default_factory=lambda: [0, 0, 0], repr=False, compare=False)
+    _live: set[str] = field(default_factory=set, repr=False, compare=False)
+    _dead: set[str] = field(default_factory=set, repr=False, compare=False)
+    _expiries: list[tuple[float, str]] = field(default_factory=list, repr=False, compare=False)
+    _queued: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._rebuild(self._clock)
+
+    # -- the running totals ---------------------------------------------------------------
+
+    def _out(self, name: str, h: Holder) -> None:
+        """Take ``h``'s contribution out of the totals (before it changes)."""
+        live = name in self._live
+        c = _max(h.cap, h.spent) if live else h.spent
+        for i in range(3):
+            self._charged[i] -= c[i]
+            self._spent[i] -= h.spent[i]
+            if live and h.want[i] > 0:
+                self._wanting[i] -= 1
+        (self._live if live else self._dead).discard(name)
+
+    def _in(self, name: str, h: Holder) -> None:
+        """Put ``h``'s contribution at the clock into the totals (after it changed)."""
+        live = h.live(self._clock)
+        c = _max(h.cap, h.spent) if live else h.spent
+        for i in range(3):
+            self._charged[i] += c[i]
+            self._spent[i] += h.spent[i]
+            if live and h.want[i] > 0:
+                self._wanting[i] += 1
+        if live:
+            self._live.add(name)
+            if self._queued.get(name) != h.expires:
+                heapq.heappush(self._expiries, (h.expires, name))
+                self._queued[name] = h.expires
+        else:
+            self._dead.add(name)
+
+    def _rebuild(self, now: float) -> None:
+        self._clock = now
+        self._charged, self._spent, self._wanting = [0, 0, 0], [0, 0, 0], [0, 0, 0]
+        self._live, self._dead = set(), set()
+        self._expiries, self._queued = [], {}
+        for name, h in self.holders.items():
+            self._in(name, h)
+
+    def _advance(self, now: float) -> None:
+        """Move the clock to ``now``: the leases that expired meanwhile count their spend only."""
+        if now < self._clock:
+            self._rebuild(now)
+            return
+        self._clock = now
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            expires, name = heapq.heappop(heap)
+            if self._queued.get(name) == expires:
+                del self._queued[name]
+            h = self.holders.get(name)
+            if h is not None and name in self._live and h.expires == expires:
+                self._out(name, h)
+                self._in(name, h)  # no longer live at the clock
+
+    def _holder(self, name: str) -> Holder:
+        h = self.holders.get(name)
+        if h is None:
+            h = self.holders[name] = Holder()
+            self._in(name, h)
+        return h
+
+    def _forget(self, name: str) -> None:
+        h = self.holders.pop(name, None)
+        if h is not None:
+            self._out(name, h)
+            self._queued.pop(name, None)
+
+    def recount(self, now: float) -> tuple[Values, Values, Values]:
+        """(charged, spent, live holders wanting more per metric) at ``now`` by walking every
+        holder: O(holders), the reference for the running totals (tests, debugging)."""
+        charged = spent = wanting = ZERO
+        for h in self.holders.values():
+            charged = _add(charged, h.charged(now))
+            spent = _add(spent, h.spent)
+            if h.live(now):
+                wanting = _add(
+                    wanting, (int(h.want[0] > 0), int(h.want[1] > 0), int(h.want[2] > 0))
+                )
+        return charged, spent, wanting
+
+    def totals(self, now: float) -> tuple[Values, Values, Values]:
+        """The running totals at ``now`` (what ``recount`` computes, in O(1) amortised)."""
+        self._advance(now)
+        c, s, w = self._charged, self._spent, self._wanting
+        return (c[0], c[1], c[2]), (s[0], s[1], s[2]), (w[0], w[1], w[2])
+
+    # -- the book -------------------------------------------------------------------------
 
     def charged(self, now: float, *, without: str | None = None) -> Values:
-        total = ZERO
-        for name, h in self.holders.items():
-            if name != without:
-                total = _add(total, h.charged(now))
+        self._advance(now)
+        c = self._charged
+        total: Values = (c[0], c[1], c[2])
+        h = self.holders.get(without) if without is not None else None
+        if h is not None:
+            mine = h.charged(now)
+            total = (total[0] - mine[0], total[1] - mine[1], total[2] - mine[2])
         return total
+
+    def spent(self) -> Values:
+        """The summed spend of every holder in the book."""
+        s = self._spent
+        return (s[0], s[1], s[2])
 
     def report(self, holder: str, spent: Values, *, replace: bool = False) -> None:
         """A holder's settled spend in the window: a gauge that never lowers what was seen, or
         with ``replace`` (a rolling window, whose spend leaves it) the holder's latest value."""
-        h = self.holders.setdefault(holder, Holder())
+        h = self._holder(holder)
+        self._out(holder, h)
         h.spent = spent if replace else _max(h.spent, spent)
+        self._in(holder, h)
 
     def offer(self, holder: str, cap: Values, now: float) -> None:
         """The holder gives back what its live lease holds beyond ``cap`` (it promised not to
         spend past ``cap``; never below its spend)."""
+        self._advance(now)
         h = self.holders.get(holder)
         if h is not None and h.live(now):
+            self._out(holder, h)
             h.cap = _max(
                 h.spent, (min(h.cap[0], cap[0]), min(h.cap[1], cap[1]), min(h.cap[2], cap[2]))
             )
+            self._in(holder, h)
+
+    def adopt(self, holder: str, cap: Values, now: float) -> None:
+        """A lease of a previous operator that the holder presents (the grace): unless the book
+        has a live one, the holder keeps ``cap`` (never below its spend) for a TTL from ``now``."""
+        self._advance(now)
+        h = self._holder(holder)
+        if not h.live(now):
+            self._out(holder, h)
+            h.cap, h.expires = _max(h.spent, cap), now + self.ttl + self.skew
+            self._in(holder, h)
 
     def grant(self, holder: str, want: Values, now: float, least: Values = ZERO) -> Grant:
         """Renew ``holder``'s lease with up to ``want`` on top of its spend (per metric, only what
@@ -135,9 +267,11 @@ class LeaseBook:
         is left (Doorman's fair share, in small steps: the next renewals take the rest), but at
         least ``least`` on top of the spend when the room allows it (the slice that admits the
         request waiting: an even share too small for any request would strand the room)."""
-        h = self.holders.setdefault(holder, Holder())
+        self._advance(now)
+        h = self._holder(holder)
+        self._out(holder, h)  # the totals now count every other holder
         h.want = (max(0, want[0]), max(0, want[1]), max(0, want[2]))
-        others = self.charged(now, without=holder)
+        others = self._charged
         floor = h.charged(now)  # a live cap stays; an expired one fell to the spend
         cap = []
         for i in range(3):
@@ -148,11 +282,7 @@ class LeaseBook:
                 continue
             free = max(0, lim - others[i] - floor[i])
             need = max(0, wanted - floor[i])
-            rivals = sum(
-                1
-                for name, o in self.holders.items()
-                if name != holder and o.live(now) and o.want[i] > 0
-            )
+            rivals = self._wanting[i]
             share = -(-free // (rivals + 1))  # rounded up: the last unit is granted too
             minimum = max(0, h.spent[i] + max(0, least[i]) - floor[i])
             # less than the waiting request needs is of no use to anyone: then nothing
@@ -161,6 +291,7 @@ class LeaseBook:
         new: Values = (cap[0], cap[1], cap[2])
         h.cap = new
         h.expires = now + self.ttl + self.skew
+        self._in(holder, h)
         return Grant(
             holder,
             new,
@@ -172,7 +303,16 @@ class LeaseBook:
         """The holder gave its slice back (it stopped, or needs less): its charge is its spend."""
         h = self.holders.get(holder)
         if h is not None:
+            self._out(holder, h)
             h.cap, h.expires = h.spent, float("-inf")
+            self._in(holder, h)
+
+    def forget_expired(self, keep: set[str], now: float) -> None:
+        """Forget the holders without a live lease at ``now`` except those in ``keep`` (walks
+        only the expired ones, which each call leaves at most ``keep`` of)."""
+        self._advance(now)
+        for name in [n for n in self._dead if n not in keep]:
+            self._forget(name)
 
     def room(self, now: float) -> Values:
         """What could still be granted in each limited metric (0 where unlimited)."""
@@ -394,17 +534,13 @@ class LeaseDesk:
             if mine and ask.cap is not None:
                 cap = _capped(ask.cap)
                 if grace:  # a lease of the operator before this one: keep it, grant no more
-                    h = book.holders.setdefault(holder, Holder())
-                    if not h.live(now):
-                        h.cap, h.expires = _max(h.spent, cap), now + book.ttl + book.skew
+                    book.adopt(holder, cap, now)
                 book.offer(holder, cap, now)
             if grace:
                 want = ZERO
             g = book.grant(holder, want, now, ZERO if grace else _values(ask.least))
             room = book.room(now)
-            spent_total = ZERO
-            for h in book.holders.values():
-                spent_total = _add(spent_total, h.spent)
+            spent_total = book.spent()
             leases.append(
                 Lease(
                     budget=rule.name,
@@ -466,8 +602,7 @@ def _sync(
             name = holder_name(pod, instance)
             named.add(name)
             book.report(name, s.values)
-    for name in [n for n, h in book.holders.items() if n not in named and not h.live(now)]:
-        del book.holders[name]
+    book.forget_expired(named, now)
 
 
 def _capped(a: LeaseAmount) -> Values:

@@ -25,7 +25,10 @@ def build_registry(
     sidecars: Callable[[], float],
     token_reviews: Callable[[], float] = lambda: 0,
     denials: Callable[[], Mapping[str, int]] = dict,
+    requests: Callable[[], Mapping[tuple[str, str], int]] = dict,
 ) -> CollectorRegistry:
+    """The operator's registry; ``requests``: control-plane requests by (route pattern, status
+    code), ``controlplane.Auth.requests``."""
     registry = CollectorRegistry(auto_describe=True)
     for name, doc, fn in [
         ("sluice_operator_reconcile_passes", "Namespace reconcile passes run.", passes),
@@ -46,7 +49,27 @@ def build_registry(
     ]:
         Gauge(name, doc, registry=registry).set_function(fn)
     registry.register(_Denials(denials))
+    registry.register(_Requests(requests))
     return registry
+
+
+class _Requests(Collector):
+    """``sluice_operator_controlplane_requests_total{path,code}``: control-plane requests by route
+    pattern (``/v1/leases``, ``/v1/config/{namespace}``, ...) and status code (499: the client
+    went away before the answer)."""
+
+    def __init__(self, counts: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "sluice_operator_controlplane_requests",
+            "Control-plane requests answered, by route pattern and status code.",
+            labels=["path", "code"],
+        )
+        for (path, code), count in sorted(self.counts().items()):
+            family.add_metric([path, code], count)
+        yield family
 
 
 class _Denials(Collector):
