@@ -70,7 +70,9 @@ PII_ROLES: Final = frozenset({"system", "developer", "user", "tool"})
 INJECTION_ROLES: Final = frozenset({"user", "tool"})
 #: Texts longer than this are not cached (one long text would evict everything else).
 _CACHE_MAX_CHARS: Final = 1 << 16
-_CACHE_ENTRIES: Final = 2048
+#: Per cache: about 25 conversations of 10 turns resending their messages; 2048 cost 2 MB more RSS
+#: under load (bench/cpu_probe.py) for hits that a pod's one app rarely needs.
+_CACHE_ENTRIES: Final = 256
 _STRICTNESS: Final[dict[str, int]] = {"Audit": 0, "Holdback": 1, "Buffer": 2}
 
 K = TypeVar("K", bound=Hashable)
