@@ -29,7 +29,7 @@ passed in; no IO.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date as _date
 from datetime import datetime as _datetime
@@ -122,6 +122,11 @@ class LeaseBook:
     _dead: set[str] = field(default_factory=set, repr=False, compare=False)
     _expiries: list[tuple[float, str]] = field(default_factory=list, repr=False, compare=False)
     _queued: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+    #: Per holder, the durable spend entry ``_sync`` took last (its (pod, instance) and the
+    #: entry itself: an entry that is the same object holds the same values, not taken again).
+    synced: dict[str, tuple[tuple[str, str], object]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self._rebuild(self._clock)
@@ -192,6 +197,7 @@ class LeaseBook:
         if h is not None:
             self._out(name, h)
             self._queued.pop(name, None)
+        self.synced.pop(name, None)
 
     def recount(self, now: float) -> tuple[Values, Values, Values]:
         """(charged, spent, live holders wanting more per metric) at ``now`` by walking every
@@ -307,11 +313,11 @@ class LeaseBook:
             h.cap, h.expires = h.spent, float("-inf")
             self._in(holder, h)
 
-    def forget_expired(self, keep: set[str], now: float) -> None:
-        """Forget the holders without a live lease at ``now`` except those in ``keep`` (walks
-        only the expired ones, which each call leaves at most ``keep`` of)."""
+    def forget_expired(self, keep: Callable[[str], bool], now: float) -> None:
+        """Forget the holders without a live lease at ``now`` except those ``keep`` names (walks
+        only the expired ones, which each call leaves only kept ones of)."""
         self._advance(now)
-        for name in [n for n in self._dead if n not in keep]:
+        for name in [n for n in self._dead if not keep(n)]:
             self._forget(name)
 
     def room(self, now: float) -> Values:
@@ -595,13 +601,24 @@ def _sync(
     """Take every process's durable spend in the window into ``book``, and forget holders without
     a live lease that the durable spend no longer names (folded into one entry there: counting
     them too would count them twice)."""
-    named: set[str] = set()
-    for (pod, instance), inst in (spend.budgets.get((namespace, budget)) or {}).items():
-        s = inst.windows.get((window, start))
-        if s is not None:
-            name = holder_name(pod, instance)
-            named.add(name)
+    table = spend.budgets.get((namespace, budget)) or {}
+    key = (window, start)
+    synced = book.synced
+    for who, inst in table.items():
+        s = inst.windows.get(key)
+        if s is None:
+            continue
+        name = holder_name(*who)
+        seen = synced.get(name)
+        if seen is None or seen[1] is not s:  # a changed entry is a new object (``reports``)
+            synced[name] = (who, s)
             book.report(name, s.values)
+
+    def named(name: str) -> bool:
+        seen = synced.get(name)
+        inst = table.get(seen[0]) if seen is not None else None
+        return inst is not None and key in inst.windows
+
     book.forget_expired(named, now)
 
 

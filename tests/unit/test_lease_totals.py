@@ -11,7 +11,9 @@ import copy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice_operator.leases import ZERO, Holder, LeaseBook, Values, _add, _max
+from sluice_operator.leases import ZERO, Holder, LeaseBook, Values, _add, _max, _sync, holder_name
+from sluice_operator.reports import BudgetSpend
+from sluice_sidecar.contract import BudgetWindowSpend, UsageReport
 
 values = st.tuples(*[st.integers(0, 300)] * 3)
 ops = st.lists(
@@ -97,7 +99,7 @@ def test_running_totals_equal_a_recount_and_grants_the_former_walk(
             assert isinstance(arg, set)
             keep = {f"h{k}" for k in arg}
             gone = {n for n, h in book.holders.items() if n not in keep and not h.live(now)}
-            book.forget_expired(keep, now)
+            book.forget_expired(keep.__contains__, now)
             assert not gone & set(book.holders)
         else:
             assert isinstance(arg, float)
@@ -124,3 +126,82 @@ def test_expiries_are_taken_lazily_once_the_clock_passes_them() -> None:
     assert book.charged(15.0) == (10, 0, 0)
     assert book.charged(1.0) == (70, 0, 0)  # the clock stepped back: recounted
     assert book.totals(20.0) == book.recount(20.0)
+
+
+def reference_sync(book: LeaseBook, spend: BudgetSpend, start: float, now: float) -> None:
+    """The former ``_sync``: take every durable entry, forget expired holders it does not name."""
+    named: set[str] = set()
+    for (pod, instance), inst in (spend.budgets.get(("ns", "team")) or {}).items():
+        s = inst.windows.get(("Day/UTC", start))
+        if s is not None:
+            name = holder_name(pod, instance)
+            named.add(name)
+            book.report(name, s.values)
+    book.forget_expired(lambda n: n in named, now)
+
+
+sync_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("report"), st.integers(0, 4), st.integers(0, 50)),
+        st.tuples(st.just("lease_spend"), st.integers(0, 4), st.integers(0, 50)),
+        st.tuples(st.just("grant"), st.integers(0, 6), st.integers(0, 50)),
+        st.tuples(st.just("sync"), st.integers(0, 0), st.integers(0, 0)),
+        st.tuples(st.just("prune"), st.integers(0, 0), st.integers(0, 0)),
+        st.tuples(st.just("tick"), st.integers(0, 0), st.integers(0, 3000)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sync_ops)
+def test_sync_takes_only_changed_entries_and_forgets_like_the_former_walk(
+    steps: list[tuple[str, int, int]],
+) -> None:
+    start = 1_800_000_000.0 - 1_800_000_000.0 % 86400
+    now = start + 60.0
+    spend = BudgetSpend()
+    book = LeaseBook((None, None, 100), ttl=10.0, skew=2.0)
+    ref = LeaseBook((None, None, 100), ttl=10.0, skew=2.0)
+    seqs: dict[int, int] = {}
+    for op, who, n in steps:
+        pod = f"p{who}"
+        if op == "report":
+            seqs[who] = seqs.get(who, 0) + 1
+            window = BudgetWindowSpend(
+                budget="team", window="Day/UTC", start=start, resets_at=start + 86400, requests=n
+            )
+            report = UsageReport(
+                namespace="ns",
+                pod=pod,
+                config_hash="h",
+                seq=seqs[who],
+                window_start=0,
+                window_end=1,
+                instance=f"{pod}-i",
+                budgets=(window,),
+            )
+            spend.add(report, now)
+        elif op == "lease_spend":
+            spend.lease_spend(
+                "ns",
+                "team",
+                (pod, f"{pod}-i"),
+                window=("Day/UTC", start, start + 86400),
+                values=(0, 0, n),
+                now=now,
+            )
+        elif op == "grant":
+            for b in (book, ref):
+                b.grant(holder_name(pod, f"{pod}-i"), (0, 0, n), now)
+        elif op == "sync":
+            _sync(book, spend, "ns", "team", window="Day/UTC", start=start, now=now)
+            reference_sync(ref, spend, start, now)
+        elif op == "prune":
+            spend.prune("ns", "team", now, 86400.0)
+        else:
+            now += n
+        assert {k: (h.spent, h.cap, h.expires) for k, h in book.holders.items()} == {
+            k: (h.spent, h.cap, h.expires) for k, h in ref.holders.items()
+        }
+        assert book.totals(now) == ref.totals(now) == book.recount(now)
