@@ -82,12 +82,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         sidecars=lambda: len(reconciler.reports.pods),
         token_reviews=lambda: auth.reviews,
         denials=lambda: auth.denials,
+        requests=lambda: auth.requests,
     )
     metrics.register_budgets(
         registry, lambda: reconciler.budget_windows, lambda: reconciler.crossings
     )
     app.router.add_get("/metrics", metrics.handler(registry))
-    runner = web.AppRunner(app, access_log=None)
+    # Sidecars hold long polls open here: a stop must not wait out aiohttp's default 60 s for
+    # them (the sidecars reconnect, to this replica's successor, as after any network cut).
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     tls = None
     if options.controlplane_cert_dir:
