@@ -280,6 +280,13 @@ def test_a_pod_cannot_report_for_another_pod(
         metrics = r.read().decode()
     assert 'sluice_operator_controlplane_denied_total{reason="pod_mismatch"} 1.0' in metrics
     assert 'sluice_operator_controlplane_denied_total{reason="unbound_token"} 1.0' in metrics
+    # every answer counted by route pattern and code: two refusals above, two reports accepted
+    assert 'sluice_operator_controlplane_requests_total{code="403",path="/v1/reports"} 2.0' in (
+        metrics
+    )
+    assert 'sluice_operator_controlplane_requests_total{code="200",path="/v1/reports"} 2.0' in (
+        metrics
+    )
 
 
 def test_the_sidecar_verifies_the_control_plane_certificate(
