@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 AUDIENCE = "sluice"
 MAX_WAIT = 60.0
 TOKEN_CACHE_SECONDS = 60.0
+#: Each token's cache lifetime is stretched by up to this fraction, by a value derived from the
+#: token (so the same token always lives as long): pods started together, whose tokens were
+#: reviewed together, do not all come back for a review in the same second and meet the rate limit.
+TOKEN_CACHE_SPREAD = 0.5
 MAX_CACHED_TOKENS = 10_000
 MAX_REPORT_BYTES = 4 * 1024 * 1024
 POD_NAME_CLAIM = "authentication.kubernetes.io/pod-name"
@@ -104,6 +108,11 @@ class Caller:
             return values[0] if len(values) == 1 and values[0] else None
 
         return cls(parts[2], parts[3], claim(POD_NAME_CLAIM), claim(POD_UID_CLAIM))
+
+
+def cache_lifetime(key: str) -> float:
+    """How long the review of the token with SHA-256 hex digest ``key`` is cached (60-90 s)."""
+    return TOKEN_CACHE_SECONDS * (1.0 + TOKEN_CACHE_SPREAD * int(key[:4], 16) / 0x10000)
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -281,7 +290,7 @@ class Auth:
             del self._pending[key]
         future.set_result(caller)
         now = self.clock()
-        self._cache[key] = (now + TOKEN_CACHE_SECONDS, caller)
+        self._cache[key] = (now + cache_lifetime(key), caller)
         if len(self._cache) > MAX_CACHED_TOKENS:
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
             while len(self._cache) > MAX_CACHED_TOKENS:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -248,3 +250,35 @@ async def test_concurrent_requests_with_one_new_token_share_one_review() -> None
         gate.set()
         assert await asyncio.gather(*tasks) == [200] * 5
     assert calls == ["t"]
+
+
+def test_token_reviews_expire_spread_over_half_a_minute_not_all_at_once() -> None:
+    """Pods started together had their tokens reviewed together: their cache entries must not
+    all end in the same second (they would meet the review rate limit together)."""
+    keys = [hashlib.sha256(f"token-{i}".encode()).hexdigest() for i in range(1000)]
+    lifetimes = [controlplane.cache_lifetime(k) for k in keys]
+    low = controlplane.TOKEN_CACHE_SECONDS
+    assert all(low <= t < low * (1 + controlplane.TOKEN_CACHE_SPREAD) for t in lifetimes)
+    per_second = Counter(int(t) for t in lifetimes)
+    assert len(per_second) >= 25 and max(per_second.values()) < 100
+    assert controlplane.cache_lifetime(keys[0]) == controlplane.cache_lifetime(keys[0])
+
+
+async def test_a_cached_review_lasts_its_own_lifetime() -> None:
+    calls: list[str] = []
+
+    async def ok(token: str, audiences: list[str]) -> controlplane.TokenUser | None:
+        calls.append(token)
+        return controlplane.TokenUser("system:serviceaccount:team-a:app")
+
+    now = [0.0]
+    auth = controlplane.Auth(review=ok, clock=lambda: now[0])
+    app = controlplane.create_app(controlplane.ConfigBoard(), auth, lambda rep: True)
+    app[controlplane.BOARD].publish("team-a", result())
+    lifetime = controlplane.cache_lifetime(hashlib.sha256(b"tok").hexdigest())
+    async with serving(app) as port, aiohttp.ClientSession(f"http://127.0.0.1:{port}") as s:
+        for at in (0.0, lifetime - 0.5, lifetime + 0.5):
+            now[0] = at
+            async with s.get("/v1/config/team-a", headers={"Authorization": "Bearer tok"}) as r:
+                assert r.status == 200
+    assert calls == ["tok", "tok"]  # reviewed at 0, cached until its lifetime, reviewed again
