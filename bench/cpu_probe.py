@@ -187,18 +187,7 @@ def start(
             *wrap,
             sys.executable,
             *entry,
-            "--config",
-            str(work / "sidecar.json"),
-            "--secrets-dir",
-            str(work / "secrets"),
-            "--port",
-            str(port),
-            "--admin-port",
-            str(admin),
-            "--audit-log",
-            str(work / "audit.jsonl"),
-            "--log-level",
-            "WARNING",
+            *bench.sidecar_args(work, port, admin),
         ]
         proc = bench.spawn(cmd, env=env, log=work / "sidecar.log", cwd=work)
         ready = f"http://127.0.0.1:{admin}/readyz"

@@ -464,6 +464,24 @@ class Target:
             self.proc.wait(5)
 
 
+def sidecar_args(work: Path, port: int, admin: int) -> list[str]:
+    """The sidecar's arguments for a bench run in ``work`` (config, secrets, ports, audit log)."""
+    return [
+        "--config",
+        str(work / "sidecar.json"),
+        "--secrets-dir",
+        str(work / "secrets"),
+        "--port",
+        str(port),
+        "--admin-port",
+        str(admin),
+        "--audit-log",
+        str(work / "audit.jsonl"),
+        "--log-level",
+        "WARNING",
+    ]
+
+
 def spawn(
     cmd: list[str],
     env: dict[str, str] | None = None,
@@ -730,18 +748,7 @@ def start_sidecar(name: str, upstream: int, work: Path, all_features: bool, src:
             sys.executable,
             "-m",
             "sluice_sidecar",
-            "--config",
-            str(work / "sidecar.json"),
-            "--secrets-dir",
-            str(work / "secrets"),
-            "--port",
-            str(port),
-            "--admin-port",
-            str(admin),
-            "--audit-log",
-            str(work / "audit.jsonl"),
-            "--log-level",
-            "WARNING",
+            *sidecar_args(work, port, admin),
         ],
         env=dict(
             os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])
