@@ -109,6 +109,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     await web.TCPSite(
         runner, options.controlplane_host, options.controlplane_port, ssl_context=tls
     ).start()
+    reconciler.leases.open(reconciler.wall())
     memo["runner"] = runner
     log.info(
         "control plane for sidecars on %s://%s:%d",

@@ -29,7 +29,7 @@ passed in; no IO.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date as _date
 from datetime import datetime as _datetime
@@ -341,19 +341,19 @@ class LeaseBook:
 # sidecars, folded ones and those enforcing locally count too).
 #
 # An operator that starts (or becomes the leader) does not know the leases its predecessor granted,
-# so for ``ttl + skew`` seconds after it first compiled a namespace (the grace) it grants nothing
-# new there for a Budget that existed before (created more than ``GRACE_MARGIN`` seconds before
-# that first compile): a sidecar that presents a live lease keeps it (the book adopts the cap it
-# presents) and everything else waits until every lease of the old operator has expired. A Budget
-# created since then cannot have leases of another operator, so it has no grace. An operator
-# replica that does not reconcile (not the leader) has no compiled config: ``NotServingError``.
+# nor the spend its sidecars settled since the last status write, so for ``ttl + skew`` seconds
+# after it first compiled a namespace (the grace) it grants nothing new there for a Budget it found
+# existing (one it did not see being created): a sidecar that presents a live lease keeps it (the
+# book adopts the cap it presents), every sidecar's request tells the book its spend (sidecars ask
+# at least every third of a TTL, failing or not), and the rest waits until every lease of the old
+# operator has expired. A Budget this operator saw being created (a watch ``ADDED`` event, never a
+# listing) cannot have leases of another operator, so it has no grace; no clocks are compared. An
+# operator replica that does not reconcile (not the leader) has no compiled config:
+# ``NotServingError``.
 
 PICO = 10**12
 #: Lease requests remembered per sidecar process (for ``seq``) before the oldest are forgotten.
 MAX_PROCESSES = 10_000
-#: A Budget created less than this before the operator first compiled its namespace counts as new
-#: (the watch delivers the objects of a fresh start within it): no grace.
-GRACE_MARGIN = 5.0
 
 
 def _week_start(d: _date) -> _date:
@@ -440,8 +440,10 @@ class LeaseDesk:
     ttl: float = 30.0
     #: Added to every expiry on this side (clock rates, delivery); default ``max(1, ttl / 6)``.
     skew: float | None = None
-    #: When this operator first compiled each namespace (wall): its grace starts there.
+    #: When this operator first compiled each namespace (wall): its grace starts there, or
+    #: when the control plane began to listen (``open``), whichever is later.
     since: dict[str, float] = field(default_factory=dict)
+    opened: float = float("-inf")
     windows: dict[tuple[str, str, str], _Window] = field(default_factory=dict)
     _seqs: dict[tuple[str, str, str], int] = field(default_factory=dict)
     #: Budgets whose durable spend lease requests raised (the caller refreshes their status).
@@ -462,13 +464,20 @@ class LeaseDesk:
         """This operator has compiled ``namespace`` (its grace starts at the first call)."""
         self.since.setdefault(namespace, now)
 
-    def in_grace(self, namespace: str, now: float, created: float = float("-inf")) -> bool:
-        """Whether a Budget created at ``created`` (-inf: unknown) waits out the leases of a
-        previous operator in ``namespace`` now."""
+    def in_grace(self, namespace: str, now: float, *, born: bool = False) -> bool:
+        """Whether a Budget of ``namespace`` waits out the leases of a previous operator now
+        (``born``: this operator saw it being created, so it has no grace)."""
+        if born:
+            return False
         since = self.since.get(namespace)
         if since is None:
             return True
-        return now < since + self.ttl + self.slack and created < since - GRACE_MARGIN
+        return now < max(since, self.opened) + self.ttl + self.slack
+
+    def open(self, now: float) -> None:
+        """The control plane listens from ``now`` (sidecars' requests reach this operator from
+        then on: a grace never ends before a TTL after it)."""
+        self.opened = now
 
     def answer(
         self,
@@ -476,10 +485,10 @@ class LeaseDesk:
         rules: Sequence[BudgetRule],
         spend: BudgetSpend | None,
         now: float,
-        created: Mapping[str, float] | None = None,
+        born: Collection[str] = (),
     ) -> LeaseResponse | None:
         """The leases for ``request`` (None: an older request of the same process, ignored).
-        ``created``: each Budget's creation time (for the grace; unknown: it has one)."""
+        ``born``: the Budgets this operator saw being created (no grace; see above)."""
         who = (request.namespace, request.pod, request.instance)
         if request.seq <= self._seqs.get(who, -1):
             self.stale += 1
@@ -501,8 +510,7 @@ class LeaseDesk:
             )
             if rule is None or lim is None:
                 continue
-            born = (created or {}).get(rule.name, float("-inf"))
-            grace = self.in_grace(request.namespace, now, born)
+            grace = self.in_grace(request.namespace, now, born=rule.name in born)
             w = self._window(request.namespace, rule.name, lim, now)
             book = w.book
             rolling = lim.window is WindowKind.ROLLING

@@ -57,18 +57,6 @@ class Writer(Protocol):
     ) -> None: ...
 
 
-def _epoch(stamp: Any) -> float:
-    """A Kubernetes timestamp as Unix time (-inf when missing or unreadable)."""
-    try:
-        return (
-            dt.datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ")
-            .replace(tzinfo=dt.UTC)
-            .timestamp()
-        )
-    except ValueError:
-        return float("-inf")
-
-
 def utcnow() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -108,6 +96,8 @@ class Reconciler:
     parallel_writes: int = 8
     #: Guardrail verdict counts from the reports (GuardrailPolicy status).
     guard: GuardStats = field(default_factory=GuardStats)
+    #: Budgets created while this operator watched (no lease grace: ``LeaseDesk.in_grace``).
+    born: dict[str, set[str]] = field(default_factory=dict)
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -121,7 +111,12 @@ class Reconciler:
                 self.spend.forget(key[1], key[2])
                 self.leases.forget(key[1], key[2])
                 self.budget_windows.pop((key[1], key[2]), None)
+                self.born.get(key[1], set()).discard(key[2])
         else:
+            if plural == _BUDGETS and event_type == "ADDED" and key not in self.objects:
+                # Created while this operator watched (a listing, initial or after a watch
+                # gap, has no type): no operator before this one granted leases for it.
+                self.born.setdefault(key[1], set()).add(key[2])
             self.objects[key] = _plain(body)
             if plural == _BUDGETS:  # the durable spend, read back (max seq per key wins)
                 self.spend.seed(key[1], key[2], (body.get("status") or {}).get("ledger"))
@@ -154,14 +149,8 @@ class Reconciler:
         result = self.results.get(request.namespace)
         if result is None:
             raise NotServingError(request.namespace)
-        created = {
-            key[2]: _epoch((obj.get("metadata") or {}).get("creationTimestamp"))
-            for key, obj in self.objects.items()
-            if key[0] == _BUDGETS and key[1] == request.namespace
-        }
-        answer = self.leases.answer(
-            request, result.config.budgets, self.spend, self.wall(), created
-        )
+        born = self.born.get(request.namespace, set())
+        answer = self.leases.answer(request, result.config.budgets, self.spend, self.wall(), born)
         if self.leases.touched:  # spend the reports had not carried yet: refresh the status
             self.leases.touched.clear()
             self._refresh(request.namespace)

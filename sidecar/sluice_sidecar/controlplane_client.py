@@ -355,6 +355,21 @@ MIN_LEASE_GAP = 0.2
 NO_LEASES_RETRY = 60.0
 
 
+def lease_wait(ok: bool, backoff: float, ttl: float, *, unsupported: bool) -> tuple[float, float]:
+    """(seconds until the next lease request, the backoff after it) once a request got through
+    (``ok``) or not. Renewals come every third of the TTL; failing, the backoff doubles from
+    0.5 s but never beyond a third of the TTL either, so a new operator hears from every live
+    sidecar (and learns its spend) within its restart grace of TTL + skew
+    (``sluice_operator.leases``) before it grants anything new. An operator that grants no
+    leases (``unsupported``) is asked every ``NO_LEASES_RETRY`` seconds."""
+    if unsupported:
+        return NO_LEASES_RETRY, NO_LEASES_RETRY
+    if ok:
+        return ttl / 3, 0.5
+    backoff = min(MAX_BACKOFF, ttl / 3, backoff * 2)
+    return backoff, backoff
+
+
 @dataclass
 class LeaseClient:
     """Keeps the budget leases of this sidecar process renewed (see ``budget.leases``)."""
@@ -413,10 +428,9 @@ class LeaseClient:
                         await self._wake.wait()  # a config with an enforcing budget wakes us
                         continue
                     ok = await self.exchange(session)
-                    backoff = 0.5 if ok else min(MAX_BACKOFF, backoff * 2)
-                    if self.keeper.unsupported:
-                        backoff = NO_LEASES_RETRY
-                    wait = self.keeper.ttl / 3 if ok else backoff
+                    wait, backoff = lease_wait(
+                        ok, backoff, self.keeper.ttl, unsupported=self.keeper.unsupported
+                    )
                     await self.clock.sleep(MIN_LEASE_GAP)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), max(0.0, wait - MIN_LEASE_GAP))

@@ -77,7 +77,7 @@ def start_operator(
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     child_env.update(env or {})
     child_env["KUBECONFIG"] = str(kubeconfig)
-    with log.open("wb") as fh:
+    with log.open("ab") as fh:  # a restart on the same port appends
         proc = subprocess.Popen(
             [
                 sys.executable,

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice_operator.leases import LeaseBook, LeaseDesk, Values
+from sluice_operator.reconcile import Reconciler
 from sluice_operator.reports import BudgetSpend
 from sluice_sidecar.contract import (
     BudgetLimit,
@@ -20,6 +21,9 @@ from sluice_sidecar.contract import (
     UsageReport,
     WindowKind,
 )
+from sluice_sidecar.controlplane_client import NO_LEASES_RETRY, lease_wait
+
+from .test_reconcile import Recorder
 
 LIMIT = (1_000, 500, None)
 
@@ -185,10 +189,28 @@ def test_after_a_restart_presented_leases_are_kept_and_nothing_new_is_granted() 
     # After TTL + skew every lease of the old operator has expired: b gets what a leaves.
     got = d.answer(ask(2, pod="b", want=10), (DAY_RULE,), None, NOON + 20)
     assert got is not None and got.leases[0].cap.requests == 8
-    # A Budget created after this operator compiled the namespace has no grace at all.
+    # A Budget this operator saw being created (a watch ADDED event) has no grace at all ...
     fresh = desk(since=NOON)
-    got = fresh.answer(ask(1), (DAY_RULE,), None, NOON + 1, {"team": NOON})
+    got = fresh.answer(ask(1), (DAY_RULE,), None, NOON + 1, {"team"})
     assert got is not None and got.leases[0].cap.requests == 5
+    # ... but one it found by listing has, however recently it was created: the operator before
+    # may have granted leases for it a moment before it stopped.
+    listed = desk(since=NOON)
+    got = listed.answer(ask(1), (DAY_RULE,), None, NOON + 1, {"other"})
+    assert got is not None and got.leases[0].cap.requests == 0
+
+
+def test_the_grace_lasts_a_ttl_after_the_control_plane_opens() -> None:
+    """Sidecars can only tell a new operator their spend once it listens: a namespace compiled
+    long before that (a slow start) still waits a whole TTL + skew after the opening."""
+    d = desk(since=NOON)
+    d.open(NOON + 30)  # ttl 10, skew 10/6: the grace runs to NOON + 41.7, not NOON + 11.7
+    got = d.answer(ask(1, pod="a", spent=3, want=4), (DAY_RULE,), None, NOON + 31)
+    assert got is not None and got.leases[0].cap.requests == 3  # its spend, nothing on top
+    got = d.answer(ask(2, pod="a", spent=3, want=4), (DAY_RULE,), None, NOON + 41.5)
+    assert got is not None and got.leases[0].cap.requests == 3
+    got = d.answer(ask(3, pod="a", spent=3, want=4), (DAY_RULE,), None, NOON + 42)
+    assert got is not None and got.leases[0].cap.requests == 7
 
 
 def test_the_reports_spend_counts_and_lease_requests_raise_it() -> None:
@@ -233,3 +255,33 @@ def test_a_process_folded_in_the_durable_spend_is_not_counted_twice() -> None:
     assert ("old", "old-i") not in spend.budgets[("ns", "team")]
     got = d.answer(ask(1, pod="new", want=10), (DAY_RULE,), spend, later)
     assert got is not None and got.leases[0].cap.requests == 6  # 10 - the 4 counted once
+
+
+@given(
+    outcomes=st.lists(st.booleans(), min_size=1, max_size=40),
+    ttl=st.floats(min_value=1.0, max_value=600.0),
+)
+def test_a_sidecar_asks_at_least_every_third_of_a_ttl_failing_or_not(
+    outcomes: list[bool], ttl: float
+) -> None:
+    """The restart grace (TTL + skew) hears from every live sidecar only if none backs off
+    longer than a third of a TTL (``controlplane_client.lease_wait``)."""
+    backoff = 0.5
+    for ok in outcomes:
+        wait, backoff = lease_wait(ok, backoff, ttl, unsupported=False)
+        assert 0 < wait <= ttl / 3
+    assert lease_wait(False, backoff, ttl, unsupported=True)[0] == NO_LEASES_RETRY
+
+
+async def test_only_a_budget_seen_being_created_skips_the_restart_grace() -> None:
+    """A listing (initial, or after a watch gap) has no event type: the Budgets in it may have
+    leases of an operator before this one, however recently they were created."""
+    r = Reconciler(writer=Recorder())
+    listed = {"metadata": {"namespace": "ns", "name": "old"}, "spec": {}}
+    added = {"metadata": {"namespace": "ns", "name": "new"}, "spec": {}}
+    r.observe("budgets", None, listed)
+    r.observe("budgets", "ADDED", added)
+    r.observe("budgets", "ADDED", listed)  # a second sight of a listed one changes nothing
+    assert r.born == {"ns": {"new"}}
+    r.observe("budgets", "DELETED", added)
+    assert r.born == {"ns": set()}
