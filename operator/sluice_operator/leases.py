@@ -45,8 +45,11 @@ from sluice_sidecar.contract import (
     LeaseAmount,
     LeaseRequest,
     LeaseResponse,
+    Route,
     WindowKind,
 )
+
+from .quotas import QuotaDesk
 
 if TYPE_CHECKING:
     from .reports import BudgetSpend
@@ -451,6 +454,8 @@ class LeaseDesk:
     #: Lease requests answered and refused as stale (metrics, tests).
     answered: int = 0
     stale: int = 0
+    #: The provider quota shares that ride on the same requests (``quotas``).
+    quotas: QuotaDesk = field(default_factory=QuotaDesk)
 
     def __post_init__(self) -> None:
         if self.skew is None:
@@ -486,9 +491,13 @@ class LeaseDesk:
         spend: BudgetSpend | None,
         now: float,
         born: Collection[str] = (),
+        *,
+        routes: Sequence[Route] = (),
     ) -> LeaseResponse | None:
         """The leases for ``request`` (None: an older request of the same process, ignored).
-        ``born``: the Budgets this operator saw being created (no grace; see above)."""
+        ``born``: the Budgets this operator saw being created (no grace; see above). ``routes``:
+        the namespace's compiled routes, whose backends' ``limits`` the request's ``quotas``
+        get shares of (``quotas.QuotaDesk``; none without routes)."""
         who = (request.namespace, request.pod, request.instance)
         if request.seq <= self._seqs.get(who, -1):
             self.stale += 1
@@ -569,7 +578,18 @@ class LeaseDesk:
                     ),
                 )
             )
-        return LeaseResponse(now=now, ttl=self.ttl, leases=tuple(leases))
+        shares = self.quotas.answer(
+            request.namespace,
+            holder,
+            request.quotas,
+            routes,
+            now,
+            ttl=self.ttl,
+            skew=self.slack,
+            grace=self.in_grace(request.namespace, now),
+            release=request.release,
+        )
+        return LeaseResponse(now=now, ttl=self.ttl, leases=tuple(leases), quotas=shares)
 
     def _window(self, namespace: str, budget: str, lim: BudgetLimit, now: float) -> _Window:
         key = (namespace, budget, lim.window_id())

@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -30,7 +30,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from . import config_source, errors, gateway, podinfo, tracing, translate, validate
+from . import config_source, errors, gateway, podinfo, routing, tracing, translate, validate
 from .budget import BudgetStage
 from .clock import Clock, SystemClock
 from .contract import Provider, SidecarConfig
@@ -169,6 +169,26 @@ def create_app(
     app.router.add_route("*", "/{tail:.*}", _not_found)
     app.cleanup_ctx.append(_lifecycle(session_factory or default_session, audit_flush_seconds))
     return app
+
+
+def quota_keeper(gw: Gateway) -> routing.QuotaKeeper:
+    """The provider quota shares of ``gw``'s routes (``routing.QuotaKeeper``), for the lease
+    keeper to ask for: it walks the limited backends of the routes this pod serves."""
+
+    def limiters(now: float) -> Iterator[tuple[str, str, routing.BackendLimiter]]:
+        snap = gw.snapshot
+        if snap is None:
+            return
+        for route in snap.routes.values():
+            if not any(routing.limited(b) for b in route.backends):
+                continue
+            state = gw.route_state(route)
+            for b in route.backends:
+                lim = routing.limiter(state, b, now)
+                if lim is not None:
+                    yield route.name, b.name, lim
+
+    return routing.QuotaKeeper(limiters)
 
 
 def api_runner(app: web.Application, *, header_timeout: float = HEADER_TIMEOUT) -> web.AppRunner:

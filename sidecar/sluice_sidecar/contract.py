@@ -517,10 +517,34 @@ class LeaseAsk(_Sent):
     least: LeaseAmount = LeaseAmount()
 
 
+class QuotaShare(_Sent):
+    """A share of one backend's provider quota (``Backend.limits``) on one route, per minute:
+    in a ``QuotaAsk`` the share the process holds now, in a ``LeaseResponse`` the share granted
+    (until the next renewal; None: the metric has no limit)."""
+
+    route: str
+    backend: str
+    rpm: int | None = Field(default=None, ge=0)
+    tpm: int | None = Field(default=None, ge=0)
+
+
+class QuotaAsk(_Sent):
+    """One backend with ``limits`` on one route this process serves: its recent demand per
+    minute (tries sent plus tries steered away for lack of quota room) and the share it holds
+    (None: none granted yet)."""
+
+    route: str
+    backend: str
+    rpm: int = Field(default=0, ge=0)
+    tpm: int = Field(default=0, ge=0)
+    held: QuotaShare | None = None
+
+
 class LeaseRequest(_Sent):
     """A sidecar process's lease renewal, for every budget window that covers it; ``seq`` grows
     per request of one ``instance`` (an older request arriving late is ignored). ``release``:
-    the process is stopping and gives every slice back."""
+    the process is stopping and gives every slice back. ``quotas`` (additive: left out when
+    empty, ignored by an operator that does not share quotas): the provider quotas it serves."""
 
     api_version: Literal["sluice.dev/lease/v1"] = LEASE_API_VERSION
     namespace: str
@@ -529,6 +553,7 @@ class LeaseRequest(_Sent):
     seq: int
     asks: tuple[LeaseAsk, ...] = ()
     release: bool = False
+    quotas: tuple[QuotaAsk, ...] = Field(default=(), exclude_if=lambda v: not v)
 
 
 class Lease(_Sent):
@@ -550,9 +575,11 @@ class Lease(_Sent):
 class LeaseResponse(_Sent):
     """The operator's answer: its wall clock ``now`` (windows follow it), the leases' ``ttl`` in
     seconds, and one lease per ask (an ask for a budget or window the operator does not know gets
-    none)."""
+    none). ``quotas``: the granted share of each asked provider quota the operator knows
+    (additive; a sidecar that gets none for a backend enforces its whole limit locally)."""
 
     api_version: Literal["sluice.dev/lease/v1"] = LEASE_API_VERSION
     now: float
     ttl: float
     leases: tuple[Lease, ...] = ()
+    quotas: tuple[QuotaShare, ...] = Field(default=(), exclude_if=lambda v: not v)

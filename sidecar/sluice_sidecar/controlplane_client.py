@@ -13,8 +13,10 @@ Owns:
   retried post is counted once.
 * ``LeaseClient`` - the network half of the budget leases (``budget.leases``): posts the
   ``LeaseKeeper``'s request to ``POST /v1/leases`` every third of the lease TTL and at once when
-  the keeper needs more (a refusal, a slice running low; at most every ``MIN_LEASE_GAP`` s), and
-  gives every slice back when the sidecar stops. Nothing on the request path waits for it.
+  the keeper needs more (a refusal, a slice running low, a provider quota share found short;
+  at most every ``MIN_LEASE_GAP`` s), and gives every slice back when the sidecar stops. The
+  same requests carry the provider quota asks (``routing.QuotaKeeper``). Nothing on the request
+  path waits for it.
 
 Authentication is the pod's projected ServiceAccount token, re-read from its file on every call
 (the kubelet rotates it). Nothing here runs unless the injector set ``SLUICE_CONTROL_PLANE_URL``.
@@ -353,6 +355,8 @@ class UsageReporter:
 MIN_LEASE_GAP = 0.2
 #: Seconds between lease requests to an operator that grants none (404).
 NO_LEASES_RETRY = 60.0
+#: Seconds between two looks of an idle lease client for something to lease (quotas).
+IDLE_RECHECK = 1.0
 
 
 def lease_wait(ok: bool, backoff: float, ttl: float, *, unsupported: bool) -> tuple[float, float]:
@@ -388,7 +392,7 @@ class LeaseClient:
         """One lease request and its answer; False when it did not get through."""
         keeper = self.keeper
         sent_mono, sent_wall = self.clock.now(), self.clock.wall()
-        request = keeper.request(sent_wall + keeper.offset, release=release)
+        request = keeper.request(sent_wall + keeper.offset, release=release, mono=sent_mono)
         try:
             async with session.post(
                 f"{self.identity.url}/v1/leases",
@@ -398,7 +402,7 @@ class LeaseClient:
                 if resp.status == 409:  # an older request of ours arrived late: ask again
                     return True
                 if resp.status == 404:  # an operator that grants no leases (older than us)
-                    keeper.no_leases()
+                    keeper.no_leases(self.clock.now())
                     self.failures += 1
                     return False
                 if resp.status != 200:
@@ -424,8 +428,11 @@ class LeaseClient:
             try:
                 while True:
                     self._wake.clear()
-                    if self.keeper.idle() and not self.keeper.unsupported:
-                        await self._wake.wait()  # a config with an enforcing budget wakes us
+                    if self.keeper.idle(self.clock.now()) and not self.keeper.unsupported:
+                        # A config with an enforcing budget wakes us; one with a backend's
+                        # ``limits`` is noticed within IDLE_RECHECK (a local check, no request).
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), IDLE_RECHECK)
                         continue
                     ok = await self.exchange(session)
                     wait, backoff = lease_wait(

@@ -22,7 +22,7 @@ from typing import IO, Any
 from aiohttp import web
 
 from . import controlplane_client, tracing
-from .app import HEADER_TIMEOUT, api_runner, create_admin_app, create_app
+from .app import HEADER_TIMEOUT, api_runner, create_admin_app, create_app, quota_keeper
 from .budget import BudgetStage
 from .config_source import ConfigSource, source_from
 from .contract import SidecarConfig
@@ -114,6 +114,7 @@ async def serve_async(
         api.cleanup_ctx.append(reporter.lifecycle)
         if budget is not None and identity is not None:  # local caps: the operator's leases
             keeper = budget.enable_leases(identity.namespace, identity.pod, reporter.instance)
+            keeper.share_quotas(quota_keeper(api[GATEWAY]))  # provider quotas: the same leases
             api.cleanup_ctx.append(controlplane_client.LeaseClient(identity, keeper).lifecycle)
     admin = create_admin_app(api)
     runner = api_runner(api, header_timeout=header_timeout)

@@ -15,7 +15,16 @@ try under one total deadline. Also:
   When no backend has room (always so for a route's only backend at its limit) nothing is taken
   away silently: the sidecar answers 429 itself with ``Retry-After`` = when the first bucket has
   room again (``at_limit``, ``next_available_in``), instead of spending the provider's quota on
-  a certain 429. Buckets are per sidecar.
+  a certain 429. Across replicas the operator shares each quota out (``QuotaKeeper`` below): a
+  bucket's rate and capacity are this process's granted share, not the whole limit.
+* **Quota shares.** ``QuotaKeeper`` is the sidecar's half of the shared quotas (the network half
+  is ``controlplane_client.LeaseClient``, the asks ride on the budget lease request): per
+  limited backend of every route it serves, it measures the demand since the last renewal
+  (tries sent plus tries steered away for lack of room, per minute), asks the operator for a
+  share and resizes the buckets to the share granted (the fill kept proportionally; never above
+  the full limit). No share from the operator for a backend (an operator that does not share
+  quotas, or none yet) means the whole limit locally, as before; an answer that stops coming
+  (a lost control plane) leaves the last share in place (fail-static).
 * **Routing rules.** ``Route.rules`` pick backends by request traits (prompt size, tools present,
   a metadata entry, a header): evaluated in order, the first match wins (``match_rule``), and the
   request is served by the rule's backends only (``rule_route``, the route's strategy ordering
@@ -30,7 +39,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +47,8 @@ from .contract import (
     Backend,
     BackendState,
     FailureClass,
+    QuotaAsk,
+    QuotaShare,
     RateLimits,
     Route,
     RoutingRule,
@@ -47,6 +58,8 @@ from .contract import (
 EWMA_ALPHA = 0.3
 BUDGET_WINDOW_SECONDS = 10
 EJECTION_JITTER = 0.1
+#: Seconds a bucket with a share of nothing says to wait (the next lease renewal may grant one).
+EMPTY_SHARE_WAIT = 1.0
 
 
 @dataclass(slots=True)
@@ -123,8 +136,11 @@ class Bucket:
         self.at = max(self.at, now)
 
     def wait(self, amount: float, now: float) -> float:
-        """Seconds until ``amount`` (at most the capacity) fits; 0 when it fits now."""
+        """Seconds until ``amount`` (at most the capacity) fits; 0 when it fits now. A bucket
+        of no capacity (a share of nothing) says ``EMPTY_SHARE_WAIT``: a renewal may bring one."""
         self._refill(now)
+        if self.rate <= 0:
+            return EMPTY_SHARE_WAIT
         need = min(amount, self.capacity) - self.level
         return 0.0 if need <= 0 else need / self.rate
 
@@ -132,16 +148,35 @@ class Bucket:
         self._refill(now)
         self.level -= amount
 
+    def resize(self, per_minute: int, now: float) -> None:
+        """A new capacity (and rate) of ``per_minute``: the fill keeps its proportion of the
+        capacity (a bucket that had none starts full, as a new bucket does)."""
+        self._refill(now)
+        new = float(per_minute)
+        if new == self.capacity:
+            return
+        self.level = self.level * new / self.capacity if self.capacity > 0 else new
+        self.capacity = new
+        self.rate = new / 60.0
+
 
 class BackendLimiter:
-    """A backend's provider quota: an rpm and a tpm bucket (either may be absent)."""
+    """A backend's provider quota: an rpm and a tpm bucket (either may be absent), sized to the
+    share this process holds (``share``; None: the whole limit), and its demand counters (tries
+    sent and steered away: requests and their tokens since the process started)."""
 
-    __slots__ = ("limits", "rpm", "tpm")
+    __slots__ = ("limits", "need", "rpm", "share", "tpm", "wanted_requests", "wanted_tokens")
 
     def __init__(self, limits: RateLimits, now: float) -> None:
         self.limits = limits
         self.rpm = Bucket(limits.rpm, now) if limits.rpm else None
         self.tpm = Bucket(limits.tpm, now) if limits.tpm else None
+        self.share: tuple[int | None, int | None] | None = None
+        self.wanted_requests = 0
+        self.wanted_tokens = 0
+        #: Called once when a try is steered away (then cleared): ``QuotaKeeper`` arms it to
+        #: renew early when the share granted is short of the demand.
+        self.need: Callable[[], None] | None = None
 
     def wait(self, tokens: int, now: float) -> float:
         w = self.rpm.wait(1, now) if self.rpm is not None else 0.0
@@ -150,10 +185,31 @@ class BackendLimiter:
         return w
 
     def take(self, tokens: int, now: float) -> None:
+        self.wanted_requests += 1
+        self.wanted_tokens += tokens
         if self.rpm is not None:
             self.rpm.take(1, now)
         if self.tpm is not None:
             self.tpm.take(tokens, now)
+
+    def steered(self, tokens: int) -> None:
+        """A try went elsewhere (or nowhere) for lack of room here: it counts as demand."""
+        self.wanted_requests += 1
+        self.wanted_tokens += tokens
+        need = self.need
+        if need is not None:
+            self.need = None
+            need()
+
+    def resize(self, share: tuple[int | None, int | None] | None, now: float) -> None:
+        """Size the buckets to ``share`` (rpm, tpm per minute; None in a metric or as a whole:
+        the full limit), never above the full limit."""
+        self.share = share
+        rpm, tpm = share if share is not None else (None, None)
+        if self.rpm is not None and self.limits.rpm is not None:
+            self.rpm.resize(self.limits.rpm if rpm is None else min(rpm, self.limits.rpm), now)
+        if self.tpm is not None and self.limits.tpm is not None:
+            self.tpm.resize(self.limits.tpm if tpm is None else min(tpm, self.limits.tpm), now)
 
 
 @dataclass(slots=True)
@@ -192,7 +248,12 @@ def limiter(state: RouteState, b: Backend, now: float) -> BackendLimiter | None:
         return None
     lim = state.limiters.get(b.name)
     if lim is None or lim.limits != b.limits:
+        old = lim
         lim = state.limiters[b.name] = BackendLimiter(b.limits, now)
+        if old is not None:  # an edited limit: the share and the demand counters carry over
+            lim.wanted_requests, lim.wanted_tokens = old.wanted_requests, old.wanted_tokens
+            lim.need = old.need
+            lim.resize(old.share, now)
     return lim
 
 
@@ -222,6 +283,105 @@ def at_limit(route: Route, state: RouteState, tokens: int, now: float) -> bool:
     be answered with a 429 (``next_available_in`` says when to retry)."""
     healthy = [b for b in route.backends if available(state.of(b), now)]
     return bool(healthy) and all(quota_wait(state, b, tokens, now) > 0 for b in healthy)
+
+
+# --- quota shares across replicas ---------------------------------------------------------------
+
+#: The limited backends of the routes this process serves: (route, backend, its limiter).
+Limiters = Callable[[float], Iterable[tuple[str, str, BackendLimiter]]]
+#: Demand is measured over at least this many seconds (a renewal right after the last one).
+MIN_DEMAND_SPAN = 1.0
+
+
+@dataclass(slots=True)
+class _Seen:
+    limiter: BackendLimiter
+    at: float
+    requests: int
+    tokens: int
+    want: tuple[int, int]
+
+
+class QuotaKeeper:
+    """The quota shares of one sidecar process (see the module doc): ``asks`` for the lease
+    request, ``take`` for its answer. Pure: instants are passed in; ``limiters`` walks the route
+    states (the caller's)."""
+
+    def __init__(self, limiters: Limiters) -> None:
+        self.limiters = limiters
+        self.on_need: Callable[[], None] = lambda: None
+        self._seen: dict[tuple[str, str], _Seen] = {}
+        self._pending: list[tuple[tuple[str, str], _Seen]] = []
+        #: No early renewal for a short share before this instant (one per ``need_gap``).
+        self._quiet_until = float("-inf")
+        self.need_gap = 5.0
+
+    def active(self, now: float) -> bool:
+        """Whether any route this process serves has a backend with ``limits``."""
+        return any(True for _ in self.limiters(now))
+
+    def asks(self, now: float) -> tuple[QuotaAsk, ...]:
+        """What to ask for: per limited backend, the demand per minute since the last answered
+        request (or half the last one asked, when that is more: demand decays, it does not
+        vanish between two renewals) and the share held."""
+        out: list[QuotaAsk] = []
+        self._pending = []
+        if self._quiet_until == math.inf:  # an early renewal fired: the next waits a gap
+            self._quiet_until = now + self.need_gap
+        for route, backend, lim in self.limiters(now):
+            key = (route, backend)
+            last = self._seen.get(key)
+            req, tok = lim.wanted_requests, lim.wanted_tokens
+            if last is None or last.limiter is not lim or last.requests > req:
+                want = (0, 0) if last is None else (last.want[0] // 2, last.want[1] // 2)
+            else:
+                minutes = max(MIN_DEMAND_SPAN, now - last.at) / 60.0
+                want = (
+                    max(math.ceil((req - last.requests) / minutes), last.want[0] // 2),
+                    max(math.ceil((tok - last.tokens) / minutes), last.want[1] // 2),
+                )
+            self._pending.append((key, _Seen(lim, now, req, tok, want)))
+            held = lim.share
+            out.append(
+                QuotaAsk(
+                    route=route,
+                    backend=backend,
+                    rpm=want[0],
+                    tpm=want[1],
+                    held=(
+                        None
+                        if held is None
+                        else QuotaShare(route=route, backend=backend, rpm=held[0], tpm=held[1])
+                    ),
+                )
+            )
+        return tuple(out)
+
+    def take(self, shares: Sequence[QuotaShare], now: float, ttl: float) -> None:
+        """An answer (leases of ``ttl`` seconds): every limited backend gets the share granted,
+        or its whole limit when the operator granted none (it does not share that quota). A
+        share that a try then finds short of room asks for an early renewal, at most once per
+        ``need_gap`` (a sixth of the TTL)."""
+        self.need_gap = ttl / 6
+        for key, seen in self._pending:
+            self._seen[key] = seen
+        self._pending = []
+        granted = {(q.route, q.backend): (q.rpm, q.tpm) for q in shares}
+        arm = now >= self._quiet_until
+        for route, backend, lim in self.limiters(now):
+            share = granted.get((route, backend))
+            lim.resize(share, now)
+            lim.need = self._fire if arm and share is not None else None
+
+    def _fire(self) -> None:
+        self._quiet_until = math.inf  # re-armed by an answer ``need_gap`` after the next ask
+        self.on_need()
+
+    def whole(self, now: float) -> None:
+        """No shares (an operator that grants no leases): every limit whole, locally."""
+        for _, _, lim in self.limiters(now):
+            lim.resize(None, now)
+            lim.need = None
 
 
 # --- routing rules ------------------------------------------------------------------------------
@@ -326,12 +486,16 @@ def order(
     backends first so they get measured. LeastCost: ascending list price (input + output per
     million tokens), then priority.
     """
-    backends = [
-        b
-        for b in route.backends
-        if available(state.of(b), now)
-        and (not limited(b) or quota_wait(state, b, tokens, now) <= 0)
-    ]
+    backends = []
+    for b in route.backends:
+        if not available(state.of(b), now):
+            continue
+        if limited(b):
+            lim = limiter(state, b, now)
+            if lim is not None and lim.wait(tokens, now) > 0:
+                lim.steered(tokens)  # demand the share did not cover
+                continue
+        backends.append(b)
     if len(backends) <= 1:
         return backends
     strategy = route.strategy

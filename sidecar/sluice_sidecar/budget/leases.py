@@ -22,6 +22,10 @@ third of the lease TTL and whenever ``keeper.on_need`` fires, and hands the answ
   sidecar without a control plane does, until the operator answers again.
 * **An older operator** (``POST /v1/leases`` answers 404) grants no leases: every limit is then
   enforced whole, locally, as before leases existed, and the request is tried again now and then.
+* **Provider quotas** ride on the same request (``share_quotas``): ``routing.QuotaKeeper`` adds
+  the demand of every backend with ``limits`` (``quotas``) and takes the shares granted; an
+  operator that grants no leases leaves every quota whole, locally; a lost one leaves the last
+  shares in place (fail-static).
 * **The operator's clock.** Each answer carries the operator's wall clock; the offset (measured
   at the midpoint of the request) is added to the wall time the budget stage uses for windows, so
   the sidecar's windows are the operator's and a lease's ``start`` matches the local window key.
@@ -44,6 +48,7 @@ from ..contract import (
     LeaseRequest,
     LeaseResponse,
 )
+from ..routing import QuotaKeeper
 from .ledger import ZERO, Amount, MeterLease
 from .policy import BudgetPolicy
 
@@ -105,7 +110,14 @@ class LeaseKeeper:
         #: The operator grants no leases (an older one: 404): every limit is enforced whole,
         #: locally, as without a control plane, until it does.
         self.unsupported = False
+        #: The provider quotas shared through the same requests (``share_quotas``); None: none.
+        self.quotas: QuotaKeeper | None = None
         self.attach()
+
+    def share_quotas(self, quotas: QuotaKeeper) -> None:
+        """Ask for shares of the provider quotas ``quotas`` walks with every lease request."""
+        self.quotas = quotas
+        quotas.on_need = self.need
 
     # --- state on the meters ---------------------------------------------------------------------
 
@@ -127,8 +139,11 @@ class LeaseKeeper:
                 held = self.leases.get((st.rule.name, m.limit.window_id()))
                 m.lease = held.lease if held is not None else None
 
-    def idle(self) -> bool:
-        """Nothing to lease: no enforcing budget covers this pod (no request needs sending)."""
+    def idle(self, mono: float = 0.0) -> bool:
+        """Nothing to lease: no enforcing budget covers this pod and no backend it serves has
+        ``limits`` (no request needs sending)."""
+        if self.quotas is not None and self.quotas.active(mono):
+            return False
         return not any(m.leasing for st in self.policy.states() for m in st.ledger.meters)
 
     def missing(self) -> bool:
@@ -159,8 +174,9 @@ class LeaseKeeper:
 
     # --- the exchange ----------------------------------------------------------------------------
 
-    def request(self, wall: float, *, release: bool = False) -> LeaseRequest:
-        """The next lease request (lowers the held caps to what it offers: see the module doc)."""
+    def request(self, wall: float, *, release: bool = False, mono: float = 0.0) -> LeaseRequest:
+        """The next lease request (lowers the held caps to what it offers: see the module doc);
+        ``mono``: the monotonic instant (quota demand is measured on it)."""
         asks: list[LeaseAsk] = []
         self._pending = []
         for st in self.policy.states():
@@ -227,6 +243,7 @@ class LeaseKeeper:
             seq=self.seq,
             asks=tuple(asks),
             release=release,
+            quotas=self.quotas.asks(mono) if self.quotas is not None and not release else (),
         )
 
     def take(
@@ -265,16 +282,20 @@ class LeaseKeeper:
                 (Amount(*((c or 0) for c in cap)) - spent).clamp(),
             )
         self.leases = granted
+        if self.quotas is not None:
+            self.quotas.take(response.quotas, sent_mono, response.ttl)
         self.unsupported = False
         self._lost = False
         self._next_check = float("-inf")
         self.attach()
 
-    def no_leases(self) -> None:
+    def no_leases(self, mono: float | None = None) -> None:
         """The operator answered that it grants no leases (an older operator)."""
         if not self.unsupported:
             self.unsupported = True
             self.attach()
+        if self.quotas is not None:
+            self.quotas.whole(self.started if mono is None else mono)
 
     def need(self) -> None:
         self.on_need()
