@@ -150,7 +150,10 @@ class Reconciler:
         if result is None:
             raise NotServingError(request.namespace)
         born = self.born.get(request.namespace, set())
-        answer = self.leases.answer(request, result.config.budgets, self.spend, self.wall(), born)
+        config = result.config  # the routes too: their backends' quotas (``quotas``)
+        answer = self.leases.answer(
+            request, config.budgets, self.spend, self.wall(), born, routes=config.routes
+        )
         if self.leases.touched:  # spend the reports had not carried yet: refresh the status
             self.leases.touched.clear()
             self._refresh(request.namespace)
