@@ -6,6 +6,7 @@ tests/sidecar/test_quota_leases.py."""
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from sluice_operator.leases import LeaseDesk, holder_name
 from sluice_operator.quotas import QuotaBook, fair_targets, floor_of, target
+from sluice_operator.reconcile import Reconciler
 from sluice_sidecar import routing
 from sluice_sidecar.contract import (
     Backend,
@@ -25,6 +27,9 @@ from sluice_sidecar.contract import (
     RateLimits,
     Route,
 )
+
+from .test_api_models import ROUTE
+from .test_reconcile import Recorder
 
 # --- the operator's arithmetic ------------------------------------------------------------------
 
@@ -300,3 +305,32 @@ def test_an_edited_limit_keeps_the_share_and_the_counters(edited: RateLimits) ->
     assert new is not None and new is not lim
     assert new.wanted_requests == 1 and new.share == (40, None)
     assert new.rpm is not None and new.rpm.capacity == min(40, edited.rpm or 0)
+
+
+async def test_the_reconciler_answers_quota_asks_from_the_compiled_model_route() -> None:
+    """``Reconciler.answer_leases``: the capacity is the ModelRoute's ``limits``, compiled."""
+    r = Reconciler(writer=Recorder())
+    obj = copy.deepcopy(ROUTE)
+    obj["spec"]["backends"][1]["limits"] = {"rpm": 100, "tpm": 20_000}
+    r.observe("modelroutes", None, obj)
+    await r.reconcile("team-a")
+
+    def request(seq: int) -> LeaseRequest:
+        return LeaseRequest(
+            namespace="team-a",
+            pod="p",
+            instance="i",
+            seq=seq,
+            quotas=(QuotaAsk(route="chat", backend="local", rpm=40, tpm=50_000),),
+        )
+
+    # A fresh operator is in its restart grace: a floor, nothing grows.
+    first = r.answer_leases(request(1))
+    assert first is not None
+    assert first.quotas == (QuotaShare(route="chat", backend="local", rpm=5, tpm=1_000),)
+    r.leases.since["team-a"] = r.wall() - 3_600  # the grace is over
+    answer = r.answer_leases(request(2))
+    assert answer is not None
+    assert answer.quotas == (
+        QuotaShare(route="chat", backend="local", rpm=40, tpm=20_000 - floor_of(20_000, 1)),
+    )
