@@ -52,7 +52,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 EMAIL: Final = "EMAIL"
 PHONE: Final = "PHONE"
@@ -549,6 +549,11 @@ class Scanner:
     def empty(self) -> bool:
         return not self._detectors and not self._extra
 
+    @property
+    def has_extra(self) -> bool:
+        """Whether deny patterns are searched (streams then hold ``window`` characters)."""
+        return bool(self._extra)
+
     def find(
         self, text: str, pos: int = 0, extents: list[tuple[int, int]] | None = None
     ) -> list[Span]:
@@ -622,7 +627,213 @@ class Scanner:
             out = min(out, max(0, len(text) - self.window))
         return out
 
+    def stream(self) -> StreamScan:
+        """The incremental form of this scanner for one growing text (``holdback``)."""
+        return StreamScan(self)
+
 
 def detect(text: str, entities: Iterable[str]) -> list[Span]:
     """The spans of ``entities`` in ``text`` (a one-off ``Scanner``; policies keep theirs)."""
     return Scanner(entities).find(text)
+
+
+#: A candidate match: its raw extent in the whole stream, and its span when it validated.
+_Candidate = tuple[int, int, Span | None]
+
+
+class StreamScan:
+    """``Scanner.find`` and ``Scanner.settled`` over a text that grows at its end (one streamed
+    answer), doing per delta only the work the new characters make possible.
+
+    ``grow`` tells it the characters appended; ``settled`` is then ``Scanner.settled`` of the
+    whole text so far, kept from delta to delta (the start of each tail's trailing run moves
+    only when a delta holds a character outside the run: one ``rstrip`` of the delta). The
+    built-in detectors scan each character once: a match attempt that starts before the
+    detectors' own settled point is decided (``Scanner.settled``), so its candidate is kept
+    (positions in the whole stream) and the next scan resumes after it; a detector that runs
+    around markers keeps every window that ended (a character outside its run follows) and
+    rescans only the last one while it still grows. ``candidates`` then gives what
+    ``Scanner.find`` would return from ``pos`` for every candidate starting before a limit at
+    or before ``settled`` (that is all a holdback redactor reads): the kept ones, the growing
+    window's, and the deny patterns' (user regexes cannot be analysed: they are rescanned from
+    ``pos`` every time, in C). Property-tested equal to the rescan for any split.
+
+    Requires what ``HoldbackRedactor`` guarantees: ``pos`` never moves backwards and never
+    lands strictly inside the extent of a candidate that starts before the limit.
+    """
+
+    __slots__ = ("_cands", "_dets", "_extra", "_forward", "_n", "_resume", "_runs")
+
+    def __init__(self, scanner: Scanner) -> None:
+        self._dets = scanner._detectors
+        self._forward = scanner._forward
+        self._extra = scanner._extra
+        #: Per tail: its run, its reach and where its trailing run starts.
+        self._runs: list[list[Any]] = [[run, reach, 0] for run, reach in scanner._tails]
+        self._n = 0  # characters so far
+        self._resume = [0] * len(self._dets)  # per detector: where its next scan starts
+        self._cands: list[list[_Candidate]] = [[] for _ in self._dets]
+
+    def grow(self, chunk: str) -> int:
+        """``chunk`` was appended to the text: the new ``detectors_settled``."""
+        n = self._n
+        end = self._n = n + len(chunk)
+        out = end
+        for tail in self._runs:  # [run, reach, where its trailing run starts]
+            kept = len(chunk.rstrip(tail[0]))
+            if kept:
+                tail[2] = n + kept
+            at = end - tail[1]
+            at = max(at, tail[2])
+            out = min(out, at)
+        return out
+
+    @property
+    def detectors_settled(self) -> int:
+        """``Scanner.settled`` without the deny window, in stream positions (it may be lower
+        than the scanner's own when a run reaches back before the text the caller kept: both
+        are then at or before anything still held)."""
+        n = self._n
+        out = n
+        for _, reach, start in self._runs:
+            tail = n - reach if n - reach > start else start
+            out = min(out, tail)
+        return out
+
+    def candidates(
+        self, text: str, base: int, pos: int, limit: int, settled: int
+    ) -> tuple[list[Span], list[tuple[int, int]]]:
+        """What ``Scanner.find(text, pos, extents)`` returns, restricted to candidates that
+        start before ``limit`` (at most the settled point): the resolved spans and the raw
+        extents, in stream positions. ``text`` is the stream from ``base`` on, ``pos`` and
+        ``limit`` are positions in ``text``, ``settled`` is ``detectors_settled``."""
+        spans: list[Span] = []
+        extents: list[tuple[int, int]] = []
+        # A candidate holds a character ``_ANY`` finds (``find`` skips every detector
+        # without one): when text[pos:] has none, no kept candidate is left either (they lie
+        # in it) and there is nothing to scan; resuming at ``pos`` later scans nothing twice
+        # that could match.
+        if self._dets and _ANY.search(text, pos) is not None:
+            self._detect(text, base, pos, limit, settled - base, found=(spans, extents))
+        for label, pattern in self._extra:
+            for m in pattern.finditer(text, pos):
+                start, end = m.span()
+                if start >= limit:
+                    break
+                if end > start:
+                    spans.append(Span(base + start, base + end, label))
+                    extents.append((base + start, base + end))
+        if len(spans) > 1:
+            spans.sort(key=_by_start)
+            return _resolve(spans), extents
+        return spans, extents
+
+    def _detect(
+        self,
+        text: str,
+        base: int,
+        pos: int,
+        limit: int,
+        settled: int,
+        *,
+        found: tuple[list[Span], list[tuple[int, int]]],
+    ) -> None:
+        """The built-in detectors' part of ``candidates`` (``settled`` in ``text``), added to
+        ``found``."""
+        spans, extents = found
+        floor = base + pos
+        top = base + limit
+        rest: str | None = None
+        hints: dict[Callable[[str], bool], bool] = {}
+        for i, det in enumerate(self._dets):
+            kept = self._cands[i]
+            if kept and kept[0][0] < floor:
+                j = 1
+                while j < len(kept) and kept[j][0] < floor:
+                    j += 1
+                del kept[:j]
+            at = self._resume[i] - base
+            at = max(at, pos)
+            growing: list[_Candidate] = []
+            if det.trigger is None:
+                self._scan(i, det, text, base=base, at=at, settled=settled)
+            else:
+                self._windows(i, det, text, base=base, at=at, into=growing)
+            if not kept and not growing:
+                continue
+            hint = det.hint
+            if hint is not None:  # as ``find``: a detector whose hint fails finds nothing
+                ok = hints.get(hint)
+                if ok is None:
+                    if rest is None:
+                        rest = text[pos:] if pos else text
+                    ok = hints[hint] = hint(rest)
+                if not ok:
+                    continue
+            for group in (kept, growing):
+                for start, end, span in group:
+                    if start >= top:
+                        break
+                    extents.append((start, end))
+                    if span is not None:
+                        spans.append(span)
+
+    def _scan(self, i: int, det: Detector, text: str, *, base: int, at: int, settled: int) -> None:
+        """Scan a detector without markers from ``at``: candidates starting before the settled
+        point are decided and kept; the next scan resumes after the last of them, or at the
+        settled point (the attempts between failed, and are decided too)."""
+        if settled <= at:
+            return
+        kept = self._cands[i]
+        end = at
+        for m in det.pattern.finditer(text, at):
+            start = m.start()
+            if start >= settled:
+                break
+            got = det.validate(m)
+            end = m.end()
+            span = None if got is None else Span(base + got[0], base + got[1], det.entity)
+            kept.append((base + start, base + end, span))
+        self._resume[i] = base + (end if end > settled else settled)
+
+    def _windows(
+        self,
+        i: int,
+        det: Detector,
+        text: str,
+        *,
+        base: int,
+        at: int,
+        into: list[_Candidate],
+    ) -> None:
+        """Scan a detector with markers from ``at``, window by window as ``find`` does: a
+        window that ended is scanned once and kept; the last one, while its run reaches the
+        end of the text, is scanned into ``growing`` and again next time."""
+        trigger = det.trigger
+        assert trigger is not None
+        run, forward, kept, n = det.run, self._forward[det.pattern], self._cands[i], len(text)
+        growing = into
+        while (t := trigger.search(text, at)) is not None:
+            start = t.start()
+            while start > at and text[start - 1] in run:
+                start -= 1
+            tail = forward.match(text, t.end())
+            end = t.end() if tail is None else tail.end()
+            into = kept if end < n else growing
+            for m in det.pattern.finditer(text, start, end + 1):
+                got = det.validate(m)
+                into.append(
+                    (
+                        base + m.start(),
+                        base + m.end(),
+                        None if got is None else Span(base + got[0], base + got[1], det.entity),
+                    )
+                )
+            if end >= n:
+                break
+            at = end + 1
+            self._resume[i] = base + at
+
+
+def _by_start(span: Span) -> tuple[int, int]:
+    return span.start, -span.end

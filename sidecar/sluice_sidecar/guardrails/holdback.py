@@ -13,8 +13,11 @@ Guarantee (property-tested): for any split of a text into chunks, the concatenat
 ``push``/``close`` release equals ``redact(text)``, and every released prefix is a prefix of
 ``redact(text)`` (so no raw entity is ever released). Chunks are ``str``; ``push_bytes`` takes
 UTF-8 bytes split anywhere, even inside a character (an incremental decoder keeps the partial
-character; invalid bytes become U+FFFD). Work per chunk is bounded by the held text, which is at
-most the longest possible match plus the chunk. Pure: no IO.
+character; invalid bytes become U+FFFD). Detection is incremental (``detectors.StreamScan``):
+the settled point is kept from chunk to chunk, the built-in detectors scan each character once
+and keep the candidates they decided, and only the deny patterns rescan what is held (at most
+their window plus the chunk); every push releases exactly what rescanning the held window did
+(property-tested against that rescan in ``test_holdback_incremental.py``). Pure: no IO.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Released:
 
 
 _NOTHING = Released("")
+_EMPTY: tuple[str, tuple[Span, ...]] = ("", ())
 
 
 def _merged(extents: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -61,10 +65,23 @@ class HoldbackRedactor:
     span is always released whole.
     """
 
-    __slots__ = ("_base", "_buf", "_decoder", "_labels", "_pos", "_scanner", "closed")
+    __slots__ = (
+        "_base",
+        "_buf",
+        "_decoder",
+        "_labels",
+        "_pos",
+        "_scan",
+        "_scanner",
+        "_window",
+        "closed",
+    )
 
     def __init__(self, scanner: Scanner, labels: Container[str] | None = None) -> None:
         self._scanner = scanner
+        self._scan = scanner.stream()
+        #: The deny patterns' window (0: no deny pattern).
+        self._window = scanner.window if scanner.has_extra else 0
         self._labels = labels
         self._buf = ""  # left context + pending raw text
         self._pos = 0  # where the pending text starts in _buf
@@ -78,27 +95,41 @@ class HoldbackRedactor:
         return len(self._buf) - self._pos
 
     def push(self, chunk: str) -> Released:
+        text, spans = self.step(chunk)
+        if not text:
+            return _NOTHING
+        return Released(text, spans) if spans else Released(text)
+
+    def step(self, chunk: str) -> tuple[str, tuple[Span, ...]]:
+        """``push`` without the ``Released`` (the per-delta path of ``policy.OutputFilter``)."""
         if self.closed:
             raise RuntimeError("push after close")
+        scan = self._scan
         if chunk:
             self._buf += chunk
-        buf, pos = self._buf, self._pos
-        settled = self._scanner.settled(buf)
+            found = scan.grow(chunk)
+        else:
+            found = scan.detectors_settled
+        buf, pos, base = self._buf, self._pos, self._base
+        settled = found - base
+        if self._window and len(buf) - self._window < settled:
+            settled = len(buf) - self._window
         if settled <= pos:
-            return _NOTHING
-        extents: list[tuple[int, int]] = []
-        spans = self._scanner.find(buf, pos, extents)
+            return _EMPTY
+        spans, extents = scan.candidates(buf, base, pos, settled, found)
         # Cut where a rescan starting at the cut sees what this scan saw: never inside the
         # raw extent of a candidate (spans lie within their candidates' extents).
-        cut = settled
+        cut = base + settled
         if extents:
-            for start, end in _merged(e for e in extents if e[0] < settled):
+            for start, end in _merged(extents):
                 if start < cut < end:
                     cut = start
                     break
-            if cut <= pos:
-                return _NOTHING
-        return self._release(cut, [s for s in spans if s.start < cut] if spans else spans)
+            if cut <= base + pos:
+                return _EMPTY
+            if spans:
+                spans = [s for s in spans if s.start < cut]
+        return self._release(cut, spans)
 
     def close(self) -> Released:
         """Everything still held, redacted; the stream is over."""
@@ -109,7 +140,12 @@ class HoldbackRedactor:
         self.closed = True
         if self.pending == 0:
             return _NOTHING
-        return self._release(len(self._buf), self._scanner.find(self._buf, self._pos))
+        base = self._base
+        found = self._scanner.find(self._buf, self._pos)
+        text, spans = self._release(
+            base + len(self._buf), [Span(base + s.start, base + s.end, s.entity) for s in found]
+        )
+        return Released(text, spans)
 
     def push_bytes(self, data: bytes) -> Released:
         """``push`` for UTF-8 bytes split anywhere."""
@@ -123,18 +159,17 @@ class HoldbackRedactor:
     def finish(self) -> str:
         return self.close().text
 
-    def _release(self, cut: int, spans: list[Span]) -> Released:
-        buf, pos, labels = self._buf, self._pos, self._labels
+    def _release(self, cut: int, spans: list[Span]) -> tuple[str, tuple[Span, ...]]:
+        """Release up to ``cut`` with ``spans`` (both in stream positions)."""
+        buf, pos, base, labels = self._buf, self._pos, self._base, self._labels
+        cut -= base
         if not spans:
             text = buf[pos:cut]
         else:
             shown = spans if labels is None else [s for s in spans if s.entity in labels]
-            text = apply(buf[pos:cut], shown, offset=pos)
-        base = self._base
-        keep = max(0, cut - _CONTEXT)
+            text = apply(buf[pos:cut], shown, offset=base + pos)
+        keep = cut - _CONTEXT if cut > _CONTEXT else 0
         self._buf = buf[keep:]
         self._pos = cut - keep
         self._base = base + keep
-        if not spans:
-            return Released(text)
-        return Released(text, tuple(Span(base + s.start, base + s.end, s.entity) for s in spans))
+        return text, tuple(spans) if spans else ()

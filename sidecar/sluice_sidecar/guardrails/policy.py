@@ -648,6 +648,7 @@ class OutputFilter:
         "_holdback",
         "_injection_v",
         "_length_v",
+        "_limits",
         "_parts",
         "_plan",
         "_size",
@@ -669,6 +670,7 @@ class OutputFilter:
         self._length_v: list[dict[str, Any]] = []
         self._injection_v: list[dict[str, Any]] = []
         self._unary_v: list[dict[str, Any]] | None = None  # Buffer and Audit: a unary check
+        self._limits = bool(plan.max_chars)  # maxChars rules: the length is checked per delta
         self._done = False
         self.blocked: GuardrailBlocked | None = None
 
@@ -690,19 +692,19 @@ class OutputFilter:
         self._size += len(text)
         if self._parts is not None:
             self._parts.append(text)
-        if self._plan.streaming == "Audit":
+        streaming = self._plan.streaming
+        if streaming == "Audit":
             return text
-        length_v, blocking = _length_verdicts(self._plan, self._size)
-        if blocking is not None:
-            self._length_v = length_v
-            self.blocked = _blocked(self._plan, blocking)
-            return ""
-        if self._plan.streaming == "Buffer":
-            return ""
-        if self._holdback is None:
-            return text
-        released = self._holdback.push(text)
-        return self._take(released.text, released.spans)
+        if self._limits:
+            length_v, blocking = _length_verdicts(self._plan, self._size)
+            if blocking is not None:
+                self._length_v = length_v
+                self.blocked = _blocked(self._plan, blocking)
+                return ""
+        if streaming == "Buffer" or self._holdback is None:
+            return "" if streaming == "Buffer" else text
+        out, spans = self._holdback.step(text)
+        return self._take(out, spans) if spans else out
 
     def finish(self) -> str:
         if self._done:
