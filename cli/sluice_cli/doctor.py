@@ -6,7 +6,7 @@ MutatingWebhookConfiguration exists; its endpoint is reachable (a ``url``: TLS t
 against the configuration's caBundle and the URL's host, then ``/readyz``; a Service: ready
 endpoints behind it, and the serving certificate in the chart's Secret issued by the caBundle for
 ``<service>.<namespace>.svc``) and its certificate does not expire within ``EXPIRY_FAIL_DAYS``; an
-operator runs (an available Deployment, or a fresh entry in the kopf peering, or the URL's
+operator runs (an available Deployment, or a leader-election Lease renewed lately, or the URL's
 webhook answering); the operator's ServiceAccount has every permission the operator uses and
 cannot read Secrets (SubjectAccessReview); and, with ``--canary``, a server-side dry run of an
 opted-in pod comes back injected (nothing is stored). Exit 1 on any failure.
@@ -34,7 +34,9 @@ from .fleet import ClusterError, load_api
 EXPIRY_FAIL_DAYS = 7
 EXPIRY_WARN_DAYS = 30
 WEBHOOK_SUFFIX = ".inject.sluice.dev"
-PEERING_FRESH = dt.timedelta(minutes=2)
+LEASE_FRESH = dt.timedelta(minutes=2)
+#: The operator's leader-election Lease (``sluice_operator.settings``: ``--leader-lease``).
+LEADER_LEASE = "sluice-operator"
 
 # (verb, group, resource, subresource, name) the operator needs, cluster-wide
 NEEDS: tuple[tuple[str, str, str, str, str], ...] = (
@@ -295,29 +297,37 @@ def check_operator(api: Any, install: Install) -> Iterator[Result]:
                 yield _ok(f"operator Deployment {ns}/{d.metadata.name} is available")
                 return
     now = dt.datetime.now(dt.UTC)
-    peerings: Any
+    leases: list[Any]
     try:
-        peerings = client.CustomObjectsApi(api).list_cluster_custom_object(
-            "kopf.dev", "v1", "clusterkopfpeerings", _request_timeout=10
+        leases = (
+            client.CoordinationV1Api(api)
+            .list_lease_for_all_namespaces(
+                field_selector=f"metadata.name={LEADER_LEASE}", _request_timeout=10
+            )
+            .items
+            or []
         )
     except Exception:
-        peerings = {"items": []}
-    for p in peerings.get("items") or []:
-        for peer, entry in (p.get("status") or {}).items():
-            stamp = str(entry.get("lastseen", "1970-01-01")).replace("Z", "+00:00")
-            seen = dt.datetime.fromisoformat(stamp)
-            if seen.tzinfo is None:
-                seen = seen.replace(tzinfo=dt.UTC)
-            if now - seen < PEERING_FRESH:
-                peering = p["metadata"]["name"]
-                yield _ok(f"an operator is running (peer {peer} in peering {peering})")
-                return
+        leases = []
+    for lease in leases:
+        spec = lease.spec
+        renewed = spec.renew_time if spec is not None else None
+        if spec is None or not spec.holder_identity or renewed is None:
+            continue
+        if renewed.tzinfo is None:
+            renewed = renewed.replace(tzinfo=dt.UTC)
+        if now - renewed < LEASE_FRESH:
+            meta = lease.metadata
+            where = f"{meta.namespace}/{meta.name}" if meta is not None else LEADER_LEASE
+            yield _ok(f"an operator is running (leader {spec.holder_identity}, Lease {where})")
+            return
     if install.webhook_ok and (install.webhook or {}).get("url"):
         yield _ok("an operator answers at the webhook URL (out of cluster)")
         return
     where = f" in {ns}" if ns else ""
     yield _fail(
-        f"no running operator found{where} (no available Deployment, no fresh kopf peer)",
+        f"no running operator found{where} (no available Deployment, no recently renewed "
+        f"leader Lease {LEADER_LEASE!r})",
         f"kubectl -n {ns or '<namespace>'} describe deploy; or run `sluice operator` "
         "(docs/operations.md)",
     )

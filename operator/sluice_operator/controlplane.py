@@ -391,8 +391,22 @@ async def post_report(request: web.Request) -> web.Response:
     report = await _pod_document(request, UsageReport, "usage report")
     if isinstance(report, web.Response):
         return report
-    fresh = request.app[SINK](report)
+    try:
+        fresh = request.app[SINK](report)
+    except NotServingError:
+        return _not_leader(report.namespace)
     return web.json_response({"accepted": fresh})
+
+
+def _not_leader(namespace: str) -> web.Response:
+    """A follower replica's answer to what only the leader takes (reports, leases): 503, and the
+    connection closed so the sidecar's retry may reach the leader behind the Service."""
+    return _error(
+        503,
+        f"this operator replica does not serve namespace {namespace[:63]!r} now (not the "
+        "leader, or not started yet); try again",
+        {"Retry-After": "1", "Connection": "close"},
+    )
 
 
 async def post_leases(request: web.Request) -> web.Response:
@@ -405,12 +419,7 @@ async def post_leases(request: web.Request) -> web.Response:
     try:
         got = answer(ask)
     except NotServingError:
-        # Not the reconciling replica: close the connection, so the retry may reach the leader.
-        return _error(
-            503,
-            f"this operator replica has no config for namespace {ask.namespace!r} (not the leader)",
-            {"Retry-After": "1", "Connection": "close"},
-        )
+        return _not_leader(ask.namespace)
     if got is None:
         return _error(409, "an older lease request of this process (seq); ask again")
     return web.Response(body=got.model_dump_json(by_alias=True), content_type="application/json")

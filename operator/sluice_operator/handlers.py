@@ -5,13 +5,15 @@ task started here) compiles and writes. Namespace events and each compiled confi
 injector's in-memory cache, so the admission webhook never calls the API. kopf keeps its own
 bookkeeping in annotations (``kopf.sluice.dev/*``), never in ``status`` - a strict CRD schema
 would prune it there.
-Start-up also opens the control-plane endpoint for sidecars. With peering, only the leader
-handles events; the control plane keeps serving on every replica.
+Start-up also opens the control-plane endpoint for sidecars and, unless ``--standalone``, starts
+the leader election (``leader``): every replica watches, compiles and serves configs and the
+webhook from its own caches; only the leader writes, takes reports and grants leases.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from . import controlplane, kube, metrics
+from . import controlplane, kube, leader, metrics
 from .api import GROUP, KINDS, VERSION
 from .compile import CompileResult
 from .inject import InjectionCache, InjectorSettings
@@ -67,6 +69,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         os.environ, operator_namespace=options.namespace, **_controlplane_ca(options)
     )
     memo["missed"] = set()
+    # Until elected, a replica compiles and serves but writes nothing (``leader``).
+    reconciler.leading = options.standalone
     await _initial_sync(writer, reconciler, cache)
     memo["task"] = asyncio.create_task(reconciler.run(), name="sluice-reconciler")
     await _start_webhook(options, cache, memo)
@@ -83,6 +87,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         token_reviews=lambda: auth.reviews,
         denials=lambda: auth.denials,
         requests=lambda: auth.requests,
+        leader=lambda: float(reconciler.leading),
     )
     metrics.register_budgets(
         registry, lambda: reconciler.budget_windows, lambda: reconciler.crossings
@@ -111,6 +116,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     ).start()
     reconciler.leases.open(reconciler.wall())
     memo["runner"] = runner
+    if not options.standalone:
+        elector = leader.Elector(
+            writer,
+            options.namespace,
+            options.leader_lease,
+            on_lead=reconciler.lead,
+            on_follow=reconciler.follow,
+            duration=options.leader_lease_seconds,
+        )
+        memo["elector"] = asyncio.create_task(elector.run(), name="sluice-leader-election")
     log.info(
         "control plane for sidecars on %s://%s:%d",
         "https" if tls else "http",
@@ -175,8 +190,9 @@ async def on_namespace(*, type: str | None, body: kopf.Body, memo: Any, **_: Any
 @kopf.on.event("", "v1", "pods", id="observe-pods")
 async def on_pod(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     """An Event on each pod the webhook skipped (with the decision's reason), and on opted-in
-    pods that were admitted without the sidecar (webhook down + Ignore)."""
-    if type not in (None, "ADDED"):
+    pods that were admitted without the sidecar (webhook down + Ignore). The leader's job."""
+    reconciler: Reconciler = memo["reconciler"]
+    if type not in (None, "ADDED") or not reconciler.leading:
         return
     meta = body.get("metadata", {})
     namespace, uid = str(meta.get("namespace")), str(meta.get("uid"))
@@ -201,6 +217,11 @@ async def on_pod(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> N
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    elector = memo.get("elector")
+    if isinstance(elector, asyncio.Task):  # first: the Lease is given up while the API is there
+        elector.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await elector
     for name in ("task", "controlplane_certs"):
         task = memo.get(name)
         if isinstance(task, asyncio.Task):

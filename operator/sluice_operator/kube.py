@@ -61,6 +61,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.auth = client.AuthenticationV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
         self.requests = 0  # API requests made, for the scale benchmark
 
     async def _call(self, fn: Callable[[], T]) -> T | None:
@@ -111,6 +112,50 @@ class Kube:
                 _content_type="application/apply-patch+yaml",
             )
         )
+
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The leader-election Lease (``leader``), or None when it does not exist."""
+        self.requests += 1
+        try:
+            lease = await asyncio.to_thread(
+                lambda: self.coordination.read_namespaced_lease(name, namespace)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        got: dict[str, Any] = self.api.sanitize_for_serialization(lease)  # type: ignore[no-untyped-call]
+        return got
+
+    async def write_lease(
+        self, namespace: str, name: str, spec: dict[str, Any], version: str | None
+    ) -> bool:
+        """Create the Lease (``version`` None) or replace the one read at ``version``; False when
+        another replica wrote first (409: no retry, the election reads again)."""
+        meta: dict[str, Any] = {"name": name, "namespace": namespace}
+        if version is not None:
+            meta["resourceVersion"] = version
+        body: Any = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": meta,
+            "spec": spec,
+        }  # the client takes a dict in place of a V1Lease
+        self.requests += 1
+        try:
+            if version is None:
+                await asyncio.to_thread(
+                    lambda: self.coordination.create_namespaced_lease(namespace, body)
+                )
+            else:
+                await asyncio.to_thread(
+                    lambda: self.coordination.replace_namespaced_lease(name, namespace, body)
+                )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     async def read_config(self, namespace: str) -> str | None:
         """The config JSON in the namespace's ``sluice-config`` ConfigMap, or None."""

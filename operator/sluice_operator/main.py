@@ -2,7 +2,9 @@
 
 Thin entry point: parse options, import the handlers (which registers them), prepare the
 out-of-cluster mode (``outofcluster``: certificates for ``--webhook-url``), check that the start
-can work (``preflight``: credentials, peering CRD; the webhook configuration's URL), run kopf.
+can work (``preflight``: credentials, the leader-election Lease; the webhook configuration's URL),
+run kopf. kopf runs standalone in every replica (each watches and serves); which replica writes
+is decided by the operator's own leader election (``leader``), not by kopf's peering.
 Run as a module, never as ``kopf run file.py`` (that puts the file's folder first on sys.path).
 """
 
@@ -21,7 +23,8 @@ EXIT_CANNOT_START = 2
 def run(options: OperatorOptions) -> int:
     """Check the start can work (``preflight``), then run kopf until it stops.
 
-    Exits 2 with one line on stderr when it cannot: no credentials, no peering CRD.
+    Exits 2 with one line on stderr when it cannot: no credentials, no namespace or RBAC for the
+    leader-election Lease.
     """
     import kopf
 
@@ -48,8 +51,7 @@ def run(options: OperatorOptions) -> int:
     kopf.configure(verbose=options.verbose)
     kopf.run(
         clusterwide=True,
-        standalone=options.standalone,
-        peering_name=None if options.standalone else options.peering,
+        standalone=True,  # every replica watches; ``leader`` elects the one that writes
         liveness_endpoint=options.liveness,
         memo=kopf.Memo(options=options),
     )

@@ -26,12 +26,19 @@ def build_registry(
     token_reviews: Callable[[], float] = lambda: 0,
     denials: Callable[[], Mapping[str, int]] = dict,
     requests: Callable[[], Mapping[tuple[str, str], int]] = dict,
+    leader: Callable[[], float] = lambda: 1,
 ) -> CollectorRegistry:
     """The operator's registry; ``requests``: control-plane requests by (route pattern, status
     code), ``controlplane.Auth.requests``."""
     registry = CollectorRegistry(auto_describe=True)
     for name, doc, fn in [
         ("sluice_operator_reconcile_passes", "Namespace reconcile passes run.", passes),
+        (
+            "sluice_operator_leader",
+            "1 while this replica is the elected leader (writes status, takes reports, grants "
+            "budget leases), else 0.",
+            leader,
+        ),
         (
             "sluice_operator_api_requests",
             "Write requests sent to the Kubernetes API.",

@@ -1,13 +1,14 @@
 """Checks made once before kopf starts, so that a start that cannot work fails with one clear line.
 
-Left to itself, kopf retries a missing login every 60 seconds with a traceback, and with mandatory
-peering it waits silently, forever, for its peering CRD to appear. Both are configuration errors a
-person has to fix, so the operator checks them first and exits with a message saying what to do:
+Left to itself, kopf retries a missing login every 60 seconds with a traceback, and a leader
+election without its namespace or its RBAC would retry forever with a warning every 2 seconds.
+Both are configuration errors a person has to fix, so the operator checks them first and exits
+with a message saying what to do:
 
 * credentials: the in-cluster ServiceAccount, else a kubeconfig (``KUBECONFIG`` or
   ``~/.kube/config``) — the same lookup kopf and ``kube.load_client`` make;
-* peering (unless ``--standalone``): the ``clusterkopfpeerings.kopf.dev`` resource is served.
-  Discovery (``GET /apis/kopf.dev/v1``) needs no RBAC beyond what every authenticated user has.
+* leader election (unless ``--standalone``): the operator's namespace (``--namespace``) exists
+  and its leader-election Lease there can be read (``leader``; the chart's Role allows it).
 
 ``check_controlplane_tls``: the control plane serves HTTPS from ``--controlplane-cert-dir``
 (readable ``tls.crt`` and ``tls.key``) unless ``--controlplane-insecure-http`` says otherwise.
@@ -26,10 +27,6 @@ from kubernetes.client.exceptions import ApiException
 from . import kube
 from .settings import OperatorOptions
 
-PEERING_GROUP = "kopf.dev"
-PEERING_VERSION = "v1"
-PEERING_RESOURCE = "clusterkopfpeerings"
-PEERING_CRD_FILE = "charts/sluice/crds/kopf.dev-peerings.yaml"
 TIMEOUT_SECONDS = 10.0
 
 
@@ -49,26 +46,37 @@ def check(options: OperatorOptions) -> None:
     if options.standalone:
         return
     host = api.configuration.host
+    where = f"namespace {options.namespace!r}"
     try:
-        resources = client.CustomObjectsApi(api).get_api_resources(
-            PEERING_GROUP, PEERING_VERSION, _request_timeout=TIMEOUT_SECONDS
+        found = client.CoreV1Api(api).list_namespace(
+            field_selector=f"metadata.name={options.namespace}", _request_timeout=TIMEOUT_SECONDS
         )
-        served = {r.name for r in resources.resources} if resources else set()
-    except ApiException as exc:
-        if exc.status != 404:
+        if not found.items:
             raise PreflightError(
-                f"the Kubernetes API at {host} answered {exc.status} {exc.reason} to discovery "
-                f"of {PEERING_GROUP}/{PEERING_VERSION}"
+                f"the operator's {where} does not exist at {host}: create it or pass "
+                "--namespace (where its leader-election Lease lives), or run one replica with "
+                "--standalone"
+            )
+        client.CoordinationV1Api(api).read_namespaced_lease(
+            options.leader_lease, options.namespace, _request_timeout=TIMEOUT_SECONDS
+        )
+    except PreflightError:
+        raise
+    except ApiException as exc:
+        if exc.status == 403:
+            raise PreflightError(
+                f"the operator may not read its leader-election Lease {options.leader_lease!r} "
+                f"in {where} at {host} (403): grant get/create/update on "
+                "leases.coordination.k8s.io there (the Helm chart's Role does) or run one "
+                "replica with --standalone"
             ) from exc
-        served = set()
+        if exc.status != 404:  # 404 on the Lease: the first leader creates it
+            raise PreflightError(
+                f"the Kubernetes API at {host} answered {exc.status} {exc.reason} to reading "
+                f"the leader-election Lease in {where}"
+            ) from exc
     except Exception as exc:  # urllib3 wraps connection errors in several types
         raise PreflightError(f"cannot reach the Kubernetes API at {host}: {exc}") from exc
-    if PEERING_RESOURCE not in served:
-        raise PreflightError(
-            f"kopf's peering CRD ({PEERING_RESOURCE}.{PEERING_GROUP}) is not installed at "
-            f"{host}, so leader election cannot start: install it (kubectl apply -f "
-            f"{PEERING_CRD_FILE}; the Helm chart does) or run one replica with --standalone"
-        )
 
 
 WEBHOOK_SUFFIX = ".inject.sluice.dev"

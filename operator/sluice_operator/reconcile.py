@@ -98,6 +98,12 @@ class Reconciler:
     guard: GuardStats = field(default_factory=GuardStats)
     #: Budgets created while this operator watched (no lease grace: ``LeaseDesk.in_grace``).
     born: dict[str, set[str]] = field(default_factory=dict)
+    #: Whether this replica is the leader (``leader``): only the leader writes to the API, takes
+    #: reports and grants leases; a follower compiles the same configs for its sidecars and
+    #: webhook. True without leader election (one replica).
+    leading: bool = True
+    #: The config hash this replica applied to each namespace's ConfigMap while leading.
+    applied: dict[str, str] = field(default_factory=dict)
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -113,21 +119,41 @@ class Reconciler:
                 self.budget_windows.pop((key[1], key[2]), None)
                 self.born.get(key[1], set()).discard(key[2])
         else:
-            if plural == _BUDGETS and event_type == "ADDED" and key not in self.objects:
-                # Created while this operator watched (a listing, initial or after a watch
-                # gap, has no type): no operator before this one granted leases for it.
+            new = event_type == "ADDED" and key not in self.objects
+            if plural == _BUDGETS and new and self.leading:
+                # Created while this operator watched as the leader (a listing, initial or
+                # after a watch gap, has no type): no other operator granted leases for it.
                 self.born.setdefault(key[1], set()).add(key[2])
             self.objects[key] = _plain(body)
             if plural == _BUDGETS:  # the durable spend, read back (max seq per key wins)
                 self.spend.seed(key[1], key[2], (body.get("status") or {}).get("ledger"))
         self.mark(key[1])
 
+    def lead(self) -> None:
+        """This replica became the leader: a full pass writes every ConfigMap and status again
+        (they may be a predecessor's), and leases start over with the restart grace (the
+        predecessor's leases and the spend it had not written yet are unknown here)."""
+        self.leading = True
+        self.applied.clear()
+        self.born.clear()
+        self.leases = LeaseDesk(ttl=self.leases.ttl, skew=self.leases.skew)
+        self.leases.open(self.wall())
+        for namespace in {key[1] for key in self.objects} | set(self.results):
+            self.mark(namespace)
+
+    def follow(self) -> None:
+        """This replica stopped leading: no more writes, reports or leases (answers 503)."""
+        self.leading = False
+
     def mark(self, namespace: str) -> None:
         self._dirty.add(namespace)
         self._wake.set()
 
     def take_report(self, report: UsageReport) -> bool:
-        """Record a sidecar report; refreshes status at most every ``report_interval``."""
+        """Record a sidecar report; refreshes status at most every ``report_interval``.
+        ``NotServingError`` on a follower (the sidecar sends it again, to the leader)."""
+        if not self.leading:
+            raise NotServingError(report.namespace)
         fresh = self.reports.add(report, self.wall())
         # Budget spend is idempotent on its own terms (gauges, highest seq per instance).
         spent = self.spend.add(report, self.wall())
@@ -147,7 +173,7 @@ class Reconciler:
         """A sidecar's lease request, against the budgets compiled for its namespace and the
         spend every sidecar reported (``leases.LeaseDesk``)."""
         result = self.results.get(request.namespace)
-        if result is None:
+        if result is None or not self.leading:
             raise NotServingError(request.namespace)
         born = self.born.get(request.namespace, set())
         config = result.config  # the routes too: their backends' quotas (``quotas``)
@@ -227,8 +253,9 @@ class Reconciler:
                 for h in gate.held
             ),
         )
-        if previous is None or previous.hash != result.hash:
+        if self.leading and self.applied.get(namespace) != result.hash:
             await self.writer.apply_config(namespace, result.config.canonical_json(), result.hash)
+            self.applied[namespace] = result.hash
             log.info("namespace %s: config %s", namespace, result.hash)
         self.results[namespace] = result
         self.leases.saw(namespace, self.wall())
@@ -306,8 +333,8 @@ class Reconciler:
             )
         old = obj.get("status")
         patch = status.status_patch(old, desired)
-        if patch is None:
-            return
+        if patch is None or not self.leading:
+            return  # (a follower computes, for its metrics, and leaves the writing to the leader)
         async with limit:
             await self.writer.patch_status(plural, namespace, name, patch)
             obj["status"] = desired  # what we wrote; the watch event will confirm it

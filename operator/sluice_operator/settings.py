@@ -14,8 +14,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class OperatorOptions:
     namespace: str = "sluice-system"  # where the operator itself runs (never injected)
-    standalone: bool = False  # no peering: for local runs and tests
-    peering: str = "sluice"
+    standalone: bool = False  # no leader election: one replica, local runs and tests
+    #: The coordination.k8s.io Lease in ``namespace`` that elects the leader (``leader``).
+    leader_lease: str = "sluice-operator"
+    leader_lease_seconds: float = 15.0
     controlplane_host: str = "0.0.0.0"  # noqa: S104 - sidecars in other pods connect here
     controlplane_port: int = 9090
     #: tls.crt + tls.key (and ca.crt, given to injected sidecars) for the control plane's HTTPS
@@ -37,10 +39,22 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--standalone",
         action="store_true",
-        help="no leader election (one replica, dev, tests); without it kopf's peering CRD "
-        "(clusterkopfpeerings.kopf.dev) must be installed",
+        help="no leader election: this replica leads at once (one replica, dev, tests)",
     )
-    parser.add_argument("--peering", default=d.peering, help="kopf peering name for leadership")
+    parser.add_argument(
+        "--leader-lease",
+        default=d.leader_lease,
+        help="the Lease (coordination.k8s.io, in --namespace) that elects the one replica that "
+        "writes status, takes usage reports and grants budget leases",
+    )
+    # Before 0.2 leadership was kopf's peering object, named by --peering: still accepted.
+    parser.add_argument("--peering", dest="leader_lease", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--leader-lease-seconds",
+        type=float,
+        default=d.leader_lease_seconds,
+        help="how long a leader's Lease lasts without renewal before another replica takes over",
+    )
     parser.add_argument("--controlplane-host", default=d.controlplane_host)
     parser.add_argument("--controlplane-port", type=int, default=d.controlplane_port)
     parser.add_argument(
@@ -93,7 +107,8 @@ def from_args(args: argparse.Namespace) -> OperatorOptions:
     return OperatorOptions(
         namespace=args.namespace,
         standalone=args.standalone,
-        peering=args.peering,
+        leader_lease=args.leader_lease,
+        leader_lease_seconds=max(1.0, args.leader_lease_seconds),
         controlplane_host=args.controlplane_host,
         controlplane_port=args.controlplane_port,
         controlplane_cert_dir=args.controlplane_cert_dir,

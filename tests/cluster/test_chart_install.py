@@ -1,18 +1,16 @@
 """The Helm chart against the real apiserver, and the operator running with the chart's RBAC.
 
 ``helm install`` of ``charts/sluice`` into its own namespace, ``helm template`` output applied with
-kubectl, then the operator started with a token of the chart's ServiceAccount (``--peering`` on
-the chart's ClusterKopfPeering, not ``--standalone``, webhook on). Everything it does in the
-quickstart - watches, start-up lists, the ConfigMap, status patches, Events, kopf peering,
+kubectl, then the operator started with a token of the chart's ServiceAccount (leader election on
+the chart's Lease, not ``--standalone``, webhook on). Everything it does in the quickstart -
+watches, start-up lists, the ConfigMap, status patches, Events, the leader-election Lease,
 TokenReviews for sidecars, the injector cache - must work with exactly the chart's permissions,
 and the ServiceAccount must not be able to read Secrets.
 
 CRDs: the session fixture ``sluice_crds`` has already applied ``crds/`` (the four Sluice CRDs,
-server-side). ``helm install`` runs WITHOUT ``--skip-crds``: Helm creates the CRDs in the chart's
-``crds/`` that are missing (kopf's two peering CRDs, needed by the chart's ClusterKopfPeering) and
-skips the ones that already exist, as it does on any cluster where Sluice's CRDs were installed
-first (the upgrade path in docs/install.md). With ``--skip-crds`` the install would fail, since
-nothing else creates the peering CRD.
+server-side). ``helm install`` runs WITHOUT ``--skip-crds``: Helm skips the CRDs that already
+exist, as it does on any cluster where Sluice's CRDs were installed first (the upgrade path in
+docs/install.md).
 
 No kubelet runs here, so the chart's Deployment never starts a pod; the operator runs as a local
 process with the ServiceAccount's credentials instead.
@@ -94,9 +92,11 @@ class Release:
         return str(sa["metadata"]["name"])
 
     @property
-    def peering(self) -> str:
-        (peering,) = self.named("ClusterKopfPeering")
-        return str(peering["metadata"]["name"])
+    def leader_lease(self) -> str:
+        """The Lease the chart's Deployment passes as ``--leader-lease``."""
+        (deployment,) = self.named("Deployment")
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        return str(args[args.index("--leader-lease") + 1])
 
     @property
     def webhook_config(self) -> str:
@@ -143,7 +143,7 @@ def release(
 # Installing
 
 
-def test_helm_install_creates_every_object_and_the_peering_crds(
+def test_helm_install_creates_every_object(
     cluster: Cluster, helm: Helm, release: Release, sluice_crds: list[str]
 ) -> None:
     assert "STATUS: deployed" in release.install_output
@@ -163,7 +163,6 @@ def test_helm_install_creates_every_object_and_the_peering_crds(
         "Service",
         "Secret",
         "MutatingWebhookConfiguration",
-        "ClusterKopfPeering",
         "PodDisruptionBudget",
     } <= kinds
     # every rendered object is in the cluster
@@ -177,8 +176,9 @@ def test_helm_install_creates_every_object_and_the_peering_crds(
     ).stdout.split()
     assert len(found) == len(release.manifest)
 
-    # Helm created the CRDs the session had not (kopf's) and left the existing ones alone
-    for crd in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev", *sluice_crds):
+    # Helm left the existing CRDs alone (and brought no others: leadership is a Lease)
+    assert "ClusterKopfPeering" not in kinds
+    for crd in sluice_crds:
         got = cluster.kubectl_json("get", "crd", crd)
         assert any(
             c["type"] == "Established" and c["status"] == "True"
@@ -207,9 +207,8 @@ def test_helm_template_output_applies(cluster: Cluster, helm: Helm, repo_root: P
         str(repo_root / "charts" / "sluice"),
         "--namespace",
         namespace,
-        # cluster-scoped names differ from the installed release's, so the two do not collide
-        "--set",
-        "peering.name=sluice-tpl",
+        # cluster-scoped names (ClusterRoles, webhook configuration) carry the release name "tpl",
+        # so they do not collide with the installed release's
     ).stdout
     docs = documents(rendered)
     assert docs, "helm template rendered nothing"
@@ -380,7 +379,8 @@ class SaOperator:
 def sa_operator(
     cluster: Cluster, release: Release, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SaOperator]:
-    """The operator authenticated as the chart's ServiceAccount, with peering and the webhook.
+    """The operator authenticated as the chart's ServiceAccount, with leader election and the
+    webhook.
 
     The chart's own MutatingWebhookConfiguration is pointed at it (``url`` on loopback instead of
     the Service, which has no endpoints without a kubelet), so the apiserver calls this operator
@@ -399,8 +399,8 @@ def sa_operator(
     op = start_operator(
         kubeconfig,
         workdir,
-        "--peering",
-        release.peering,
+        "--leader-lease",
+        release.leader_lease,
         f"--namespace={release.namespace}",
         "--webhook-host=127.0.0.1",
         f"--webhook-port={port}",
@@ -574,19 +574,35 @@ def test_charts_webhook_configuration_injects_through_the_sa_operator(
     assert_no_rbac_errors(sa_operator.op.log_text())
 
 
-def test_operator_joined_the_charts_peering(
+def test_operator_leads_through_the_charts_lease(
     cluster: Cluster, release: Release, sa_operator: SaOperator
 ) -> None:
-    def peers() -> dict[str, Any]:
-        obj = cluster.kubectl_json("get", "clusterkopfpeering", release.peering)
-        return dict(obj.get("status") or {})
+    """The chart's Role lets its ServiceAccount create and renew the leader-election Lease."""
 
-    found = eventually(peers, what="the operator's entry in the ClusterKopfPeering")
-    assert len(found) == 1
-    (entry,) = found.values()
-    assert "priority" in entry and "lastseen" in entry
+    def holder() -> str | None:
+        got = cluster.kubectl(
+            "get", "lease", release.leader_lease, "-n", release.namespace, "-o", "json", check=False
+        )
+        if got.returncode != 0:
+            return None
+        spec = json.loads(got.stdout).get("spec") or {}
+        return spec.get("holderIdentity") or None
+
+    first = eventually(holder, what="the operator holding the chart's leader Lease")
+    lease = cluster.kubectl_json("get", "lease", release.leader_lease, "-n", release.namespace)
+    renewed = lease["spec"]["renewTime"]
+    eventually(
+        lambda: (
+            cluster.kubectl_json("get", "lease", release.leader_lease, "-n", release.namespace)[
+                "spec"
+            ]["renewTime"]
+            != renewed
+        ),
+        what="a renewal of the Lease",
+    )
+    assert holder() == first  # one leader, renewing
     log = sa_operator.op.log_text()
-    assert "standalone" not in log.lower()
+    assert "leader election: " in log and " leads (Lease " in log
     assert_no_rbac_errors(log)
 
 

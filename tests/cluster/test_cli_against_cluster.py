@@ -5,9 +5,9 @@ session may have installed the CRDs already, so the client-side check uses `crea
 against live objects) and the server-side one forces conflicts.
 
 `sluice status` and `sluice doctor` on a cluster without the CRDs say so; `sluice operator` on a
-cluster where only crds/ were applied (no kopf peering CRD) exits with a message instead of
-waiting forever; that needs a cluster of its own, since the chart test installs
-the peering CRD into the shared one."""
+cluster where only crds/ were applied and its namespace (where its leader-election Lease lives)
+does not exist exits with a message instead of retrying forever; that needs a cluster of its own,
+since other tests install the CRDs and the chart into the shared one."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ import pytest
 
 from sluice_cli import devcluster
 from sluice_cli.devcluster import Cluster
-
-from .conftest import wait_established
 
 pytestmark = pytest.mark.cluster
 
@@ -52,7 +50,7 @@ def sluice(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_operator_without_peering_crd_says_so_and_how_to_fix_it(
+def test_operator_without_its_namespace_says_so_and_how_to_fix_it(
     tmp_path: Path, cluster: Cluster, repo_root: Path
 ) -> None:
     bare = devcluster.start(tmp_path / "bare", tools=cluster.tools)
@@ -73,16 +71,13 @@ def test_operator_without_peering_crd_says_so_and_how_to_fix_it(
         out = sluice(env, "operator", "--liveness=")
         assert out.returncode == 2, out.stderr
         assert out.stderr.startswith(
-            "sluice operator: kopf's peering CRD (clusterkopfpeerings.kopf.dev) is not installed"
+            "sluice operator: the operator's namespace 'sluice-system' does not exist at"
         )
-        assert "kubectl apply -f charts/sluice/crds/kopf.dev-peerings.yaml" in out.stderr
-        assert "--standalone" in out.stderr
+        assert "--namespace" in out.stderr and "--standalone" in out.stderr
         assert "Traceback" not in out.stderr
 
-        # With the peering CRD installed the same check passes.
-        peering = repo_root / "charts" / "sluice" / "crds" / "kopf.dev-peerings.yaml"
-        bare.kubectl("apply", "--server-side", "-f", str(peering))
-        wait_established(bare, ["clusterkopfpeerings.kopf.dev"])
+        # With its namespace there the same check passes (the first leader creates the Lease).
+        bare.kubectl("create", "namespace", "sluice-system")
         check = (
             "from sluice_operator import preflight, settings\n"
             "preflight.check(settings.OperatorOptions())\n"

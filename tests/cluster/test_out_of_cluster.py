@@ -1,8 +1,8 @@
 """The operator run from a laptop, `sluice status` and `sluice doctor`, against the real apiserver.
 
 The chart is installed with ``operator.replicas=0``; ``sluice operator --out-of-cluster
---webhook-url https://127.0.0.1:PORT`` (admin kubeconfig, kopf peering on the chart's
-ClusterKopfPeering) makes a certificate for the URL's host and prints the one ``helm upgrade``
+--webhook-url https://127.0.0.1:PORT`` (admin kubeconfig, leader election on a Lease in the
+release namespace) makes a certificate for the URL's host and prints the one ``helm upgrade``
 that points the chart's webhook configuration at it. That line is run as printed; afterwards the
 apiserver injects through the laptop's webhook, and a later ``helm upgrade --reuse-values``
 keeps it so. Then ``sluice status`` (and ``kubectl sluice status``) shows the injected pods, the
@@ -92,7 +92,7 @@ def laptop(
         "--out-of-cluster",
         f"--webhook-url={url}",
         f"--namespace={namespace}",
-        standalone=False,  # peering "sluice": the chart's ClusterKopfPeering
+        standalone=False,  # leader election on the Lease sluice-operator in the namespace
         env={"XDG_CACHE_HOME": str(workdir / "cache")},
     )
     try:

@@ -28,7 +28,7 @@ from tests.unit.test_inject_patch import pss_restricted_violations
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sluice"
-CHART_ONLY_CRDS = {"kopf.dev-peerings.yaml"}
+CHART_ONLY_CRDS: set[str] = set()
 KINDS = ("ModelRoute", "PromptTemplate", "Budget", "GuardrailPolicy")
 
 
@@ -47,17 +47,6 @@ def test_chart_crds_are_byte_identical_copies() -> None:
         "  cp crds/*.yaml charts/sluice/crds/"
         + (f" && rm {' '.join('charts/sluice/crds/' + e for e in extra)}" if extra else "")
     )
-
-
-def test_kopf_peering_crds_are_valid() -> None:
-    docs = list(yaml.safe_load_all((CHART / "crds" / "kopf.dev-peerings.yaml").read_text()))
-    assert {d["metadata"]["name"] for d in docs} == {
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-    }
-    for d in docs:
-        assert d["spec"]["group"] == "kopf.dev"
-        assert d["spec"]["versions"][0]["name"] == "v1"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,7 +120,7 @@ NON_DEFAULT = {
     "podDisruptionBudget": {"enabled": False},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
     "prometheusRule": {"enabled": True},
-    "peering": {"enabled": False},
+    "leaderElection": {"enabled": False},
     "rbac": {"aggregateToDefaultRoles": False},
 }
 
@@ -163,7 +152,6 @@ def test_helm_lint(helm: Path) -> None:
 def test_default_objects(default: Rendered) -> None:
     assert default.kinds() == sorted(
         [
-            "ClusterKopfPeering",
             "ClusterRole",
             "ClusterRole",
             "ClusterRole",
@@ -180,7 +168,6 @@ def test_default_objects(default: Rendered) -> None:
             "ServiceAccount",
         ]
     )
-    assert default.one("ClusterKopfPeering")["metadata"]["name"] == "sluice"
     assert default.one("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     assert default.one("Deployment")["spec"]["replicas"] == 2
 
@@ -272,7 +259,7 @@ def test_rbac_grants_what_the_operator_needs(default: Rendered) -> None:
     assert verbs("", "pods") == {"list", "watch"}
     assert verbs("", "namespaces") == {"list", "watch"}
     assert verbs("authentication.k8s.io", "tokenreviews") == {"create"}
-    assert verbs("kopf.dev", "clusterkopfpeerings") == {"get", "list", "watch", "patch"}
+    assert verbs("kopf.dev", "clusterkopfpeerings") == set(), "leadership is a Lease now"
     assert verbs("coordination.k8s.io", "leases") == set(), "leases belong in the namespaced Role"
     role = default.one("Role")
     assert role["metadata"]["namespace"] == "sluice-system"
@@ -328,7 +315,9 @@ def test_operator_flags_are_the_ones_sluice_operator_accepts(
         assert args.namespace == namespace
         assert args.controlplane_port == 9090
         assert args.liveness == "http://0.0.0.0:8080/healthz"
-    assert parser.parse_args(_container(default)["args"][1:]).peering == "sluice"
+    default_args = parser.parse_args(_container(default)["args"][1:])
+    assert default_args.leader_lease == "sluice-operator" and not default_args.standalone
+    assert default_args.leader_lease_seconds == 15.0
     custom_args = parser.parse_args(_container(custom)["args"][1:])
     assert custom_args.standalone and custom_args.verbose
 
@@ -455,7 +444,6 @@ def test_existing_secret_replaces_the_generated_one(custom: Rendered) -> None:
 
 def test_toggles(custom: Rendered) -> None:
     assert custom.all("PodDisruptionBudget") == []
-    assert custom.all("ClusterKopfPeering") == []
     assert custom.one("Deployment")["spec"]["replicas"] == 1
     assert [r["metadata"]["name"] for r in custom.all("ClusterRole")] == ["sluice-operator"]
     monitor = custom.one("ServiceMonitor")
@@ -504,14 +492,14 @@ def test_the_sidecar_admin_port_name_matches_the_pod_monitor() -> None:
         (["--set", "webhook.certificate.existingSecret=x"], "caBundle"),
         (["--kube-version", "1.28.5"], "needs Kubernetes 1.29"),
         (
-            ["--set", "peering.enabled=false"],
-            "peering.enabled=false runs each operator replica as its own leader (--standalone), "
-            "so 2 replicas would all reconcile at once; set operator.replicas=1 or "
-            "peering.enabled=true",
+            ["--set", "leaderElection.enabled=false"],
+            "leaderElection.enabled=false runs each operator replica as its own leader "
+            "(--standalone), so 2 replicas would all write status and grant budget leases at "
+            "once; set operator.replicas=1 or leaderElection.enabled=true",
         ),
         (
-            ["--set", "peering.enabled=false,operator.replicas=3"],
-            "so 3 replicas would all reconcile at once",
+            ["--set", "leaderElection.enabled=false,operator.replicas=3"],
+            "so 3 replicas would all write status",
         ),
     ],
 )

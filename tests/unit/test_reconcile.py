@@ -200,3 +200,45 @@ async def test_an_object_that_was_never_valid_is_left_out_and_others_compile() -
     st = r.objects[FILTERS]["status"]
     message = next(c["message"] for c in st["conditions"] if c["type"] == "Ready")
     assert "Not in effect" in message
+
+
+async def test_a_follower_compiles_and_publishes_but_writes_nothing_until_it_leads() -> None:
+    """Leader election (``leader``): every replica serves configs from its own compile; only the
+    leader applies ConfigMaps, patches status, posts Events, takes reports and grants leases."""
+    from sluice_operator.leases import NotServingError
+    from sluice_sidecar.contract import LeaseRequest, UsageReport
+
+    rec = Recorder()
+    published: list[str] = []
+    r = Reconciler(writer=rec, leading=False, publish=lambda ns, res: published.append(res.hash))
+    r.observe("modelroutes", None, ROUTE)
+    r.observe("prompttemplates", None, PROMPT)
+    await r.reconcile("team-a")
+    assert published and not rec.configs and not rec.statuses and not rec.events
+    report = UsageReport(
+        namespace="team-a", pod="p", config_hash="h", seq=1, window_start=0, window_end=1
+    )
+    for call in (
+        lambda: r.take_report(report),
+        lambda: r.answer_leases(LeaseRequest(namespace="team-a", pod="p", instance="i", seq=1)),
+    ):
+        try:
+            call()
+        except NotServingError:
+            pass
+        else:
+            raise AssertionError("a follower took what only the leader may")
+    # Elected: the next pass writes the ConfigMap and every status (a predecessor's may differ).
+    r.lead()
+    await r.reconcile("team-a")
+    assert rec.configs == [("team-a", published[-1])]
+    assert {name for _, name, _ in rec.statuses} == {"support", ROUTE["metadata"]["name"]}
+    assert r.take_report(report) is True
+    # Stepping down stops the writing again.
+    r.follow()
+    r.observe(
+        "modelroutes", "MODIFIED", {**ROUTE, "metadata": {**ROUTE["metadata"], "generation": 2}}
+    )
+    before = len(rec.statuses)
+    await r.reconcile("team-a")
+    assert len(rec.statuses) == before
