@@ -12,7 +12,10 @@ the end is released before the choice's ``finish_reason`` (in the same chunk). W
 blocks, the choice ends with ``finish_reason: content_filter`` (nothing of the blocked text,
 no further tool-call delta) and ``blocked`` is set: the caller ends the stream there
 (``[DONE]`` for OpenAI clients); every filter is finished so its verdicts are recorded. A frame
-it cannot read is never passed unchecked: it ends the stream the same way. Pure: no IO.
+it cannot read is never passed unchecked: it ends the stream the same way. ``feed`` is async
+(a filter may ``settle``: ask an external classifier before a text's end is released);
+``feed_now`` takes the usual chunk, whose texts all go on, without a coroutine, and declines
+the others. Pure: no IO.
 """
 
 from __future__ import annotations
@@ -97,20 +100,51 @@ class ChunkFilters:
                 continue
             obj = _loads(raw)
             if obj is None:  # never passed unchecked: a frame the checks cannot read ends it
-                self.blocked = GuardrailBlocked("output checks", "output", "an unreadable frame")
-                out.append(_encode(self._one(0, {}, "content_filter")))
-                self._finish_all()
+                self._unreadable(out)
                 break
-            before: list[dict[str, Any]] = []
-            chunk = await self._chunk(obj, before)
-            if before:
-                out.extend(_encode(c) for c in before)
+            if self._plain(obj):
+                chunk = self._content_chunk(obj)
+            else:
+                before: list[dict[str, Any]] = []
+                chunk = await self._chunk(obj, before)
+                if before:
+                    out.extend(_encode(c) for c in before)
             if chunk is not None:
                 out.append(_encode(chunk))
             if self.blocked is not None:
                 self._finish_all()
                 break
         return b"".join(out)
+
+    def feed_now(self, frames: bytes) -> bytes | None:
+        """``feed`` without a coroutine, for frames that need no await (the usual chunk: text
+        deltas of texts that go on, a usage chunk): what ``feed`` returns. None, having changed
+        nothing, when a frame ends a text (a ``finish_reason``, a tool call): then ``await
+        feed`` (a filter may ask an external classifier before it releases the end)."""
+        objs: list[dict[str, Any] | None] = []
+        for raw in frames.split(b"\n\n"):
+            if raw:
+                obj = _loads(raw)
+                if obj is not None and not self._plain(obj):
+                    return None
+                objs.append(obj)
+        out: list[bytes] = []
+        for obj in objs:
+            if obj is None:
+                self._unreadable(out)
+                break
+            chunk = self._content_chunk(obj)
+            if chunk is not None:
+                out.append(_encode(chunk))
+            if self.blocked is not None:
+                self._finish_all()
+                break
+        return b"".join(out)
+
+    def _unreadable(self, out: list[bytes]) -> None:
+        self.blocked = GuardrailBlocked("output checks", "output", "an unreadable frame")
+        out.append(_encode(self._one(0, {}, "content_filter")))
+        self._finish_all()
 
     async def close(self) -> bytes:
         """At the end of a complete stream: what is still held for choices that never said
@@ -155,6 +189,64 @@ class ChunkFilters:
             out.append(self._one(index, _delta(part, text), None))
         return blocked
 
+    def _plain(self, obj: dict[str, Any]) -> bool:
+        """Whether ``_content_chunk`` handles ``obj``: no text of it ends (no
+        ``finish_reason``, no tool call, no switch back to the content)."""
+        choices = obj.get("choices")
+        if not isinstance(choices, list):
+            return True
+        current = self._current
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            if choice.get("finish_reason"):
+                return False
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and "tool_calls" in delta:
+                return False
+            index = choice.get("index", 0)
+            if current.get(index if isinstance(index, int) else 0, _CONTENT) != _CONTENT:
+                return False
+        return True
+
+    def _content_chunk(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """``_chunk`` for a chunk that is ``_plain``: only content deltas of texts that go on,
+        through their filters (no await: nothing is released whole)."""
+        choices = obj.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return obj  # a usage chunk
+        self._last = obj
+        kept: list[Any] = []
+        for choice in choices:
+            if not isinstance(choice, dict):
+                kept.append(choice)
+                continue
+            index = choice.get("index", 0)
+            index = index if isinstance(index, int) else 0
+            if index in self._done:
+                continue
+            filters = self._of(index, _CONTENT)
+            if not filters:
+                kept.append(choice)  # no stage filters this stream
+                continue
+            delta = choice.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                text, blocked = _through(filters, content)
+                delta["content"] = text
+                if blocked is not None:
+                    self._block(index, choice, blocked)
+                    kept.append(choice)
+                    break
+            if _says_something(choice, delta):
+                choice["delta"] = delta
+                kept.append(choice)
+        if not kept and not obj.get("usage"):
+            return None
+        obj["choices"] = kept
+        return obj
+
     async def _chunk(
         self, obj: dict[str, Any], before: list[dict[str, Any]]
     ) -> dict[str, Any] | None:
@@ -194,14 +286,9 @@ class ChunkFilters:
                 self._block(index, choice, blocked)
                 kept.append(choice)
                 break
-            if not choice.get("finish_reason"):
-                for v in delta.values():
-                    if v not in _SILENT:
-                        break
-                else:
-                    continue  # nothing left to say in this chunk
-            choice["delta"] = delta
-            kept.append(choice)
+            if _says_something(choice, delta):
+                choice["delta"] = delta
+                kept.append(choice)
         if not kept and not obj.get("usage"):
             return None
         obj["choices"] = kept
@@ -272,6 +359,14 @@ class ChunkFilters:
             for f in filters:
                 f.finish()
         self._filters.clear()
+
+
+def _says_something(choice: dict[str, Any], delta: dict[str, Any]) -> bool:
+    """Whether a choice is worth a chunk: it ends, or its delta has a value that says
+    something."""
+    if choice.get("finish_reason"):
+        return True
+    return any(v not in _SILENT for v in delta.values())
 
 
 def _delta(part: int, text: str) -> dict[str, Any]:

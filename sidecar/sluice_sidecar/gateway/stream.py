@@ -130,7 +130,8 @@ class _Relay:
         if self.splicer is not None:
             frame = self.splicer.rewrite(frame)
         if self.filters is not None and frame:
-            frame = await self.filters.feed(frame)
+            now = self.filters.feed_now(frame)  # the usual chunk: no coroutine
+            frame = now if now is not None else await self.filters.feed(frame)
         if self.reshape is not None and frame:
             frame = self.reshape.feed(frame)
         if not frame:
