@@ -193,3 +193,34 @@ async def test_no_quota_lease_keeps_the_whole_limit_and_a_lost_one_the_last_shar
             assert lim.rpm is not None and lim.rpm.capacity == held[0]
     finally:
         await cp.stop()
+
+
+async def test_a_new_retry_budget_keeps_the_quota_share(
+    start_sidecar: StartSidecar, tmp_path: Path
+) -> None:
+    """A config swap that rebuilds a route's state (a new retry budget) carries its backends'
+    quota buckets over, with the share the operator leased them: no whole-limit gap until the
+    next renewal."""
+    cfg = quota_config()
+    cp = QuotaControlPlane(cfg, ttl=30.0)  # no renewal during the test
+    await cp.start()
+    a = await start_sidecar(cfg, clock=SystemClock())
+    try:
+        async with leasing(a, cp, "a", tmp_path) as client:
+            await eventually(lambda: client.answered >= 1)
+            held = limiter(a).share
+            assert held is not None and held[0] is not None and held[0] < RPM
+            (chat_route,) = cfg.routes
+            retry = chat_route.retry.model_copy(update={"budget_ratio": 0.5})
+            edited = cfg.model_copy(
+                update={"routes": (chat_route.model_copy(update={"retry": retry}),)}
+            )
+            gw = a.app[GATEWAY]
+            before = gw.route_state(gw.snapshot.routes["chat"])
+            gw.source._swap(edited)  # what a reload does
+            after = gw.route_state(gw.snapshot.routes["chat"])
+            assert after is not before  # the route state was rebuilt ...
+            assert limiter(a).share == held  # ... and the share stayed
+            assert limiter(a).rpm is not None and limiter(a).rpm.capacity == held[0]
+    finally:
+        await cp.stop()

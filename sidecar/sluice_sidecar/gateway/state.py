@@ -102,11 +102,14 @@ class Gateway:
             key = (route.retry.budget_ratio, route.retry.budget_min_per_second)
             entry = self._routes.get(route.name)
             if entry is None or entry.retry_key != key:
-                old = entry.state.health if entry else {}
                 state = routing.new_state(route)
-                state.health.update(
-                    {k: v for k, v in old.items() if any(b.name == k for b in route.backends)}
-                )
+                if entry is not None:  # backends' health and quota buckets (with the share the
+                    # operator leased them) outlive a new retry budget; a limiter whose limits
+                    # changed is rebuilt when next used (``routing``)
+                    names = {b.name for b in route.backends}
+                    old = entry.state
+                    state.health.update({k: v for k, v in old.health.items() if k in names})
+                    state.limiters.update({k: v for k, v in old.limiters.items() if k in names})
                 self._routes[route.name] = _RouteEntry(key, state)
         for name in list(self._routes):
             if name not in snap.routes:
