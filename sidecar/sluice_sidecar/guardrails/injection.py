@@ -50,7 +50,9 @@ docs/benchmarks.md. The patterns alone keep precision 1.00 on the hand-written c
 ``tests/unit/test_guardrails_injection.py``.
 
 Work is linear in the text: the search starts only where one of a family's anchor words occurs
-(found in one pass over the starts of words), patterns have bounded repetition, and
+(found in one pass over the starts of words; only the anchors found are visited), the persona
+cues only where one of their words starts (one prefix-factored alternation), patterns have
+bounded repetition, and
 canonicalisation skips its Unicode steps for ASCII text. Pure: no IO (the model reads its
 weights file once, on the first score).
 """
@@ -60,6 +62,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import injection_model
 from .canonical import Canonical, canonicalize
@@ -709,116 +712,134 @@ _PERSONA_CUES: tuple[tuple[str, str], ...] = (
 _PERSONA = re.compile(
     "|".join(f"(?P<c{i}>{_c(p).pattern})" for i, (_, p) in enumerate(_PERSONA_CUES))
 )
-#: Every alternative of every cue starts with one of these (the scan matches only there).
-_PERSONA_ANCHORS = re.compile(
-    r"\b(?:"
-    + "|".join(
-        sorted(
-            [
-                "amoral",
-                "immoral",
-                "unf",
-                "unc",
-                "unr",
-                "unb",
-                "unl",
-                "jailbroken",
-                "no",
-                "without",
-                "free",
-                "lack",
-                "devoid",
-                "regardless",
-                "disregard",
-                "doesn",
-                "does",
-                "not",
-                "zero",
-                "beyond",
-                "broken",
-                "sin",
-                "sans",
-                "ohne",
-                "senza",
-                "never",
-                "won",
-                "will",
-                "can",
-                "don",
-                "do",
-                "answer",
-                "respond",
-                "reply",
-                "fulfil",
-                "compl",
-                "obey",
-                "avoid",
-                "none",
-                "stay",
-                "remain",
-                "keep",
-                "break",
-                "openai",
-                "anthropic",
-                "content",
-                "two",
-                "illegal",
-                "unethical",
-                "harmful",
-                "dangerous",
-                "offensive",
-                "inhumane",
-                "immerse",
-                "take",
-                "assume",
-                "embody",
-                "adopt",
-                "you",
-                "ai",
-                "chatbot",
-                "language",
-                "model",
-                "which",
-                "anything",
-                "any",
-                "freed",
-                "confines",
-                "hypothetical",
-                "fictional",
-                "parallel",
-                "imaginary",
-                "chatgpt",
-                "gpt",
-                "fuck",
-                "shit",
-                "developer",
-                "debug",
-                "maintenance",
-                "god",
-                "dan",
-                "jailbreak",
-                "admin",
-                "unrestricted",
-                "evil",
-                "dev",
-                "sudo",
-                "root",
-                "lose",
-                "loose",
-                "deduct",
-                "godmode",
-                "pliny",
-                "oppositely",
-                "semantically",
-                "forget",
-                "ignore",
-            ],
-            key=len,
-            reverse=True,
-        )
-    )
-    + r")|\[|\b2\b"
+#: Every alternative of every cue starts with one of these words (at the start of a word), a
+#: ``[`` or a standalone ``2``: the scan matches only there.
+_PERSONA_WORDS = (
+    "amoral",
+    "immoral",
+    "unf",
+    "unc",
+    "unr",
+    "unb",
+    "unl",
+    "jailbroken",
+    "no",
+    "without",
+    "free",
+    "lack",
+    "devoid",
+    "regardless",
+    "disregard",
+    "doesn",
+    "does",
+    "not",
+    "zero",
+    "beyond",
+    "broken",
+    "sin",
+    "sans",
+    "ohne",
+    "senza",
+    "never",
+    "won",
+    "will",
+    "can",
+    "don",
+    "do",
+    "answer",
+    "respond",
+    "reply",
+    "fulfil",
+    "compl",
+    "obey",
+    "avoid",
+    "none",
+    "stay",
+    "remain",
+    "keep",
+    "break",
+    "openai",
+    "anthropic",
+    "content",
+    "two",
+    "illegal",
+    "unethical",
+    "harmful",
+    "dangerous",
+    "offensive",
+    "inhumane",
+    "immerse",
+    "take",
+    "assume",
+    "embody",
+    "adopt",
+    "you",
+    "ai",
+    "chatbot",
+    "language",
+    "model",
+    "which",
+    "anything",
+    "any",
+    "freed",
+    "confines",
+    "hypothetical",
+    "fictional",
+    "parallel",
+    "imaginary",
+    "chatgpt",
+    "gpt",
+    "fuck",
+    "shit",
+    "developer",
+    "debug",
+    "maintenance",
+    "god",
+    "dan",
+    "jailbreak",
+    "admin",
+    "unrestricted",
+    "evil",
+    "dev",
+    "sudo",
+    "root",
+    "lose",
+    "loose",
+    "deduct",
+    "godmode",
+    "pliny",
+    "oppositely",
+    "semantically",
+    "forget",
+    "ignore",
 )
+
+
+def _trie(words: tuple[str, ...]) -> str:
+    """An alternation of ``words`` factored by common prefixes (``a(?:i|moral|…)``): it matches
+    where the plain alternation matches, and fails at the first character that no word has
+    there instead of trying every word."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return emit(root)
+
+
+#: Where a persona cue may start (the same places as ``\b(?:word|…)|\[|\b2\b``, found faster).
+_PERSONA_ANCHORS = re.compile(r"\[|\b(?:2\b|" + _trie(_PERSONA_WORDS) + ")")
+
+
 #: Weight of the ``persona`` signal by the number of distinct cues found (more: the last).
 PERSONA_WEIGHTS = (0.0, 0.0, 0.35, 0.55, 0.75, 0.85)
 
@@ -847,6 +868,7 @@ def _by_anchor() -> dict[str, tuple[_Family, ...]]:
 
 #: Each anchor with the families that may match where it occurs.
 _BY_ANCHOR = _by_anchor()
+_ANCHOR_ORDER = {anchor: i for i, anchor in enumerate(_BY_ANCHOR)}
 
 
 def _word_anchors() -> dict[str, tuple[str, ...]]:
@@ -912,8 +934,11 @@ def _pattern_evidence(c: Canonical) -> dict[str, tuple[float, str]]:
     best: dict[str, tuple[float, str]] = {}  # evidence kind -> (weight, signal)
     in_payload = False
     positions = _anchor_positions(text)
-    for anchor, families in _BY_ANCHOR.items():
-        for at in positions.get(anchor, ()):
+    # The anchors found, in the order of ``_BY_ANCHOR`` (which family's match counts first
+    # decides ties), without walking the anchors that are not there.
+    for anchor in sorted(positions, key=_ANCHOR_ORDER.__getitem__):
+        families = _BY_ANCHOR[anchor]
+        for at in positions[anchor]:
             for fam in families:
                 m = fam.pattern.match(text, at)
                 if m is None:
