@@ -683,9 +683,9 @@ class StreamScan:
             kept = len(chunk.rstrip(tail[0]))
             if kept:
                 tail[2] = n + kept
-            at = end - tail[1]
-            at = max(at, tail[2])
-            out = min(out, at)
+            # Conditional expressions: ``min``/``max`` calls cost more on this per-delta path.
+            at = tail[2] if tail[2] > end - tail[1] else end - tail[1]
+            out = at if at < out else out
         return out
 
     @property
@@ -697,7 +697,7 @@ class StreamScan:
         out = n
         for _, reach, start in self._runs:
             tail = n - reach if n - reach > start else start
-            out = min(out, tail)
+            out = tail if tail < out else out
         return out
 
     def candidates(
@@ -753,10 +753,11 @@ class StreamScan:
                     j += 1
                 del kept[:j]
             at = self._resume[i] - base
-            at = max(at, pos)
+            at = at if at > pos else pos
             growing: list[_Candidate] = []
             if det.trigger is None:
-                self._scan(i, det, text, base=base, at=at, settled=settled)
+                if settled > at:
+                    self._scan(i, det, text, base=base, at=at, settled=settled)
             else:
                 self._windows(i, det, text, base=base, at=at, into=growing)
             if not kept and not growing:
@@ -781,9 +782,8 @@ class StreamScan:
     def _scan(self, i: int, det: Detector, text: str, *, base: int, at: int, settled: int) -> None:
         """Scan a detector without markers from ``at``: candidates starting before the settled
         point are decided and kept; the next scan resumes after the last of them, or at the
-        settled point (the attempts between failed, and are decided too)."""
-        if settled <= at:
-            return
+        settled point (the attempts between failed, and are decided too). ``at`` is before
+        the settled point."""
         kept = self._cands[i]
         end = at
         for m in det.pattern.finditer(text, at):
