@@ -92,6 +92,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.register_budgets(
         registry, lambda: reconciler.budget_windows, lambda: reconciler.crossings
     )
+    metrics.register_quotas(registry, reconciler.quota_views)
     app.router.add_get("/metrics", metrics.handler(registry))
     # Sidecars hold long polls open here: a stop must not wait out aiohttp's default 60 s for
     # them (the sidecars reconnect, to this replica's successor, as after any network cut).

@@ -14,6 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .quotas import QuotaView
+
 
 def build_registry(
     *,
@@ -164,6 +166,48 @@ class _Budgets(Collector):
         for (ns, name, window, th), count in sorted(self.crossings().items()):
             crossed.add_metric([ns, name, window, str(th)], count)
         yield from (spent, limit, ratio, seconds, crossed)
+
+
+def register_quotas(
+    registry: CollectorRegistry, views: Callable[[], Sequence[tuple[str, QuotaView]]]
+) -> None:
+    """Provider quota shares (``quotas``), from the leader's books at scrape time, for limited
+    backends only: ``sluice_quota_limit_per_minute`` and ``sluice_quota_granted_per_minute`` per
+    ``{namespace, route, backend, metric}`` (``metric``: ``rpm`` or ``tpm``, only a limited one)
+    and ``sluice_quota_holders`` per ``{namespace, route, backend}``. ``route`` is the virtual
+    model name, as in the sidecar's metrics."""
+    registry.register(_Quotas(views))
+
+
+class _Quotas(Collector):
+    def __init__(self, views: Callable[[], Sequence[tuple[str, QuotaView]]]) -> None:
+        self.views = views
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["namespace", "route", "backend"]
+        limit = GaugeMetricFamily(
+            "sluice_quota_limit_per_minute",
+            "A backend's provider quota (limits.rpm or limits.tpm) on a route.",
+            labels=[*labels, "metric"],
+        )
+        granted = GaugeMetricFamily(
+            "sluice_quota_granted_per_minute",
+            "The quota's shares granted to live sidecar processes, summed.",
+            labels=[*labels, "metric"],
+        )
+        holders = GaugeMetricFamily(
+            "sluice_quota_holders",
+            "Sidecar processes holding a live share of the backend's quota.",
+            labels=labels,
+        )
+        for namespace, v in self.views():
+            key = [namespace, v.route, v.backend]
+            holders.add_metric(key, v.holders)
+            for metric, cap, total in zip(("rpm", "tpm"), v.limit, v.granted, strict=True):
+                if cap is not None:
+                    limit.add_metric([*key, metric], cap)
+                    granted.add_metric([*key, metric], total)
+        yield from (limit, granted, holders)
 
 
 def handler(registry: CollectorRegistry) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

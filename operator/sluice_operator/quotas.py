@@ -41,6 +41,9 @@ After an operator restart (``LeaseDesk.in_grace``) a holder keeps the share it p
 clipped to what the others leave, and one without a share gets a floor: no share grows until the
 grace ends.
 
+``QuotaDesk.views`` reads the books without changing them, for a limited backend's ``quota`` in the
+ModelRoute's status (``status.with_quotas``) and the operator's ``sluice_quota_*`` metrics.
+
 Pure: all instants are passed in; no IO.
 """
 
@@ -114,6 +117,10 @@ class QuotaBook:
                 tpm += h.share[1]
         return rpm, tpm
 
+    def live_holders(self, now: float) -> int:
+        """How many holders have a live share at ``now`` (read-only, like ``live_total``)."""
+        return sum(1 for h in self.holders.values() if h.live(now))
+
     def grant(
         self,
         holder: str,
@@ -160,6 +167,20 @@ class QuotaBook:
         self.holders.pop(holder, None)
 
 
+@dataclass(frozen=True)
+class QuotaView:
+    """One limited backend's quota as status and metrics show it: the ``limit`` the compiled
+    config declares, what the live shares add up to (``granted``; 0 where a metric has no limit,
+    and possibly above a limit an edit just lowered, until the holders renew) and how many sidecar
+    processes hold a live share (``holders``)."""
+
+    route: str
+    backend: str
+    limit: Pair
+    granted: tuple[int, int]
+    holders: int
+
+
 def capacity_of(routes: Iterable[Route]) -> dict[tuple[str, str], Pair]:
     """The quotas the compiled config declares: (route, backend) -> (rpm, tpm)."""
     return {
@@ -181,6 +202,19 @@ class QuotaDesk:
 
     def book(self, namespace: str, route: str, backend: str) -> QuotaBook | None:
         return self.books.get(namespace, {}).get((route, backend))
+
+    def views(self, namespace: str, routes: Iterable[Route], now: float) -> list[QuotaView]:
+        """The quota of every limited backend of ``routes`` (a namespace's compiled routes) at
+        ``now``, in the routes' order: the limit from the config, the rest from its book (zeros
+        without one: no process asked yet). Read-only: changes no book (O(holders))."""
+        books = self.books.get(namespace, {})
+        out: list[QuotaView] = []
+        for (route, backend), limit in capacity_of(routes).items():
+            book = books.get((route, backend))
+            granted = book.live_total(now) if book is not None else (0, 0)
+            holders = book.live_holders(now) if book is not None else 0
+            out.append(QuotaView(route, backend, limit, granted, holders))
+        return out
 
     def answer(
         self,

@@ -34,6 +34,7 @@ from .api.prompttemplate import PromptTemplateSpec
 from .compile import CompileResult, Held, Problem, compile_namespace
 from .guardstats import GuardStats
 from .leases import LeaseDesk, NotServingError
+from .quotas import QuotaView
 from .reports import BudgetSpend, Crossing
 
 log = logging.getLogger(__name__)
@@ -369,7 +370,23 @@ class Reconciler:
             desired["rollout"] = self.reports.rollout(namespace, result.hash, self.wall())
             return desired
         observed = self.reports.route_status(namespace, route.name, result.hash, self.wall())
-        return reports.merge_route_status(desired, observed)
+        merged = reports.merge_route_status(desired, observed)
+        if self.leading:  # only the leader grants quota shares: a follower's books are empty
+            views = self.leases.quotas.views(namespace, (route,), self.wall())
+            merged["backends"] = status.with_quotas(merged["backends"], route.name, views)
+        return merged
+
+    def quota_views(self) -> list[tuple[str, QuotaView]]:
+        """(namespace, view) for every limited backend of every compiled route, from this
+        replica's quota books (the metrics; none on a follower, which grants no shares)."""
+        if not self.leading:
+            return []
+        now = self.wall()
+        return [
+            (namespace, view)
+            for namespace, result in sorted(self.results.items())
+            for view in self.leases.quotas.views(namespace, result.config.routes, now)
+        ]
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,11 @@ Owns: the standard conditions (``Ready``, ``Reconciling``, ``Stalled`` - read by
 the Argo CD health check - plus ``Valid``, ``ResolvedRefs`` and a route's ``CredentialsAvailable``)
 with reasons a person can act on, ``observedGeneration`` and ``enforcedGeneration`` (the generation
 in force, which lags while a later edit is invalid), kind-specific status fields (a route's resolved
-model name, backend health and rollout; a template's version hashes, evaluation results and label
-history; a gated label move that waits for an evaluation is Ready=False, Reconciling=True), and the
-minimal merge patch from the current status to the desired one (``None`` when nothing changed, so
-an idle operator writes nothing).
+model name, backend health and rollout, and each limited backend's provider quota as the operator
+shares it out; a template's version hashes, evaluation results and label history; a gated label
+move that waits for an evaluation is Ready=False, Reconciling=True), and the minimal merge patch
+from the current status to the desired one (``None`` when nothing changed, so an idle operator
+writes nothing).
 
 A purely computational module with no side-effects; the caller performs the IO. Time is passed in.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .compile import CompileResult, Problem, prices
+from .quotas import QuotaView
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -321,6 +323,44 @@ def _secrets(obj: Mapping[str, Any]) -> list[str]:
         if ref.get("name"):
             out.append(f"Secret {ref['name']} key {ref.get('key', '')}")
     return sorted(set(out))
+
+
+# --- ModelRoute provider quotas -------------------------------------------------------------------
+
+#: Status shows a granted total to the nearest 1/QUOTA_STEPS of its limit (whole units; exact
+#: for limits under QUOTA_STEPS): shares move a little at every renewal, and a status write for
+#: each move would be noise. The operator's metrics carry the exact values.
+QUOTA_STEPS = 20
+
+
+def rounded(value: int, limit: int) -> int:
+    """``value`` to the nearest multiple of ``limit // QUOTA_STEPS`` (at least 1), never above
+    ``max(value, limit)``: a total within the limit is shown within it."""
+    step = max(1, limit // QUOTA_STEPS)
+    return min(step * ((2 * value + step) // (2 * step)), max(value, limit))
+
+
+def quota_status(view: QuotaView) -> dict[str, int]:
+    """A backend's ``quota`` block: ``rpm``/``tpm`` (the limit) and ``grantedRpm``/``grantedTpm``
+    (the live shares summed, ``rounded``) for each limited metric, and ``holders``."""
+    out: dict[str, int] = {}
+    for limit, granted, name in zip(view.limit, view.granted, ("Rpm", "Tpm"), strict=True):
+        if limit is not None:
+            out[name.lower()] = limit
+            out[f"granted{name}"] = rounded(granted, limit)
+    out["holders"] = view.holders
+    return out
+
+
+def with_quotas(
+    backends: Sequence[Mapping[str, Any]], route: str, views: Sequence[QuotaView]
+) -> list[dict[str, Any]]:
+    """``backends`` (a ModelRoute's ``status.backends``, as the sidecars report them) with a
+    ``quota`` block on each backend of ``route`` (the virtual model name) that ``views`` name."""
+    quotas = {v.backend: quota_status(v) for v in views if v.route == route}
+    return [
+        {**b, "quota": quotas[b["name"]]} if b.get("name") in quotas else dict(b) for b in backends
+    ]
 
 
 def status_patch(

@@ -330,6 +330,26 @@ class ModelRouteSpec(SluiceModel):
     )
 
 
+class QuotaStatus(SluiceModel):
+    """A limited backend's provider quota as the operator shares it out among the sidecar
+    processes serving the route (the leader's books; granted totals are rounded to 5% of the
+    limit, the operator's sluice_quota_* metrics have exact values)."""
+
+    rpm: int | None = Field(default=None, description="The requests-per-minute limit.")
+    tpm: int | None = Field(default=None, description="The tokens-per-minute limit.")
+    granted_rpm: int | None = Field(
+        default=None,
+        description="Requests per minute granted now, summed over the live shares.",
+    )
+    granted_tpm: int | None = Field(
+        default=None,
+        description="Tokens per minute granted now, summed over the live shares.",
+    )
+    holders: int = Field(
+        default=0, description="Sidecar processes holding a live share (lease not expired)."
+    )
+
+
 class BackendStatus(SluiceModel):
     """What the sidecars report about one backend over a recent window."""
 
@@ -344,6 +364,12 @@ class BackendStatus(SluiceModel):
     )
     p50_ttft_ms: float | None = Field(
         default=None, alias="p50TTFTMs", description="Median time to first token."
+    )
+    quota: QuotaStatus | None = Field(
+        default=None,
+        description="Its provider quota (limits) as the operator shares it among the sidecar "
+        "processes serving the route; only on a backend with limits. Granted totals are rounded "
+        "to 5% of the limit (exact values: the operator's sluice_quota_* metrics).",
     )
 
 
