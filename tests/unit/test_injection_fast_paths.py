@@ -1,6 +1,7 @@
 """The prompt-injection scorer's faster searches against the plain ones they replaced: the
 persona anchors found by a prefix-factored alternation are the places the plain alternation
-finds, and walking only the anchors present gives the evidence walking every anchor gave, on
+finds, the family anchors found from the word starts that begin like one are those every word
+start gave, and walking only the anchors present gives the evidence walking every anchor gave, on
 the committed corpus and on generated text dense with anchor words."""
 
 from __future__ import annotations
@@ -26,13 +27,34 @@ PLAIN = re.compile(
 )
 
 
+_EVERY_WORD_START = re.compile(r"\b\w.", re.DOTALL)
+
+
+def plain_anchor_positions(text: str) -> dict[str, list[int]]:
+    """``_anchor_positions`` as it was: every word start looked up."""
+    found: dict[str, list[int]] = {}
+    for m in _EVERY_WORD_START.finditer(text):
+        anchors = injection._WORD_ANCHORS.get(m.group())
+        if anchors:
+            at = m.start()
+            for anchor in anchors:
+                if text.startswith(anchor, at):
+                    found.setdefault(anchor, []).append(at)
+    for anchor in injection._OTHER_ANCHORS:
+        at = text.find(anchor)
+        while at != -1:
+            found.setdefault(anchor, []).append(at)
+            at = text.find(anchor, at + 1)
+    return found
+
+
 def plain_evidence(c: Canonical) -> dict[str, tuple[float, str]]:
     """``_pattern_evidence`` as it was: every anchor of ``_BY_ANCHOR`` visited in order, and
     the persona cues found from ``PLAIN``."""
     text = c.text
     best: dict[str, tuple[float, str]] = {}
     in_payload = False
-    positions = injection._anchor_positions(text)
+    positions = plain_anchor_positions(text)
     for anchor, families in injection._BY_ANCHOR.items():
         for at in positions.get(anchor, ()):
             for fam in families:
@@ -89,13 +111,14 @@ def test_the_corpus_gets_the_same_anchors_and_evidence() -> None:
     for text in [*TIES, *CORPUS]:
         c = canonicalize(text)
         assert _starts(injection._PERSONA_ANCHORS, c.text) == _starts(PLAIN, c.text), text
+        assert injection._anchor_positions(c.text) == plain_anchor_positions(c.text), text
         assert injection._pattern_evidence(c) == plain_evidence(c), text
 
 
 WORDS = sorted({*injection._PERSONA_WORDS, *injection._BY_ANCHOR, "you are now", "ignore all"})
 TEXT = st.lists(
     st.sampled_from(WORDS)
-    | st.sampled_from([" ", "  ", ".", "[", "]", "2", "22", "_", "-", "'", "\n", "é", "日"])
+    | st.sampled_from([" ", "  ", ".", "[", "]", "2", "22", "_", "-", "'", "\n", "é", "日", "²"])
     | st.text(alphabet="abdnoy2[ _.", max_size=4),
     max_size=40,
 ).map("".join)
@@ -105,5 +128,6 @@ TEXT = st.lists(
 @given(TEXT)
 def test_generated_text_gets_the_same_anchors_and_evidence(text: str) -> None:
     assert _starts(injection._PERSONA_ANCHORS, text) == _starts(PLAIN, text)
+    assert injection._anchor_positions(text) == plain_anchor_positions(text)
     c = canonicalize(text)
     assert injection._pattern_evidence(c) == plain_evidence(c)

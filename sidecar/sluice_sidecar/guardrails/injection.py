@@ -883,16 +883,17 @@ def _word_anchors() -> dict[str, tuple[str, ...]]:
 #: Anchors starting with a letter or digit, by their first two characters.
 _WORD_ANCHORS = _word_anchors()
 _OTHER_ANCHORS = tuple(a for a in _BY_ANCHOR if not a[0].isalnum())
-_WORD_START = re.compile(r"\b\w.", re.DOTALL)
+#: The word starts whose first two characters begin an anchor (the others cannot hold one).
+_WORD_START = re.compile(r"\b" + _trie(tuple(_WORD_ANCHORS)), re.DOTALL)
 
 
 def _anchor_positions(text: str) -> dict[str, list[int]]:
     """Anchor → where it occurs, ascending: an anchor starting with a letter or digit only at
-    the start of a word (one pass over the word starts, instead of a ``find`` per anchor that
-    also stops inside words), the others anywhere."""
+    the start of a word (one pass over the word starts that begin like an anchor, instead of a
+    ``find`` per anchor that also stops inside words), the others anywhere."""
     found: dict[str, list[int]] = {}
     for m in _WORD_START.finditer(text):
-        anchors = _WORD_ANCHORS.get(m.group())
+        anchors = _WORD_ANCHORS[m.group()]
         if anchors:
             at = m.start()
             for anchor in anchors:
