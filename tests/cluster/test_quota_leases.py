@@ -16,10 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sluice_cli.devcluster import Cluster
 
-from .operator_proc import start_operator
+from .operator_proc import OperatorProcess, start_operator
 from .polling import eventually
 from .sidecar_proc import SidecarProcess, start_sidecar
 from .test_budget_leases import apply, kill
@@ -61,6 +62,20 @@ def lease_answers(metrics: str) -> float:
         if row.startswith(line):
             return float(row[len(line) :])
     return 0.0
+
+
+def quota_metrics(op: OperatorProcess, namespace: str) -> dict[str, float]:
+    """The operator's ``sluice_quota_*`` gauges of the ``quota`` backend's rpm."""
+    with op.open(f"{op.url}/metrics") as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    wanted = {"namespace": namespace, "backend": "quota"}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = {k: s.labels.get(k) for k in wanted}
+            if labels == wanted and s.labels.get("metric", "rpm") == "rpm":
+                out[s.name.removeprefix("sluice_quota_").removesuffix("_per_minute")] = s.value
+    return out
 
 
 def hammer(url: str, until: threading.Event, served: list[int]) -> None:
@@ -131,6 +146,20 @@ def test_three_sidecars_send_a_backend_one_quota_not_three(
         for t in threads:
             t.join(timeout=30)
         took = time.monotonic() - started
+        # What the operator shows of the shares: all three hold one, within the quota.
+        got = quota_metrics(op, namespace)
+        assert got["limit"] == RPM and got["holders"] == len(PODS), got
+        assert 0 < got["granted"] <= RPM, got
+
+        def quota_status() -> dict[str, Any] | None:
+            route = cluster.kubectl_json("get", "modelroute", "chat", "-n", namespace)
+            backends = (route.get("status") or {}).get("backends") or []
+            quota = next((b.get("quota") for b in backends if b["name"] == "quota"), None)
+            return quota if quota and quota.get("holders") == len(PODS) else None
+
+        quota = eventually(quota_status, timeout=30, what="status.backends[quota].quota")
+        assert quota["rpm"] == RPM and 0 < quota["grantedRpm"] <= RPM, quota
+        assert "tpm" not in quota
     finally:
         for side in sides.values():
             side.stop()  # flushes the audit records
