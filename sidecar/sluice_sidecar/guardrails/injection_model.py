@@ -53,7 +53,7 @@ def features(canonical_text: str) -> set[str]:
     if not _NEGATIONS.isdisjoint(words):
         words = _mark_negated(words)
     found = set(words)
-    found.update(f"{a} {b}" for a, b in itertools.pairwise(words))
+    found.update(map(" ".join, itertools.pairwise(words)))  # "a b", without a Python loop
     return found
 
 
@@ -86,7 +86,7 @@ class Model:
         if not found:
             return self.bias
         get = self.weights.get
-        total = sum([get(f, 0) for f in found])
+        total = sum(map(get, found, itertools.repeat(0, len(found))))  # integers: any order
         return self.bias + total * UNIT / math.sqrt(max(len(found), self.min_features))
 
     def probability(self, canonical_text: str) -> float:
