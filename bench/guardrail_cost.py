@@ -21,6 +21,8 @@ prompt-injection scorer, ``guardrails/injection.py``, not in the policy above) o
 
 Run:  pip install -r bench/requirements-pii.txt
       python bench/guardrail_cost.py [--runs R] [--texts N] [--markdown] [--profile CASE]
+      python bench/guardrail_cost.py --ref REF ...   # the sidecar as committed at REF (a
+                                                     # baseline to alternate runs with)
 """
 
 from __future__ import annotations
@@ -28,10 +30,15 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import os
 import pstats
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from faker import Faker
 from pii_corpus import ENTITIES, build
@@ -139,7 +146,10 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=20, help="texts per run and kind")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--profile", choices=sorted(CASES), help="cProfile one case on chat text")
+    ap.add_argument("--ref", help="measure the sidecar as committed at this git ref")
     args = ap.parse_args()
+    if args.ref:
+        sys.exit(_at_ref(args.ref))
 
     kinds = ("prose", "chat", "pii", "negatives")
     samples = {k: [texts(k, args.texts, seed) for seed in range(args.runs)] for k in kinds}
@@ -190,6 +200,25 @@ def main() -> None:
                 f"{case:<34}"
                 + "".join(f"{f'{m:.3f} ({lo:.3f}-{hi:.3f})':>22}" for m, lo, hi in cells)
             )
+
+
+def _at_ref(ref: str) -> int:
+    """Run this bench again (same arguments, without ``--ref``) on the sidecar package as
+    committed at ``ref``."""
+    from sidecar_bench import snapshot_sidecar
+
+    with tempfile.TemporaryDirectory(prefix="guardrail-cost-") as work:
+        src, what = snapshot_sidecar(Path(work), ref)
+        print(f"sidecar under test: {what}", flush=True)
+        argv = list(sys.argv[1:])
+        at = argv.index("--ref") if "--ref" in argv else -1
+        if at >= 0:
+            del argv[at : at + 2]
+        else:
+            argv = [a for a in argv if not a.startswith("--ref=")]
+        path = os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])
+        env = dict(os.environ, PYTHONPATH=path)
+        return subprocess.run([sys.executable, __file__, *argv], env=env, check=False).returncode
 
 
 if __name__ == "__main__":
