@@ -1,8 +1,10 @@
 """Aggregation of sidecar usage reports into what ModelRoute and Budget status show.
 
 Owns: accepting ``UsageReport``s idempotently (a repeated or older ``seq`` from the same pod is
-ignored), keeping each pod's reports of the last ``WINDOW`` seconds, forgetting pods that stopped
-reporting, and summing them into per-backend counters (over the window), health and the rollout
+ignored), keeping each pod's latest report and its usage counters of the last ``WINDOW`` seconds
+(summed per ``BUCKET`` seconds: a bounded number of entries per pod, whatever its report rate),
+forgetting pods that stopped reporting, and summing them into per-backend counters (over the
+window), health and the rollout
 every kind's status shows (pods, pods on the current config hash, ``applied/pods``, and for a
 ModelRoute each pod's hash and last report - to the minute, so an idle fleet costs at most one
 status write a minute - from each pod's latest report).
@@ -15,6 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+import sys
+from array import array
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,19 +28,71 @@ from sluice_sidecar.contract import BackendState, BudgetLimit, BudgetRule, Usage
 
 STALE_AFTER = 60.0  # seconds without a report before a pod no longer counts
 WINDOW = 300.0  # seconds of reports summed into the counters status shows
+#: A pod's reports within this many seconds of the first one of a bucket are summed into it (at
+#: the default report interval of 10 s, one report a bucket). A bucket counts while its latest
+#: report is in the window, so a report may count up to ``BUCKET`` seconds longer than ``WINDOW``.
+BUCKET = 10.0
+#: Most buckets a pod keeps: they start at least ``BUCKET`` apart and all end in the window.
+MAX_BUCKETS = int(WINDOW // BUCKET) + 2
+#: Per-report latency medians kept per bucket and backend (the first ones; every one at a report
+#: interval of 0.625 s or more), of which the status shows the median over the window.
+MAX_SAMPLES = 16
 
 
-@dataclass
+@dataclass(slots=True)
+class _Counts:
+    """One backend's counters summed over the reports of a bucket."""
+
+    requests: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+    ttfts: array[float] = field(default_factory=lambda: array("d"))
+
+
+@dataclass(slots=True)
+class _Bucket:
+    start: float  # when its first report arrived
+    last: float  # when its latest report arrived
+    counts: dict[tuple[str, str], _Counts] = field(default_factory=dict)  # (route, backend)
+
+
+@dataclass(slots=True)
 class _Pod:
     seq: int
     received: float
-    report: UsageReport
-    history: list[tuple[float, UsageReport]] = field(default_factory=list)
+    report: UsageReport  # the latest: health, config hash and the pod's name
+    buckets: deque[_Bucket] = field(default_factory=deque)
+
+    def take(self, report: UsageReport, now: float) -> None:
+        """Sum the usage of ``report`` (received ``now``) into the current bucket; drop buckets
+        out of the window."""
+        self.seq, self.received, self.report = report.seq, now, report
+        while self.buckets and now - self.buckets[0].last > WINDOW:
+            self.buckets.popleft()
+        if not self.buckets or now - self.buckets[-1].start >= BUCKET:
+            self.buckets.append(_Bucket(now, now))
+            while len(self.buckets) > MAX_BUCKETS:  # only when the clock went back
+                self.buckets.popleft()
+        bucket = self.buckets[-1]
+        bucket.last = max(bucket.last, now)
+        for u in report.usage:
+            key = (sys.intern(u.route), sys.intern(u.backend))
+            counts = bucket.counts.get(key)
+            if counts is None:
+                counts = bucket.counts[key] = _Counts()
+            counts.requests += u.requests
+            counts.errors += u.errors
+            counts.fallbacks += u.fallbacks
+            if u.latency_p50_ms is not None and len(counts.latencies) < MAX_SAMPLES:
+                counts.latencies.append(u.latency_p50_ms)
+            if u.ttft_p50_ms is not None and len(counts.ttfts) < MAX_SAMPLES:
+                counts.ttfts.append(u.ttft_p50_ms)
 
 
 @dataclass
 class Reports:
-    """Latest report per (namespace, pod)."""
+    """Latest report per (namespace, pod), and the pod's usage of the window in buckets."""
 
     pods: dict[tuple[str, str], _Pod] = field(default_factory=dict)
 
@@ -45,9 +102,9 @@ class Reports:
         seen = self.pods.get(key)
         if seen is not None and report.seq <= seen.seq:
             return False
-        history = [(t, r) for t, r in (seen.history if seen else []) if now - t <= WINDOW]
-        history.append((now, report))
-        self.pods[key] = _Pod(report.seq, now, report, history)
+        if seen is None:
+            seen = self.pods[key] = _Pod(report.seq, now, report)
+        seen.take(report, now)
         return True
 
     def _live_pods(self, namespace: str, now: float) -> list[_Pod]:
@@ -68,24 +125,22 @@ class Reports:
         """``backends`` and ``rollout`` for the route whose virtual model name is ``route``."""
         pods = self._live_pods(namespace, now)
         reports = [p.report for p in pods]
-        window = [r for p in pods for t, r in p.history if now - t <= WINDOW]
+        window = [b for p in pods for b in p.buckets if now - b.last <= WINDOW]
         users = [p for p in pods if any(h.route == route for h in p.report.health)] or pods
         rollout = _rollout(users, config_hash, sidecars=True)
         backends: dict[str, dict[str, Any]] = {}
         latencies: dict[str, list[float]] = {}
         ttfts: dict[str, list[float]] = {}
-        for report in window:
-            for u in report.usage:
-                if u.route != route:
+        for bucket in window:
+            for (on, backend), c in bucket.counts.items():
+                if on != route:
                     continue
-                b = backends.setdefault(u.backend, _empty(u.backend))
-                b["requests"] += u.requests
-                b["errors"] += u.errors
-                b["fallbacks"] += u.fallbacks
-                if u.latency_p50_ms is not None:
-                    latencies.setdefault(u.backend, []).append(u.latency_p50_ms)
-                if u.ttft_p50_ms is not None:
-                    ttfts.setdefault(u.backend, []).append(u.ttft_p50_ms)
+                b = backends.setdefault(backend, _empty(backend))
+                b["requests"] += c.requests
+                b["errors"] += c.errors
+                b["fallbacks"] += c.fallbacks
+                latencies.setdefault(backend, []).extend(c.latencies)
+                ttfts.setdefault(backend, []).extend(c.ttfts)
         for report in reports:
             for h in report.health:
                 if h.route != route:
@@ -96,9 +151,9 @@ class Reports:
                     b["state"] = h.state.value
                     b["until"] = _iso(h.until) if h.until else None
         for name, b in backends.items():
-            if name in latencies:
+            if latencies.get(name):
                 b["p50LatencyMs"] = round(statistics.median(latencies[name]), 1)
-            if name in ttfts:
+            if ttfts.get(name):
                 b["p50TTFTMs"] = round(statistics.median(ttfts[name]), 1)
         return {"backends": [backends[k] for k in sorted(backends)], "rollout": rollout}
 
