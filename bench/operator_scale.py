@@ -7,21 +7,45 @@ Baseline measured in the same run: the apiserver's own time to accept the object
 Targets: all Ready within 60 s, operator under 300 MB. Results go to docs/benchmarks.md.
 
     python bench/operator_scale.py [--namespaces 100] [--per-namespace 10]
+
+``--simulated N`` measures instead where the operator's memory goes under N reporting sidecars
+(issue #12; the chart's operator limit is 512Mi): the simulated pods of
+``bench/budget_overshoot.py`` (a report per pod every second, ``--lease-every`` 0 or 10 s), its
+figures (RSS median over the measured window, peak), and beside them the operator's
+``/proc/<pid>/smaps_rollup`` (anonymous memory) and thread count, sampled every second. With
+``--tracemalloc DIR`` a ``sitecustomize`` hook (bench-only, on the fleet's PYTHONPATH) makes the
+operator start ``tracemalloc`` on its first SIGUSR1 and write its top allocations by line to
+``DIR`` on every later one; the bench sends one when the fleet is ready and one every 30 s of
+the warm-up and the measured window (not later: a dump stalls the operator for seconds). Extra
+environment for the fleet (e.g. ``--env MALLOC_ARENA_MAX=2``) is passed with ``--env``; the
+hook also reads two bench-only experiments from it: ``SLUICE_BENCH_UVLOOP=1`` (the operator's
+event loop is uvloop's) and ``SLUICE_BENCH_TLS_READ=BYTES`` (asyncio's per-connection TLS read
+buffer, 256 KiB in the standard library). Prints a
+table (median and spread over ``--runs``) and writes nothing to the docs.
+
+    python bench/operator_scale.py --simulated 300 --runs 1 --warmup 20 --measure 40
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import signal
+import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
+DASH = "\u2013"  # an en dash, as in the other sections
 sys.path.insert(0, str(REPO / "tests"))
 
 from cluster.operator_proc import start_operator  # noqa: E402
@@ -92,12 +116,191 @@ def metric(url: str, name: str) -> float:
     return 0.0
 
 
+# --------------------------------------------------------------------------------------------
+# --simulated: the operator's memory under N reporting sidecars
+# --------------------------------------------------------------------------------------------
+
+#: Installed as ``sitecustomize`` on the fleet's PYTHONPATH; acts in the operator only, and only
+#: as the environment asks (``SLUICE_BENCH_*``): tracing starts on the first SIGUSR1.
+HOOK = """\
+import os, signal, sys, tracemalloc
+
+_DIR = os.environ.get("SLUICE_BENCH_TRACEMALLOC")
+_COUNT = [0]
+
+
+def _dump(signum, frame):
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(4)
+        return
+    _COUNT[0] += 1
+    snap = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    stats = snap.statistics("lineno")
+    total = sum(s.size for s in stats)
+    path = os.path.join(_DIR, "operator-%d-%02d.txt" % (os.getpid(), _COUNT[0]))
+    with open(path, "w") as out:
+        out.write("traced %.1f MiB in %d blocks\\n" % (total / 2**20, sum(s.count for s in stats)))
+        for s in stats[:40]:
+            out.write("%s\\n" % s)
+        out.write("\\n-- by traceback, top 6 --\\n")
+        for s in snap.statistics("traceback")[:6]:
+            out.write("%.1f MiB, %d blocks\\n" % (s.size / 2**20, s.count))
+            out.write("\\n".join(s.traceback.format(limit=8)) + "\\n\\n")
+
+
+if "sluice_operator" in " ".join(sys.orig_argv):
+    if _DIR:
+        signal.signal(signal.SIGUSR1, _dump)
+    if os.environ.get("SLUICE_BENCH_UVLOOP"):
+        import asyncio, uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if os.environ.get("SLUICE_BENCH_TLS_READ"):
+        import asyncio.sslproto
+
+        asyncio.sslproto.SSLProtocol.max_size = int(os.environ["SLUICE_BENCH_TLS_READ"])
+"""
+
+
+def _proc_kb(pid: int, name: str, key: str) -> int:
+    try:
+        text = Path(f"/proc/{pid}/{name}").read_text()
+    except OSError:
+        return 0
+    m = re.search(rf"^{key}:\s+(\d+)", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+class Sampler(threading.Thread):
+    """Finds the operator of the fleet that ``budget_overshoot.simulated_point`` starts under
+    ``root`` (its ready file), then samples its memory every second until it exits; with
+    ``trace`` it sends SIGUSR1 when found (tracemalloc starts) and every 30 s after (a dump)."""
+
+    def __init__(self, root: Path, trace: bool, dumps_until: float) -> None:
+        super().__init__(daemon=True)
+        self.root, self.trace, self.dumps_until = root, trace, dumps_until
+        self.samples: list[dict[str, float]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        pid = 0
+        while not self.done.is_set() and not pid:
+            for ready in self.root.glob("simulated-*/ready.json"):
+                try:
+                    pid = int(json.loads(ready.read_text())["operator"]["pid"])
+                except (OSError, ValueError, KeyError):
+                    continue
+            time.sleep(0.5)
+        t0 = time.monotonic()
+        if self.trace:
+            os.kill(pid, signal.SIGUSR1)
+        next_dump = t0 + 30
+        while not self.done.is_set() and Path(f"/proc/{pid}").exists():
+            self.samples.append(
+                {
+                    "t": time.monotonic() - t0,
+                    "rss_mb": _proc_kb(pid, "status", "VmRSS") / 1024,
+                    "anon_mb": _proc_kb(pid, "smaps_rollup", "Anonymous") / 1024,
+                    "threads": _proc_kb(pid, "status", "Threads"),
+                }
+            )
+            if self.trace and time.monotonic() >= next_dump and next_dump - t0 <= self.dumps_until:
+                os.kill(pid, signal.SIGUSR1)
+                next_dump += 30
+            time.sleep(1)
+
+
+def simulated(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(REPO / "bench"))
+    import budget_overshoot as bo
+
+    root = Path(tempfile.mkdtemp(prefix="operator-memory-"))
+    manifests = bo.manifests_dir(root)
+    bo.FLEET_ENV.update(bo.snapshot(root))
+    for item in args.env:
+        key, _, value = item.partition("=")
+        bo.FLEET_ENV[key] = value
+    hook = root / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK)
+    bo.FLEET_ENV["PYTHONPATH"] = f"{hook}{os.pathsep}{bo.FLEET_ENV['PYTHONPATH']}"
+    if args.tracemalloc:
+        args.tracemalloc.mkdir(parents=True, exist_ok=True)
+        bo.FLEET_ENV["SLUICE_BENCH_TRACEMALLOC"] = str(args.tracemalloc.resolve())
+    runs: list[dict[str, Any]] = []
+    for _ in range(args.runs):
+        for point_root in root.glob("simulated-*"):  # the previous run's ready file
+            (point_root / "ready.json").unlink(missing_ok=True)
+        sampler = Sampler(root, bool(args.tracemalloc), args.warmup + args.measure)
+        sampler.start()
+        try:
+            point = bo.simulated_point(
+                manifests, args.simulated, args.warmup, args.measure, args.lease_every, root
+            )
+        finally:
+            sampler.done.set()
+            sampler.join()
+        point.pop("timeline", None)
+        point["anon_peak_mb"] = max((x["anon_mb"] for x in sampler.samples), default=0.0)
+        point["threads_peak"] = max((x["threads"] for x in sampler.samples), default=0.0)
+        point["samples"] = sampler.samples
+        runs.append(point)
+        print(json.dumps({k: v for k, v in point.items() if k != "samples"}), file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({"args": sys.argv[1:], "runs": runs}, indent=1))
+    print(memory_table(runs, args))
+    return 0
+
+
+def memory_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    def cell(key: str, fmt: str) -> str:
+        got = [float(r[key]) for r in runs if r.get(key) is not None]
+        if not got:
+            return "—"
+        med = format(statistics.median(got), fmt)
+        low, high = format(min(got), fmt), format(max(got), fmt)
+        return med if len(got) == 1 else f"{med} ({low}{DASH}{high})"
+
+    rows = [
+        ("operator RSS (median over the measured window)", "rss_mb", ".0f"),
+        ("operator peak RSS", "peak_rss_mb", ".0f"),
+        ("operator peak anonymous memory (smaps_rollup)", "anon_peak_mb", ".0f"),
+        ("operator threads (peak)", "threads_peak", ".0f"),
+        ("operator CPU (% of one core)", "cpu_pct", ".0f"),
+        ("reports answered 200 per second", "reports_per_s", ".0f"),
+        ("lease requests per second", "leases_per_s", ".0f"),
+        ("report latency p50 (ms)", "report_p50_ms", ".0f"),
+        ("load average (1 min) at the start", "load_average", ".1f"),
+    ]
+    head = (
+        f"{args.simulated} simulated sidecars, a report a second each"
+        f"{f', a lease request every {args.lease_every:g} s' if args.lease_every else ''}; "
+        f"{args.warmup:g} s warm-up, {args.measure:g} s measured, {len(runs)} run(s)"
+        f"{'; env ' + ' '.join(args.env) if args.env else ''}"
+    )
+    lines = [head, "", "| measure | result |", "|---|---|"]
+    lines += [f"| {name} | {cell(key, fmt)} |" for name, key, fmt in rows]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--per-namespace", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--simulated", type=int, default=0, help="N sidecars: memory instead")
+    parser.add_argument("--runs", type=int, default=1, help="with --simulated")
+    parser.add_argument("--warmup", type=float, default=30.0, help="with --simulated")
+    parser.add_argument("--measure", type=float, default=60.0, help="with --simulated")
+    parser.add_argument("--lease-every", type=float, default=0.0, help="with --simulated")
+    parser.add_argument("--tracemalloc", type=Path, default=None, help="dump folder")
+    parser.add_argument("--env", action="append", default=[], help="K=V for the fleet")
+    parser.add_argument("--json", type=Path, default=None, help="raw results (--simulated)")
     args = parser.parse_args()
+    if args.simulated:
+        return simulated(args)
     expected = 2 * args.namespaces * args.per_namespace
 
     work = Path(tempfile.mkdtemp(prefix="sluice-scale-"))
