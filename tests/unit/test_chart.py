@@ -466,7 +466,11 @@ def test_toggles(custom: Rendered) -> None:
         "SluiceFallbackRateHigh",
         "SluiceCircuitBreakerOpen",
         "SluiceConfigNotApplied",
+        "SluiceOperatorNoLeader",
     }
+    assert alerts["SluiceOperatorNoLeader"]["expr"] == (
+        '(sum(sluice_operator_leader{namespace="platform"}) or vector(0)) != 1'
+    )
     assert "0.8" in alerts["SluiceBudgetThresholdCrossed"]["expr"]
     burn = alerts["SluiceBudgetBurnRateHigh"]["expr"]
     assert "sluice_budget_window_seconds" in burn and "4 * 3600" in burn
