@@ -1,8 +1,8 @@
 """``ChunkFilters.feed_now`` (the relay's path without a coroutine) against ``feed``: for any
 stream of content and tool-call deltas split into any batches of frames, the relay's way
-(``feed_now``, and ``await feed`` when it declines) writes the same bytes as the general path
-alone (every frame through ``_chunk``, as before the fast path),
-and ``feed_now`` declines, having changed nothing, exactly when a text ends."""
+(``feed_now``, then ``await feed`` for what it leaves) writes the same bytes as the general path
+alone (every frame through ``_chunk``, as before the fast path), and ``feed_now`` leaves exactly
+the events from the first that ends a text on."""
 
 from __future__ import annotations
 
@@ -99,8 +99,14 @@ def filters(policy: str, kind: type[ChunkFilters] = ChunkFilters) -> ChunkFilter
     return kind(make, make())
 
 
-def _ends_a_text(batch: bytes) -> bool:
-    return b'"finish_reason":"' in batch.replace(b": ", b":") or b"tool_calls" in batch
+def _ends_a_text(event: bytes) -> bool:
+    return b'"finish_reason":"' in event.replace(b": ", b":") or b"tool_calls" in event
+
+
+def _from_the_end_of_a_text(batch: bytes) -> bytes:
+    events = batch.split(b"\n\n")
+    ends = [i for i, e in enumerate(events) if _ends_a_text(e)]
+    return b"\n\n".join(events[ends[0] :]) if ends else b""
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -121,9 +127,10 @@ def test_the_relays_way_writes_what_feed_writes(
     async def run() -> None:
         for batch in batches:
             want = await ref.feed(batch)
-            now = relay.feed_now(batch)
-            assert (now is None) == _ends_a_text(batch)
-            got = now if now is not None else await relay.feed(batch)
+            now, rest = relay.feed_now(batch)
+            if relay.blocked is None:  # the events from the first that ends a text are left
+                assert rest == _from_the_end_of_a_text(batch)
+            got = now + (await relay.feed(rest) if rest else b"")
             assert got == want
             assert (relay.blocked is None) == (ref.blocked is None)
             if ref.blocked is not None:
@@ -137,22 +144,23 @@ def test_content_deltas_go_through_without_a_coroutine_and_are_redacted() -> Non
     cf = filters("redact")
     out = b""
     for piece in ["Mail ann", ".lee@exam", "ple.org now"]:
-        got = cf.feed_now(_frame({"content": piece}))
-        assert got is not None
+        got, rest = cf.feed_now(_frame({"content": piece}))
+        assert rest == b""
         out += got
     end = _frame({}, "stop")
-    assert cf.feed_now(end) is None  # the text ends: the async path releases the rest
-    out += asyncio.run(cf.feed(end))
+    got, rest = cf.feed_now(_frame({"content": " and"}) + end)
+    assert rest == end.rstrip(b"\n") + b"\n\n"  # the text ends: the async path releases it
+    out += got + asyncio.run(cf.feed(rest))
     text = "".join(
         json.loads(raw[6:])["choices"][0]["delta"].get("content") or ""
         for raw in out.split(b"\n\n")
         if raw
     )
-    assert text == "Mail [EMAIL] now"
+    assert text == "Mail [EMAIL] now and"
 
 
 def test_a_block_on_the_way_without_a_coroutine_ends_the_choice() -> None:
     cf = filters("block")
-    out = cf.feed_now(_frame({"content": "card 4111 1111 1111 1111 ok"}))
-    assert out is not None and cf.blocked is not None and b"4111" not in out
+    out, rest = cf.feed_now(_frame({"content": "card 4111 1111 1111 1111 ok"}) + _frame({}, "stop"))
+    assert rest == b"" and cf.blocked is not None and b"4111" not in out
     assert json.loads(out[6:])["choices"][0]["finish_reason"] == "content_filter"

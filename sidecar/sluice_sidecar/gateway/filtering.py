@@ -14,8 +14,8 @@ no further tool-call delta) and ``blocked`` is set: the caller ends the stream t
 (``[DONE]`` for OpenAI clients); every filter is finished so its verdicts are recorded. A frame
 it cannot read is never passed unchecked: it ends the stream the same way. ``feed`` is async
 (a filter may ``settle``: ask an external classifier before a text's end is released);
-``feed_now`` takes the usual chunk, whose texts all go on, without a coroutine, and declines
-the others. Pure: no IO.
+``feed_now`` takes the usual chunks, whose texts all go on, without a coroutine, and leaves
+the rest of the frames, from the first event that ends a text, to ``feed``. Pure: no IO.
 """
 
 from __future__ import annotations
@@ -116,30 +116,30 @@ class ChunkFilters:
                 break
         return b"".join(out)
 
-    def feed_now(self, frames: bytes) -> bytes | None:
-        """``feed`` without a coroutine, for frames that need no await (the usual chunk: text
-        deltas of texts that go on, a usage chunk): what ``feed`` returns. None, having changed
-        nothing, when a frame ends a text (a ``finish_reason``, a tool call): then ``await
-        feed`` (a filter may ask an external classifier before it releases the end)."""
-        objs: list[dict[str, Any] | None] = []
-        for raw in frames.split(b"\n\n"):
-            if raw:
-                obj = _loads(raw)
-                if obj is not None and not self._plain(obj):
-                    return None
-                objs.append(obj)
+    def feed_now(self, frames: bytes) -> tuple[bytes, bytes]:
+        """``feed`` without a coroutine for the events that need no await (the usual chunk:
+        text deltas of texts that go on, a usage chunk): what ``feed`` returns for them, and
+        the frames from the first event that ends a text (a ``finish_reason``, a tool call) on,
+        for ``await feed`` (a filter may ask an external classifier before it releases the
+        end); ``b""`` when there are none or the stream was blocked."""
         out: list[bytes] = []
-        for obj in objs:
+        events = frames.split(b"\n\n")
+        for i, raw in enumerate(events):
+            if not raw:
+                continue
+            obj = _loads(raw)
             if obj is None:
                 self._unreadable(out)
                 break
+            if not self._plain(obj):
+                return b"".join(out), b"\n\n".join(events[i:])
             chunk = self._content_chunk(obj)
             if chunk is not None:
                 out.append(_encode(chunk))
             if self.blocked is not None:
                 self._finish_all()
                 break
-        return b"".join(out)
+        return b"".join(out), b""
 
     def _unreadable(self, out: list[bytes]) -> None:
         self.blocked = GuardrailBlocked("output checks", "output", "an unreadable frame")

@@ -130,8 +130,9 @@ class _Relay:
         if self.splicer is not None:
             frame = self.splicer.rewrite(frame)
         if self.filters is not None and frame:
-            now = self.filters.feed_now(frame)  # the usual chunk: no coroutine
-            frame = now if now is not None else await self.filters.feed(frame)
+            frame, rest = self.filters.feed_now(frame)  # the usual chunks: no coroutine
+            if rest:  # from the first event that ends a text on
+                frame += await self.filters.feed(rest)
         if self.reshape is not None and frame:
             frame = self.reshape.feed(frame)
         if not frame:
