@@ -204,9 +204,10 @@ class ChunkFilters:
             delta = choice.get("delta")
             if isinstance(delta, dict) and "tool_calls" in delta:
                 return False
-            index = choice.get("index", 0)
-            if current.get(index if isinstance(index, int) else 0, _CONTENT) != _CONTENT:
-                return False
+            if current:  # a choice moved on to its tool calls: a content delta switches back
+                index = choice.get("index", 0)
+                if current.get(index if isinstance(index, int) else 0, _CONTENT) != _CONTENT:
+                    return False
         return True
 
     def _content_chunk(self, obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -239,9 +240,13 @@ class ChunkFilters:
                     self._block(index, choice, blocked)
                     kept.append(choice)
                     break
-            if _says_something(choice, delta):
-                choice["delta"] = delta
-                kept.append(choice)
+            for v in delta.values():  # (no finish_reason here: ``_plain``)
+                if v not in _SILENT:
+                    break
+            else:
+                continue  # nothing left to say in this chunk
+            choice["delta"] = delta
+            kept.append(choice)
         if not kept and not obj.get("usage"):
             return None
         obj["choices"] = kept
