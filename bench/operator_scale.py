@@ -19,9 +19,14 @@ operator start ``tracemalloc`` on its first SIGUSR1 and write its top allocation
 the warm-up and the measured window (not later: a dump stalls the operator for seconds). Extra
 environment for the fleet (e.g. ``--env MALLOC_ARENA_MAX=2``) is passed with ``--env``; the
 hook also reads two bench-only experiments from it: ``SLUICE_BENCH_UVLOOP=1`` (the operator's
-event loop is uvloop's) and ``SLUICE_BENCH_TLS_READ=BYTES`` (asyncio's per-connection TLS read
-buffer, 256 KiB in the standard library). Prints a
-table (median and spread over ``--runs``) and writes nothing to the docs.
+event loop is uvloop's), ``SLUICE_BENCH_TLS_READ=BYTES`` (asyncio's per-connection TLS read
+buffer, 256 KiB in the standard library) and ``SLUICE_BENCH_CPUS=N`` (``os.cpu_count()`` says N,
+so thread pools are sized as on a node of N cores). Prints a
+table (median and spread over ``--runs``) and writes nothing to the docs. ``--ref REF`` runs
+the operator package as committed at REF (``git archive``) beside today's sidecar and CLI.
+``--polls M`` also holds M config long polls open (a real sidecar holds one, and keeps its
+report and lease connections alive between calls: up to three connections; the simulated pods
+hold one each).
 
     python bench/operator_scale.py --simulated 300 --runs 1 --warmup 20 --measure 40
 """
@@ -32,8 +37,10 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -157,6 +164,8 @@ if "sluice_operator" in " ".join(sys.orig_argv):
         import asyncio, uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if os.environ.get("SLUICE_BENCH_CPUS"):  # thread pools sized as on a node of N cores
+        os.cpu_count = lambda: int(os.environ["SLUICE_BENCH_CPUS"])
     if os.environ.get("SLUICE_BENCH_TLS_READ"):
         import asyncio.sslproto
 
@@ -178,21 +187,26 @@ class Sampler(threading.Thread):
     ``root`` (its ready file), then samples its memory every second until it exits; with
     ``trace`` it sends SIGUSR1 when found (tracemalloc starts) and every 30 s after (a dump)."""
 
-    def __init__(self, root: Path, trace: bool, dumps_until: float) -> None:
+    def __init__(self, root: Path, trace: bool, dumps_until: float, polls: int) -> None:
         super().__init__(daemon=True)
-        self.root, self.trace, self.dumps_until = root, trace, dumps_until
+        self.root, self.trace, self.dumps_until, self.polls = root, trace, dumps_until, polls
         self.samples: list[dict[str, float]] = []
         self.done = threading.Event()
+        self.poll_answers: dict[str, int] = {}
 
     def run(self) -> None:
         pid = 0
+        ready: dict[str, Any] = {}
         while not self.done.is_set() and not pid:
-            for ready in self.root.glob("simulated-*/ready.json"):
+            for path in self.root.glob("simulated-*/ready.json"):
                 try:
-                    pid = int(json.loads(ready.read_text())["operator"]["pid"])
+                    ready = json.loads(path.read_text())
+                    pid = int(ready["operator"]["pid"])
                 except (OSError, ValueError, KeyError):
                     continue
             time.sleep(0.5)
+        if self.polls and ready:
+            threading.Thread(target=self._hold, args=(ready,), daemon=True).start()
         t0 = time.monotonic()
         if self.trace:
             os.kill(pid, signal.SIGUSR1)
@@ -211,6 +225,53 @@ class Sampler(threading.Thread):
                 next_dump += 30
             time.sleep(1)
 
+    def _hold(self, ready: dict[str, Any]) -> None:
+        """``polls`` config long polls held open as sidecars hold them (``GET /v1/config`` with
+        the hash they have, up to 60 s each, again at once), each on its own keep-alive
+        connection from its own loopback address; one token (bound to pod ``memory-probe``)."""
+        import asyncio
+        import ssl
+
+        import aiohttp
+
+        from sluice_cli import devfleet
+
+        ident = devfleet.pod_identity(devfleet.admin_of(ready), "bench", "memory-probe")
+        url = f"{ready['operator']['url']}/v1/config/bench"
+        context = ssl.create_default_context(cafile=ready["operator"]["ca"])
+        headers = {"Authorization": f"Bearer {ident.token}"}
+
+        async def one(index: int) -> None:
+            await asyncio.sleep(index / 100)
+            connector = aiohttp.TCPConnector(
+                ssl=context, limit=1, local_addr=(f"127.3.{index // 250}.{index % 250 + 1}", 0)
+            )
+            known = ""
+            async with aiohttp.ClientSession(connector=connector) as session:
+                while not self.done.is_set():
+                    try:
+                        async with session.get(
+                            url, params={"hash": known, "wait": "60"}, headers=headers
+                        ) as r:
+                            key = str(r.status)
+                            if r.status == 200:
+                                known = (await r.json())["hash"]
+                            elif r.status != 304:
+                                await asyncio.sleep(1)
+                    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        key = type(exc).__name__
+                        await asyncio.sleep(1)
+                    self.poll_answers[key] = self.poll_answers.get(key, 0) + 1
+
+        async def main() -> None:
+            tasks = [asyncio.create_task(one(i)) for i in range(self.polls)]
+            await asyncio.to_thread(self.done.wait)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run(main())
+
 
 def simulated(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(REPO / "bench"))
@@ -219,6 +280,18 @@ def simulated(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="operator-memory-"))
     manifests = bo.manifests_dir(root)
     bo.FLEET_ENV.update(bo.snapshot(root))
+    if args.ref:  # the operator as committed at REF, beside today's sidecar and CLI
+        shutil.rmtree(root / "src" / "sluice_operator")
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", args.ref, "operator/sluice_operator"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(
+            ["tar", "-x", "-C", str(root / "src"), "--strip-components=1"],
+            input=archive,
+            check=True,
+        )
     for item in args.env:
         key, _, value = item.partition("=")
         bo.FLEET_ENV[key] = value
@@ -233,7 +306,7 @@ def simulated(args: argparse.Namespace) -> int:
     for _ in range(args.runs):
         for point_root in root.glob("simulated-*"):  # the previous run's ready file
             (point_root / "ready.json").unlink(missing_ok=True)
-        sampler = Sampler(root, bool(args.tracemalloc), args.warmup + args.measure)
+        sampler = Sampler(root, bool(args.tracemalloc), args.warmup + args.measure, args.polls)
         sampler.start()
         try:
             point = bo.simulated_point(
@@ -246,6 +319,7 @@ def simulated(args: argparse.Namespace) -> int:
         point["anon_peak_mb"] = max((x["anon_mb"] for x in sampler.samples), default=0.0)
         point["threads_peak"] = max((x["threads"] for x in sampler.samples), default=0.0)
         point["samples"] = sampler.samples
+        point["polls"], point["poll_answers"] = args.polls, sampler.poll_answers
         runs.append(point)
         print(json.dumps({k: v for k, v in point.items() if k != "samples"}), file=sys.stderr)
     if args.json:
@@ -279,6 +353,8 @@ def memory_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{f', a lease request every {args.lease_every:g} s' if args.lease_every else ''}; "
         f"{args.warmup:g} s warm-up, {args.measure:g} s measured, {len(runs)} run(s)"
         f"{'; env ' + ' '.join(args.env) if args.env else ''}"
+        f"{f'; the operator at {args.ref}' if args.ref else ''}"
+        f"{f'; {args.polls} config long polls held' if args.polls else ''}"
     )
     lines = [head, "", "| measure | result |", "|---|---|"]
     lines += [f"| {name} | {cell(key, fmt)} |" for name, key, fmt in rows]
@@ -298,6 +374,8 @@ def main() -> int:
     parser.add_argument("--tracemalloc", type=Path, default=None, help="dump folder")
     parser.add_argument("--env", action="append", default=[], help="K=V for the fleet")
     parser.add_argument("--json", type=Path, default=None, help="raw results (--simulated)")
+    parser.add_argument("--ref", default=None, help="with --simulated: the operator at this ref")
+    parser.add_argument("--polls", type=int, default=0, help="with --simulated: long polls held")
     args = parser.parse_args()
     if args.simulated:
         return simulated(args)
