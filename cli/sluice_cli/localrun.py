@@ -23,14 +23,18 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sluice_operator import configmap, manifests
 from sluice_operator.api import kind_by_name
 from sluice_operator.compile import CompileResult, Held, compile_namespace
 
+T = TypeVar("T")
 POLL_SECONDS = 1.0
+#: How long the manifests must stay unchanged before a changed folder is reloaded.
+SETTLE_SECONDS = 0.25
 ADMIN_HOST = "127.0.0.1"  # the sidecar's default admin bind address
 
 
@@ -149,6 +153,20 @@ def _report(result: CompileResult) -> None:
         print(f"warning: {problem}", file=sys.stderr)
 
 
+def wait_until_settled(
+    changed: T, fingerprint: Callable[[], T], wait: Callable[[float], bool]
+) -> T | None:
+    """The manifests' fingerprint once it stopped changing for ``SETTLE_SECONDS`` after
+    ``changed`` was seen (None: ``wait`` said stop). An editor's save (truncate, then write) must
+    not be read half-way: an emptied file would remove its objects for a moment."""
+    while not wait(SETTLE_SECONDS):
+        now = fingerprint()
+        if now == changed:
+            return now
+        changed = now
+    return None
+
+
 def _watch(
     paths: Sequence[Path],
     namespace: str | None,
@@ -161,7 +179,10 @@ def _watch(
         now = _fingerprint(paths)
         if now == seen:
             continue
-        seen = now
+        settled = wait_until_settled(now, lambda: _fingerprint(paths), stop.wait)
+        if settled is None:
+            return
+        seen = settled
         result, lines = reload(paths, namespace, current)
         if result is not None:
             _report(result)

@@ -74,3 +74,19 @@ def test_an_unreadable_file_keeps_the_whole_last_config(folder: Path) -> None:
     (folder / "extra.yaml").write_text("kind: [unclosed\n")
     result, lines = localrun.reload([folder], None, first)
     assert result is None and lines[-1] == "keeping the last good config"
+
+
+def test_a_save_in_progress_is_not_reloaded_until_the_files_stop_changing() -> None:
+    """An editor's save truncates, then writes: the watcher reloads what the files hold once
+    their fingerprint is the same twice in a row, never the emptied file in between."""
+    seen = iter(["written", "written"])  # after the change to "emptied" was noticed
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return False  # not stopping
+
+    assert localrun.wait_until_settled("emptied", lambda: next(seen), wait) == "written"
+    assert waits == [localrun.SETTLE_SECONDS] * 2
+    # Stopping while waiting: nothing to reload.
+    assert localrun.wait_until_settled("emptied", lambda: "written", lambda _: True) is None
