@@ -453,6 +453,7 @@ class _Series:
     cost: _CounterChild
 
 
+_RUN_LIMITS = frozenset(("maxSteps", "usd", "tokens", "requests"))
 _VERDICTS = {"Block": "blocked", "Redact": "redacted", "Log": "flagged", "Allow": "allowed"}
 #: Verdict shapes remembered with their counters (one per policy, check, stage, action and
 #: entity set; bounded all the same).
@@ -557,9 +558,31 @@ class Metrics:
             ["policy", "stage", "check", "entity", "verdict", "mode"],
             registry,
         )
+        self.run_steps = LoopCounter(
+            "sluice_run_steps",
+            "Requests that named an agent run (x-sluice-run or metadata.run) and were admitted, "
+            "by route; each request's run totals are in its audit record.",
+            ["route"],
+            registry,
+        )
+        self.run_refusals = LoopCounter(
+            "sluice_run_refusals",
+            "Agent-run steps refused by a Budget's perRun limits, by route and limit (maxSteps: "
+            "the loop breaker; usd, tokens, requests: the run's envelope).",
+            ["route", "limit"],
+            registry,
+        )
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._requests: dict[tuple[str, int, str], _CounterChild] = {}
         self._verdict_memo: dict[tuple[Any, ...], tuple[_CounterChild, ...]] = {}
+
+    def _run(self, route: str, run: Mapping[str, Any]) -> None:
+        refused = run.get("refused")
+        if isinstance(refused, str):
+            limit = refused.rpartition(":")[2]
+            self.run_refusals.labels(route, limit if limit in _RUN_LIMITS else "other").inc()
+        elif "step" in run:
+            self.run_steps.labels(route).inc()
 
     def child(self, metric: LoopCounter, *labels: str) -> _CounterChild:
         """``metric.labels(*labels)`` (kept for callers; loop metrics memoise their children)."""
@@ -646,6 +669,9 @@ class Metrics:
         requests.inc()
         for v in ex.verdicts:
             self._verdict(v)
+        run = ex.annotations.get("run")
+        if isinstance(run, dict):
+            self._run(route, run)
         if ex.outcome == "client_disconnected":
             self.disconnects.labels(route).inc()
         b = ex.backend

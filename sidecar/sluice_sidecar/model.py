@@ -2,12 +2,14 @@
 
 Owns ``Operation`` (the kinds of request), ``Usage`` (tokens one answer used, and whether the
 provider said so or the sidecar estimated it), ``cost_usd`` (the only cost arithmetic) and
-``TraceContext`` (the W3C trace context a request carries). Every layer may import this module;
+``TraceContext`` (the W3C trace context a request carries; ``run_trace_id``: one trace per agent
+run). Every layer may import this module;
 it imports only the contract. Pure data and arithmetic: no IO.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,3 +78,11 @@ class TraceContext:
         if self.state:
             out["tracestate"] = self.state
         return out
+
+
+def run_trace_id(namespace: str, run: str) -> str:
+    """The trace id of agent run ``run`` in ``namespace``: every step of the run whose trace the
+    sidecar starts (no ``traceparent`` came with it) joins this one trace, in whichever pod the
+    step runs, so a tracing backend shows the run step by step. A sub-run has a trace of its own
+    (its spans name the parent: ``sluice.run.parent``)."""
+    return hashlib.sha256(f"sluice-run\x00{namespace}\x00{run}".encode()).hexdigest()[:32]

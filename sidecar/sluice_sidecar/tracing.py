@@ -35,6 +35,18 @@ _HEX = frozenset("0123456789abcdef")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 PROVIDER_NAMES = {"gemini": "gcp.gemini", "mistral": "mistral_ai"}
+#: Span attributes from a request's run totals (audit ``annotations.run``).
+_RUN_ATTRIBUTES = (
+    ("id", "sluice.run.id"),
+    ("step", "sluice.run.step"),
+    ("spentUSD", "sluice.run.spent_usd"),
+    ("tokens", "sluice.run.tokens"),
+    ("requests", "sluice.run.requests"),
+    ("parent", "sluice.run.parent"),
+    ("root", "sluice.run.root"),
+    ("rootSpentUSD", "sluice.run.root_spent_usd"),
+    ("refused", "sluice.run.refused"),
+)
 
 
 def _hex(value: str, n: int) -> bool:
@@ -142,6 +154,12 @@ def spans(ex: Exchange, *, now_wall: float, now: float, config_hash: str | None)
         attrs["gen_ai.usage.output_tokens"] = ex.usage.output_tokens
         if ex.usage.cached_input_tokens:
             attrs["gen_ai.usage.cache_read.input_tokens"] = ex.usage.cached_input_tokens
+    run = ex.annotations.get("run")
+    if isinstance(run, dict):  # the run's totals after this step (``budget.runs.totals``)
+        for key, name in _RUN_ATTRIBUTES:
+            value = run.get(key)
+            if isinstance(value, str | int | float) and not isinstance(value, bool):
+                attrs[name] = value
     if ex.prompt_ref is not None:
         attrs["sluice.prompt"] = ex.prompt_ref
     if ex.prompt_version is not None:

@@ -185,3 +185,40 @@ async def test_who_defaults_to_the_injector_environment(
     await sc.post("/v1/chat/completions", {"model": "chat", "messages": MSG})
     rec = sc.audit.records[-1]
     assert (rec["namespace"], rec["pod"], rec["serviceAccount"]) == ("ns1", "pod1", "sa1")
+
+
+async def test_one_trace_per_agent_run_with_its_totals_on_each_span(
+    start_sidecar: StartSidecar, fake: FakeOpenAI
+) -> None:
+    """Steps of a run that bring no traceparent join one trace (derived from the namespace and
+    the run id, so steps in other pods join it too); each server span carries the run's totals;
+    a caller's own traceparent still wins; the run metrics count steps and refusals."""
+    from sluice_sidecar.contract import BudgetRule, RunLimits
+    from sluice_sidecar.model import run_trace_id
+
+    memory = InMemorySpanExporter()
+    exporter = tracing.OtelExporter(SimpleSpanProcessor(memory))
+    rule = BudgetRule(name="agents", per_run=RunLimits(max_steps=2))
+    cfg = config(route("chat", backend("o", fake))).model_copy(update={"budgets": (rule,)})
+    sc = await start_sidecar(cfg, tracer=exporter)
+    body = {"model": "chat", "messages": MSG, "max_tokens": 5}
+    job = {"x-sluice-run": "job-7"}
+    for headers in (job, job, job, {"x-sluice-run": "job-8"}, {**job, "traceparent": TP}):
+        await sc.post("/v1/chat/completions", body, headers=headers)
+    await asyncio.sleep(0.05)  # spans are exported just after the answer
+    servers = [s for s in memory.get_finished_spans() if s.name == "chat chat"]
+    assert len(servers) == 5
+    traces = [f"{s.context.trace_id:032x}" for s in servers if s.context is not None]
+    want = run_trace_id(cfg.namespace, "job-7")
+    assert traces[:3] == [want] * 3  # two steps and the refused third: one trace
+    assert traces[3] == run_trace_id(cfg.namespace, "job-8") != want
+    assert traces[4] == TID  # the app's own trace context wins
+    attrs = [dict(s.attributes or {}) for s in servers]
+    assert [a.get("sluice.run.step") for a in attrs[:2]] == [1, 2]
+    assert attrs[0]["sluice.run.id"] == "job-7" and attrs[1]["sluice.run.requests"] == 2
+    assert attrs[2]["sluice.run.refused"] == "agents:maxSteps"
+    # the upstream call of a step carries the run's trace
+    assert fake.headers[0]["traceparent"].startswith(f"00-{want}-")
+    text = await sc.metrics()
+    assert 'sluice_run_steps_total{route="chat"} 3.0' in text  # job-7's first two, job-8's one
+    assert 'sluice_run_refusals_total{limit="maxSteps",route="chat"} 2.0' in text

@@ -69,6 +69,7 @@ states it precisely.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -76,6 +77,7 @@ from ..clock import Clock
 from ..contract import BudgetRouteSpend, BudgetRule, BudgetWindowSpend, Route, SidecarConfig
 from ..errors import BudgetExceeded
 from ..exchange import Exchange
+from ..model import run_trace_id
 from ..stage import Stage
 from . import runs
 from .leases import LeaseKeeper
@@ -205,6 +207,11 @@ class BudgetStage(Stage):
             run, stripped = runs.reference(ex.body, headers)
             if stripped is not None:
                 ex.body = stripped
+            trace = ex.trace
+            if run is not None and trace is not None and trace.received is None:
+                # one trace per run (the app's own traceparent, when it sends one, wins)
+                ns = ex.config.namespace if ex.config is not None else ""
+                ex.trace = dataclasses.replace(trace, trace_id=run_trace_id(ns, run.run))
         if run is None and not self.policy.active:
             return
         leases = self.leases

@@ -186,22 +186,23 @@ class Gateway:
         )
 
     def finish(self, ex: Exchange) -> None:
-        """Metrics, the stages' ``on_finish`` (budget settlement), the audit record and the
-        spans of a finished request. Never raises: each part runs whatever the others did, a
-        failure is logged in one line (never with the exchange's or the config's repr), and an
-        audit record that cannot be built is replaced by a minimal one."""
+        """The stages' ``on_finish`` (budget settlement, run totals, the guardrail verdicts of
+        classifiers never asked), then the metrics, the audit record and the spans of a finished
+        request, which all see what the stages added. Never raises: each part runs whatever the
+        others did, a failure is logged in one line (never with the exchange's or the config's
+        repr), and an audit record that cannot be built is replaced by a minimal one."""
         now = self.clock.now()
         now_wall = self.clock.wall()
         config_hash = self.snapshot.hash if self.snapshot else None
-        try:
-            self.metrics.finish(ex, now)
-        except Exception as exc:
-            _failed("metrics", ex, exc)
         for stage in self.stages.finish:
             try:
                 stage.on_finish(ex)
             except Exception as exc:  # a stage must never fail a request's finish
                 _failed(f"stage {stage.name}", ex, exc)
+        try:
+            self.metrics.finish(ex, now)
+        except Exception as exc:
+            _failed("metrics", ex, exc)
         if self._auditing:
             try:
                 self._audit(ex, now_wall, now, config_hash)
