@@ -12,15 +12,20 @@ contract's ``GuardrailCount``): ``blocked`` requests and answers stopped, ``reda
 replaced, ``flagged`` findings that changed nothing (``Log``, ``Monitor``, ``Audit``, and a
 classifier that was down under ``failureMode: Open``).
 
+What is kept per process is the counts of the window as plain tuples (``Count``, names interned),
+not the report's models: about 1 KB a row as models, a tenth of that as tuples (issue #12: 1,000
+processes with 96 rows each held 100 MB as models).
+
 A purely computational module; the caller passes the time and does the IO.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, Protocol
 
 from sluice_sidecar.contract import GuardrailCount, UsageReport
 
@@ -33,11 +38,47 @@ MAX_INSTANCES: Final = 1000  # per namespace: the oldest are forgotten first
 _KEYS: Final = ("blocked", "redacted", "flagged")
 
 
-@dataclass
+class Count(NamedTuple):
+    """One ``GuardrailCount`` as kept: the same fields, in a tuple."""
+
+    policy: str
+    entity: str
+    start: float
+    blocked: int
+    redacted: int
+    flagged: int
+
+
+class _Counted(Protocol):
+    """What ``summary`` reads of a row: a ``GuardrailCount`` or a ``Count``."""
+
+    @property
+    def entity(self) -> str: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def blocked(self) -> int: ...
+    @property
+    def redacted(self) -> int: ...
+    @property
+    def flagged(self) -> int: ...
+
+
+def compact(rows: Iterable[GuardrailCount], now: float) -> tuple[Count, ...]:
+    """The rows that can still count at ``now`` or later (their bucket is in the window)."""
+    oldest = _bucket(now) - WINDOW_SECONDS + BUCKET_SECONDS
+    return tuple(
+        Count(sys.intern(r.policy), sys.intern(r.entity), r.start, r.blocked, r.redacted, r.flagged)
+        for r in rows
+        if int(r.start) >= oldest
+    )
+
+
+@dataclass(slots=True)
 class _Instance:
     seq: int
     received: float
-    rows: tuple[GuardrailCount, ...]
+    rows: tuple[Count, ...]
 
 
 @dataclass
@@ -55,11 +96,12 @@ class GuardStats:
             return False
         if seen is None and not report.guardrails:
             return False  # nothing to count, nothing to remember
-        ns[key] = _Instance(report.seq, now, report.guardrails)
+        rows = compact(report.guardrails, now)
+        ns[key] = _Instance(report.seq, now, rows)
         if len(ns) > MAX_INSTANCES:
             oldest = min(ns, key=lambda k: ns[k].received)
             del ns[oldest]
-        return seen is None or seen.rows != report.guardrails
+        return seen is None or seen.rows != rows
 
     def prune(self, now: float) -> None:
         """Forget processes whose every bucket is older than the window."""
@@ -81,7 +123,7 @@ class GuardStats:
         return summary(rows, now)
 
 
-def summary(rows: Iterable[GuardrailCount], now: float) -> dict[str, Any]:
+def summary(rows: Iterable[_Counted], now: float) -> dict[str, Any]:
     """The status fields from the counts of every process (pure)."""
     oldest = _bucket(now) - WINDOW_SECONDS + BUCKET_SECONDS
     entities: dict[str, dict[str, int]] = {}
