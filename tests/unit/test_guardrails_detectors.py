@@ -396,20 +396,3 @@ def test_settled_is_never_later_than_any_single_kind_says(pieces: list[str]) -> 
     text = "".join(pieces)
     each = min(Scanner([entity]).settled(text) for entity in ENTITIES)
     assert Scanner(ENTITIES).settled(text) <= each
-
-
-def _luhn_by_digit(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        n = ord(ch) - 48
-        if i % 2:
-            n *= 2
-            if n > 9:
-                n -= 9
-        total += n
-    return total % 10 == 0
-
-
-@given(st.text(alphabet="0123456789", max_size=24) | st.text(max_size=6))
-def test_luhn_without_a_loop_is_the_checksum_digit_by_digit(digits: str) -> None:
-    assert d.luhn_ok(digits) is _luhn_by_digit(digits)

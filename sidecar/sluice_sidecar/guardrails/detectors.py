@@ -80,16 +80,8 @@ class Span(NamedTuple):
 # --- validators ---------------------------------------------------------------------------------
 
 
-#: A digit's contribution when the Luhn checksum doubles it.
-_LUHN_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
-
-
 def luhn_ok(digits: str) -> bool:
     """The Luhn (mod 10) checksum of a digit string holds."""
-    if digits.isascii() and digits.isdigit():  # the usual case, without a Python-level loop
-        rev = digits[::-1]
-        kept = sum(map(int, rev[0::2]))
-        return (kept + sum(map(_LUHN_DOUBLED.__getitem__, map(int, rev[1::2])))) % 10 == 0
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = ord(ch) - 48
