@@ -61,13 +61,15 @@ class _Bucket:
 class _Pod:
     seq: int
     received: float
-    report: UsageReport  # the latest: health, config hash and the pod's name
+    #: The latest, for its health, config hash and pod name; without what ``buckets`` (usage),
+    #: ``BudgetSpend`` and ``GuardStats`` keep their own way (``_lean``).
+    report: UsageReport
     buckets: deque[_Bucket] = field(default_factory=deque)
 
     def take(self, report: UsageReport, now: float) -> None:
         """Sum the usage of ``report`` (received ``now``) into the current bucket; drop buckets
         out of the window."""
-        self.seq, self.received, self.report = report.seq, now, report
+        self.seq, self.received, self.report = report.seq, now, _lean(report)
         while self.buckets and now - self.buckets[0].last > WINDOW:
             self.buckets.popleft()
         if not self.buckets or now - self.buckets[-1].start >= BUCKET:
@@ -88,6 +90,16 @@ class _Pod:
                 counts.latencies.append(u.latency_p50_ms)
             if u.ttft_p50_ms is not None and len(counts.ttfts) < MAX_SAMPLES:
                 counts.ttfts.append(u.ttft_p50_ms)
+
+
+def _lean(report: UsageReport) -> UsageReport:
+    """``report`` without its usage, budget spend and guardrail counts (a guardrail row alone is
+    about 1 KB as a model, and a sidecar sends one per policy, entity and bucket of the hour)."""
+    if not (report.usage or report.budgets or report.budget_routes or report.guardrails):
+        return report
+    return report.model_copy(
+        update={"usage": (), "budgets": (), "budget_routes": (), "guardrails": ()}
+    )
 
 
 @dataclass

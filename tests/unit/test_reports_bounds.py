@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice_operator.reports import BUCKET, MAX_BUCKETS, MAX_SAMPLES, WINDOW, Reports
-from sluice_sidecar.contract import UsageEntry, UsageReport
+from sluice_sidecar.contract import (
+    BackendHealth,
+    BackendState,
+    GuardrailCount,
+    UsageEntry,
+    UsageReport,
+)
 
 
 def report(seq: int, requests: int, latency: float | None = 10.0, pod: str = "p1") -> UsageReport:
@@ -142,3 +148,23 @@ def test_many_pods_each_keep_their_own_bounded_state() -> None:
     assert len(r.pods) == 50
     assert all(len(p.buckets) <= MAX_BUCKETS for p in r.pods.values())
     assert 50 * WINDOW <= backend_a(r, now=399.0)["requests"] <= 50 * (WINDOW + BUCKET)
+
+
+def test_the_latest_report_is_kept_without_what_is_kept_elsewhere() -> None:
+    """Usage goes to the buckets, spend to ``BudgetSpend``, guardrail counts to ``GuardStats``:
+    the report a pod keeps has its health, hash and name only."""
+    r = Reports()
+    full = report(1, 5).model_copy(
+        update={
+            "guardrails": tuple(
+                GuardrailCount(policy="p", entity=f"E{i}", start=0.0, redacted=1) for i in range(50)
+            ),
+            "health": (BackendHealth(route="chat", backend="a", state=BackendState.EJECTED),),
+        }
+    )
+    r.add(full, now=0)
+    (pod,) = r.pods.values()
+    assert (pod.report.usage, pod.report.guardrails, pod.report.budgets) == ((), (), ())
+    assert (pod.report.pod, pod.report.config_hash, pod.report.health) == ("p1", "h1", full.health)
+    a = backend_a(r, now=1)
+    assert (a["requests"], a["state"]) == (5, "Ejected")
