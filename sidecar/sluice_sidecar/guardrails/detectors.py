@@ -43,7 +43,10 @@ Streaming support (``Scanner.settled``): each pattern only ever reads characters
 outside the class follows, or ``reach`` characters are in: ``settled(text)`` is the earliest
 position whose attempt could still change when more text arrives. ``holdback`` never releases
 text at or after it. Deny patterns (user regexes) cannot be analysed that way; for them the
-policy's ``holdbackChars`` is the assumed longest match.
+policy's ``holdbackChars`` is the assumed longest match. ``StreamScan`` (``Scanner.stream()``)
+is the same search over a text that grows by deltas, for ``holdback``: it keeps the settled
+point and the decided candidates between deltas, so each character is scanned once by the
+built-in detectors (property-tested equal to rescanning the held window at every delta).
 """
 
 from __future__ import annotations
