@@ -281,7 +281,8 @@ async def test_holdback_streams_then_asks_the_classifier_before_the_end(
     released, tail, blocked = await _stream(stage, ex)
     assert not blocked
     assert "".join(released) + tail == "Your order ships Monday; write to [EMAIL]."
-    assert released[0] == "Your order "  # streamed, not buffered
+    # streamed before the end, not buffered (deltas are scanned in batches of 32 characters)
+    assert "".join(released).startswith("Your order ships Monday;")
     assert classifier.seen[-1]["texts"] == ["Your order ships Monday; write to [EMAIL]."]
 
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sluice_sidecar.guardrails.detectors import ENTITIES, Scanner
-from sluice_sidecar.guardrails.holdback import HoldbackRedactor
+from sluice_sidecar.guardrails.holdback import SCAN_BATCH, HoldbackRedactor
 from sluice_sidecar.guardrails.redact import redact
 
 DENY = re.compile(r"(?i)project bluebird")
@@ -111,7 +111,7 @@ def test_only_the_chosen_labels_are_replaced(
 
 def test_card_prefix_is_held_until_it_is_clear() -> None:
     """FAULTS: "4111 11" + "11 1111 1111" → redacted, no prefix leaked."""
-    hb = HoldbackRedactor(Scanner(["CREDIT_CARD"]))
+    hb = HoldbackRedactor(Scanner(["CREDIT_CARD"]), batch=1)  # every chunk scanned at once
     assert hb.feed("pay with 4111 11") == "pay with"
     assert hb.feed("11 1111 1111") == ""
     assert hb.feed(" please") == " [CREDIT_CARD] please"
@@ -119,14 +119,14 @@ def test_card_prefix_is_held_until_it_is_clear() -> None:
 
 
 def test_a_digit_run_that_is_not_a_card_is_released_in_full() -> None:
-    hb = HoldbackRedactor(Scanner(["CREDIT_CARD"]))
+    hb = HoldbackRedactor(Scanner(["CREDIT_CARD"]), batch=1)
     assert hb.feed("order 4111 11") == "order"
     assert hb.feed("11 1111 1112 ok") == " 4111 1111 1111 1112 ok"
     assert hb.finish() == ""
 
 
 def test_prose_is_released_word_by_word() -> None:
-    hb = HoldbackRedactor(Scanner(["EMAIL", "CREDIT_CARD"]))
+    hb = HoldbackRedactor(Scanner(["EMAIL", "CREDIT_CARD"]), batch=1)
     assert hb.feed("Hello there, my ") == "Hello there, my"
     assert hb.feed("mail is bob") == " mail is "  # "bob" may start an address
     assert hb.feed("@example.com") == ""
@@ -135,7 +135,7 @@ def test_prose_is_released_word_by_word() -> None:
 
 
 def test_released_spans_report_positions_in_the_whole_stream() -> None:
-    hb = HoldbackRedactor(Scanner(["EMAIL"]), labels=frozenset())  # report, do not replace
+    hb = HoldbackRedactor(Scanner(["EMAIL"]), labels=frozenset(), batch=1)  # report only
     got = [hb.push("a bob@x.io b "), hb.push("c@d.ee e"), hb.close()]
     spans = [s for r in got for s in r.spans]
     text = "a bob@x.io b c@d.ee e"
@@ -152,7 +152,7 @@ def test_a_long_run_is_bounded_by_the_longest_possible_match() -> None:
 
 def test_deny_patterns_are_held_for_the_policy_window() -> None:
     scanner = Scanner([], [("p#0", DENY)], window=16)
-    hb = HoldbackRedactor(scanner)
+    hb = HoldbackRedactor(scanner, batch=1)
     assert hb.feed("abcdefghijklmnopqrstuvwxyz") == "abcdefghij"
     assert hb.feed(" project blue") == "klmnopqrstuvw"  # the last 16 characters wait
     assert hb.feed("bird!") == "xyz "
@@ -180,6 +180,18 @@ def test_cuts_never_fall_inside_a_candidate(text: str) -> None:
         assert out + hb.finish() == want
 
 
+def test_short_deltas_are_scanned_in_batches() -> None:
+    """Deltas shorter than ``SCAN_BATCH`` wait until a batch is full (one scan per batch, not
+    per delta); the output is the same as for any other split, and ``close`` scans the rest."""
+    hb = HoldbackRedactor(Scanner(["EMAIL"]))
+    text = "Hello there, my mail is bob@example.com, thanks a lot for asking!"
+    released = [hb.feed(text[i : i + 4]) for i in range(0, len(text), 4)]
+    assert released[: SCAN_BATCH // 4 - 1] == [""] * (SCAN_BATCH // 4 - 1)  # the first batch
+    assert released[SCAN_BATCH // 4 - 1] != ""  # is scanned when it is full
+    assert "".join(released) + hb.finish() == redact(text, Scanner(["EMAIL"]))
+    assert hb.pending == 0
+
+
 def test_push_after_close_is_an_error() -> None:
     hb = HoldbackRedactor(SCANNER)
     hb.close()
@@ -199,5 +211,5 @@ def test_per_chunk_work_stays_small() -> None:
     for i in range(0, len(text), 4):
         out += hb.feed(text[i : i + 4])
         most = max(most, hb.pending)
-    assert most <= 64
+    assert most <= 64 + SCAN_BATCH  # the longest match here, plus one batch not yet scanned
     assert out + hb.finish() == redact(text, SCANNER)

@@ -161,6 +161,7 @@ def test_content_deltas_go_through_without_a_coroutine_and_are_redacted() -> Non
 
 def test_a_block_on_the_way_without_a_coroutine_ends_the_choice() -> None:
     cf = filters("block")
-    out, rest = cf.feed_now(_frame({"content": "card 4111 1111 1111 1111 ok"}) + _frame({}, "stop"))
+    text = "card 4111 1111 1111 1111 ok, and more"  # a whole scan batch (32 characters)
+    out, rest = cf.feed_now(_frame({"content": text}) + _frame({}, "stop"))
     assert rest == b"" and cf.blocked is not None and b"4111" not in out
     assert json.loads(out[6:])["choices"][0]["finish_reason"] == "content_filter"
