@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from sluice_operator import configmap, crdgen
 from sluice_operator.api import GROUP, KINDS
 from sluice_operator.inject import annotations as ann
+from sluice_operator.settings import OperatorOptions
 
 from .fleet import ClusterError, load_api
 
@@ -35,8 +36,8 @@ EXPIRY_FAIL_DAYS = 7
 EXPIRY_WARN_DAYS = 30
 WEBHOOK_SUFFIX = ".inject.sluice.dev"
 LEASE_FRESH = dt.timedelta(minutes=2)
-#: The operator's leader-election Lease (``sluice_operator.settings``: ``--leader-lease``).
-LEADER_LEASE = "sluice-operator"
+#: The operator's leader-election Lease (its ``--leader-lease`` default, the chart's too).
+LEADER_LEASE = OperatorOptions().leader_lease
 
 # (verb, group, resource, subresource, name) the operator needs, cluster-wide
 NEEDS: tuple[tuple[str, str, str, str, str], ...] = (
