@@ -139,7 +139,17 @@ def build(
                         "model": st.get("model") or name,
                         "applied": rollout.get("summary") or "-",
                         "backends": [
-                            {k: b.get(k) for k in ("name", "state", "until", "requests", "errors")}
+                            {
+                                k: b.get(k)
+                                for k in (
+                                    "name",
+                                    "state",
+                                    "until",
+                                    "credentials",
+                                    "requests",
+                                    "errors",
+                                )
+                            }
                             for b in st.get("backends") or []
                         ],
                     }
@@ -192,6 +202,7 @@ def render(fleet: Fleet) -> str:
             backends = ", ".join(
                 f"{b['name']} {b['state']}"
                 + (f" until {b['until']}" if b.get("until") else "")
+                + (" KEY MISSING" if b.get("credentials") == "Missing" else "")
                 + f" ({b.get('requests') or 0} req, {b.get('errors') or 0} err)"
                 for b in r["backends"]
             )

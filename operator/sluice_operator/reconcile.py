@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from sluice_sidecar.contract import LeaseRequest, LeaseResponse, SidecarConfig, UsageReport
+from sluice_sidecar.contract import LeaseRequest, LeaseResponse, Route, SidecarConfig, UsageReport
 
 from . import evaluation, manifests, reports, status
 from .api import KINDS, Kind
@@ -300,11 +300,23 @@ class Reconciler:
     ) -> None:
         plural, namespace, name = key
         kind = KIND_BY_PLURAL[plural]
-        desired = status.desired_status(
-            kind.kind, obj, invalid, result, now, evaluations=evaluations
+        route = next((r for r in result.config.routes if r.source == name), None)
+        observed = (
+            self.reports.route_status(namespace, route.name, result.hash, self.wall())
+            if kind.kind == "ModelRoute" and not invalid and route is not None
+            else None
         )
-        if kind.kind == "ModelRoute" and not invalid:
-            desired = self._with_reports(namespace, name, desired, result)
+        desired = status.desired_status(
+            kind.kind,
+            obj,
+            invalid,
+            result,
+            now,
+            evaluations=evaluations,
+            keys=status.KeysSeen(**observed["keys"]) if observed else status.KeysSeen(),
+        )
+        if observed is not None and route is not None:
+            desired = self._with_reports(namespace, route, desired, observed)
         else:  # the config is namespace-wide: its rollout is every reporting pod's
             desired["rollout"] = self.reports.rollout(namespace, result.hash, self.wall())
         if kind.kind == "GuardrailPolicy":
@@ -363,13 +375,8 @@ class Reconciler:
             return None
 
     def _with_reports(
-        self, namespace: str, name: str, desired: dict[str, Any], result: CompileResult
+        self, namespace: str, route: Route, desired: dict[str, Any], observed: dict[str, Any]
     ) -> dict[str, Any]:
-        route = next((r for r in result.config.routes if r.source == name), None)
-        if route is None:
-            desired["rollout"] = self.reports.rollout(namespace, result.hash, self.wall())
-            return desired
-        observed = self.reports.route_status(namespace, route.name, result.hash, self.wall())
         merged = reports.merge_route_status(desired, observed)
         if self.leading:  # only the leader grants quota shares: a follower's books are empty
             views = self.leases.quotas.views(namespace, (route,), self.wall())

@@ -4,7 +4,7 @@ Owns: accepting ``UsageReport``s idempotently (a repeated or older ``seq`` from 
 ignored), keeping each pod's latest report and its usage counters of the last ``WINDOW`` seconds
 (summed per ``BUCKET`` seconds: a bounded number of entries per pod, whatever its report rate),
 forgetting pods that stopped reporting, and summing them into per-backend counters (over the
-window), health and the rollout
+window), health, the pods that cannot read a backend's API key, and the rollout
 every kind's status shows (pods, pods on the current config hash, ``applied/pods``, and for a
 ModelRoute each pod's hash and last report - to the minute, so an idle fleet costs at most one
 status write a minute - from each pod's latest report).
@@ -134,7 +134,9 @@ class Reports:
     def route_status(
         self, namespace: str, route: str, config_hash: str | None, now: float
     ) -> dict[str, Any]:
-        """``backends`` and ``rollout`` for the route whose virtual model name is ``route``."""
+        """``backends`` and ``rollout`` for the route whose virtual model name is ``route``, and
+        ``keys``: how many live sidecars report the route, and per backend the pods that cannot
+        read its API key."""
         pods = self._live_pods(namespace, now)
         reports = [p.report for p in pods]
         window = [b for p in pods for b in p.buckets if now - b.last <= WINDOW]
@@ -153,11 +155,15 @@ class Reports:
                 b["fallbacks"] += c.fallbacks
                 latencies.setdefault(backend, []).extend(c.latencies)
                 ttfts.setdefault(backend, []).extend(c.ttfts)
+        missing: dict[str, list[str]] = {}
         for report in reports:
             for h in report.health:
                 if h.route != route:
                     continue
                 b = backends.setdefault(h.backend, _empty(h.backend))
+                if h.credentials_missing:
+                    b["credentials"] = "Missing"
+                    missing.setdefault(h.backend, []).append(report.pod)
                 # The worst state any pod sees wins: one ejecting pod is worth knowing about.
                 if _rank(h.state) > _rank(BackendState(b["state"])):
                     b["state"] = h.state.value
@@ -167,7 +173,15 @@ class Reports:
                 b["p50LatencyMs"] = round(statistics.median(latencies[name]), 1)
             if ttfts.get(name):
                 b["p50TTFTMs"] = round(statistics.median(ttfts[name]), 1)
-        return {"backends": [backends[k] for k in sorted(backends)], "rollout": rollout}
+        return {
+            "backends": [backends[k] for k in sorted(backends)],
+            "rollout": rollout,
+            # Not status fields: what ``status.KeysSeen`` is made of.
+            "keys": {
+                "pods": sum(1 for r in reports if any(h.route == route for h in r.health)),
+                "missing": missing,
+            },
+        }
 
 
 MAX_SIDECARS = 100

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .compile import CompileResult, Problem, prices
@@ -84,6 +84,14 @@ def invalid_reason(invalid: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True)
+class KeysSeen:
+    """What the live sidecars serving a route said about its backends' API keys."""
+
+    pods: int = 0  # sidecars that report the route
+    missing: Mapping[str, Sequence[str]] = field(default_factory=dict)  # backend -> those pods
+
+
+@dataclass(frozen=True)
 class Facts:
     """What the status of one object is computed from (all pure data)."""
 
@@ -91,15 +99,20 @@ class Facts:
     problems: Sequence[Problem] = ()  # reference and conflict problems found by the compiler
     in_effect: bool = False  # the object has rules in the compiled config
     enforced: int | None = None  # the generation in force, when known
-    secrets: Sequence[str] = ()  # "secret/key" a ModelRoute's backends read (ModelRoute only)
+    #: backend -> (Secret, key) of each ModelRoute backend that reads an API key
+    secrets: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     route: bool = False  # the object is a ModelRoute (gets the credentials condition)
+    keys: KeysSeen = KeysSeen()  # the sidecars' word on those keys (ModelRoute only)
+    namespace: str = ""
 
 
 def verdicts(facts: Facts) -> list[Verdict]:
-    """Conditions for one resource. Ready says whether the current generation is in effect;
-    Stalled=True whenever it is not because of something only a person can fix (so kstatus says
-    Failed and the Argo CD check Degraded); Reconciling is False once the operator has acted on
-    the generation (before that, ``observedGeneration`` lags and both read it as in progress)."""
+    """Conditions for one resource. Ready says whether the current generation is in effect (and,
+    for a ModelRoute, whether its sidecars can read every backend's API key); Stalled=True
+    whenever it is not because of something only a person can fix in the spec (so kstatus says
+    Failed and the Argo CD check Degraded); a missing key or a pending evaluation is waited for
+    (Reconciling=True: in progress); Reconciling is False once the operator has acted on the
+    generation (before that, ``observedGeneration`` lags and both read it as in progress)."""
     if facts.invalid:
         reason = invalid_reason(facts.invalid)
         errors = "; ".join(facts.invalid)
@@ -139,8 +152,17 @@ def verdicts(facts: Facts) -> list[Verdict]:
         if first.reason in WAITING_REASONS:
             out.append(Verdict(STALLED, FALSE, first.reason, "Waiting, not blocked."))
             out.append(Verdict(RECONCILING, TRUE, first.reason, message))
-            return out + ([_credentials(facts.secrets)] if facts.route else [])
+            return out + ([_credentials(facts)] if facts.route else [])
         out.append(Verdict(STALLED, TRUE, first.reason, message))
+    elif facts.route and facts.keys.missing:
+        # In effect, but a backend cannot authenticate: not Ready. Waiting (Reconciling), not
+        # Stalled: the fix is a Secret, which GitOps tools often create a moment after the route
+        # (External Secrets, Sealed Secrets), and the kubelet brings it into running pods.
+        message = _missing_keys(facts)
+        out.append(Verdict(READY, FALSE, KEYS_MISSING, message))
+        out.append(Verdict(STALLED, FALSE, KEYS_MISSING, "Waiting for the API key, not blocked."))
+        out.append(Verdict(RECONCILING, TRUE, KEYS_MISSING, message))
+        return [*out, _credentials(facts)]
     else:
         out.append(Verdict(READY, TRUE, "Compiled", "In effect in the namespace's sidecar config."))
         out.append(Verdict(STALLED, FALSE, "Compiled", "Nothing blocks this object."))
@@ -148,7 +170,7 @@ def verdicts(facts: Facts) -> list[Verdict]:
         Verdict(RECONCILING, FALSE, "Compiled", "The operator has acted on this generation.")
     )
     if facts.route:
-        out.append(_credentials(facts.secrets))
+        out.append(_credentials(facts))
     return out
 
 
@@ -156,17 +178,52 @@ def _say(problems: Sequence[Problem]) -> str:
     return "; ".join(f"{p.path}: {p.message}" for p in problems)
 
 
-def _credentials(secrets: Sequence[str]) -> Verdict:
-    if not secrets:
+KEYS_MISSING = "CredentialsMissing"
+#: Pods named in a CredentialsMissing message (the count says how many there are).
+NAMED_PODS = 3
+
+
+def _credentials(facts: Facts) -> Verdict:
+    """``CredentialsAvailable``: the operator cannot read Secrets (by design), so the sidecars,
+    which read the mounted keys, say whether they can: False when any live one cannot, True when
+    every one can, Unknown before any reports."""
+    if not facts.secrets:
         return Verdict(CREDENTIALS, TRUE, "NoSecrets", "No backend of this route needs an API key.")
+    if facts.keys.missing:
+        return Verdict(CREDENTIALS, FALSE, KEYS_MISSING, _missing_keys(facts))
+    refs = ", ".join(f"Secret {s} key {k}" for s, k in sorted(set(facts.secrets.values())))
+    if facts.keys.pods:
+        return Verdict(
+            CREDENTIALS,
+            TRUE,
+            "ReadBySidecars",
+            f"The {facts.keys.pods} sidecar(s) serving this route read every API key ({refs}).",
+        )
     return Verdict(
         CREDENTIALS,
         UNKNOWN,
         "CheckedBySidecar",
-        f"The operator has no access to Secrets, so it cannot tell whether {', '.join(secrets)} "
-        "exist; each sidecar reads the mounted key and answers 503 missing_credential for a "
-        "backend whose key is missing (then falls back to the next backend). Check with "
-        "`kubectl get secret`.",
+        f"No sidecar serving this route has reported yet. The operator has no access to Secrets, "
+        f"so it cannot tell whether {refs} exist; each sidecar reads the mounted key, reports it "
+        "here, and answers 503 missing_credential for a backend whose key is missing (then falls "
+        "back to the next backend).",
+    )
+
+
+def _missing_keys(facts: Facts) -> str:
+    parts = []
+    for backend, pods in sorted(facts.keys.missing.items()):
+        secret, key = facts.secrets.get(backend, ("?", "?"))
+        named = ", ".join(sorted(pods)[:NAMED_PODS]) + (", ..." if len(pods) > NAMED_PODS else "")
+        parts.append(
+            f"backend {backend}: {len(pods)} of {facts.keys.pods} sidecar(s) ({named}) cannot "
+            f"read Secret {secret} key {key} (no such Secret or key, or the value is empty or "
+            f"has a line break); create it with `kubectl create secret generic {secret} "
+            f"-n {facts.namespace or '<namespace>'} --from-literal={key}=<API key>`"
+        )
+    return (
+        "; ".join(parts) + ". Meanwhile requests fall over to the next backend. The kubelet "
+        "brings a new or fixed Secret into running pods within about a minute, and this clears."
     )
 
 
@@ -254,8 +311,10 @@ def desired_status(
     now: str,
     *,
     evaluations: Mapping[int, Mapping[str, Any]] | None = None,
+    keys: KeysSeen = KeysSeen(),
 ) -> dict[str, Any]:
-    """The full status the resource should have now."""
+    """The full status the resource should have now (``keys``: a ModelRoute's sidecars' word on
+    its API keys)."""
     meta = obj.get("metadata") or {}
     name = meta.get("name", "")
     generation = int(meta.get("generation") or 1)
@@ -271,13 +330,18 @@ def desired_status(
     status.update(kind_fields(kind, obj, result if not invalid else None, now, evaluations))
     status["observedGeneration"] = generation
     status["enforcedGeneration"] = enforced
+    secrets = _secrets(obj) if kind == "ModelRoute" else {}
+    # Only backends that read a key now (a sidecar may still run an older config).
+    keys = KeysSeen(keys.pods, {b: p for b, p in keys.missing.items() if b in secrets})
     facts = Facts(
         invalid=invalid,
         problems=problems,
         in_effect=in_effect,
         enforced=enforced,
-        secrets=_secrets(obj) if kind == "ModelRoute" else (),
+        secrets=secrets,
         route=kind == "ModelRoute",
+        keys=keys,
+        namespace=str(meta.get("namespace") or ""),
     )
     found = verdicts(facts)
     if kind == "ModelRoute" and not invalid:
@@ -315,14 +379,14 @@ def price_verdict(obj: Mapping[str, Any]) -> Verdict:
     )
 
 
-def _secrets(obj: Mapping[str, Any]) -> list[str]:
-    """``secret/key`` for every backend of a ModelRoute that reads an API key."""
-    out = []
+def _secrets(obj: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """backend -> (Secret, key) for every backend of a ModelRoute that reads an API key."""
+    out = {}
     for b in (obj.get("spec") or {}).get("backends") or []:
         ref = ((b or {}).get("credentials") or {}).get("secretRef") or {}
         if ref.get("name"):
-            out.append(f"Secret {ref['name']} key {ref.get('key', '')}")
-    return sorted(set(out))
+            out[str(b.get("name", ""))] = (str(ref["name"]), str(ref.get("key", "")))
+    return out
 
 
 # --- ModelRoute provider quotas -------------------------------------------------------------------

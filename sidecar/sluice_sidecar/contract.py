@@ -400,6 +400,9 @@ class BackendHealth(_Sent):
     backend: str
     state: BackendState
     until: float | None = Field(default=None, description="Unix time the ejection/cool-down ends.")
+    #: The backend reads an API key and this sidecar cannot: the mounted file is missing (no such
+    #: Secret or key), empty or unusable. Left out when false (what older operators accept).
+    credentials_missing: bool = Field(default=False, exclude_if=lambda v: not v)
 
 
 class UsageEntry(_Sent):

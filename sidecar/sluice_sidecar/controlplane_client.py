@@ -8,8 +8,9 @@ Owns:
   config that fails validation is rejected and the last good one keeps serving, whatever its
   origin. Unreachable operator => back-off, never a tight loop.
 * ``UsageReporter`` - counts requests per (route, backend) through the pipeline's ``on_finish``
-  hook (a few integer additions per request) and posts a ``UsageReport`` with backend health and
-  the config hash it runs every ``interval`` seconds; reports carry a sequence number so a
+  hook (a few integer additions per request) and posts a ``UsageReport`` with backend health
+  (and which backends' API keys it cannot read) and the config hash it runs every ``interval``
+  seconds; reports carry a sequence number so a
   retried post is counted once.
 * ``LeaseClient`` - the network half of the budget leases (``budget.leases``): posts the
   ``LeaseKeeper``'s request to ``POST /v1/leases`` every third of the lease TTL and at once when
@@ -37,7 +38,7 @@ import secrets
 import ssl
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,8 @@ class UsageReporter:
     identity: Identity
     config_hash: Callable[[], str | None]
     health: HealthFn = lambda: ()
+    #: (route, backend) whose API key this sidecar cannot read (``Credentials.missing``).
+    missing_credentials: Callable[[], Collection[tuple[str, str]]] = lambda: ()
     #: The budget stage's settled spend (``BudgetStage.spend``), reported as gauges.
     budget_spend: BudgetSpendFn | None = None
     #: This process: a restarted sidecar's spend counts apart from its predecessor's.
@@ -309,10 +312,7 @@ class UsageReporter:
                 )
                 for (route, backend), c in sorted(counts.items())
             ),
-            health=tuple(
-                BackendHealth(route=route, backend=backend, state=state)
-                for route, backend, state, _ in self.health()
-            ),
+            health=self._health(),
             instance=self.instance,
             budgets=spend[0],
             budget_routes=spend[1],
@@ -320,6 +320,18 @@ class UsageReporter:
         )
         self._window_start = now
         return report
+
+    def _health(self) -> tuple[BackendHealth, ...]:
+        missing = self.missing_credentials()
+        return tuple(
+            BackendHealth(
+                route=route,
+                backend=backend,
+                state=state,
+                credentials_missing=(route, backend) in missing,
+            )
+            for route, backend, state, _ in self.health()
+        )
 
     async def run(self) -> None:
         async with aiohttp.ClientSession(

@@ -4,16 +4,19 @@ Owns the key cache. A key is the stripped content of ``<secrets_dir>/<Credential
 file is stat-ed at most once per ``recheck_seconds`` (the kubelet swaps a ``..data`` symlink on
 rotation, which changes the inode behind the path) and re-read only when its identity changed, so
 the hot path costs a dictionary look-up. A missing, empty or escaping path raises
-``MissingCredential`` for that backend only. Keys are never logged.
+``MissingCredential`` for that backend only; ``missing`` lists the backends whose key cannot be
+read, for the usage report (the operator has no access to Secrets, so the sidecars tell it).
+Keys are never logged.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .clock import Clock
-from .contract import CredentialRef
+from .contract import CredentialRef, Route
 from .errors import MissingCredential
 
 
@@ -46,10 +49,7 @@ class Credentials:
 
     def get(self, ref: CredentialRef, backend: str) -> str:
         """The key for ``ref``; raises ``MissingCredential`` naming the backend and file."""
-        now = self._clock.now()
-        entry = self._cache.get(ref.file)
-        if entry is None or now - entry.checked_at >= self._recheck:
-            entry = self._refresh(ref.file, entry, now)
+        entry = self._entry(ref.file)
         if entry.value is None:
             raise MissingCredential(
                 f"No API key for backend '{backend}': file '{ref.file}' (Secret "
@@ -59,9 +59,30 @@ class Credentials:
             )
         return entry.value
 
+    def readable(self, ref: CredentialRef) -> bool:
+        """Whether ``ref``'s key can be read now (for the usage report; re-stats the file at most
+        once per ``recheck_seconds``, like ``get``). Never raises."""
+        return self._entry(ref.file).value is not None
+
+    def missing(self, routes: Iterable[Route]) -> set[tuple[str, str]]:
+        """(route, backend) of every backend of ``routes`` whose API key cannot be read now."""
+        return {
+            (route.name, backend.name)
+            for route in routes
+            for backend in route.backends
+            if backend.credentials is not None and not self.readable(backend.credentials)
+        }
+
     def known(self) -> tuple[str, ...]:
         """Every key value read so far (the scrubber removes them from upstream text)."""
         return tuple(e.value for e in self._cache.values() if e.value is not None)
+
+    def _entry(self, rel: str) -> _Entry:
+        now = self._clock.now()
+        entry = self._cache.get(rel)
+        if entry is None or now - entry.checked_at >= self._recheck:
+            entry = self._refresh(rel, entry, now)
+        return entry
 
     def _refresh(self, rel: str, old: _Entry | None, now: float) -> _Entry:
         path = self._path(rel)

@@ -108,7 +108,11 @@ async def serve_async(
         audit_prompts=audit_prompts,
     )
     if reporter is not None:
-        reporter.health = api[GATEWAY].health
+        gateway = api[GATEWAY]
+        reporter.health = gateway.health
+        reporter.missing_credentials = lambda: gateway.credentials.missing(
+            gateway.snapshot.routes.values() if gateway.snapshot is not None else ()
+        )
         budget = next((s for s in api[GATEWAY].stages.all if isinstance(s, BudgetStage)), None)
         reporter.budget_spend = budget.spend if budget is not None else None
         api.cleanup_ctx.append(reporter.lifecycle)

@@ -1,7 +1,8 @@
 """Pytest fixtures for the cluster tests: thin wrappers around sluice_cli.devcluster.
 
 Owns the session-scoped control plane (`cluster`), a fresh namespace per test (`namespace`), the
-`kubectl` callable, `repo_root`, and `sluice_crds` (the project's CRDs applied and Established).
+`kubectl` callable, `repo_root`, `sluice_crds` (the project's CRDs applied and Established) and
+`kstatus_bin` (Flux's kstatus library as a program; see ``kstatus.py``).
 A missing binary is built by hack/ensure-tools.sh; if it is still missing the fixture errors: a
 cluster test never skips.
 """
@@ -94,3 +95,17 @@ def sluice_crds(cluster: Cluster, repo_root: Path) -> list[str]:
     ]
     wait_established(cluster, names)
     return names
+
+
+@pytest.fixture(scope="session")
+def kstatus_bin(repo_root: Path) -> Path:
+    """Flux's kstatus library as a program (hack/kstatus), built with the machine's Go and
+    cached under ~/.cache/sluice like the other tools."""
+    out = subprocess.run(
+        ["bash", str(repo_root / "hack" / "build-kstatus.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    return Path(out.stdout.strip().splitlines()[-1])

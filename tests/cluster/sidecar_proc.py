@@ -36,13 +36,15 @@ def start_sidecar(
     report_interval: float = 0.5,
     ca_file: Path | None = None,
     audit_log: Path | None = None,
+    secrets_dir: Path | None = None,
 ) -> SidecarProcess:
     """Start a sidecar with the injector's environment (``devfleet.sidecar_env``, shared with
     ``sluice dev fleet``); returns once /readyz says ready.
 
     ``ca_file``: the control plane's CA (``SLUICE_CONTROL_PLANE_CA``, for an https URL); an
     http URL gets ``SLUICE_CONTROL_PLANE_INSECURE=true``, as only development would set it.
-    ``audit_log``: a file for the audit records (complete once the sidecar stopped)."""
+    ``audit_log``: a file for the audit records (complete once the sidecar stopped).
+    ``secrets_dir``: the API key files (``<secret>/<key>``, as the injector mounts them)."""
     port, admin = free_port(), free_port()
     log = workdir / f"sidecar-{pod}.log"
     env = devfleet.sidecar_env(
@@ -65,6 +67,7 @@ def start_sidecar(
                 f"--port={port}",
                 f"--admin-port={admin}",
                 f"--audit-log={audit_log or 'none'}",
+                *([f"--secrets-dir={secrets_dir}"] if secrets_dir is not None else []),
             ],
             stdout=fh,
             stderr=subprocess.STDOUT,

@@ -1,4 +1,5 @@
-"""Operator ↔ sidecar over the real control plane: push, reports in status, operator down.
+"""Operator ↔ sidecar over the real control plane: push, reports in status (rollout, counts, API
+keys the sidecars cannot read), operator down.
 
 The control plane serves HTTPS with a certificate from a CA (the test cluster's), and the real
 sidecar processes verify it with that CA (``SLUICE_CONTROL_PLANE_CA``), as injected pods do.
@@ -23,6 +24,7 @@ import pytest
 from sluice_cli.devcluster import Cluster
 from sluice_sidecar.contract import UsageReport
 
+from .kstatus import both
 from .operator_proc import OperatorProcess, start_operator
 from .polling import eventually
 from .sidecar_proc import SidecarProcess, start_sidecar
@@ -98,7 +100,13 @@ def controlplane_certs(cluster: Cluster, tmp_path: Path) -> Path:
 
 
 def sidecar(
-    op: OperatorProcess, config: Path, namespace: str, pod: str, token: Path, tmp_path: Path
+    op: OperatorProcess,
+    config: Path,
+    namespace: str,
+    pod: str,
+    token: Path,
+    tmp_path: Path,
+    secrets_dir: Path | None = None,
 ) -> SidecarProcess:
     """A sidecar process of ``pod`` that trusts the operator's CA, as an injected one does."""
     return start_sidecar(
@@ -109,6 +117,7 @@ def sidecar(
         pod=pod,
         token_file=token,
         ca_file=op.ca_file,
+        secrets_dir=secrets_dir,
     )
 
 
@@ -335,5 +344,89 @@ def test_deleting_the_route_is_pushed_and_the_sidecar_stops_serving_it(
         eventually(refused, what="the deleted route no longer served")
         cm = cluster.kubectl_json("get", "configmap", "sluice-config", "-n", namespace)
         assert json.loads(cm["data"]["config.json"])["routes"] == []
+    finally:
+        side.stop()
+
+
+def test_a_key_the_sidecars_cannot_read_shows_on_the_route_until_the_secret_appears(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    setup: tuple[OperatorProcess, Path],
+    kstatus_bin: Path,
+) -> None:
+    """The operator has no access to Secrets; the sidecars read the mounted keys and say which
+    they cannot read. A route whose Secret does not exist is not Ready (in progress for kstatus
+    and Argo CD, not failed: the Secret may come a moment later), names the Secret, key and pods,
+    and serves from its next backend meanwhile; once the key is there, it is Current/Healthy."""
+    op, _ = setup
+    keyed = {
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "ModelRoute",
+        "metadata": {"name": "keyed", "namespace": namespace},
+        "spec": {
+            "backends": [
+                {
+                    "name": "openai",
+                    "provider": "openai-compatible",
+                    "baseURL": "http://127.0.0.1:9/v1",
+                    "model": "gpt-4o-mini",
+                    "credentials": {"secretRef": {"name": "llm-keys", "key": "openai"}},
+                },
+                {"name": "spare", "provider": "mock", "model": "mock-1"},
+            ]
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(keyed))
+    cluster.kubectl("wait", "modelroute/keyed", "-n", namespace, "--for=condition=Valid")
+    cm = cluster.kubectl_json("get", "configmap", "sluice-config", "-n", namespace)
+    config = tmp_path / "keyed-config.json"
+    config.write_text(cm["data"]["config.json"])
+    secrets = tmp_path / "secrets"
+    (secrets / "llm-keys").mkdir(parents=True)  # the Secret's volume: no such key in it
+    token = pod_token(cluster, namespace, "pod-k", tmp_path)
+    side = sidecar(op, config, namespace, "pod-k", token, tmp_path, secrets_dir=secrets)
+    try:
+
+        def credentials(status: str) -> Any:
+            obj = cluster.kubectl_json("get", "modelroute", "keyed", "-n", namespace)
+            conds = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
+            return obj if conds.get("CredentialsAvailable", {}).get("status") == status else None
+
+        obj = eventually(lambda: credentials("False"), timeout=60, what="CredentialsMissing")
+        conds = {c["type"]: c for c in obj["status"]["conditions"]}
+        assert conds["CredentialsAvailable"]["reason"] == "CredentialsMissing"
+        message = conds["CredentialsAvailable"]["message"]
+        assert "backend openai: 1 of 1 sidecar(s) (pod-k) cannot read Secret llm-keys" in message
+        assert f"kubectl create secret generic llm-keys -n {namespace}" in message
+        assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == (
+            "False",
+            "CredentialsMissing",
+        )
+        assert both(kstatus_bin, obj) == ("InProgress", "Progressing")
+        backends = {b["name"]: b for b in obj["status"]["backends"]}
+        assert backends["openai"]["credentials"] == "Missing"
+        assert "credentials" not in backends["spare"]
+        events = cluster.kubectl_json(
+            "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=keyed"
+        )
+        assert any(e["reason"] == "CredentialsMissing" for e in events["items"])
+        # Meanwhile the route serves from its next backend.
+        client = openai.OpenAI(base_url=side.base_url, api_key="unused", max_retries=0)
+        with client:
+            raw = client.chat.completions.with_raw_response.create(
+                model="keyed", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert raw.headers["x-sluice-backend"] == "spare"
+
+        # The kubelet brings the new Secret's key into the volume; the next reports clear it.
+        (secrets / "llm-keys" / "openai").write_text("sk-test-not-a-real-key\n")
+        obj = eventually(lambda: credentials("True"), timeout=60, what="CredentialsAvailable")
+        conds = {c["type"]: c for c in obj["status"]["conditions"]}
+        assert conds["CredentialsAvailable"]["reason"] == "ReadBySidecars"
+        assert conds["Ready"]["status"] == "True"
+        assert both(kstatus_bin, obj) == ("Current", "Healthy")
+        assert all("credentials" not in b for b in obj["status"]["backends"])
+        assert "sk-test-not-a-real-key" not in json.dumps(obj)
     finally:
         side.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 
 from sluice_cli.devcluster import Cluster
 
-from ..health import argo_health
+from .kstatus import both, kstatus
 from .operator_proc import OperatorProcess, start_operator
 from .polling import eventually
 
@@ -68,20 +67,6 @@ FIELD = {
 }
 
 
-@pytest.fixture(scope="session")
-def kstatus_bin(repo_root: Path) -> Path:
-    """Flux's kstatus library as a program (hack/kstatus), built with the machine's Go and
-    cached under ~/.cache/sluice like the other tools."""
-    out = subprocess.run(
-        ["bash", str(repo_root / "hack" / "build-kstatus.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
 def doc(kind: str, name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": API,
@@ -103,19 +88,6 @@ def apply(cluster: Cluster, *docs: dict[str, Any]) -> None:
 def get(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any]:
     obj: dict[str, Any] = cluster.kubectl_json("get", kind.lower(), name, "-n", namespace)
     return obj
-
-
-def kstatus(binary: Path, obj: dict[str, Any]) -> tuple[str, str]:
-    out = subprocess.run(
-        [str(binary)], input=json.dumps(obj), capture_output=True, text=True, check=True
-    )
-    verdict = json.loads(out.stdout)
-    return str(verdict["status"]), str(verdict["message"])
-
-
-def both(binary: Path, obj: dict[str, Any]) -> tuple[str, str]:
-    """(kstatus, Argo CD health) of one object as the apiserver returns it."""
-    return kstatus(binary, obj)[0], argo_health(obj)[0]
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Config files (hot reload, last good config, ..data symlink swaps), secrets (missing, rotated),
-the admin port (health, readiness, metrics) and the audit record."""
+"""Config files (hot reload, last good config, ..data symlink swaps), secrets (missing, rotated,
+reported to the operator), the admin port (health, readiness, metrics) and the audit record."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from typing import Any
 import yaml
 
 from sluice_sidecar.config_source import FileConfig
-from sluice_sidecar.contract import CredentialRef, Pricing, SidecarConfig
+from sluice_sidecar.contract import BackendState, CredentialRef, Pricing, SidecarConfig
+from sluice_sidecar.controlplane_client import Identity, UsageReporter
+from sluice_sidecar.credentials import Credentials
+from tests.fakes.clock import FakeClock
 from tests.fakes.openai_server import FakeOpenAI
 
 from .conftest import StartSidecar, backend, config, route
@@ -242,3 +245,41 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, err.decode()
     record = json.loads(out.decode().splitlines()[0])
     assert record["route"] == "m" and record["outcome"] == "ok"
+
+
+def test_the_usage_report_names_the_backends_whose_key_cannot_be_read(tmp_path: Path) -> None:
+    """The operator cannot read Secrets: the sidecar's report says which keys it cannot read
+    (missing, empty, two keys in one file), and a key that appears later clears it."""
+    (tmp_path / "good").write_text("sk-good\n")
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "two").write_text("sk-one\nsk-two\n")
+
+    def keyed(name: str, file: str) -> Any:
+        return backend(name, credentials=CredentialRef(secret_name="s", key=name, file=file))
+
+    cfg = config(
+        route("chat", keyed("good", "good"), keyed("gone", "gone"), backend("mock")),
+        route("other", keyed("empty", "empty"), keyed("two", "two")),
+    )
+    clock = FakeClock()
+    creds = Credentials(tmp_path, clock)
+    missing = creds.missing(cfg.routes)
+    assert missing == {("chat", "gone"), ("other", "empty"), ("other", "two")}
+
+    health = [(r.name, b.name, BackendState.HEALTHY, 0) for r in cfg.routes for b in r.backends]
+    reporter = UsageReporter(
+        Identity(url="https://op", namespace="ns", pod="p", token_file=tmp_path / "t"),
+        config_hash=lambda: "h",
+        health=lambda: health,
+        missing_credentials=lambda: creds.missing(cfg.routes),
+    )
+    sent = json.loads(reporter.build().model_dump_json(by_alias=True))
+    flagged = {(h["route"], h["backend"]) for h in sent["health"] if h.get("credentialsMissing")}
+    assert flagged == missing
+    # Only a missing key adds the field: a healthy fleet sends what older operators read.
+    assert all("credentialsMissing" not in h for h in sent["health"] if h["backend"] == "good")
+
+    (tmp_path / "gone").write_text("sk-now-here")
+    assert ("chat", "gone") in creds.missing(cfg.routes)  # re-checked at most once a second
+    clock.advance(1.5)
+    assert creds.missing(cfg.routes) == {("other", "empty"), ("other", "two")}

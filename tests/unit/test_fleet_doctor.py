@@ -13,7 +13,10 @@ def route(hash_: str, sidecars: list[dict[str, Any]]) -> dict[str, Any]:
         "status": {
             "model": "chat",
             "rollout": {"configHash": hash_, "summary": "1/2", "sidecars": sidecars},
-            "backends": [{"name": "a", "state": "Ejected", "until": "T", "requests": 3}],
+            "backends": [
+                {"name": "a", "state": "Ejected", "until": "T", "requests": 3},
+                {"name": "k", "state": "Healthy", "credentials": "Missing"},
+            ],
             "conditions": [{"type": "Ready", "status": "True", "reason": "Compiled"}],
         },
     }
@@ -41,7 +44,7 @@ def test_pods_are_current_stale_or_silent() -> None:
     ]
     assert got.not_ready == ["Budget b: not seen yet"]
     text = fleet.render(got)
-    assert "a Ejected until T (3 req, 0 err)" in text
+    assert "a Ejected until T (3 req, 0 err), k Healthy KEY MISSING (0 req, 0 err)" in text
     assert "b       Warning  AlertOnly    Day 81.5%" in text
 
 

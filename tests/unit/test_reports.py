@@ -58,6 +58,7 @@ def test_stale_pods_drop_out() -> None:
     assert out == {
         "backends": [],
         "rollout": {"configHash": "h1", "pods": 0, "applied": 0, "summary": "0/0", "sidecars": []},
+        "keys": {"pods": 0, "missing": {}},
     }
 
 
@@ -85,3 +86,38 @@ def test_namespace_rollout_counts_every_reporting_pod_and_reports_to_the_minute(
     # the route's rollout counts only the pods whose health names it
     sidecars = r.route_status("ns", "chat", "h1", now=131)["rollout"]["sidecars"]
     assert sidecars == [{"pod": "p1", "configHash": "h1", "lastReport": "1970-01-01T00:02:00Z"}]
+
+
+def test_pods_that_cannot_read_a_key_are_named_per_backend() -> None:
+    def with_health(pod: str, *missing: str) -> UsageReport:
+        return report(pod, 1).model_copy(
+            update={
+                "health": tuple(
+                    BackendHealth(
+                        route="chat",
+                        backend=b,
+                        state=BackendState.HEALTHY,
+                        credentials_missing=b in missing,
+                    )
+                    for b in ("a", "b")
+                )
+            }
+        )
+
+    r = Reports()
+    r.add(with_health("p1", "b"), now=0)
+    r.add(with_health("p2", "a", "b"), now=0)
+    r.add(with_health("p3"), now=0)
+    out = r.route_status("ns", "chat", "h1", now=1)
+    assert out["keys"] == {"pods": 3, "missing": {"a": ["p2"], "b": ["p1", "p2"]}}
+    assert {b["name"]: b.get("credentials") for b in out["backends"]} == {
+        "a": "Missing",
+        "b": "Missing",
+    }
+    # Another route's report does not count; a pod that stopped reporting drops out.
+    assert r.route_status("ns", "other", "h1", now=1)["keys"] == {"pods": 0, "missing": {}}
+    r.add(with_health("p1").model_copy(update={"seq": 2}), now=STALE_AFTER)
+    r.add(with_health("p3").model_copy(update={"seq": 2}), now=STALE_AFTER)
+    out = r.route_status("ns", "chat", "h1", now=STALE_AFTER + 1)
+    assert out["keys"] == {"pods": 2, "missing": {}}
+    assert all("credentials" not in b for b in out["backends"])

@@ -9,6 +9,7 @@ from sluice_operator import manifests, status
 from sluice_operator.compile import Held, compile_namespace
 from sluice_operator.manifests import Resource
 
+from ..health import argo_health
 from .test_api_models import GUARD, PROMPT, ROUTE
 
 T0 = "2026-11-27T10:00:00Z"
@@ -147,6 +148,51 @@ def test_route_with_secret_refs_says_credentials_are_unknown() -> None:
     result = compile_namespace("team-a", [res(mock_only)])
     st = status.desired_status("ModelRoute", mock_only, [], result, T0)
     assert cond(st, "CredentialsAvailable")["status"] == "True"
+
+
+def test_a_key_the_sidecars_cannot_read_makes_the_route_wait_for_it() -> None:
+    """The sidecars report the keys they cannot read: CredentialsAvailable=False naming the
+    Secret, key and pods, Ready=False and in progress (kstatus InProgress, Argo Progressing), not
+    Stalled: the fix is a Secret, often created a moment later by another controller."""
+    result = compile_namespace("team-a", [res(ROUTE)])
+    ready_before = status.desired_status(
+        "ModelRoute", ROUTE, [], result, T0, keys=status.KeysSeen(pods=3)
+    )
+    creds = cond(ready_before, "CredentialsAvailable")
+    assert (creds["status"], creds["reason"]) == ("True", "ReadBySidecars")
+    assert cond(ready_before, "Ready")["status"] == "True"
+
+    obj = {**copy.deepcopy(ROUTE), "status": ready_before}
+    keys = status.KeysSeen(
+        pods=5, missing={"primary": ["p5", "p1", "p2", "p3", "p4"], "local": ["p1"]}
+    )
+    st = status.desired_status("ModelRoute", obj, [], result, T1, keys=keys)
+    creds = cond(st, "CredentialsAvailable")
+    assert (creds["status"], creds["reason"]) == ("False", "CredentialsMissing")
+    message = creds["message"]
+    assert "backend primary: 5 of 5 sidecar(s) (p1, p2, p3, ...)" in message
+    assert "Secret openai key api-key" in message
+    assert "kubectl create secret generic openai -n team-a --from-literal=api-key=" in message
+    assert "local" not in message  # a mock backend reads no key: a stale report is ignored
+    ready = cond(st, "Ready")
+    assert (ready["status"], ready["reason"], ready["message"]) == ("False", *creds_of(creds))
+    assert (cond(st, "Reconciling")["status"], cond(st, "Stalled")["status"]) == ("True", "False")
+    assert argo_health({**obj, "status": st})[0] == "Progressing"
+    change = status.event_worthy(ready_before, st)
+    assert change is not None and (change.status, change.reason) == ("False", "CredentialsMissing")
+
+    # The Secret appears, the kubelet updates the pods, their next reports clear it.
+    healed = status.desired_status(
+        "ModelRoute", {**obj, "status": st}, [], result, T1, keys=status.KeysSeen(pods=5)
+    )
+    assert cond(healed, "Ready")["status"] == "True"
+    assert argo_health({**obj, "status": healed})[0] == "Healthy"
+    recovered = status.event_worthy(st, healed)
+    assert recovered is not None and recovered.ok
+
+
+def creds_of(creds: dict[str, Any]) -> tuple[str, str]:
+    return creds["reason"], creds["message"]
 
 
 def test_route_that_lost_its_model_name_is_not_in_effect() -> None:

@@ -365,6 +365,12 @@ class BackendStatus(SluiceModel):
     p50_ttft_ms: float | None = Field(
         default=None, alias="p50TTFTMs", description="Median time to first token."
     )
+    credentials: str | None = Field(
+        default=None,
+        description="Missing when a sidecar serving the route cannot read this backend's API key "
+        "(the Secret or key does not exist, or the value is empty or has a line break); the "
+        "CredentialsAvailable condition names the Secret, key and pods.",
+    )
     quota: QuotaStatus | None = Field(
         default=None,
         description="Its provider quota (limits) as the operator shares it among the sidecar "
