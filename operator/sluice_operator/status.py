@@ -15,6 +15,7 @@ A purely computational module with no side-effects; the caller performs the IO. 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class Facts:
     secrets: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     route: bool = False  # the object is a ModelRoute (gets the credentials condition)
     keys: KeysSeen = KeysSeen()  # the sidecars' word on those keys (ModelRoute only)
+    keys_missing_for: float = 0.0  # seconds CredentialsAvailable has been False
     namespace: str = ""
 
 
@@ -155,14 +157,16 @@ def verdicts(facts: Facts) -> list[Verdict]:
             return out + ([_credentials(facts)] if facts.route else [])
         out.append(Verdict(STALLED, TRUE, first.reason, message))
     elif facts.route and facts.keys.missing:
-        # In effect, but a backend cannot authenticate: not Ready. Waiting (Reconciling), not
-        # Stalled: the fix is a Secret, which GitOps tools often create a moment after the route
-        # (External Secrets, Sealed Secrets), and the kubelet brings it into running pods.
+        # In effect, but a backend cannot authenticate: not Ready. Waiting (Reconciling) for
+        # KEYS_GRACE, then Stalled: a Secret often comes a moment after the route (External
+        # Secrets, Sealed Secrets, the same sync) and reaches running pods with the kubelet.
         message = _missing_keys(facts)
         out.append(Verdict(READY, FALSE, KEYS_MISSING, message))
-        out.append(Verdict(STALLED, FALSE, KEYS_MISSING, "Waiting for the API key, not blocked."))
-        out.append(Verdict(RECONCILING, TRUE, KEYS_MISSING, message))
-        return [*out, _credentials(facts)]
+        if facts.keys_missing_for < KEYS_GRACE:
+            out.append(Verdict(STALLED, FALSE, KEYS_MISSING, "Waiting for the API key."))
+            out.append(Verdict(RECONCILING, TRUE, KEYS_MISSING, message))
+            return [*out, _credentials(facts)]
+        out.append(Verdict(STALLED, TRUE, KEYS_MISSING, message))
     else:
         out.append(Verdict(READY, TRUE, "Compiled", "In effect in the namespace's sidecar config."))
         out.append(Verdict(STALLED, FALSE, "Compiled", "Nothing blocks this object."))
@@ -179,6 +183,10 @@ def _say(problems: Sequence[Problem]) -> str:
 
 
 KEYS_MISSING = "CredentialsMissing"
+#: Seconds a route may wait for a missing API key (Reconciling: kstatus InProgress, Argo CD
+#: Progressing) before it is Stalled (Failed, Degraded): a Secret created with or just after the
+#: route reaches running pods within the kubelet's sync period (about a minute), then a report.
+KEYS_GRACE = 180.0
 #: Pods named in a CredentialsMissing message (the count says how many there are).
 NAMED_PODS = 3
 
@@ -334,6 +342,7 @@ def desired_status(
     # Only backends that read a key now (a sidecar may still run an older config).
     keys = KeysSeen(keys.pods, {b: p for b, p in keys.missing.items() if b in secrets})
     facts = Facts(
+        keys_missing_for=_false_for(old.get("conditions") or [], CREDENTIALS, now),
         invalid=invalid,
         problems=problems,
         in_effect=in_effect,
@@ -349,6 +358,18 @@ def desired_status(
         status["pricesAsOf"] = prices.AS_OF
     status["conditions"] = conditions(old.get("conditions") or [], found, generation, now)
     return status
+
+
+def _false_for(old: Sequence[Mapping[str, Any]], type_: str, now: str) -> float:
+    """Seconds the condition ``type_`` has been False as of ``now`` (0 when it is not False)."""
+    c = next((c for c in old if c.get("type") == type_), None)
+    if c is None or c.get("status") != FALSE:
+        return 0.0
+    try:
+        since = dt.datetime.fromisoformat(str(c.get("lastTransitionTime")))
+        return max(0.0, (dt.datetime.fromisoformat(now) - since).total_seconds())
+    except ValueError:
+        return 0.0
 
 
 PRICE_UNKNOWN = "PriceUnknown"

@@ -14,6 +14,7 @@ from .test_api_models import GUARD, PROMPT, ROUTE
 
 T0 = "2026-11-27T10:00:00Z"
 T1 = "2026-11-27T11:00:00Z"
+T1_3M = "2026-11-27T11:03:00Z"  # T1 + status.KEYS_GRACE
 
 
 def res(doc: dict[str, Any]) -> Resource:
@@ -152,8 +153,8 @@ def test_route_with_secret_refs_says_credentials_are_unknown() -> None:
 
 def test_a_key_the_sidecars_cannot_read_makes_the_route_wait_for_it() -> None:
     """The sidecars report the keys they cannot read: CredentialsAvailable=False naming the
-    Secret, key and pods, Ready=False and in progress (kstatus InProgress, Argo Progressing), not
-    Stalled: the fix is a Secret, often created a moment later by another controller."""
+    Secret, key and pods, Ready=False and in progress (kstatus InProgress, Argo Progressing) for
+    KEYS_GRACE (a Secret often comes a moment later), then Stalled (Failed, Degraded)."""
     result = compile_namespace("team-a", [res(ROUTE)])
     ready_before = status.desired_status(
         "ModelRoute", ROUTE, [], result, T0, keys=status.KeysSeen(pods=3)
@@ -181,13 +182,23 @@ def test_a_key_the_sidecars_cannot_read_makes_the_route_wait_for_it() -> None:
     change = status.event_worthy(ready_before, st)
     assert change is not None and (change.status, change.reason) == ("False", "CredentialsMissing")
 
+    # Still missing after KEYS_GRACE: Stalled (kstatus Failed, Argo CD Degraded).
+    later = status.desired_status("ModelRoute", {**obj, "status": st}, [], result, T1_3M, keys=keys)
+    assert cond(later, "CredentialsAvailable")["lastTransitionTime"] == T1
+    assert cond(later, "Ready")["reason"] == "CredentialsMissing"
+    assert (cond(later, "Stalled")["status"], cond(later, "Reconciling")["status"]) == (
+        "True",
+        "False",
+    )
+    assert argo_health({**obj, "status": later})[0] == "Degraded"
+
     # The Secret appears, the kubelet updates the pods, their next reports clear it.
     healed = status.desired_status(
-        "ModelRoute", {**obj, "status": st}, [], result, T1, keys=status.KeysSeen(pods=5)
+        "ModelRoute", {**obj, "status": later}, [], result, T1_3M, keys=status.KeysSeen(pods=5)
     )
     assert cond(healed, "Ready")["status"] == "True"
     assert argo_health({**obj, "status": healed})[0] == "Healthy"
-    recovered = status.event_worthy(st, healed)
+    recovered = status.event_worthy(later, healed)
     assert recovered is not None and recovered.ok
 
 
