@@ -19,7 +19,6 @@ import base64
 import contextlib
 import datetime as dt
 import http.client
-import ipaddress
 import json
 import os
 import re
@@ -41,9 +40,9 @@ from typing import IO, Any
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+
+from sluice_operator import pki as pki_x509
 
 __all__ = [
     "TOOL_NAMES",
@@ -207,27 +206,8 @@ def ensure_tools(repo_root: Path | None = None, *, build: bool = True) -> Tools:
 # --------------------------------------------------------------------------------------------
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _new_rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+#: Validity of the throwaway cluster's certificates.
+CERT_DAYS = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -273,38 +253,11 @@ class Pki:
     def create(cls, directory: Path) -> Pki:
         directory.mkdir(parents=True, exist_ok=True)
         pki = cls(directory)
-        ca_key = _new_rsa_key()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sluice-dev-ca")])
-        ca = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(minutes=5))
-            .not_valid_after(_now() + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        _write_key(pki.ca_key, ca_key)
-        _write_cert(pki.ca_cert, ca)
+        now = dt.datetime.now(dt.UTC)
+        ca_key = pki_x509.new_key("rsa")
+        ca = pki_x509.ca_certificate(ca_key, "sluice-dev-ca", now=now, valid_for=CERT_DAYS)
+        pki_x509.write_key(pki.ca_key, ca_key)
+        pki_x509.write_cert(pki.ca_cert, ca)
         pki.issue(
             "kube-apiserver",
             pki.apiserver_cert,
@@ -319,8 +272,8 @@ class Pki:
             organization="system:masters",
             client=True,
         )
-        sa_key = _new_rsa_key()
-        _write_key(pki.sa_key, sa_key)
+        sa_key = pki_x509.new_key("rsa")
+        pki_x509.write_key(pki.sa_key, sa_key)
         pki.sa_pub.write_bytes(
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -340,61 +293,26 @@ class Pki:
         client: bool = False,
     ) -> tuple[Path, Path]:
         """Sign a leaf certificate with this CA; ``hosts`` become IP or DNS SANs."""
-        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
-        if not isinstance(ca_key, rsa.RSAPrivateKey):
-            raise DevClusterError("unexpected CA key type")
+        try:
+            ca_key = pki_x509.read_key(self.ca_key)
+        except ValueError as exc:
+            raise DevClusterError(str(exc)) from exc
         ca = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
-        key = _new_rsa_key()
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-        if organization:
-            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-        usages = []
-        if server:
-            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        if client:
-            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(ca.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(minutes=5))
-            .not_valid_after(_now() + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
+        key = pki_x509.new_key("rsa")
+        cert = pki_x509.leaf_certificate(
+            ca_key,
+            ca,
+            key,
+            common_name,
+            now=dt.datetime.now(dt.UTC),
+            valid_for=CERT_DAYS,
+            hosts=hosts,
+            organization=organization,
+            server=server,
+            client=client,
         )
-        if usages:
-            builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        if hosts:
-            sans: list[x509.GeneralName] = []
-            for host in hosts:
-                try:
-                    sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-                except ValueError:
-                    sans.append(x509.DNSName(host))
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        cert_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_key(key_path, key)
-        _write_cert(cert_path, cert)
+        pki_x509.write_key(key_path, key)
+        pki_x509.write_cert(cert_path, cert)
         return cert_path, key_path
 
 

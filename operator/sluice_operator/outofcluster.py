@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
-import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -124,64 +123,19 @@ def _names(cert: object) -> set[str]:
 
 
 def _issue(cert_dir: Path, host: str, now: dt.datetime) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from . import pki  # cryptography: only this mode needs it
 
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = name(f"sluice out-of-cluster webhook CA ({host})")
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
+    ca_key, key = pki.new_key("ec"), pki.new_key("ec")
+    ca = pki.ca_certificate(
+        ca_key,
+        f"sluice out-of-cluster webhook CA ({host})",
+        now=now,
+        valid_for=VALIDITY,
+        path_length=0,
     )
-    key = ec.generate_private_key(ec.SECP256R1())
-    try:
-        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        san = x509.DNSName(host)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(name(host))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    leaf = pki.leaf_certificate(
+        ca_key, ca, key, host, now=now, valid_for=VALIDITY, hosts=(host,), server=True
     )
-    cert_dir.mkdir(parents=True, exist_ok=True)
-    pem = serialization.Encoding.PEM
-    (cert_dir / "ca.crt").write_bytes(ca.public_bytes(pem))
-    (cert_dir / "tls.crt").write_bytes(leaf.public_bytes(pem))
-    key_file = cert_dir / "tls.key"
-    key_file.touch(mode=0o600)
-    key_file.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    pki.write_cert(cert_dir / "ca.crt", ca)
+    pki.write_cert(cert_dir / "tls.crt", leaf)
+    pki.write_key(cert_dir / "tls.key", key)
