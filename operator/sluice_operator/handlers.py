@@ -95,8 +95,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.register_quotas(registry, reconciler.quota_views)
     app.router.add_get("/metrics", metrics.handler(registry))
     # Sidecars hold long polls open here: a stop must not wait out aiohttp's default 60 s for
-    # them (the sidecars reconnect, to this replica's successor, as after any network cut).
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    # them (the sidecars reconnect, to this replica's successor, as after any network cut), and
+    # the poll of a sidecar that went away ends with its connection, not 30 s later (handler
+    # cancellation; reports and lease requests are idempotent, so a cancelled one costs nothing).
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
     await runner.setup()
     tls = None
     if options.controlplane_cert_dir:

@@ -191,7 +191,9 @@ def quota_keeper(gw: Gateway) -> routing.QuotaKeeper:
     return routing.QuotaKeeper(limiters)
 
 
-def api_runner(app: web.Application, *, header_timeout: float = HEADER_TIMEOUT) -> web.AppRunner:
+def api_runner(
+    app: web.Application, *, header_timeout: float = HEADER_TIMEOUT, shutdown_timeout: float = 10.0
+) -> web.AppRunner:
     """The runner that serves the API app: a client that goes away cancels its handler (and so
     its upstream request); no access log (the audit record is the log); a connection that has
     not sent a complete request head within ``header_timeout`` seconds is closed, and one whose
@@ -200,10 +202,12 @@ def api_runner(app: web.Application, *, header_timeout: float = HEADER_TIMEOUT) 
     The head bound is aiohttp's keep-alive timer, which runs from a connection's opening (aiohttp
     3.14+) or the end of its previous answer until a whole request head has arrived, and so also
     ends connections idle for that long. aiohttp has no timer for request bodies: the pipeline
-    bounds those (``limits.bodyTimeout``).
+    bounds those (``limits.bodyTimeout``). On stop, requests in flight get ``shutdown_timeout``
+    seconds to finish.
     """
     return _ApiRunner(
         app,
+        shutdown_timeout=shutdown_timeout,
         handler_cancellation=True,
         access_log=None,
         keepalive_timeout=header_timeout,

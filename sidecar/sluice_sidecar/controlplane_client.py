@@ -136,6 +136,17 @@ class Identity:
         return {"Authorization": f"Bearer {token}"}
 
 
+def _session(
+    identity: Identity, shared: aiohttp.BaseConnector | None, timeout: aiohttp.ClientTimeout
+) -> aiohttp.ClientSession:
+    """A session on ``shared`` when there is one (the config long-poll, the reports and the lease
+    requests of a sidecar share one TLS context and keep-alive pool: the long-poll holds one
+    connection, reports and leases take turns on a second), else on a connector of its own."""
+    if shared is None:
+        return aiohttp.ClientSession(connector=identity.connector(), timeout=timeout)
+    return aiohttp.ClientSession(connector=shared, connector_owner=False, timeout=timeout)
+
+
 class ControlPlaneConfig(FileConfig):
     """The ConfigMap file at start, then the operator's long-poll while it answers."""
 
@@ -147,8 +158,10 @@ class ControlPlaneConfig(FileConfig):
         clock: Clock | None = None,
         interval: float = 1.0,
         poll_wait: float = POLL_WAIT,
+        connector: aiohttp.BaseConnector | None = None,
     ) -> None:
         self.identity = identity
+        self.connector = connector
         self.poll_wait = poll_wait
         self.connected = False
         self.pushes = 0
@@ -161,8 +174,8 @@ class ControlPlaneConfig(FileConfig):
         return super().reload()
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession(
-            connector=self.identity.connector(), timeout=aiohttp.ClientTimeout(total=None)
+        async with _session(
+            self.identity, self.connector, aiohttp.ClientTimeout(total=None)
         ) as session:
             file_watch = asyncio.create_task(super().run())
             try:
@@ -259,6 +272,8 @@ class UsageReporter:
     _counts: dict[tuple[str, str], _Counts] = field(default_factory=dict)
     #: Guardrail verdicts per policy and entity, the last hour in buckets (gauges).
     verdicts: VerdictCounts = field(default_factory=VerdictCounts)
+    #: The sidecar's shared control-plane connector (``_session``); None: one of its own.
+    connector: aiohttp.BaseConnector | None = None
 
     def record(self, ex: Exchange) -> None:
         """The ``on_finish`` hook: cheap, no IO."""
@@ -334,9 +349,8 @@ class UsageReporter:
         )
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession(
-            connector=self.identity.connector(),
-            timeout=aiohttp.ClientTimeout(total=10, connect=5),
+        async with _session(
+            self.identity, self.connector, aiohttp.ClientTimeout(total=10, connect=5)
         ) as session:
             pending: UsageReport | None = None
             while True:
@@ -395,6 +409,8 @@ class LeaseClient:
     clock: Clock = field(default_factory=SystemClock)
     answered: int = 0
     failures: int = 0
+    #: The sidecar's shared control-plane connector (``_session``); None: one of its own.
+    connector: aiohttp.BaseConnector | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -432,9 +448,8 @@ class LeaseClient:
         return True
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession(
-            connector=self.identity.connector(),
-            timeout=aiohttp.ClientTimeout(total=10, connect=5),
+        async with _session(
+            self.identity, self.connector, aiohttp.ClientTimeout(total=10, connect=5)
         ) as session:
             backoff = 0.5
             try:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import aiohttp
 from aiohttp import web
 
 from . import controlplane_client, tracing
@@ -90,12 +91,18 @@ async def serve_async(
     identity = controlplane_client.Identity.from_env(os.environ)
     reporter: controlplane_client.UsageReporter | None = None
     source: ConfigSource
+    # One connector for the config long-poll, the reports and the leases (2 connections, not 3).
+    shared: aiohttp.BaseConnector | None = None
     if identity is not None and isinstance(config, str | Path):
         # In a pod: the mounted ConfigMap boots us, the operator's long-poll keeps us current.
-        cp_source = controlplane_client.ControlPlaneConfig(config, identity)
+        shared = identity.connector()
+        cp_source = controlplane_client.ControlPlaneConfig(config, identity, connector=shared)
         source = cp_source
         reporter = controlplane_client.UsageReporter(
-            identity, config_hash=lambda: cp_source.current_hash, interval=identity.report_interval
+            identity,
+            config_hash=lambda: cp_source.current_hash,
+            interval=identity.report_interval,
+            connector=shared,
         )
     else:
         source = source_from(config)
@@ -107,19 +114,8 @@ async def serve_async(
         tracer=tracer,
         audit_prompts=audit_prompts,
     )
-    if reporter is not None:
-        gateway = api[GATEWAY]
-        reporter.health = gateway.health
-        reporter.missing_credentials = lambda: gateway.credentials.missing(
-            gateway.snapshot.routes.values() if gateway.snapshot is not None else ()
-        )
-        budget = next((s for s in api[GATEWAY].stages.all if isinstance(s, BudgetStage)), None)
-        reporter.budget_spend = budget.spend if budget is not None else None
-        api.cleanup_ctx.append(reporter.lifecycle)
-        if budget is not None and identity is not None:  # local caps: the operator's leases
-            keeper = budget.enable_leases(identity.namespace, identity.pod, reporter.instance)
-            keeper.share_quotas(quota_keeper(api[GATEWAY]))  # provider quotas: the same leases
-            api.cleanup_ctx.append(controlplane_client.LeaseClient(identity, keeper).lifecycle)
+    if reporter is not None and identity is not None:
+        _report_and_lease(api, identity, reporter, shared)
     admin = create_admin_app(api)
     runner = api_runner(api, header_timeout=header_timeout)
     admin_runner = web.AppRunner(admin, access_log=None)
@@ -131,7 +127,7 @@ async def serve_async(
     await runner.setup()
     await admin_runner.setup()
     try:
-        await web.TCPSite(runner, host, port, shutdown_timeout=10).start()
+        await web.TCPSite(runner, host, port).start()
         await web.TCPSite(admin_runner, admin_host, admin_port).start()
         log.info(
             "sluice sidecar serving the API on %s:%d, admin on %s:%d",
@@ -147,9 +143,34 @@ async def serve_async(
         await stop.wait()
     finally:
         await admin_runner.cleanup()
-        await runner.cleanup()
+        await runner.cleanup()  # stops the control-plane loops first
+        if shared is not None:
+            await shared.close()
         if audit_stream is not None:
             audit_stream.close()
+
+
+def _report_and_lease(
+    api: web.Application,
+    identity: controlplane_client.Identity,
+    reporter: controlplane_client.UsageReporter,
+    shared: aiohttp.BaseConnector | None,
+) -> None:
+    """Wire the usage reports (health, unreadable keys, budget spend) and, with a budget stage,
+    the lease client (budget caps and provider quota shares) into ``api``'s lifecycle."""
+    gateway = api[GATEWAY]
+    reporter.health = gateway.health
+    reporter.missing_credentials = lambda: gateway.credentials.missing(
+        gateway.snapshot.routes.values() if gateway.snapshot is not None else ()
+    )
+    budget = next((s for s in gateway.stages.all if isinstance(s, BudgetStage)), None)
+    reporter.budget_spend = budget.spend if budget is not None else None
+    api.cleanup_ctx.append(reporter.lifecycle)
+    if budget is not None:  # local caps: the operator's leases
+        keeper = budget.enable_leases(identity.namespace, identity.pod, reporter.instance)
+        keeper.share_quotas(quota_keeper(gateway))  # provider quotas: the same leases
+        leases = controlplane_client.LeaseClient(identity, keeper, connector=shared)
+        api.cleanup_ctx.append(leases.lifecycle)
 
 
 def _tracer(endpoint: str | None) -> tracing.Exporter | None:

@@ -67,6 +67,8 @@ class ControlPlane:
         self.asked: list[LeaseRequest] = []
         self.runner: web.AppRunner | None = None
         self.port = 0
+        #: Client ports seen per endpoint ("config", "reports", "leases"): one per connection.
+        self.peers: dict[str, set[int]] = {}
 
     async def review(self, token: str, _: list[str]) -> controlplane.TokenUser | None:
         pod = token.removeprefix("tok-")
@@ -86,11 +88,18 @@ class ControlPlane:
             self.sink,
             self.answer if self.grants else None,
         )
-        self.runner = web.AppRunner(app)
+        app.on_response_prepare.append(self._seen)
+        # As the operator runs it (``handlers``): a sidecar that went away ends its poll.
+        self.runner = web.AppRunner(app, shutdown_timeout=2.0, handler_cancellation=True)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         await site.start()
         self.port = self.runner.addresses[0][1]
+
+    async def _seen(self, request: web.Request, _: web.StreamResponse) -> None:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer is not None:
+            self.peers.setdefault(request.path.split("/")[2], set()).add(peer[1])
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -327,3 +336,43 @@ async def test_an_operator_that_grants_no_leases_leaves_the_whole_limit_local(
             assert sorted(statuses) == [200, 200, 200, 429, 429]
     finally:
         await cp.stop()
+
+
+async def test_a_sidecar_holds_two_connections_to_the_operator_not_three(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``main.serve_async`` in a pod: the config long-poll, the usage reports and the lease
+    requests share one connector, so reports and leases take turns on one connection beside the
+    long-poll's (the operator holds a TLS connection and a read buffer for each)."""
+    from sluice_sidecar import main
+
+    cfg = budget_config(1000)
+    cp = ControlPlane(cfg, ttl=1.5)
+    await cp.start()
+    token = tmp_path / "token"
+    token.write_text("tok-pod-a")
+    (tmp_path / "config.json").write_text(cfg.model_dump_json(by_alias=True))
+    for name, value in {
+        "SLUICE_CONTROL_PLANE_URL": cp.url,
+        "SLUICE_CONTROL_PLANE_INSECURE": "true",
+        "POD_NAMESPACE": NS,
+        "POD_NAME": "pod-a",
+        "SLUICE_TOKEN_FILE": str(token),
+        "SLUICE_REPORT_INTERVAL": "0.1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(
+        main.serve_async(tmp_path / "config.json", port=0, admin_port=0, audit_log=None, stop=stop)
+    )
+    try:
+        await eventually(
+            lambda: len(cp.asked) >= 6 and len(cp.peers.get("reports", ())) > 0, within=30
+        )
+    finally:
+        stop.set()
+        await serving
+        await cp.stop()
+    reports, leases = cp.peers["reports"], cp.peers["leases"]
+    assert reports & leases, cp.peers  # one connection carried both
+    assert len(reports | leases | cp.peers.get("config", set())) <= 3, cp.peers
