@@ -24,9 +24,9 @@ buffer, 256 KiB in the standard library) and ``SLUICE_BENCH_CPUS=N`` (``os.cpu_c
 so thread pools are sized as on a node of N cores). Prints a
 table (median and spread over ``--runs``) and writes nothing to the docs. ``--ref REF`` runs
 the operator package as committed at REF (``git archive``) beside today's sidecar and CLI.
-``--polls M`` also holds M config long polls open (a real sidecar holds one, and keeps its
-report and lease connections alive between calls: up to three connections; the simulated pods
-hold one each).
+``--polls M`` also holds M config long polls open (a real sidecar holds one, and keeps one
+connection alive between calls for its reports and lease requests: two connections; the
+simulated pods hold one each).
 
     python bench/operator_scale.py --simulated 300 --runs 1 --warmup 20 --measure 40
 """
