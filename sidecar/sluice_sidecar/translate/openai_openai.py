@@ -126,51 +126,55 @@ class OpenAIStream(EventStream):
         if blocks is None:
             super().feed(chunk, out)
             return
-        loads, check = orjson.loads, self._check
-        # Events that go on unchanged leave as runs of ``chunk`` (one slice for a whole read
-        # in the usual case): ``chunk[start:pos]`` is the run not yet in ``out``.
-        start = pos = 0
+        loads, check, done_line = orjson.loads, self._check, _DONE_LINE
+        # Events that go on unchanged leave as runs of ``chunk`` (the whole chunk in the usual
+        # case): blocks ``kept`` to ``i`` (exclusive) are the run not yet in ``out``; ``i``
+        # ends as the number of blocks taken (all of them, unless [DONE] or an error).
+        kept = i = 0
+        content = 0  # middle chunks with content, added to ``content_chunks`` at the end
         try:
-            for block in blocks:
-                after = pos + len(block) + 2
-                if block == _DONE_LINE:
+            for i, block in enumerate(blocks):
+                if block == done_line:
                     self.complete = self.finished = True
                     return
                 try:
-                    obj = loads(memoryview(block)[6:])
+                    obj = loads(block[6:])
                 except orjson.JSONDecodeError:
                     if block[6:].strip() == b"[DONE]":
                         self.complete = self.finished = True
                         return
                     obj = None
                 if type(obj) is not dict:  # what orjson refuses (huge numbers), or an error
-                    obj = _loads(bytes(block[6:]), self.backend)
+                    obj = _loads(block[6:], self.backend)
                 # The middle of a stream (one choice, no finish, no tool calls, no usage, no
                 # error) is metered here, as ``_check`` would; anything else takes ``_check``.
                 choices = obj.get("choices")
-                if type(choices) is list and len(choices) == 1 and "error" not in obj:
+                if type(choices) is list and len(choices) == 1:
                     choice = choices[0]
-                    if type(choice) is dict and not choice.get("finish_reason"):
+                    if type(choice) is dict:
                         delta = choice.get("delta")
                         if (
                             type(delta) is dict
+                            and not choice.get("finish_reason")
                             and "tool_calls" not in delta
+                            and "error" not in obj
                             and not obj.get("usage")
                         ):
                             if delta.get("content"):
-                                self.content_chunks += 1
-                            pos = after
+                                content += 1
                             continue
                 if not check(obj) or self._dirty:
-                    if pos > start:
-                        out.append(chunk[start:pos])
+                    if i > kept:
+                        out.append(_run(chunk, blocks, kept, i))
                     if self._dirty:
                         out.append(self._encoded(obj))
-                    start = after
-                pos = after
+                    kept = i + 1
+            i = len(blocks)
         finally:
-            if pos > start:
-                out.append(chunk[start:pos])
+            self.content_chunks += content
+            if i > kept:
+                whole = kept == 0 and i == len(blocks)
+                out.append(chunk if whole else _run(chunk, blocks, kept, i))
 
     def event(self, ev: sse.Event) -> list[bytes]:
         data = ev.data
@@ -235,6 +239,12 @@ class OpenAIStream(EventStream):
                 backend=self.backend,
             )
         return []
+
+
+def _run(chunk: bytes, blocks: list[bytes], first: int, end: int) -> bytes:
+    """The bytes of ``blocks[first:end]`` in ``chunk`` (each block followed by a blank line)."""
+    start = sum(map(len, blocks[:first])) + 2 * first
+    return chunk[start : start + sum(map(len, blocks[first:end])) + 2 * (end - first)]
 
 
 def _loads(data: str | bytes, backend: str) -> dict[str, Any]:

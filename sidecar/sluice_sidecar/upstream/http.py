@@ -24,12 +24,13 @@ import aiohttp
 
 from .. import errors
 from ..clock import Clock
+from ..model import Usage
 from ..translate import Answer, BackendDialect, Call
+from ..translate.base import loads_json
 from .base import Upstream
 from .scrub import Scrubber, usage_in_range
 
 MAX_ERROR_BODY = 64 * 1024
-_DECODER = json.JSONDecoder()
 
 
 def map_exception(exc: BaseException, backend: str, *, after_headers: bool) -> errors.UpstreamError:
@@ -155,10 +156,7 @@ async def read_answer(resp: aiohttp.ClientResponse, backend: str, cap: int) -> t
             "(limits.maxResponseBytes); it was not passed on.",
             backend=backend,
         )
-    try:
-        return raw, _DECODER.decode(raw.decode("utf-8"))
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return raw, None
+    return raw, loads_json(raw)
 
 
 def parse_error_body(raw: bytes) -> tuple[str | None, str | None, str | None]:
@@ -291,6 +289,8 @@ class HttpUpstream(Upstream):
         self._dialect = dialect
         self._created = created
         self._scrub = scrubber
+        #: The decoder's usage last passed through ``usage_in_range``.
+        self._reported: Usage | None = None
 
     async def read(self) -> bytes:
         try:
@@ -351,7 +351,10 @@ class HttpUpstream(Upstream):
             yield clean(b"".join(tail))
 
     def _sync(self, decoder: Any) -> None:
-        self.usage, self.usage_invalid = usage_in_range(decoder.usage)
+        reported = decoder.usage
+        if reported is not self._reported:  # a new report (decoders never change one)
+            self._reported = reported
+            self.usage, self.usage_invalid = usage_in_range(reported)
         self.complete = decoder.complete
         self.content_chunks = decoder.content_chunks
 

@@ -31,6 +31,7 @@ from .. import errors
 from ..model import Usage
 
 REDACTED = "[REDACTED]"
+_REDACTED_BYTES = REDACTED.encode()
 #: The most tokens one answer can plausibly report; more is an upstream bug or an attack.
 MAX_TOKENS = 100_000_000
 #: Known key values shorter than this are not searched for (they would match ordinary text).
@@ -116,16 +117,34 @@ class Scrubber:
 
     def __init__(self, known: Callable[[], Iterable[str]] = tuple) -> None:
         self._known = known
+        #: The last ``_keys`` asked for: (known keys, extra key, the keys, the keys as bytes).
+        self._last: tuple[tuple[str, ...], str | None, list[str], list[bytes]] = ((), None, [], [])
 
     def _keys(self, extra: str | None) -> list[str]:
-        keys = {k for k in self._known() if len(k) >= _MIN_KEY}
+        return self._lookup(extra)[2]
+
+    def _key_bytes(self, extra: str | None) -> list[bytes]:
+        return self._lookup(extra)[3]
+
+    def _lookup(
+        self, extra: str | None
+    ) -> tuple[tuple[str, ...], str | None, list[str], list[bytes]]:
+        """The keys to remove, longest first, as text and as bytes; worked out again only when
+        the known keys or ``extra`` changed since the last call (every request asks the same)."""
+        known = tuple(self._known())
+        last = self._last
+        if known == last[0] and extra == last[1]:
+            return last
+        keys = {k for k in known if len(k) >= _MIN_KEY}
         if extra is not None and len(extra) >= _MIN_KEY:
             keys.add(extra)
-        return sorted(keys, key=len, reverse=True)
+        ordered = sorted(keys, key=len, reverse=True)
+        self._last = last = (known, extra, ordered, [k.encode() for k in ordered])
+        return last
 
     def answer_filter(self, extra: str | None = None) -> Callable[[bytes], bytes]:
         """``answer`` for the frames of one stream, with the keys looked up once."""
-        keys = [k.encode() for k in self._keys(extra)]
+        keys = self._key_bytes(extra)
         if not keys:
             return _same
         redacted = REDACTED.encode()
@@ -147,10 +166,9 @@ class Scrubber:
 
     def answer(self, body: bytes, extra: str | None = None) -> bytes:
         """A 2xx answer's bytes without the known key values (cheap when none is in them)."""
-        for key in self._keys(extra):
-            raw = key.encode()
+        for raw in self._key_bytes(extra):
             if body.find(raw) >= 0:
-                body = body.replace(raw, REDACTED.encode())
+                body = body.replace(raw, _REDACTED_BYTES)
         return body
 
     def error(self, err: errors.UpstreamError, extra: str | None = None) -> errors.UpstreamError:
