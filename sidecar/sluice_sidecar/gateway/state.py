@@ -199,13 +199,14 @@ class Gateway:
                 stage.on_finish(ex)
             except Exception as exc:  # a stage must never fail a request's finish
                 _failed(f"stage {stage.name}", ex, exc)
+        cost = None
         try:
-            self.metrics.finish(ex, now)
+            cost = self.metrics.finish(ex, now)
         except Exception as exc:
             _failed("metrics", ex, exc)
         if self._auditing:
             try:
-                self._audit(ex, now_wall, now, config_hash)
+                self._audit(ex, now_wall, now, config_hash, cost)
             except Exception as exc:
                 _failed("audit record", ex, exc)
                 with contextlib.suppress(Exception):
@@ -218,7 +219,14 @@ class Gateway:
             except Exception as exc:  # an exporter must never fail a request
                 _failed("span export", ex, exc)
 
-    def _audit(self, ex: Exchange, now_wall: float, now: float, config_hash: str | None) -> None:
+    def _audit(
+        self,
+        ex: Exchange,
+        now_wall: float,
+        now: float,
+        config_hash: str | None,
+        cost: float | None = None,
+    ) -> None:
         audit = self.audit
         if isinstance(audit, JsonLinesAudit):
             audit.write_line(
@@ -229,6 +237,7 @@ class Gateway:
                     config_hash=config_hash,
                     who=self.who,
                     include_prompt=self.audit_prompts,
+                    cost=cost,
                 )
             )
         else:
