@@ -4,13 +4,16 @@ Owns ``with_retries`` (run an attempt against the backends ``routing`` picks unt
 or routing gives up), ``book_failure`` (a failed try's record, breaker, metrics — for a try that
 failed before its answer and for a stream that failed after its commit point alike),
 ``next_try`` (where to go after a failure), and the small helpers every try shares: its translator
-and call, its time under the request's deadline (``time_left``), the timeout error. What one try
-does is the caller's: ``handle.try_unary`` for whole answers, ``stream.try_stream`` for streams.
+and call, its time under the request's deadline (``time_left``), its timer (``TryTimer``), the
+timeout error. What one try does is the caller's: ``handle.try_unary`` for whole answers,
+``stream.try_stream`` for streams.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import TypeVar
 
 from .. import errors, routing, tracing, validate
@@ -61,6 +64,7 @@ async def with_retries(
     else:
         failed, decision, failure = resume
         backend = await _move(gw, ex, route, failed=failed, decision=decision, failure=failure)
+        tokens = quota_tokens(ex, route)
     while True:
         ex.attempts += 1
         ex.backend = backend
@@ -69,7 +73,7 @@ async def with_retries(
         record = Try(backend, started, tracing.new_id(8) if gw.tracer.enabled else None)
         ex.tries.append(record)
         routing.on_dispatch(health, started)
-        routing.consume(state, backend, quota_tokens(ex, route), started)
+        routing.consume(state, backend, tokens, started)
         try:
             tr = gw.translator(ex, backend)
             result = await attempt(gw.make_call(ex, route, backend, record.span_id), tr)
@@ -218,3 +222,60 @@ def timeout_error(call: Call, what: str, seconds: float) -> errors.UpstreamTimeo
 def time_left(gw: Gateway, ex: Exchange, limit: float) -> float:
     """Seconds a step may take: ``limit``, or less when the request's deadline is nearer."""
     return max(0.0, min(limit, ex.deadline - gw.clock.now()))
+
+
+class TryTimer:
+    """``asyncio.timeout(seconds)`` for one try (and a stream's relay), as a plain context
+    manager: the same behaviour — when the time runs out the task is cancelled, and the
+    ``CancelledError`` that comes of it leaves the block as ``TimeoutError`` unless the task was
+    also cancelled for another reason (the client went away) — at a fraction of the cost (no
+    coroutines to enter and leave, one timer handle). ``seconds=None`` sets no time: the block
+    ends only when ``expire`` is called (``asyncio.Timeout.reschedule`` to now). Enter it in the
+    task it bounds."""
+
+    __slots__ = ("_cancelling", "_expired", "_handle", "_loop", "_task")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None:
+            raise RuntimeError("TryTimer should be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._expired = False
+        self._handle: asyncio.Handle | None = None
+        if seconds is not None:
+            self._handle = (
+                loop.call_at(loop.time() + seconds, self._expire)
+                if seconds > 0
+                else loop.call_soon(self._expire)
+            )
+
+    def expire(self) -> None:
+        """End the block now (at the loop's next turn)."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_soon(self._expire)
+
+    def _expire(self) -> None:
+        self._handle = None
+        self._expired = True
+        self._task.cancel()
+
+    def __enter__(self) -> TryTimer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if (
+            self._expired
+            and self._task.uncancel() <= self._cancelling
+            and exc_type is asyncio.CancelledError
+        ):
+            raise TimeoutError from exc

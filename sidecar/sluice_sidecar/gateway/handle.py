@@ -44,9 +44,13 @@ log = logging.getLogger("sluice.gateway")
 _JSON = "application/json"
 
 
-def _exchange(gw: Gateway, request: web.Request, op: Operation) -> Exchange:
-    sent_id = request.headers.get("x-request-id")
-    return Exchange(sent_id or new_request_id(), op, gw.clock.now(), bool(sent_id))
+def _exchange(gw: Gateway, request: web.Request, op: Operation, client: ClientAPI) -> Exchange:
+    headers = request.headers
+    sent_id = headers.get("x-request-id")
+    ex = Exchange(sent_id or new_request_id(), op, gw.clock.now(), bool(sent_id))
+    ex.client = client
+    ex.headers = headers
+    return ex
 
 
 def new_request_id() -> str:
@@ -57,9 +61,7 @@ async def handle(
     gw: Gateway, request: web.Request, op: Operation, client: ClientAPI = OPENAI
 ) -> web.StreamResponse:
     """Serve one request of ``op`` from a client speaking ``client``."""
-    ex = _exchange(gw, request, op)
-    ex.client = client
-    ex.headers = request.headers
+    ex = _exchange(gw, request, op, client)
     if gw.tracer.enabled or "traceparent" in request.headers:
         ex.trace = tracing.incoming(request.headers, gw.tracer.enabled)
     try:
@@ -84,7 +86,10 @@ async def handle(
         ex.model, ex.body = _parse(client, obj, op)
         if client is not OPENAI:
             ex.native = obj
-        ex.client_headers = {h: v for h in client.forward_headers if (v := request.headers.get(h))}
+        if client.forward_headers:
+            ex.client_headers = {
+                h: v for h in client.forward_headers if (v := request.headers.get(h))
+            }
         # 3. resolve
         ex.route = route = gw.resolve(snap, ex)
         ex.deadline = ex.started + route.timeouts.total
@@ -160,9 +165,11 @@ def _checkable_completion(gw: Gateway, ex: Exchange) -> None:
 
 def _output_cap(body: dict[str, Any], default: int) -> int:
     cap = body.get("max_completion_tokens") or body.get("max_tokens")
-    if not isinstance(cap, int) or isinstance(cap, bool) or cap <= 0:
+    if type(cap) is not int and (not isinstance(cap, int) or isinstance(cap, bool)):
         return default
-    return min(cap, validate.MAX_TOKENS_FIELD)
+    if cap <= 0:
+        return default
+    return cap if cap < validate.MAX_TOKENS_FIELD else validate.MAX_TOKENS_FIELD
 
 
 def error_response(ex: Exchange, err: SluiceError) -> web.Response:
@@ -191,7 +198,7 @@ async def try_unary(gw: Gateway, ex: Exchange, call: Call, tr: Translator) -> Un
     limit = dispatch.time_left(gw, ex, call.route.timeouts.first_token)
     up: Upstream | None = None
     try:
-        async with asyncio.timeout(limit):
+        with dispatch.TryTimer(limit):
             up = await gw.transports[call.backend.provider].open(call, tr.backend)
             body = await up.read()
     except TimeoutError:

@@ -78,7 +78,7 @@ async def try_stream(gw: Gateway, ex: Exchange, call: Call, tr: Translator) -> O
     up: Upstream | None = None
     frames: AsyncGenerator[bytes, None] | None = None
     try:
-        async with asyncio.timeout(first_budget):
+        with dispatch.TryTimer(first_budget):
             up = await gw.transports[call.backend.provider].open(call, tr.backend)
             frames = up.frames()
             first = await anext(frames, None)
@@ -186,7 +186,7 @@ class _Relay:
                 return self._stopped()
             if not self.sent:  # nothing of the first frame went out: the headers go alone
                 await self.resp.write(b"")
-            async with asyncio.timeout(None) as tm:
+            with dispatch.TryTimer(None) as tm:
                 dog = _Watchdog(loop, tm, idle, lambda: dispatch.time_left(gw, ex, idle))
                 try:
                     async for frame in frames:
@@ -228,7 +228,7 @@ class _Watchdog:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        tm: asyncio.Timeout,
+        tm: dispatch.TryTimer,
         idle: float,
         left: Callable[[], float],
     ) -> None:
@@ -248,7 +248,7 @@ class _Watchdog:
         left = self._left()
         due = min(self.last + self._idle, now + left)
         if left <= 0 or now >= due:
-            self._tm.reschedule(now)
+            self._tm.expire()
         else:
             self._handle = self._loop.call_at(due, self._check)
 
