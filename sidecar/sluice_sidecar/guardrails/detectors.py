@@ -46,7 +46,9 @@ text at or after it. Deny patterns (user regexes) cannot be analysed that way; f
 policy's ``holdbackChars`` is the assumed longest match. ``StreamScan`` (``Scanner.stream()``)
 is the same search over a text that grows by deltas, for ``holdback``: it keeps the settled
 point and the decided candidates between deltas, so each character is scanned once by the
-built-in detectors (property-tested equal to rescanning the held window at every delta).
+built-in detectors (property-tested equal to rescanning the held window at every delta), and not
+at all while the new text holds no place where a match could start (``Detector.lead``) and no
+marker (``Detector.trigger``).
 """
 
 from __future__ import annotations
@@ -207,6 +209,10 @@ class Detector:
     #: (a match lies in one, and an attempt reads one character past it at most), with the
     #: same results as over the whole text and far less work on ordinary prose.
     trigger: re.Pattern[str] | None = None
+    #: For kinds without a trigger: a pattern that matches wherever a match of ``pattern``
+    #: starts (a necessary condition, searched in C): a stream skips its scans while the text
+    #: they would cover holds no such position (``StreamScan``).
+    lead: re.Pattern[str] | None = None
 
 
 _CARD = re.compile(r"\d(?<![\w.-]\d)(?<!\d[ -]\d)(?:[ -]?\d){11,18}(?!\d)", re.ASCII)
@@ -448,19 +454,37 @@ def _has_digit(text: str) -> bool:
 
 #: Something every built-in detector's match contains: a digit (cards, IBANs, SSNs, phones,
 #: IPv4), ``@`` (email), ``:`` (IPv6) or a key prefix. Text without any is not scanned.
-_ANY = re.compile(r"[\d@:]|sk-|AIza|gh[pousr]_|github_pat_|AKIA|ASIA|xox")
+#: Written to start with a character class (``[\d@:]|sk-|AIza|…`` as one): the regex engine
+#: then skips to the characters in it instead of trying every alternative at every position.
+_ANY = re.compile(
+    r"[\d@:sAgx](?:(?<=[\d@:])|(?<=s)k-|(?<=A)(?:Iza|KIA|SIA)|(?<=g)(?:h[pousr]_|ithub_pat_)"
+    r"|(?<=x)ox)"
+)
+
+#: Where a card, SSN, phone or IPv4 match may start: their patterns start with ``[+(\d]`` and
+#: none starts at a digit that follows a word character (each one's lookbehind says so).
+_NUMBER_LEAD = re.compile(r"[+(0-9](?<![A-Za-z0-9_][0-9])")
+#: Where an IBAN match may start: its pattern's first four characters.
+_IBAN_LEAD = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}")
+#: The longest text a trigger matches (``github_pat_``): a trigger that starts this far from
+#: the end of a text lies in it whole.
+TRIGGER_WIDTH: Final = 11
 
 
 DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
-    CREDIT_CARD: (Detector(CREDIT_CARD, _CARD, _card, _chars("0-9 -"), 40, _has_digit),),
-    IBAN: (Detector(IBAN, _IBAN, _iban, _chars("A-Z0-9 "), 48, _has_digit),),
-    US_SSN: (Detector(US_SSN, _SSN, _ssn, _chars("0-9 -"), 16, _has_digit),),
+    CREDIT_CARD: (Detector(CREDIT_CARD, _CARD, _card, _chars("0-9 -"), 40, _has_digit,
+                           lead=_NUMBER_LEAD),),
+    IBAN: (Detector(IBAN, _IBAN, _iban, _chars("A-Z0-9 "), 48, _has_digit, lead=_IBAN_LEAD),),
+    US_SSN: (Detector(US_SSN, _SSN, _ssn, _chars("0-9 -"), 16, _has_digit, lead=_NUMBER_LEAD),),
     PHONE: (
-        Detector(PHONE, _PHONE, _phone, _chars("0-9 ().+/xet-"), 50, _has_digit),
-        Detector(PHONE, _PHONE_LOOSE, _phone_loose, _chars("0-9 ().,/xet-"), 50, _has_digit),
+        Detector(PHONE, _PHONE, _phone, _chars("0-9 ().+/xet-"), 50, _has_digit,
+                 lead=_NUMBER_LEAD),
+        Detector(PHONE, _PHONE_LOOSE, _phone_loose, _chars("0-9 ().,/xet-"), 50, _has_digit,
+                 lead=_NUMBER_LEAD),
     ),
     IP_ADDRESS: (
-        Detector(IP_ADDRESS, _IPV4, _ipv4, _chars("0-9."), 20, lambda t: "." in t),
+        Detector(IP_ADDRESS, _IPV4, _ipv4, _chars("0-9."), 20, lambda t: "." in t,
+                 lead=_NUMBER_LEAD),
         Detector(IP_ADDRESS, _IPV6, _ipv6, _chars("0-9A-Fa-f:"), 44, lambda t: "::" in t or (
             t.count(":") >= 7), re.compile(":")),
     ),
@@ -507,7 +531,16 @@ class Scanner:
     enumerates the kinds; a newer operator must not break an older sidecar).
     """
 
-    __slots__ = ("_detectors", "_extra", "_forward", "_tails", "entities", "window")
+    __slots__ = (
+        "_detectors",
+        "_extra",
+        "_forward",
+        "_leads",
+        "_tails",
+        "_triggers",
+        "entities",
+        "window",
+    )
 
     def __init__(
         self,
@@ -517,12 +550,29 @@ class Scanner:
     ) -> None:
         self.entities = frozenset(e for e in entities if e in DETECTORS)
         self._detectors = tuple(d for e in sorted(self.entities) for d in DETECTORS[e])
-        #: Per triggered detector: the end of a run of its characters from a position.
-        self._forward = {
-            d.pattern: re.compile("[" + "".join(re.escape(c) for c in sorted(d.run)) + "]*")
+        #: Per detector (by index; None without a trigger): the end of a run of its
+        #: characters from a position. A tuple: a dict keyed by pattern hashed the pattern's
+        #: compiled code at every look-up.
+        self._forward = tuple(
+            None
+            if d.trigger is None
+            else re.compile("[" + "".join(re.escape(c) for c in sorted(d.run)) + "]*")
             for d in self._detectors
-            if d.trigger is not None
-        }
+        )
+        #: The distinct leads of the detectors without a trigger (None: one has none), and
+        #: the distinct triggers: ``StreamScan`` skips scans while none occurs in new text.
+        #: Separate searches, not one alternation: each pattern starts with a literal or a
+        #: character class, which the regex engine skips to (an alternation of them it
+        #: would try at every position).
+        plain = [d for d in self._detectors if d.trigger is None]
+        self._leads = (
+            None
+            if any(d.lead is None for d in plain)
+            else tuple(dict.fromkeys(d.lead for d in plain if d.lead is not None))
+        )
+        self._triggers = tuple(
+            dict.fromkeys(d.trigger for d in self._detectors if d.trigger is not None)
+        )
         # A (run, reach) pair is implied by one with a superset run and at least its reach.
         # The short-reach ones (numbers, IBANs, IPv6) are merged into one: a union run starts
         # no later than each of its parts, so the answer is as safe, sometimes a few
@@ -572,7 +622,8 @@ class Scanner:
         # Several kinds share a hint (a digit): each is asked once.
         rest = text[pos:] if pos else text
         hints: dict[Callable[[str], bool], bool] = {}
-        for det in self._detectors if _ANY.search(rest) else ():
+        forwards = self._forward
+        for i, det in enumerate(self._detectors if _ANY.search(rest) else ()):
             hint = det.hint
             if hint is not None:
                 ok = hints.get(hint)
@@ -583,7 +634,8 @@ class Scanner:
             if det.trigger is None:
                 self._scan(det, text, pos, len(text), spans=spans, extents=extents)
                 continue
-            run, forward, at = det.run, self._forward[det.pattern], pos
+            run, forward, at = det.run, forwards[i], pos
+            assert forward is not None
             while (t := det.trigger.search(text, at)) is not None:
                 start = t.start()
                 while start > at and text[start - 1] in run:
@@ -665,12 +717,30 @@ class StreamScan:
     lands strictly inside the extent of a candidate that starts before the limit.
     """
 
-    __slots__ = ("_cands", "_dets", "_extra", "_forward", "_n", "_resume", "_runs")
+    __slots__ = (
+        "_cands",
+        "_dets",
+        "_extra",
+        "_forward",
+        "_lead_from",
+        "_leads",
+        "_n",
+        "_resume",
+        "_runs",
+        "_trig_from",
+        "_triggers",
+    )
 
     def __init__(self, scanner: Scanner) -> None:
         self._dets = scanner._detectors
         self._forward = scanner._forward
         self._extra = scanner._extra
+        self._leads = scanner._leads
+        self._triggers = scanner._triggers
+        #: Stream positions before which no detector without a trigger can start a match
+        #: (no lead in the settled text searched), and no trigger starts (in text searched).
+        self._lead_from = 0
+        self._trig_from = 0
         #: Per tail: its run, its reach and where its trailing run starts.
         self._runs: list[list[Any]] = [[run, reach, 0] for run, reach in scanner._tails]
         self._n = 0  # characters so far
@@ -742,26 +812,39 @@ class StreamScan:
         found: tuple[list[Span], list[tuple[int, int]]],
     ) -> None:
         """The built-in detectors' part of ``candidates`` (``settled`` in ``text``), added to
-        ``found``."""
+        ``found``.
+
+        Scans are skipped while they cannot find anything: the detectors without a trigger
+        while no lead (``Detector.lead``) starts in the settled text they have not scanned
+        (the attempts there failed and are decided: the scan would only move on), the others
+        while no trigger occurs from ``pos`` on (no window to scan or grow). A stream of prose
+        or of personal data spread thin then costs two searches in C per batch."""
         spans, extents = found
+        cands, resume = self._cands, self._resume
+        plain_at, windows = self._what_to_scan(text, base, pos, settled)
+        if plain_at < 0 and not windows and not any(cands):
+            return
         floor = base + pos
         top = base + limit
         rest: str | None = None
         hints: dict[Callable[[str], bool], bool] = {}
         for i, det in enumerate(self._dets):
-            kept = self._cands[i]
+            kept = cands[i]
             if kept and kept[0][0] < floor:
                 j = 1
                 while j < len(kept) and kept[j][0] < floor:
                     j += 1
                 del kept[:j]
-            at = self._resume[i] - base
-            at = at if at > pos else pos
             growing: list[_Candidate] = []
             if det.trigger is None:
-                if settled > at:
-                    self._scan(i, det, text, base=base, at=at, settled=settled)
-            else:
+                if plain_at >= 0:
+                    at = resume[i] - base
+                    at = at if at > plain_at else plain_at
+                    if settled > at:
+                        self._scan(i, det, text, base=base, at=at, settled=settled)
+            elif windows:
+                at = resume[i] - base
+                at = at if at > pos else pos
                 self._windows(i, det, text, base=base, at=at, into=growing)
             if not kept and not growing:
                 continue
@@ -781,6 +864,39 @@ class StreamScan:
                     extents.append((start, end))
                     if span is not None:
                         spans.append(span)
+
+    def _what_to_scan(self, text: str, base: int, pos: int, settled: int) -> tuple[int, bool]:
+        """Where the detectors without a trigger may resume (-1: no scan can find anything),
+        and whether the ones with a trigger have a window to scan."""
+        plain_at = -1
+        leads = self._leads
+        if leads is None:
+            plain_at = pos
+        else:
+            lo = self._lead_from - base
+            lo = lo if lo > pos else pos
+            if settled > lo:
+                first = settled
+                for lead in leads:
+                    m = lead.search(text, lo)
+                    if m is not None and m.start() < first:
+                        first = m.start()
+                if first < settled:  # no match starts before the first lead: resume there
+                    plain_at = first
+                else:
+                    self._lead_from = base + settled
+        if not self._triggers:
+            return plain_at, False
+        lo = self._trig_from - base
+        lo = lo if lo > pos else pos
+        for trigger in self._triggers:
+            if trigger.search(text, lo) is not None:
+                return plain_at, True
+        # A trigger starting before this point lies in the text searched: none does.
+        lo = len(text) - TRIGGER_WIDTH
+        if lo > self._trig_from - base:
+            self._trig_from = base + lo
+        return plain_at, False
 
     def _scan(self, i: int, det: Detector, text: str, *, base: int, at: int, settled: int) -> None:
         """Scan a detector without markers from ``at``: candidates starting before the settled
@@ -814,7 +930,8 @@ class StreamScan:
         end of the text, is scanned into ``growing`` and again next time."""
         trigger = det.trigger
         assert trigger is not None
-        run, forward, kept, n = det.run, self._forward[det.pattern], self._cands[i], len(text)
+        run, forward, kept, n = det.run, self._forward[i], self._cands[i], len(text)
+        assert forward is not None
         growing = into
         while (t := trigger.search(text, at)) is not None:
             start = t.start()

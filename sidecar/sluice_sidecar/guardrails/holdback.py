@@ -79,6 +79,7 @@ class HoldbackRedactor:
         "_decoder",
         "_labels",
         "_pos",
+        "_room",
         "_scan",
         "_scanner",
         "_unscanned",
@@ -100,6 +101,9 @@ class HoldbackRedactor:
         self._base = 0  # position of _buf[0] in the whole stream
         self._decoder: codecs.IncrementalDecoder | None = None
         self._unscanned = ""  # received, waiting for a batch of ``SCAN_BATCH`` characters
+        #: ``batch - len(_unscanned)``: a shorter non-empty chunk only joins ``_unscanned``
+        #: (0 once closed: every chunk then takes the path that raises).
+        self._room = batch
         self.closed = False
 
     @property
@@ -115,13 +119,16 @@ class HoldbackRedactor:
 
     def step(self, chunk: str) -> tuple[str, tuple[Span, ...]]:
         """``push`` without the ``Released`` (the per-delta path of ``policy.OutputFilter``)."""
+        size = len(chunk)
+        if 0 < size < self._room:  # the batch is not full yet
+            self._room -= size
+            self._unscanned += chunk
+            return _EMPTY
         if self.closed:
             raise RuntimeError("push after close")
-        if self._unscanned or len(chunk) < self._batch:
-            if chunk and len(self._unscanned) + len(chunk) < self._batch:
-                self._unscanned += chunk
-                return _EMPTY
+        if self._unscanned:
             chunk, self._unscanned = self._unscanned + chunk, ""
+        self._room = self._batch
         scan = self._scan
         if chunk:
             self._buf += chunk
@@ -154,6 +161,7 @@ class HoldbackRedactor:
         if self._unscanned:
             self._buf += self._unscanned
             self._unscanned = ""
+        self._room = 0
         if self._decoder is not None:
             rest = self._decoder.decode(b"", final=True)
             if rest:

@@ -652,6 +652,7 @@ class OutputFilter:
         "_parts",
         "_plan",
         "_size",
+        "_step",
         "_unary_v",
         "blocked",
     )
@@ -673,6 +674,13 @@ class OutputFilter:
         self._limits = bool(plan.max_chars)  # maxChars rules: the length is checked per delta
         self._done = False
         self.blocked: GuardrailBlocked | None = None
+        #: Holdback without maxChars rules: ``feed`` goes straight to the redactor (the
+        #: per-delta path of every such stream; the length is then never needed).
+        self._step = (
+            self._holdback.step
+            if self._holdback is not None and plan.streaming == "Holdback" and not self._limits
+            else None
+        )
 
     @property
     def mode(self) -> StreamingMode:
@@ -687,6 +695,15 @@ class OutputFilter:
         return [*self._length_v, *span_v, *self._injection_v]
 
     def feed(self, text: str) -> str:
+        step = self._step
+        if step is not None and self.blocked is None:
+            if self._parts is not None:
+                self._parts.append(text)
+            out, spans = step(text)
+            return self._take(out, spans) if spans else out
+        return self._feed(text)
+
+    def _feed(self, text: str) -> str:
         if self.blocked is not None or self._done:
             return ""
         self._size += len(text)
@@ -710,6 +727,7 @@ class OutputFilter:
         if self._done:
             return ""
         self._done = True
+        self._step = None
         plan = self._plan
         if self.blocked is not None:
             return ""

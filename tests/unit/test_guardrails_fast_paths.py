@@ -1,0 +1,112 @@
+"""The shortcuts the guardrail hot paths take, each against the plain form it replaces: the
+``_ANY`` prefilter written to start with a character class, the leads and triggers that let a
+stream skip scans (``detectors.StreamScan``), and the batching arithmetic of ``holdback``."""
+
+from __future__ import annotations
+
+import re
+from re import _parser  # the stdlib's own pattern parser: the widest match of a trigger
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice_sidecar.guardrails import detectors
+from sluice_sidecar.guardrails.detectors import DETECTORS, ENTITIES, TRIGGER_WIDTH, Scanner
+from sluice_sidecar.guardrails.holdback import HoldbackRedactor, Released
+
+PIECES = [
+    "4111 1111 1111 1111",
+    "+44 20 7946 0958",
+    "(555) 123-4567",
+    "Tel.: 0473 529442",
+    "123-45-6789",
+    "192.168.1.1",
+    "2001:db8::1",
+    "10:22:33",
+    "GB82 WEST 1234 5698 7654 32",
+    "DE89370400440532013000",
+    "bob@example.com",
+    "sk-proj-abcDEF1234567890abcdefGHIJ",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_" + "a1" * 18,
+    "github_pat_" + "b2" * 12,
+    "xoxb-1234-abc",
+    "AIza",
+    "\u0663\u0664",  # Arabic-Indic digits: unicode \d
+    "x9",
+    "_7",
+    " ",
+    "-",
+]
+TEXT = st.lists(
+    st.sampled_from(PIECES)
+    | st.text(alphabet="0123456789 -.@:+()/#,abcdefxsgkAIzSGBK_é", max_size=8),
+    max_size=25,
+).map("".join)
+
+#: ``_ANY`` as it was written before it started with a character class.
+_ANY_PLAIN = re.compile(r"[\d@:]|sk-|AIza|gh[pousr]_|github_pat_|AKIA|ASIA|xox")
+
+
+def _starts(pattern: re.Pattern[str], text: str) -> set[int]:
+    return {p for p in range(len(text) + 1) if pattern.match(text, p)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT)
+def test_any_matches_where_the_plain_alternation_does(text: str) -> None:
+    assert _starts(detectors._ANY, text) == _starts(_ANY_PLAIN, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT)
+def test_a_match_starts_only_where_its_lead_matches(text: str) -> None:
+    for dets in DETECTORS.values():
+        for det in dets:
+            if det.trigger is not None:
+                continue
+            assert det.lead is not None, det.entity
+            assert _starts(det.pattern, text) <= _starts(det.lead, text), det.entity
+
+
+def test_every_detector_without_a_trigger_has_a_lead_and_triggers_fit_the_width() -> None:
+    scanner = Scanner(ENTITIES)
+    assert scanner._leads is not None
+    assert scanner._triggers
+    for trigger in scanner._triggers:
+        assert _parser.parse(trigger.pattern).getwidth()[1] <= TRIGGER_WIDTH, trigger.pattern
+
+
+class _BatchedAsBefore:
+    """The batching of ``HoldbackRedactor.step`` as it was written before ``_room``: a chunk
+    joins the unscanned text while the two together are shorter than the batch."""
+
+    def __init__(self, scanner: Scanner, batch: int) -> None:
+        self._inner = HoldbackRedactor(scanner, batch=1)
+        self._batch = batch
+        self._unscanned = ""
+
+    def push(self, chunk: str) -> Released:
+        if self._unscanned or len(chunk) < self._batch:
+            if chunk and len(self._unscanned) + len(chunk) < self._batch:
+                self._unscanned += chunk
+                return Released("")
+            chunk, self._unscanned = self._unscanned + chunk, ""
+        return self._inner.push(chunk)
+
+    def close(self) -> str:
+        return self._inner.push(self._unscanned).text + self._inner.close().text
+
+
+@settings(max_examples=200, deadline=None)
+@given(TEXT, st.lists(st.integers(0, 9), max_size=40), st.integers(1, 40))
+def test_batching_releases_what_it_did_before(text: str, sizes: list[int], batch: int) -> None:
+    scanner = Scanner(ENTITIES)
+    new, old = HoldbackRedactor(scanner, batch=batch), _BatchedAsBefore(scanner, batch)
+    at = 0
+    for size in sizes:  # empty chunks included: a push("") scans what is waiting
+        chunk = text[at : at + size]
+        at += size
+        assert new.push(chunk) == old.push(chunk)
+    rest = text[at:]
+    assert new.push(rest).text + new.close().text == old.push(rest).text + old.close()
