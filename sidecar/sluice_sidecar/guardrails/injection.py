@@ -815,25 +815,29 @@ _PERSONA_WORDS = (
 )
 
 
-def _trie(words: tuple[str, ...]) -> str:
-    """An alternation of ``words`` factored by common prefixes (``a(?:i|moral|…)``): it matches
-    where the plain alternation matches, and fails at the first character that no word has
-    there instead of trying every word."""
+def _root(words: tuple[str, ...]) -> dict[str, Any]:
     root: dict[str, Any] = {}
     for word in words:
         node = root
         for ch in word:
             node = node.setdefault(ch, {})
         node[""] = {}
+    return root
 
-    def emit(node: dict[str, Any]) -> str:
-        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch]
-        if not alts:
-            return ""
-        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-        return f"(?:{body})?" if "" in node else body
 
-    return emit(root)
+def _emit(node: dict[str, Any]) -> str:
+    alts = [re.escape(ch) + _emit(sub) for ch, sub in sorted(node.items()) if ch]
+    if not alts:
+        return ""
+    body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+    return f"(?:{body})?" if "" in node else body
+
+
+def _trie(words: tuple[str, ...]) -> str:
+    """An alternation of ``words`` factored by common prefixes (``a(?:i|moral|…)``): it matches
+    where the plain alternation matches, and fails at the first character that no word has
+    there instead of trying every word."""
+    return _emit(_root(words))
 
 
 #: Where a persona cue may start (the same places as ``\b(?:word|…)|\[|\b2\b``, found faster).
@@ -883,22 +887,31 @@ def _word_anchors() -> dict[str, tuple[str, ...]]:
 #: Anchors starting with a letter or digit, by their first two characters.
 _WORD_ANCHORS = _word_anchors()
 _OTHER_ANCHORS = tuple(a for a in _BY_ANCHOR if not a[0].isalnum())
-#: The word starts whose first two characters begin an anchor (the others cannot hold one).
-_WORD_START = re.compile(r"\b" + _trie(tuple(_WORD_ANCHORS)), re.DOTALL)
+#: Where an anchor starting with a letter or digit occurs at the start of a word: group 1 is
+#: the longest of them there (looked ahead at, not consumed: another may start at the next
+#: word inside it). It stops only where an anchor starts, not at every word start that
+#: begins like one, which each cost a look-up and ``startswith`` calls in Python.
+_WORD_ANCHOR = re.compile(
+    r"\b(?=(" + _trie(tuple(a for a in _BY_ANCHOR if a[0].isalnum())) + "))", re.DOTALL
+)
+#: Each such anchor → the anchors it starts with (itself included): all that occur where it
+#: is the longest.
+_PREFIXES: dict[str, tuple[str, ...]] = {
+    a: tuple(b for b in _BY_ANCHOR if b[0].isalnum() and a.startswith(b))
+    for a in _BY_ANCHOR
+    if a[0].isalnum()
+}
 
 
 def _anchor_positions(text: str) -> dict[str, list[int]]:
     """Anchor → where it occurs, ascending: an anchor starting with a letter or digit only at
-    the start of a word (one pass over the word starts that begin like an anchor, instead of a
-    ``find`` per anchor that also stops inside words), the others anywhere."""
+    the start of a word (one pass that stops only where one starts, instead of a ``find``
+    per anchor that also stops inside words), the others anywhere."""
     found: dict[str, list[int]] = {}
-    for m in _WORD_START.finditer(text):
-        anchors = _WORD_ANCHORS[m.group()]
-        if anchors:
-            at = m.start()
-            for anchor in anchors:
-                if text.startswith(anchor, at):
-                    found.setdefault(anchor, []).append(at)
+    for m in _WORD_ANCHOR.finditer(text):
+        at = m.start()
+        for anchor in _PREFIXES[m.group(1)]:
+            found.setdefault(anchor, []).append(at)
     for anchor in _OTHER_ANCHORS:
         at = text.find(anchor)
         while at != -1:
