@@ -403,6 +403,7 @@ def _loso(items: list[Any], x: Any, y: Any, pat: list[float], shifts: dict[str, 
     print("\n| source never trained on | " + " | ".join(cols) + " |")
     print("|---|" + "---|" * len(cols))
     pooled: dict[tuple[str, str], list[int]] = {}
+    every: dict[str, list[tuple[float, str]]] = {c: [] for c in cols}
     for source in sources:
         tr = np.array([i.split == "tune" and i.source != source for i in items])
         head = Head(x[tr], y[tr])
@@ -447,6 +448,7 @@ def _loso(items: list[Any], x: Any, y: Any, pat: list[float], shifts: dict[str, 
                             today, float(_sig(lt[j] - shifts["current score, embedding (max)"]))
                         )
                     flagged += s > 0.5
+                    every[c].append((s, label))
                 cells.append(_fmt(flagged, len(idx)))
                 acc = pooled.setdefault((c, label), [0, 0])
                 acc[0] += flagged
@@ -455,6 +457,12 @@ def _loso(items: list[Any], x: Any, y: Any, pat: list[float], shifts: dict[str, 
         print("\n".join(rows), flush=True)
     for label in ("attack", "benign"):
         print(f"| pooled ({label}) | " + " | ".join(_fmt(*pooled[(c, label)]) for c in cols) + " |")
+    print("\nPooled, at the threshold that flags at most 1 % of the unseen benign texts (oracle):")
+    for c in cols:
+        ben = sorted((s for s, lab in every[c] if lab == "benign"), reverse=True)
+        th = ben[int(0.01 * len(ben))]
+        att = [s for s, lab in every[c] if lab == "attack"]
+        print(f"  {c:32} threshold {th:.3f}: {_fmt(sum(s > th for s in att), len(att))}")
 
 
 # --- cost -------------------------------------------------------------------------------------
@@ -524,19 +532,22 @@ def _summarise(res: dict[str, Any], texts: list[str]) -> None:
     import numpy as np
 
     kb = [max(len(t.encode()) / 1024, 0.001) for t in texts]
-    print(
-        f"  {res['engine']}: load {res['load_wall_s'] * 1000:.0f} ms wall "
-        f"({res['load_cpu_s'] * 1000:.0f} ms CPU), RSS +{res['rss_loaded_mb']:.0f} MB loaded, "
-        f"+{res['rss_after_first_mb']:.0f} MB after the first text, "
-        f"+{res['rss_end_mb']:.0f} MB at the end (max RSS {res['maxrss_mb']:.0f} MB)"
-    )
+    if "load_wall_s" not in res:
+        print(f"  {res['engine']}:")
+    else:
+        print(
+            f"  {res['engine']}: load {res['load_wall_s'] * 1000:.0f} ms wall "
+            f"({res['load_cpu_s'] * 1000:.0f} ms CPU), RSS +{res['rss_loaded_mb']:.0f} MB loaded, "
+            f"+{res['rss_after_first_mb']:.0f} MB after the first text, "
+            f"+{res['rss_end_mb']:.0f} MB at the end (max RSS {res['maxrss_mb']:.0f} MB)"
+        )
     for r, dts in enumerate(res["runs"]):
         ms = np.array(dts) * 1000
         print(
-            f"    run {r + 1}: per text p50 {np.percentile(ms, 50):.1f} ms, "
-            f"p95 {np.percentile(ms, 95):.1f} ms, mean {ms.mean():.1f} ms; "
-            f"{ms.sum() / sum(kb):.1f} ms per KB overall, p50 "
-            f"{np.median(ms / np.array(kb)):.1f} ms/KB per text"
+            f"    run {r + 1}: per text p50 {np.percentile(ms, 50):.2f} ms, "
+            f"p95 {np.percentile(ms, 95):.2f} ms, mean {ms.mean():.2f} ms; "
+            f"{ms.sum() / sum(kb):.2f} ms per KB overall, p50 "
+            f"{np.median(ms / np.array(kb)):.2f} ms/KB per text"
         )
 
 
@@ -578,6 +589,18 @@ def cost(st_python: str | None) -> None:
         f"\nCost on {len(texts)} held-out texts (bytes p50 {statistics.median(lens):.0f}, "
         f"p95 {np.percentile(lens, 95):.0f}), one thread, CPU time per text:"
     )
+    from sluice_sidecar.guardrails import injection
+
+    injection.score(texts[0])  # the n-gram weights load on the first score
+    runs = []
+    for _ in range(3):
+        dts = []
+        for t in texts:
+            c = time.process_time()
+            injection.score(t)
+            dts.append(time.process_time() - c)
+        runs.append(dts)
+    _summarise({"engine": "injection.score (today)", "runs": runs}, texts)
     res = _run_worker(sys.executable, texts, "numpy")
     _summarise(res, texts)
     if st_python:
@@ -619,7 +642,9 @@ def main() -> None:
     ap.add_argument("--st-venv", default="/tmp/emb-venv")
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--worker", nargs=2, metavar=("ENGINE", "TEXTS"), help=argparse.SUPPRESS)
+    ap.add_argument("--l2", type=float, default=L2, help="L2 penalty of the head")
     args = ap.parse_args()
+    globals()["L2"] = args.l2
     if args.worker:
         cost_worker(args.worker[1], args.worker[0])
         return
