@@ -110,3 +110,14 @@ def test_batching_releases_what_it_did_before(text: str, sizes: list[int], batch
         assert new.push(chunk) == old.push(chunk)
     rest = text[at:]
     assert new.push(rest).text + new.close().text == old.push(rest).text + old.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT)
+def test_every_match_of_a_triggered_detector_holds_its_trigger(text: str) -> None:
+    for dets in DETECTORS.values():
+        for det in dets:
+            if det.trigger is None:
+                continue
+            for m in det.pattern.finditer(text):
+                assert det.trigger.search(m.group()) is not None, (det.entity, m.group())

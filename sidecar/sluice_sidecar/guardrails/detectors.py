@@ -388,6 +388,12 @@ _IPV6 = re.compile(  # starts with a character class: the regex engine skips to 
 )
 
 
+#: Every IPv6 match holds two colons with at most four hex digits between them (its pattern
+#: repeats ``:[0-9A-Fa-f]{0,4}`` at least twice, or once after a leading ``:``): a run of its
+#: characters without that ("Card number: 4111…", "Note:") holds no match and is not scanned.
+_IPV6_TRIGGER = re.compile(":[0-9A-Fa-f]{0,4}:")
+
+
 def _ipv6(m: re.Match[str]) -> tuple[int, int] | None:
     return m.span() if ipv6_ok(m.group()) else None
 
@@ -486,7 +492,7 @@ DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
         Detector(IP_ADDRESS, _IPV4, _ipv4, _chars("0-9."), 20, lambda t: "." in t,
                  lead=_NUMBER_LEAD),
         Detector(IP_ADDRESS, _IPV6, _ipv6, _chars("0-9A-Fa-f:"), 44, lambda t: "::" in t or (
-            t.count(":") >= 7), re.compile(":")),
+            t.count(":") >= 7), _IPV6_TRIGGER),
     ),
     EMAIL: (Detector(EMAIL, _EMAIL, _email, _chars("A-Za-z0-9._%+@-"), 610, lambda t: "@" in t,
                      re.compile("@")),),
