@@ -22,7 +22,9 @@ head is a logistic regression (standardised embeddings, L2, Newton steps, benign
 the out-of-fold (5 folds) FPR at 0.5 on the tuning half is at most ``TARGET_FPR``, separately
 for each way of combining it with the current score. ``--loso`` retrains the head (and the
 word n-gram model, ``train_injection_model.train``) without each source and measures that
-source whole, as ``train_injection_model.py --loso`` does.
+source whole, as ``train_injection_model.py --loso`` does; it also scores a head that learns
+no benign genre (the mean cosine to the ``KNN`` nearest attacks of the tuning half without S),
+alone and OR-ed with today's score.
 
 Run (needs ``tokenizers`` and ``safetensors``, e.g. a venv made with
 ``python -m venv --system-site-packages /tmp/emb-np`` and ``pip install tokenizers safetensors``):
@@ -65,6 +67,7 @@ TARGET_FPR = 0.004
 BENIGN_WEIGHT = 2.0
 L2 = 1.0
 FOLDS = 5
+KNN = 5
 
 
 # --- the model, without torch ---------------------------------------------------------------
@@ -463,6 +466,48 @@ def _loso(items: list[Any], x: Any, y: Any, pat: list[float], shifts: dict[str, 
         th = ben[int(0.01 * len(ben))]
         att = [s for s, lab in every[c] if lab == "attack"]
         print(f"  {c:32} threshold {th:.3f}: {_fmt(sum(s > th for s in att), len(att))}")
+    _knn(items, x, y, [tim.combined(pat[n], ngram[i.source][i.key]) for n, i in enumerate(items)])
+
+
+def knn_attack(bank: Any, q: Any, k: int = KNN) -> Any:
+    """Mean cosine of the ``k`` nearest attacks of ``bank`` (embeddings are unit vectors)."""
+    import numpy as np
+
+    return np.sort(q @ bank.T, axis=1)[:, -k:].mean(1)
+
+
+def _knn(items: list[Any], x: Any, y: Any, today: list[float]) -> None:
+    """A head that learns no benign genre: similarity to the nearest known attacks (tuning
+    half, without S), alone and OR-ed with today's score (leave-one-source-out score), TPR at
+    a pooled FPR of 1 % and 2 %, the thresholds chosen on these scores (an upper bound)."""
+    import numpy as np
+
+    src = np.array([i.source for i in items])
+    tune = np.array([i.split == "tune" for i in items])
+    yb = y.astype(bool)
+    knn = np.zeros(len(items))
+    for s in sorted(set(src)):
+        knn[src == s] = knn_attack(x[tune & (src != s) & yb], x[src == s])
+    cur = np.array(today)
+    print(
+        f"\nLeave one source out, nearest attacks (mean cosine of {KNN}), thresholds chosen here:"
+    )
+    for fpr in (0.01, 0.02):
+        ben = np.sort(knn[~yb])[::-1]
+        th = ben[int(fpr * len(ben))]
+        alone = _fmt(int((knn[yb] > th).sum()), int(yb.sum()))
+        best = (0.0, 0.0, 0.0)
+        for a in (0.5, 0.6, 0.7, 0.8, 0.9):
+            for t in np.linspace(0.0, 1.0, 1001):
+                f = (cur > a) | (knn > t)
+                if f[~yb].mean() <= fpr:
+                    best = max(best, (f[yb].mean(), a, t))
+                    break
+        print(
+            f"  pooled FPR <= {fpr}: alone {alone}; today > {best[1]} or nearest attacks > "
+            f"{best[2]:.3f}: TPR {best[0]:.3f} (today alone at 0.5: "
+            f"{(cur[yb] > 0.5).mean():.3f}, FPR {(cur[~yb] > 0.5).mean():.4f})"
+        )
 
 
 # --- cost -------------------------------------------------------------------------------------
