@@ -1,8 +1,8 @@
-"""The prompt-injection scorer's faster searches against the plain ones they replaced: the
-persona anchors found by a prefix-factored alternation are the places the plain alternation
-finds, the family anchors found from the word starts that begin like one are those every word
-start gave, and walking only the anchors present gives the evidence walking every anchor gave, on
-the committed corpus and on generated text dense with anchor words."""
+"""The prompt-injection scorer's faster searches against the plain ones they replaced: in the one
+pass of ``_scan_anchors``, the persona anchors are the places the plain alternation finds and
+the family anchors are those every word start gave, and walking only the anchors present gives
+the evidence walking every anchor gave, on the committed corpus and on generated text dense with
+anchor words."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ _EVERY_WORD_START = re.compile(r"\b\w.", re.DOTALL)
 
 
 def plain_anchor_positions(text: str) -> dict[str, list[int]]:
-    """``_anchor_positions`` as it was: every word start looked up."""
+    """The family anchors of ``_scan_anchors`` as they were found: every word start looked
+    up."""
     found: dict[str, list[int]] = {}
     for m in _EVERY_WORD_START.finditer(text):
         anchors = injection._WORD_ANCHORS.get(m.group())
@@ -110,8 +111,9 @@ def test_the_corpus_gets_the_same_anchors_and_evidence() -> None:
     assert len(CORPUS) > 1000
     for text in [*TIES, *CORPUS]:
         c = canonicalize(text)
-        assert _starts(injection._PERSONA_ANCHORS, c.text) == _starts(PLAIN, c.text), text
-        assert injection._anchor_positions(c.text) == plain_anchor_positions(c.text), text
+        found, persona = injection._scan_anchors(c.text)
+        assert persona == _starts(PLAIN, c.text), text
+        assert found == plain_anchor_positions(c.text), text
         assert injection._pattern_evidence(c) == plain_evidence(c), text
 
 
@@ -127,7 +129,8 @@ TEXT = st.lists(
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(TEXT)
 def test_generated_text_gets_the_same_anchors_and_evidence(text: str) -> None:
-    assert _starts(injection._PERSONA_ANCHORS, text) == _starts(PLAIN, text)
-    assert injection._anchor_positions(text) == plain_anchor_positions(text)
+    found, persona = injection._scan_anchors(text)
+    assert persona == _starts(PLAIN, text)
+    assert found == plain_anchor_positions(text)
     c = canonicalize(text)
     assert injection._pattern_evidence(c) == plain_evidence(c)

@@ -50,11 +50,10 @@ docs/benchmarks.md. The patterns alone keep precision 1.00 on the hand-written c
 ``tests/unit/test_guardrails_injection.py``.
 
 Work is linear in the text: the search starts only where one of a family's anchor words occurs
-(found in one pass over the starts of words; only the anchors found are visited), the persona
-cues only where one of their words starts (one prefix-factored alternation), patterns have
-bounded repetition, and
-canonicalisation skips its Unicode steps for ASCII text. Pure: no IO (the model reads its
-weights file once, on the first score).
+(only the anchors found are visited), the persona cues only where one of their words starts
+(both found in one pass over the text with prefix-factored alternations), patterns have bounded
+repetition, and canonicalisation skips its Unicode steps for ASCII text. Pure: no IO (the model
+reads its weights file once, on the first score).
 """
 
 from __future__ import annotations
@@ -840,25 +839,23 @@ def _trie(words: tuple[str, ...]) -> str:
     return _emit(_root(words))
 
 
-#: Where a persona cue may start (the same places as ``\b(?:word|…)|\[|\b2\b``, found faster).
-_PERSONA_ANCHORS = re.compile(r"\[|\b(?:2\b|" + _trie(_PERSONA_WORDS) + ")")
+#: Where a persona cue may start (the places of ``\b(?:word|…)|\[|\b2\b``): searched for in
+#: the same pass as the family anchors (``_ANCHOR_SCAN``). Every word is a run of word
+#: characters, so no other word start lies inside one.
+_PERSONA_START = r"2\b|" + _trie(_PERSONA_WORDS)
 
 
 #: Weight of the ``persona`` signal by the number of distinct cues found (more: the last).
 PERSONA_WEIGHTS = (0.0, 0.0, 0.35, 0.55, 0.75, 0.85)
 
 
-def _persona_cues(text: str) -> set[str | None]:
+def _persona(text: str, starts: list[int]) -> float:
+    """The ``persona`` weight from the cues found at ``starts`` (where one may start)."""
     found: set[str | None] = set()
-    for anchor in _PERSONA_ANCHORS.finditer(text):
-        m = _PERSONA.match(text, anchor.start())
+    for at in starts:
+        m = _PERSONA.match(text, at)
         if m is not None:
             found.add(m.lastgroup)
-    return found
-
-
-def _persona(text: str) -> float:
-    found = _persona_cues(text)
     return PERSONA_WEIGHTS[min(len(found), len(PERSONA_WEIGHTS) - 1)]
 
 
@@ -887,12 +884,16 @@ def _word_anchors() -> dict[str, tuple[str, ...]]:
 #: Anchors starting with a letter or digit, by their first two characters.
 _WORD_ANCHORS = _word_anchors()
 _OTHER_ANCHORS = tuple(a for a in _BY_ANCHOR if not a[0].isalnum())
-#: Where an anchor starting with a letter or digit occurs at the start of a word: group 1 is
-#: the longest of them there (looked ahead at, not consumed: another may start at the next
-#: word inside it). It stops only where an anchor starts, not at every word start that
-#: begins like one, which each cost a look-up and ``startswith`` calls in Python.
-_WORD_ANCHOR = re.compile(
-    r"\b(?=(" + _trie(tuple(a for a in _BY_ANCHOR if a[0].isalnum())) + "))", re.DOTALL
+#: One pass over the text for the anchors starting with a letter or digit, at the start of a
+#: word (group 1: the longest there, looked ahead at, not consumed: another may start at the
+#: next word inside it), and for where a persona cue may start (group 2 or 3 set, or ``[``).
+#: It stops only there, not at every word start that begins like an anchor (each a look-up
+#: and ``startswith`` calls in Python), and the text is walked once, not twice.
+_ANCHOR_SCAN = re.compile(
+    r"\[|\b(?:(?=("
+    + _trie(tuple(a for a in _BY_ANCHOR if a[0].isalnum()))
+    + f"))(?=({_PERSONA_START}))?|(?=({_PERSONA_START})))",
+    re.DOTALL,
 )
 #: Each such anchor → the anchors it starts with (itself included): all that occur where it
 #: is the longest.
@@ -903,21 +904,27 @@ _PREFIXES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _anchor_positions(text: str) -> dict[str, list[int]]:
-    """Anchor → where it occurs, ascending: an anchor starting with a letter or digit only at
-    the start of a word (one pass that stops only where one starts, instead of a ``find``
-    per anchor that also stops inside words), the others anywhere."""
+def _scan_anchors(text: str) -> tuple[dict[str, list[int]], list[int]]:
+    """Anchor → where it occurs, ascending (an anchor starting with a letter or digit only at
+    the start of a word, the others anywhere), and where a persona cue may start, ascending."""
     found: dict[str, list[int]] = {}
-    for m in _WORD_ANCHOR.finditer(text):
+    persona: list[int] = []
+    for m in _ANCHOR_SCAN.finditer(text):
         at = m.start()
-        for anchor in _PREFIXES[m.group(1)]:
+        longest = m.group(1)
+        if longest is None:  # "[", or a persona word
+            persona.append(at)
+            continue
+        for anchor in _PREFIXES[longest]:
             found.setdefault(anchor, []).append(at)
+        if m.group(2) is not None:
+            persona.append(at)
     for anchor in _OTHER_ANCHORS:
         at = text.find(anchor)
         while at != -1:
             found.setdefault(anchor, []).append(at)
             at = text.find(anchor, at + 1)
-    return found
+    return found, persona
 
 
 #: The threshold a ``promptInjection`` rule has when it names none (acts when the score is above).
@@ -947,7 +954,7 @@ def _pattern_evidence(c: Canonical) -> dict[str, tuple[float, str]]:
     text = c.text
     best: dict[str, tuple[float, str]] = {}  # evidence kind -> (weight, signal)
     in_payload = False
-    positions = _anchor_positions(text)
+    positions, persona_starts = _scan_anchors(text)
     # The anchors found, in the order of ``_BY_ANCHOR`` (which family's match counts first
     # decides ties), without walking the anchors that are not there.
     for anchor in sorted(positions, key=_ANCHOR_ORDER.__getitem__):
@@ -966,7 +973,7 @@ def _pattern_evidence(c: Canonical) -> dict[str, tuple[float, str]]:
                 best[kind] = (w, fam.category)
                 if at >= c.decoded_at and w >= _STRONG_ENOUGH:
                     in_payload = True
-    persona = _persona(text)
+    persona = _persona(text, persona_starts)
     if persona:
         best["persona"] = (persona, "persona")
     if best and max(w for w, _ in best.values()) >= _STRONG_ENOUGH and (c.obfuscated or in_payload):
