@@ -839,9 +839,10 @@ def _trie(words: tuple[str, ...]) -> str:
     return _emit(_root(words))
 
 
-#: Where a persona cue may start (the places of ``\b(?:word|…)|\[|\b2\b``): searched for in
-#: the same pass as the family anchors (``_ANCHOR_SCAN``). Every word is a run of word
-#: characters, so no other word start lies inside one.
+#: Where a persona cue may start, but for ``[`` (``_scan_anchors`` finds those with
+#: ``str.find``): the places of ``\b(?:2\b|word|…)``, searched for in the same pass as the
+#: family anchors (``_ANCHOR_SCAN``). Every word is a run of word characters, so no other word
+#: start lies inside one.
 _PERSONA_START = r"2\b|" + _trie(_PERSONA_WORDS)
 
 
@@ -886,14 +887,15 @@ _WORD_ANCHORS = _word_anchors()
 _OTHER_ANCHORS = tuple(a for a in _BY_ANCHOR if not a[0].isalnum())
 #: One pass over the text for the anchors starting with a letter or digit, at the start of a
 #: word (group 1: the longest there, looked ahead at, not consumed: another may start at the
-#: next word inside it), and for where a persona cue may start (group 2 or 3 set, or ``[``).
-#: It stops only there, not at every word start that begins like an anchor (each a look-up
-#: and ``startswith`` calls in Python), and the text is walked once, not twice.
+#: next word inside it), and for where a persona word starts (group 2 or 3). It matches the
+#: character before a word start (searched in ``" " + text``, so positions in the text are the
+#: match starts): a pattern that starts with a character class is tried only where that class
+#: matches (the regex engine skips to it; a ``\b`` it would try at every position), and it
+#: stops only where an anchor starts, not at every word start that begins like one.
 _ANCHOR_SCAN = re.compile(
-    r"\[|\b(?:(?=("
+    r"[^\w](?:(?=("
     + _trie(tuple(a for a in _BY_ANCHOR if a[0].isalnum()))
-    + f"))(?=({_PERSONA_START}))?|(?=({_PERSONA_START})))",
-    re.DOTALL,
+    + f"))(?=({_PERSONA_START}))?|(?=({_PERSONA_START})))"
 )
 #: Each such anchor → the anchors it starts with (itself included): all that occur where it
 #: is the longest.
@@ -909,16 +911,22 @@ def _scan_anchors(text: str) -> tuple[dict[str, list[int]], list[int]]:
     the start of a word, the others anywhere), and where a persona cue may start, ascending."""
     found: dict[str, list[int]] = {}
     persona: list[int] = []
-    for m in _ANCHOR_SCAN.finditer(text):
+    for m in _ANCHOR_SCAN.finditer(" " + text):
         at = m.start()
         longest = m.group(1)
-        if longest is None:  # "[", or a persona word
+        if longest is None:  # a persona word
             persona.append(at)
             continue
         for anchor in _PREFIXES[longest]:
             found.setdefault(anchor, []).append(at)
         if m.group(2) is not None:
             persona.append(at)
+    at = text.find("[")
+    if at != -1:
+        while at != -1:
+            persona.append(at)
+            at = text.find("[", at + 1)
+        persona.sort()
     for anchor in _OTHER_ANCHORS:
         at = text.find(anchor)
         while at != -1:
