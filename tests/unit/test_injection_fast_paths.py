@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sluice_sidecar.guardrails import injection
+from sluice_sidecar.guardrails import canonical, injection
 from sluice_sidecar.guardrails.canonical import Canonical, canonicalize
 
 DATA = Path(__file__).parent / "data" / "injection"
@@ -134,3 +134,19 @@ def test_generated_text_gets_the_same_anchors_and_evidence(text: str) -> None:
     assert found == plain_anchor_positions(text)
     c = canonicalize(text)
     assert injection._pattern_evidence(c) == plain_evidence(c)
+
+
+_BASE64_PLAIN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{16,}={0,2}")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet="aZ09+/_-=", min_size=10, max_size=30)
+        | st.sampled_from([" ", "=", "é", "\n", ".", "aGVsbG8gd29ybGQgaGVsbG8="]),
+        max_size=12,
+    ).map("".join)
+)
+def test_base64_runs_are_the_plain_pattern_runs(text: str) -> None:
+    got = [m.group(1) for m in canonical._BASE64.finditer(" " + text)]
+    assert got == _BASE64_PLAIN.findall(text)
