@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sluice_sidecar.guardrails import canonical, injection
+from sluice_sidecar.guardrails import canonical, injection, injection_model
 from sluice_sidecar.guardrails.canonical import Canonical, canonicalize
 
 DATA = Path(__file__).parent / "data" / "injection"
@@ -150,3 +150,11 @@ _BASE64_PLAIN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{16,}={0,2}")
 def test_base64_runs_are_the_plain_pattern_runs(text: str) -> None:
     got = [m.group(1) for m in canonical._BASE64.finditer(" " + text)]
     assert got == _BASE64_PLAIN.findall(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT.map(lambda t: t.encode("ascii", "replace").decode()))
+def test_ascii_text_gets_the_same_words_and_anchors_from_the_ascii_patterns(text: str) -> None:
+    assert injection_model._WORD_ASCII.findall(text) == injection_model._WORD.findall(text)
+    fast = [m.groups() for m in injection._ANCHOR_SCAN_ASCII.finditer(" " + text)]
+    assert fast == [m.groups() for m in injection._ANCHOR_SCAN.finditer(" " + text)]

@@ -892,11 +892,15 @@ _OTHER_ANCHORS = tuple(a for a in _BY_ANCHOR if not a[0].isalnum())
 #: match starts): a pattern that starts with a character class is tried only where that class
 #: matches (the regex engine skips to it; a ``\b`` it would try at every position), and it
 #: stops only where an anchor starts, not at every word start that begins like one.
-_ANCHOR_SCAN = re.compile(
+_ANCHOR_SCAN_BODY = (
     r"[^\w](?:(?=("
     + _trie(tuple(a for a in _BY_ANCHOR if a[0].isalnum()))
     + f"))(?=({_PERSONA_START}))?|(?=({_PERSONA_START})))"
 )
+_ANCHOR_SCAN = re.compile(_ANCHOR_SCAN_BODY)
+#: The same for ASCII text, where ``\w`` means the same in both modes and the ASCII one is a
+#: table look-up per character (the Unicode one, several database look-ups).
+_ANCHOR_SCAN_ASCII = re.compile(_ANCHOR_SCAN_BODY, re.ASCII)
 #: Each such anchor → the anchors it starts with (itself included): all that occur where it
 #: is the longest.
 _PREFIXES: dict[str, tuple[str, ...]] = {
@@ -911,7 +915,8 @@ def _scan_anchors(text: str) -> tuple[dict[str, list[int]], list[int]]:
     the start of a word, the others anywhere), and where a persona cue may start, ascending."""
     found: dict[str, list[int]] = {}
     persona: list[int] = []
-    for m in _ANCHOR_SCAN.finditer(" " + text):
+    scan = _ANCHOR_SCAN_ASCII if text.isascii() else _ANCHOR_SCAN
+    for m in scan.finditer(" " + text):
         at = m.start()
         longest = m.group(1)
         if longest is None:  # a persona word

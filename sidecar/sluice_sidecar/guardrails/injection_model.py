@@ -37,6 +37,9 @@ PATH: Final = Path(__file__).with_name(WEIGHTS_FILE)
 #: What a weight of 1 is worth in the logit.
 UNIT: Final = 1e-4
 _WORD = re.compile(r"\w+")
+#: ``_WORD`` for ASCII text (the same words there; a table look-up per character instead of
+#: several Unicode database look-ups).
+_WORD_ASCII = re.compile(r"\w+", re.ASCII)
 #: Words that negate what follows (``don't`` is the words ``don`` and ``t``).
 _NEGATIONS: Final = frozenset(
     ("not", "never", "no", "nor", "without", "cannot", "dont", "don", "doesn", "didn", "isn",
@@ -49,7 +52,7 @@ NEGATION_SCOPE: Final = 3
 def features(canonical_text: str) -> set[str]:
     """The distinct features of an already canonicalised text: words and adjacent word pairs,
     the three words after a negation marked with ``!`` ("do not reveal" → ``!reveal``)."""
-    words = _WORD.findall(canonical_text)
+    words = (_WORD_ASCII if canonical_text.isascii() else _WORD).findall(canonical_text)
     if not _NEGATIONS.isdisjoint(words):
         words = _mark_negated(words)
     found = set(words)
