@@ -94,34 +94,37 @@ class Parser:
             self._retry = int(value)
 
     def simple_events(self, chunk: bytes) -> list[bytes] | None:
-        """The events of ``chunk`` as ``data: <payload>`` lines (without the blank line) when
-        every one of them is that simple — one ``data:`` field with a space and a non-empty
-        value, LF line ends, nothing pending from an earlier chunk, the chunk ending at an event
-        boundary — as upstreams send nearly always; None otherwise (then use ``feed``). What it
-        returns is what ``feed`` would dispatch, already in canonical form, so a caller can pass
-        the bytes on without decoding and encoding them."""
+        """The payloads of ``chunk``'s events (each event's one ``data:`` value, without the
+        ``data: ``) when every event is that simple — one ``data:`` field with a space and a
+        non-empty value, LF line ends, nothing pending from an earlier chunk, the chunk ending
+        at an event boundary — as upstreams send nearly always; None otherwise (then use
+        ``feed``). The payloads are what ``feed`` would dispatch as data (undecoded), and each
+        event is ``data: <payload>`` and a blank line in ``chunk``, so a caller can pass the
+        bytes on without decoding and encoding them."""
         if (
             self._buf
             or self._data
             or self._skip_lf
+            or not chunk.startswith(b"data: ")
             or not chunk.endswith(b"\n\n")
             or chunk.find(b"\r") >= 0  # not ``in``: bytes ``in`` first tries an integer
-            or not chunk.startswith(b"data: ")
         ):
             return None
-        blocks = chunk.split(b"\n\n")
-        blocks.pop()
-        n = len(blocks)
-        # Each block one line (two LFs per block in all), each a "data: " line, none empty.
-        if (
-            chunk.count(b"\n") != 2 * n
-            or chunk.count(b"\n\ndata: ") != n - 1
-            or chunk.find(b"data: \n") >= 0
-        ):
-            return None
+        end = len(chunk) - 2
+        if chunk.find(b"\n") == end:  # one event (the usual read): one line, then a blank one
+            if end == 6:  # "data: " and nothing: empty data is not dispatched
+                return None
+            payloads = [chunk[6:end]]
+        else:
+            # "data: p1\n\ndata: p2 … \n\n": split at the event boundaries; a line end left
+            # inside a payload (another field, multi-line data, a blank line too many) or an
+            # empty payload is not simple.
+            payloads = chunk[6:end].split(b"\n\ndata: ")
+            if b"" in payloads or b"".join(payloads).find(b"\n") >= 0:
+                return None
         self._started = True
         self._event = None
-        return blocks
+        return payloads
 
     @property
     def has_partial(self) -> bool:

@@ -126,8 +126,8 @@ def test_writer_output_parses_back(events: list[tuple[str, str | None]]) -> None
 def test_simple_events_are_what_feed_would_dispatch() -> None:
     chunk = b'data: {"a":1}\n\ndata: [DONE]\n\n'
     fast = sse.Parser().simple_events(chunk)
-    assert fast == [b'data: {"a":1}', b"data: [DONE]"]
-    assert [e.data for e in sse.Parser().feed(chunk)] == [b[6:].decode() for b in fast]
+    assert fast == [b'{"a":1}', b"[DONE]"]
+    assert [e.data for e in sse.Parser().feed(chunk)] == [b.decode() for b in fast]
 
 
 @pytest.mark.parametrize(
@@ -141,6 +141,11 @@ def test_simple_events_are_what_feed_would_dispatch() -> None:
         b"data:x\n\n",  # no space after the colon
         b"data: \n\n",  # empty data (not dispatched)
         b"\xef\xbb\xbfdata: x\n\n",  # a BOM
+        b"data: a\n\ndata: \n\n",  # an empty one after a simple one
+        b"data: a\n\n\n",  # a blank line too many
+        b"data: a\n\n\ndata: b\n\n",  # a blank line too many between two
+        b"data: a\n\nevent: x\ndata: b\n\n",  # another field in the second event
+        b"data: a\n\n: comment\n\n",  # a comment after a simple one
     ],
 )
 def test_anything_else_takes_the_full_parser(chunk: bytes) -> None:
@@ -151,3 +156,24 @@ def test_no_fast_path_while_an_event_is_pending() -> None:
     p = sse.Parser()
     assert p.feed(b"data: par") == []
     assert p.simple_events(b'data: {"a":1}\n\n') is None
+
+
+fragments = st.sampled_from(
+    [b"data: ", b"data:", b"data: x", b'{"a":1}', b"\n", b"\n\n", b"\r", b": c", b"event: e", b" "]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(fragments, max_size=12))
+def test_simple_events_say_what_feed_says(parts: list[bytes]) -> None:
+    """Whenever the fast path takes a chunk, its payloads are exactly the data of the events
+    the full parser dispatches from it, with nothing left pending."""
+    chunk = b"".join(parts)
+    fast = sse.Parser().simple_events(chunk)
+    if fast is None:
+        return
+    full = sse.Parser()
+    events = full.feed(chunk)
+    assert [(e.data, e.event) for e in events] == [(p.decode(), None) for p in fast]
+    assert not full.has_partial
+    assert chunk == b"".join(b"data: " + p + b"\n\n" for p in fast)

@@ -32,7 +32,6 @@ DEFAULT_BASE_URLS = {
     Provider.MISTRAL: "https://api.mistral.ai/v1",
 }
 PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings"}
-_DONE_LINE = b"data: [DONE]"
 
 
 def usage_of(obj: dict[str, Any]) -> Usage | None:
@@ -122,59 +121,63 @@ class OpenAIStream(EventStream):
         self._dirty = False
 
     def feed(self, chunk: bytes, out: list[bytes]) -> None:
-        blocks = self.parser.simple_events(chunk)
-        if blocks is None:
+        payloads = self.parser.simple_events(chunk)
+        if payloads is None:
             super().feed(chunk, out)
             return
-        loads, check, done_line = orjson.loads, self._check, _DONE_LINE
+        loads, check = orjson.loads, self._check
         # Events that go on unchanged leave as runs of ``chunk`` (the whole chunk in the usual
-        # case): blocks ``kept`` to ``i`` (exclusive) are the run not yet in ``out``; ``i``
-        # ends as the number of blocks taken (all of them, unless [DONE] or an error).
+        # case): events ``kept`` to ``i`` (exclusive) are the run not yet in ``out``; ``i``
+        # ends as the number of events taken (all of them, unless [DONE] or an error).
         kept = i = 0
         content = 0  # middle chunks with content, added to ``content_chunks`` at the end
         try:
-            for i, block in enumerate(blocks):
-                if block == done_line:
+            for i, payload in enumerate(payloads):
+                if payload == b"[DONE]":
                     self.complete = self.finished = True
                     return
                 try:
-                    obj = loads(block[6:])
+                    obj = loads(payload)
                 except orjson.JSONDecodeError:
-                    if block[6:].strip() == b"[DONE]":
+                    if payload.strip() == b"[DONE]":
                         self.complete = self.finished = True
                         return
                     obj = None
+                # The middle of a stream (an object with one choice, an object ``delta``, no
+                # finish, no tool calls, no usage, no error) is metered here, as ``_check``
+                # would; anything else takes ``_check``. The look-ups succeed only on objects:
+                # ``obj["choices"]`` on a dict, ``choice["delta"]`` on a dict, ``.get`` on a
+                # dict (no other JSON value has it).
+                try:
+                    (choice,) = obj["choices"]
+                    delta = choice["delta"]
+                    text = delta.get("content")
+                except (LookupError, TypeError, ValueError, AttributeError):
+                    pass
+                else:
+                    if (
+                        not choice.get("finish_reason")
+                        and "tool_calls" not in delta
+                        and "error" not in obj
+                        and not obj.get("usage")
+                    ):
+                        if text:
+                            content += 1
+                        continue
                 if type(obj) is not dict:  # what orjson refuses (huge numbers), or an error
-                    obj = _loads(block[6:], self.backend)
-                # The middle of a stream (one choice, no finish, no tool calls, no usage, no
-                # error) is metered here, as ``_check`` would; anything else takes ``_check``.
-                choices = obj.get("choices")
-                if type(choices) is list and len(choices) == 1:
-                    choice = choices[0]
-                    if type(choice) is dict:
-                        delta = choice.get("delta")
-                        if (
-                            type(delta) is dict
-                            and not choice.get("finish_reason")
-                            and "tool_calls" not in delta
-                            and "error" not in obj
-                            and not obj.get("usage")
-                        ):
-                            if delta.get("content"):
-                                content += 1
-                            continue
+                    obj = _loads(payload, self.backend)
                 if not check(obj) or self._dirty:
                     if i > kept:
-                        out.append(_run(chunk, blocks, kept, i))
+                        out.append(_run(chunk, payloads, kept, i))
                     if self._dirty:
                         out.append(self._encoded(obj))
                     kept = i + 1
-            i = len(blocks)
+            i = len(payloads)
         finally:
             self.content_chunks += content
             if i > kept:
-                whole = kept == 0 and i == len(blocks)
-                out.append(chunk if whole else _run(chunk, blocks, kept, i))
+                whole = kept == 0 and i == len(payloads)
+                out.append(chunk if whole else _run(chunk, payloads, kept, i))
 
     def event(self, ev: sse.Event) -> list[bytes]:
         data = ev.data
@@ -241,10 +244,11 @@ class OpenAIStream(EventStream):
         return []
 
 
-def _run(chunk: bytes, blocks: list[bytes], first: int, end: int) -> bytes:
-    """The bytes of ``blocks[first:end]`` in ``chunk`` (each block followed by a blank line)."""
-    start = sum(map(len, blocks[:first])) + 2 * first
-    return chunk[start : start + sum(map(len, blocks[first:end])) + 2 * (end - first)]
+def _run(chunk: bytes, payloads: list[bytes], first: int, end: int) -> bytes:
+    """The bytes of the events ``first`` to ``end`` (exclusive) in ``chunk``, whose events are
+    ``data: <payload>`` and a blank line each (``sse.Parser.simple_events``)."""
+    start = sum(map(len, payloads[:first])) + 8 * first
+    return chunk[start : start + sum(map(len, payloads[first:end])) + 8 * (end - first)]
 
 
 def _loads(data: str | bytes, backend: str) -> dict[str, Any]:
