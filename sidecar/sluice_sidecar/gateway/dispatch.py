@@ -231,12 +231,14 @@ class TryTimer:
     also cancelled for another reason (the client went away) — at a fraction of the cost (no
     coroutines to enter and leave, one timer handle). ``seconds=None`` sets no time: the block
     ends only when ``expire`` is called (``asyncio.Timeout.reschedule`` to now). Enter it in the
-    task it bounds."""
+    task it bounds; ``loop`` is the running loop when the caller knows it (``Gateway.loop``)."""
 
     __slots__ = ("_cancelling", "_expired", "_handle", "_loop", "_task")
 
-    def __init__(self, seconds: float | None) -> None:
-        self._loop = loop = asyncio.get_running_loop()
+    def __init__(
+        self, seconds: float | None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        self._loop = loop = loop or asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("TryTimer should be used inside a task")

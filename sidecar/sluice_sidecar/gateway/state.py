@@ -10,6 +10,7 @@ audit record and the spans.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -91,6 +92,9 @@ class Gateway:
     signatures: translate.SignatureStore = field(default_factory=translate.SignatureStore)
     _routes: dict[str, _RouteEntry] = field(default_factory=dict)
     _auditing: bool = field(default=True, init=False)
+    #: The event loop that serves the requests (set by ``start``), so the request path need not
+    #: ask ``asyncio.get_running_loop`` (a ``getpid`` system call each time) per request.
+    loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._auditing = not isinstance(self.audit, NullAudit)
@@ -117,6 +121,8 @@ class Gateway:
         self.snapshot = snap
 
     def start(self, session: aiohttp.ClientSession) -> None:
+        with contextlib.suppress(RuntimeError):  # started outside a loop: the path asks asyncio
+            self.loop = asyncio.get_running_loop()
         http = HttpTransport(session, self.clock, Scrubber(self.credentials.known))
         self.transports = {p: http for p in Provider if p is not Provider.MOCK}
         self.transports[Provider.MOCK] = MockTransport(self.clock, self.rng)

@@ -78,7 +78,7 @@ async def try_stream(gw: Gateway, ex: Exchange, call: Call, tr: Translator) -> O
     up: Upstream | None = None
     frames: AsyncGenerator[bytes, None] | None = None
     try:
-        with dispatch.TryTimer(first_budget):
+        with dispatch.TryTimer(first_budget, gw.loop):
             up = await gw.transports[call.backend.provider].open(call, tr.backend)
             frames = up.frames()
             first = await anext(frames, None)
@@ -178,7 +178,7 @@ class _Relay:
         route = ex.route
         assert route is not None
         idle = route.timeouts.idle
-        loop = asyncio.get_running_loop()
+        loop = gw.loop or asyncio.get_running_loop()
         plain = self.plain
         write = self.resp.write
         try:
@@ -186,7 +186,7 @@ class _Relay:
                 return self._stopped()
             if not self.sent:  # nothing of the first frame went out: the headers go alone
                 await self.resp.write(b"")
-            with dispatch.TryTimer(None) as tm:
+            with dispatch.TryTimer(None, loop) as tm:
                 dog = _Watchdog(loop, tm, idle, lambda: dispatch.time_left(gw, ex, idle))
                 try:
                     async for frame in frames:
