@@ -824,26 +824,27 @@ def _root(words: tuple[str, ...]) -> dict[str, Any]:
     return root
 
 
-def _emit(node: dict[str, Any]) -> str:
-    alts = [re.escape(ch) + _emit(sub) for ch, sub in sorted(node.items()) if ch]
+def _emit(node: dict[str, Any], order: str = "") -> str:
+    """The alternation of a trie node, children in ``order`` (then alphabetical): the regex
+    engine tries them in turn, and they differ in their first character."""
+    keys = sorted((ch for ch in node if ch), key=lambda ch: (order.find(ch) % (len(order) + 1), ch))
+    alts = [re.escape(ch) + _emit(node[ch]) for ch in keys]
     if not alts:
         return ""
     body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
     return f"(?:{body})?" if "" in node else body
 
 
+#: Letters by how often English words start with them: the first branches of a trie tried.
+_FIRST_LETTERS = "tasowicbphfmdrelngyuvjkqz"
+
+
 def _trie(words: tuple[str, ...]) -> str:
     """An alternation of ``words`` factored by common prefixes (``a(?:i|moral|…)``): it matches
     where the plain alternation matches, and fails at the first character that no word has
-    there instead of trying every word."""
-    return _emit(_root(words))
-
-
-#: Where a persona cue may start, but for ``[`` (``_scan_anchors`` finds those with
-#: ``str.find``): the places of ``\b(?:2\b|word|…)``, searched for in the same pass as the
-#: family anchors (``_ANCHOR_SCAN``). Every word is a run of word characters, so no other word
-#: start lies inside one.
-_PERSONA_START = r"2\b|" + _trie(_PERSONA_WORDS)
+    there instead of trying every word (the first characters in ``_FIRST_LETTERS`` order:
+    a word start is usually decided after a few tries)."""
+    return _emit(_root(words), _FIRST_LETTERS)
 
 
 #: Weight of the ``persona`` signal by the number of distinct cues found (more: the last).
@@ -885,29 +886,32 @@ def _word_anchors() -> dict[str, tuple[str, ...]]:
 #: Anchors starting with a letter or digit, by their first two characters.
 _WORD_ANCHORS = _word_anchors()
 _OTHER_ANCHORS = tuple(a for a in _BY_ANCHOR if not a[0].isalnum())
-#: One pass over the text for the anchors starting with a letter or digit, at the start of a
-#: word (group 1: the longest there, looked ahead at, not consumed: another may start at the
-#: next word inside it), and for where a persona word starts (group 2 or 3). It matches the
-#: character before a word start (searched in ``" " + text``, so positions in the text are the
-#: match starts): a pattern that starts with a character class is tried only where that class
-#: matches (the regex engine skips to it; a ``\b`` it would try at every position), and it
-#: stops only where an anchor starts, not at every word start that begins like one.
-_ANCHOR_SCAN_BODY = (
-    r"[^\w](?:(?=("
-    + _trie(tuple(a for a in _BY_ANCHOR if a[0].isalnum()))
-    + f"))(?=({_PERSONA_START}))?|(?=({_PERSONA_START})))"
-)
+_START_ANCHORS = tuple(a for a in _BY_ANCHOR if a[0].isalnum())
+_STARTS = tuple(dict.fromkeys((*_START_ANCHORS, *_PERSONA_WORDS)))
+#: One pass over the text for the anchors starting with a letter or digit and for where a
+#: persona cue may start (a persona word, a standalone ``2``; a ``[`` is found with
+#: ``str.find``), both at the start of a word: group 1 is the longest of those words there
+#: (looked ahead at, not consumed: another may start at the next word inside it; every
+#: persona word is a run of word characters). It matches the character before a word start
+#: (searched in ``" " + text``, so positions in the text are the match starts): a pattern that
+#: starts with a character class is tried only where that class matches (the regex engine
+#: skips to it; a ``\b`` it would try at every position), and it stops only where a word
+#: starts, not at every word start that begins like one.
+_ANCHOR_SCAN_BODY = r"[^\w](?=(2\b|" + _trie(_STARTS) + "))"
 _ANCHOR_SCAN = re.compile(_ANCHOR_SCAN_BODY)
 #: The same for ASCII text, where ``\w`` means the same in both modes and the ASCII one is a
 #: table look-up per character (the Unicode one, several database look-ups).
 _ANCHOR_SCAN_ASCII = re.compile(_ANCHOR_SCAN_BODY, re.ASCII)
-#: Each such anchor → the anchors it starts with (itself included): all that occur where it
-#: is the longest.
-_PREFIXES: dict[str, tuple[str, ...]] = {
-    a: tuple(b for b in _BY_ANCHOR if b[0].isalnum() and a.startswith(b))
-    for a in _BY_ANCHOR
-    if a[0].isalnum()
+#: Each such longest word → the anchors it starts with (those that occur where it is the
+#: longest) and whether it starts with a persona word.
+_AT_START: dict[str, tuple[tuple[str, ...], bool]] = {
+    w: (
+        tuple(a for a in _START_ANCHORS if w.startswith(a)),
+        any(w.startswith(p) for p in _PERSONA_WORDS),
+    )
+    for w in _STARTS
 }
+_AT_START["2"] = ((), True)
 
 
 def _scan_anchors(text: str) -> tuple[dict[str, list[int]], list[int]]:
@@ -918,13 +922,10 @@ def _scan_anchors(text: str) -> tuple[dict[str, list[int]], list[int]]:
     scan = _ANCHOR_SCAN_ASCII if text.isascii() else _ANCHOR_SCAN
     for m in scan.finditer(" " + text):
         at = m.start()
-        longest = m.group(1)
-        if longest is None:  # a persona word
-            persona.append(at)
-            continue
-        for anchor in _PREFIXES[longest]:
+        anchors, cue = _AT_START[m.group(1)]
+        for anchor in anchors:
             found.setdefault(anchor, []).append(at)
-        if m.group(2) is not None:
+        if cue:
             persona.append(at)
     at = text.find("[")
     if at != -1:
