@@ -158,3 +158,17 @@ def test_ascii_text_gets_the_same_words_and_anchors_from_the_ascii_patterns(text
     assert injection_model._WORD_ASCII.findall(text) == injection_model._WORD.findall(text)
     fast = [m.groups() for m in injection._ANCHOR_SCAN_ASCII.finditer(" " + text)]
     assert fast == [m.groups() for m in injection._ANCHOR_SCAN.finditer(" " + text)]
+
+
+_LETTER_SPACED_PLAIN = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_*|]){2,}[^\W\d_](?![^\W_])")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="ab é.-_*|x1\nД", max_size=40))
+def test_letter_spaced_words_are_joined_as_by_the_plain_pattern(text: str) -> None:
+    want = _LETTER_SPACED_PLAIN.subn(lambda m: m.group()[::2], text)
+    for pattern in (canonical._LETTER_SPACED, canonical._LETTER_SPACED_ASCII):
+        if pattern is canonical._LETTER_SPACED_ASCII and not text.isascii():
+            continue
+        joined, count = pattern.subn(canonical._join_letters, " " + text)
+        assert (joined[1:], count) == want

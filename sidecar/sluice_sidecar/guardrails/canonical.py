@@ -111,7 +111,20 @@ _COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\u
 _INVISIBLE_ANY = re.compile(f"[{_INVISIBLE_CLASS}]")
 _LOOKALIKE_ANY = re.compile(f"[{_LOOKALIKES}]")
 _LETTER_GATE = re.compile(r"[ .\-_*|][^\W\d_][ .\-_*|][^\W\d_][ .\-_*|]")
-_LETTER_SPACED = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_*|]){2,}[^\W\d_](?![^\W_])")
+#: A letter-spaced word (group 2) and the character before it (group 1; searched in
+#: ``" " + text``): the words of ``(?<![^\W_])(?:[^\W\d_][ .\-_*|]){2,}[^\W\d_](?![^\W_])``,
+#: found faster (a pattern that starts with a character class is tried only where the class
+#: matches; a lookbehind first is tried at every position). ASCII text uses the ``re.ASCII``
+#: twin (the same classes there; a table look-up per character).
+_LETTER_SPACED_BODY = r"([\W_])((?:[^\W\d_][ .\-_*|]){2,}[^\W\d_])(?![^\W_])"
+_LETTER_SPACED = re.compile(_LETTER_SPACED_BODY)
+_LETTER_SPACED_ASCII = re.compile(_LETTER_SPACED_BODY, re.ASCII)
+
+
+def _join_letters(m: re.Match[str]) -> str:
+    return m.group(1) + m.group(2)[::2]
+
+
 #: A Base64 run (group 1), matched with the character before it (searched in ``" " + text``):
 #: the runs of ``(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{16,}={0,2}``, found faster (a pattern
 #: that starts with a character class is tried only where the class matches; a lookbehind
@@ -206,7 +219,9 @@ def _canonical(text: str, depth: int, budget: _Budget) -> Canonical:
     view = folded.casefold()
     spaced = 0
     if _LETTER_GATE.search(view):
-        view, spaced = _LETTER_SPACED.subn(lambda m: m.group()[::2], view)
+        spacing = _LETTER_SPACED_ASCII if view.isascii() else _LETTER_SPACED
+        joined, spaced = spacing.subn(_join_letters, " " + view)
+        view = joined[1:]
     view = " ".join(view.split())
     decoded_at = len(view)
     decoded = 0
