@@ -121,3 +121,33 @@ def test_every_match_of_a_triggered_detector_holds_its_trigger(text: str) -> Non
                 continue
             for m in det.pattern.finditer(text):
                 assert det.trigger.search(m.group()) is not None, (det.entity, m.group())
+
+
+_PHONE_SEPARATORS_PLAIN = re.compile(r"[ .-]{2}|[().-][ .-]|\)\(|[ .-]$")
+_PHONE_WORDS_PLAIN = re.compile(
+    r"\b(?:(?:phone|telephone|call\w*|mobile?|cell|hotline|fax|whatsapp|sms|text me|reach"
+    r"|my number|telefon\w*|handy\w*|mobil\w*|rufnummer|rufen|anrufen|erreichbar|durchwahl"
+    r"|t[ée]l[ée]phone|portable|appel\w*|joignable|cellulare|chiam\w*|tel[ée]fono"
+    r"|m[óo]vil|ll[áa]m\w*|telefoon|bel|mobiel|gsm|telefone|telem[óo]vel|ligue"
+    r"|zadzwo[ńn]\w*|kom[óo]rk\w*)\b|(?:t[ée]l|ph|mob|tlf)\b\.?)[^\d.!?#\n]{0,24}$"
+)
+WORDS_BEFORE = st.lists(
+    st.sampled_from(["tel", "tél.", "ph", "call", "calls2", "mobile", "text me", "my number"])
+    | st.sampled_from(["phone", "xphone", "bel", "gsm", "_", "é", "3", ".", "!", "\n", ":", " "])
+    | st.text(alphabet="aelnopt .:-1\n", max_size=5),
+    max_size=10,
+).map(lambda parts: "".join(parts)[-32:])
+
+
+@settings(max_examples=500, deadline=None)
+@given(WORDS_BEFORE)
+def test_phone_words_are_found_where_the_plain_pattern_finds_them(before: str) -> None:
+    got = detectors._PHONE_WORDS.search(" " + before) is not None
+    assert got == (_PHONE_WORDS_PLAIN.search(before) is not None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="0123 ().-/x", max_size=16))
+def test_phone_separators_are_found_where_the_plain_pattern_finds_them(text: str) -> None:
+    got = detectors._PHONE_SEPARATORS.search(text) is not None
+    assert got == (_PHONE_SEPARATORS_PLAIN.search(text) is not None)

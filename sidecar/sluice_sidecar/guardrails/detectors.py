@@ -303,7 +303,9 @@ _PHONE = re.compile(  # starts with a character class: the regex engine skips to
     r"|(?<=0)(?P<trunk>\d{1,4}(?:[ /-]\d{3,8}){1,3}))))" + _EXT + r"(?![\w]|[.-]\d)",
     re.ASCII,
 )
-_PHONE_SEPARATORS = re.compile(r"[ .-]{2}|[().-][ .-]|\)\(|[ .-]$")
+#: ``[ .-]{2}|[().-][ .-]|\)\(|[ .-]$`` written to start with a character class (the regex
+#: engine skips to it; the alternation it would try at every position).
+_PHONE_SEPARATORS = re.compile(r"[ ().-](?:[ .-]|(?<=\))\(|(?<=[ .-])$)")
 
 
 def _phone(m: re.Match[str]) -> tuple[int, int] | None:
@@ -340,8 +342,12 @@ _PHONE_LOOSE = re.compile(
     + r"(?![\w]|[.,/-]\d)",
     re.ASCII,
 )
+#: Searched in ``" " + before``: it matches the character before the word, where
+#: ``\b(?:phone|…)`` has ``\b`` (every word starts with a letter, so that character is no
+#: word character, or the start): a pattern that starts with a character class is tried only
+#: where the class matches, a ``\b`` at every position.
 _PHONE_WORDS = re.compile(
-    r"\b(?:(?:phone|telephone|call\w*|mobile?|cell|hotline|fax|whatsapp|sms|text me|reach"
+    r"[^\w](?:(?:phone|telephone|call\w*|mobile?|cell|hotline|fax|whatsapp|sms|text me|reach"
     r"|my number|telefon\w*|handy\w*|mobil\w*|rufnummer|rufen|anrufen|erreichbar|durchwahl"
     r"|t[ée]l[ée]phone|portable|appel\w*|joignable|cellulare|chiam\w*|tel[ée]fono"
     r"|m[óo]vil|ll[áa]m\w*|telefoon|bel|mobiel|gsm|telefone|telem[óo]vel|ligue"
@@ -358,7 +364,7 @@ def _phone_loose(m: re.Match[str]) -> tuple[int, int] | None:
         return None
     if text.count(".") == 1 and _digits(text) == len(text) - 1:  # a decimal: 25.371217
         return None
-    if _PHONE_WORDS.search(_before(m)) is None:
+    if _PHONE_WORDS.search(" " + _before(m)) is None:
         return None
     return m.span()
 
