@@ -151,3 +151,28 @@ def test_phone_words_are_found_where_the_plain_pattern_finds_them(before: str) -
 def test_phone_separators_are_found_where_the_plain_pattern_finds_them(text: str) -> None:
     got = detectors._PHONE_SEPARATORS.search(text) is not None
     assert got == (_PHONE_SEPARATORS_PLAIN.search(text) is not None)
+
+
+_EXT = r"(?P<ext>[ ]?(?:x|ext\.?)[ ]?\d{1,5})?"
+#: ``_PHONE`` with its lookbehind in each alternative, as it was.
+_PHONE_PLAIN = re.compile(
+    r"[+(\d](?:(?<=\+)(?<![\w+.-]\+)(?P<intl>[1-9][\d ().-]{6,22}\d)"
+    r"|(?<=\()(?<![\w+.-]\()(?:\d{3}\)[ ]?\d{3}[ .-]\d{4}"
+    r"|(?P<ptrunk>0\d{1,4}\)[ /-]?\d{2,8}(?:[ -]\d{2,8}){0,2}))"
+    r"|(?<=\d)(?<![\w+.-]\d)(?:\d\d(?P<nanp>[.-])\d{3}(?P=nanp)\d{4}"
+    r"|(?<!\d \d)(?:\d\d[ .-]\d{3}[ .-]\d{4}"
+    r"|(?<=1)[ .-]?(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+    r"|(?<=0)01[ .-]\d{3}[ .-]\d{3}[ .-]\d{4}"
+    r"|(?<=0)[1-9](?:[ .]\d{2}){4}"
+    r"|(?<=0)(?P<trunk>\d{1,4}(?:[ /-]\d{3,8}){1,3}))))" + _EXT + r"(?![\w]|[.-]\d)",
+    re.ASCII,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(TEXT)
+def test_phone_matches_what_the_pattern_with_a_lookbehind_per_alternative_matched(
+    text: str,
+) -> None:
+    got = [(m.span(), m.groupdict()) for m in detectors._PHONE.finditer(text)]
+    assert got == [(m.span(), m.groupdict()) for m in _PHONE_PLAIN.finditer(text)]

@@ -292,10 +292,12 @@ def _ssn(m: re.Match[str]) -> tuple[int, int] | None:
 #: A trailing extension: ``x1234``, `` ext. 12``.
 _EXT = r"(?P<ext>[ ]?(?:x|ext\.?)[ ]?\d{1,5})?"
 _PHONE = re.compile(  # starts with a character class: the regex engine skips to candidates
-    r"[+(\d](?:(?<=\+)(?<![\w+.-]\+)(?P<intl>[1-9][\d ().-]{6,22}\d)"
-    r"|(?<=\()(?<![\w+.-]\()(?:\d{3}\)[ ]?\d{3}[ .-]\d{4}"
+    # Not after a word character, "+", "." or "-" (one lookbehind for the three first
+    # characters: a digit inside a number fails there, before the alternatives are tried).
+    r"[+(\d](?<![\w+.-][+(\d])(?:(?<=\+)(?P<intl>[1-9][\d ().-]{6,22}\d)"
+    r"|(?<=\()(?:\d{3}\)[ ]?\d{3}[ .-]\d{4}"
     r"|(?P<ptrunk>0\d{1,4}\)[ /-]?\d{2,8}(?:[ -]\d{2,8}){0,2}))"
-    r"|(?<=\d)(?<![\w+.-]\d)(?:\d\d(?P<nanp>[.-])\d{3}(?P=nanp)\d{4}"  # NANP after "2024 "
+    r"|(?<=\d)(?:\d\d(?P<nanp>[.-])\d{3}(?P=nanp)\d{4}"  # NANP after "2024 "
     r"|(?<!\d \d)(?:\d\d[ .-]\d{3}[ .-]\d{4}"  # not inside a run of digit groups
     r"|(?<=1)[ .-]?(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
     r"|(?<=0)01[ .-]\d{3}[ .-]\d{3}[ .-]\d{4}"
