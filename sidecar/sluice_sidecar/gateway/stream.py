@@ -182,8 +182,13 @@ class _Relay:
         plain = self.plain
         write = self.resp.write
         try:
-            if first is not None and not await self.write(first):
-                return self._stopped()
+            if first is not None:
+                sent = self.sent + len(first)
+                if plain and sent <= self.limit:  # the usual case, as in the loop below
+                    self.sent = sent
+                    await write(first)
+                elif not await self.write(first):
+                    return self._stopped()
             if not self.sent:  # nothing of the first frame went out: the headers go alone
                 await self.resp.write(b"")
             with dispatch.TryTimer(None, loop) as tm:
