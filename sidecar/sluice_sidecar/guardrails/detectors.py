@@ -478,6 +478,7 @@ _ANY = re.compile(
 #: Where a card, SSN, phone or IPv4 match may start: their patterns start with ``[+(\d]`` and
 #: none starts at a digit that follows a word character (each one's lookbehind says so).
 _NUMBER_LEAD = re.compile(r"[+(0-9](?<![A-Za-z0-9_][0-9])")
+_EVERYWHERE = re.compile("")
 #: Where an IBAN match may start: its pattern's first four characters.
 _IBAN_LEAD = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}")
 #: The longest text a trigger matches (``github_pat_``): a trigger that starts this far from
@@ -549,6 +550,7 @@ class Scanner:
         "_detectors",
         "_extra",
         "_forward",
+        "_lead_index",
         "_leads",
         "_tails",
         "_triggers",
@@ -573,17 +575,16 @@ class Scanner:
             else re.compile("[" + "".join(re.escape(c) for c in sorted(d.run)) + "]*")
             for d in self._detectors
         )
-        #: The distinct leads of the detectors without a trigger (None: one has none), and
-        #: the distinct triggers: ``StreamScan`` skips scans while none occurs in new text.
-        #: Separate searches, not one alternation: each pattern starts with a literal or a
-        #: character class, which the regex engine skips to (an alternation of them it
-        #: would try at every position).
-        plain = [d for d in self._detectors if d.trigger is None]
-        self._leads = (
-            None
-            if any(d.lead is None for d in plain)
-            else tuple(dict.fromkeys(d.lead for d in plain if d.lead is not None))
-        )
+        #: The distinct leads of the detectors without a trigger (one without a lead has the
+        #: empty pattern: it matches everywhere), each detector's index among them (-1 with a
+        #: trigger), and the distinct triggers: ``StreamScan`` skips the scans of a lead's
+        #: detectors while it does not occur in new text, of the triggered ones while no
+        #: trigger does. Separate searches, not one alternation: each pattern starts with a
+        #: literal or a character class, which the regex engine skips to (an alternation of
+        #: them it would try at every position).
+        leads = [None if d.trigger is not None else d.lead or _EVERYWHERE for d in self._detectors]
+        self._leads = tuple(dict.fromkeys(lead for lead in leads if lead is not None))
+        self._lead_index = tuple(-1 if lead is None else self._leads.index(lead) for lead in leads)
         self._triggers = tuple(
             dict.fromkeys(d.trigger for d in self._detectors if d.trigger is not None)
         )
@@ -737,6 +738,7 @@ class StreamScan:
         "_extra",
         "_forward",
         "_lead_from",
+        "_lead_index",
         "_leads",
         "_n",
         "_resume",
@@ -750,10 +752,12 @@ class StreamScan:
         self._forward = scanner._forward
         self._extra = scanner._extra
         self._leads = scanner._leads
+        self._lead_index = scanner._lead_index
         self._triggers = scanner._triggers
-        #: Stream positions before which no detector without a trigger can start a match
-        #: (no lead in the settled text searched), and no trigger starts (in text searched).
-        self._lead_from = 0
+        #: Per lead: the stream position before which none of its detectors can start a
+        #: match (no lead in the settled text searched); before ``_trig_from`` no trigger
+        #: starts (in the text searched).
+        self._lead_from = [0] * len(self._leads)
         self._trig_from = 0
         #: Per tail: its run, its reach and where its trailing run starts.
         self._runs: list[list[Any]] = [[run, reach, 0] for run, reach in scanner._tails]
@@ -832,11 +836,11 @@ class StreamScan:
         while no lead (``Detector.lead``) starts in the settled text they have not scanned
         (the attempts there failed and are decided: the scan would only move on), the others
         while no trigger occurs from ``pos`` on (no window to scan or grow). A stream of prose
-        or of personal data spread thin then costs two searches in C per batch."""
+        or of personal data spread thin then costs a few searches in C per batch."""
         spans, extents = found
-        cands, resume = self._cands, self._resume
-        plain_at, windows = self._what_to_scan(text, base, pos, settled)
-        if plain_at < 0 and not windows and not any(cands):
+        cands, resume, lead_index = self._cands, self._resume, self._lead_index
+        starts, windows = self._what_to_scan(text, base, pos, settled)
+        if not windows and not any(cands) and max(starts, default=-1) < 0:
             return
         floor = base + pos
         top = base + limit
@@ -851,6 +855,7 @@ class StreamScan:
                 del kept[:j]
             growing: list[_Candidate] = []
             if det.trigger is None:
+                plain_at = starts[lead_index[i]]
                 if plain_at >= 0:
                     at = resume[i] - base
                     at = at if at > plain_at else plain_at
@@ -879,38 +884,35 @@ class StreamScan:
                     if span is not None:
                         spans.append(span)
 
-    def _what_to_scan(self, text: str, base: int, pos: int, settled: int) -> tuple[int, bool]:
-        """Where the detectors without a trigger may resume (-1: no scan can find anything),
-        and whether the ones with a trigger have a window to scan."""
-        plain_at = -1
-        leads = self._leads
-        if leads is None:
-            plain_at = pos
-        else:
-            lo = self._lead_from - base
+    def _what_to_scan(self, text: str, base: int, pos: int, settled: int) -> tuple[list[int], bool]:
+        """Per lead: where its detectors may resume (-1: no scan can find anything, since no
+        match starts before the first lead; resuming there finds the same), and whether the
+        detectors with a trigger have a window to scan."""
+        starts: list[int] = []
+        froms = self._lead_from
+        for k, lead in enumerate(self._leads):
+            lo = froms[k] - base
             lo = lo if lo > pos else pos
+            at = -1
             if settled > lo:
-                first = settled
-                for lead in leads:
-                    m = lead.search(text, lo)
-                    if m is not None and m.start() < first:
-                        first = m.start()
-                if first < settled:  # no match starts before the first lead: resume there
-                    plain_at = first
+                m = lead.search(text, lo)
+                if m is None or m.start() >= settled:
+                    froms[k] = base + settled
                 else:
-                    self._lead_from = base + settled
+                    at = m.start()
+            starts.append(at)
         if not self._triggers:
-            return plain_at, False
+            return starts, False
         lo = self._trig_from - base
         lo = lo if lo > pos else pos
         for trigger in self._triggers:
             if trigger.search(text, lo) is not None:
-                return plain_at, True
+                return starts, True
         # A trigger starting before this point lies in the text searched: none does.
         lo = len(text) - TRIGGER_WIDTH
         if lo > self._trig_from - base:
             self._trig_from = base + lo
-        return plain_at, False
+        return starts, False
 
     def _scan(self, i: int, det: Detector, text: str, *, base: int, at: int, settled: int) -> None:
         """Scan a detector without markers from ``at``: candidates starting before the settled
