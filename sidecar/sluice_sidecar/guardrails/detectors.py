@@ -204,7 +204,8 @@ class Detector:
     reach: int
     #: A cheap necessary condition on the text (C-speed substring tests), or None.
     hint: Callable[[str], bool] | None = None
-    #: For kinds whose matches hold a rare marker (``@``, ``:``, a key prefix): the marker.
+    #: For kinds whose matches hold a rare marker (``@``, two colons at most four hex digits
+    #: apart, a key prefix): the marker (at most ``TRIGGER_WIDTH`` characters).
     #: The pattern then runs only over the runs of ``run`` characters around each marker
     #: (a match lies in one, and an attempt reads one character past it at most), with the
     #: same results as over the whole text and far less work on ordinary prose.
