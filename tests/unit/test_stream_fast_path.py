@@ -39,6 +39,10 @@ KINDS: dict[str, dict[str, Any]] = {
         "choices": [_choice({"content": "Hi"})],
         "usage": {"prompt_tokens": 3, "completion_tokens": 2},
     },
+    "usage beyond 64 bits": {
+        "choices": [],
+        "usage": {"prompt_tokens": 2**64, "completion_tokens": 2},
+    },
     "two choices": {
         "choices": [_choice({"content": "Hi"}), {**_choice({"content": "Ho"}), "index": 1}]
     },

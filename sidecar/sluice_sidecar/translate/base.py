@@ -244,6 +244,12 @@ _LONG_DIGITS = "0" * 19
 _LONG_DIGIT_BYTES = b"0" * 19
 
 
+def long_digits(data: bytes) -> bool:
+    """Whether ``data`` has a run of 19 or more digits: where orjson may read an integer
+    (beyond 64 bits) otherwise than the standard library (as a float)."""
+    return data.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_BYTES) >= 0
+
+
 def loads_json(data: str | bytes) -> Any:
     """A JSON value as the standard library reads it; None when it is not JSON. ``orjson``
     (several times cheaper) reads the text unless it has a run of 19 or more digits (orjson
@@ -251,7 +257,7 @@ def loads_json(data: str | bytes) -> Any:
     scrubber then rejects as usage); the standard library reads that and whatever orjson
     refuses (``NaN``, numbers beyond a double's range)."""
     if isinstance(data, bytes):
-        long = data.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_BYTES) >= 0
+        long = long_digits(data)
     else:
         long = data.translate(_TEXT_DIGITS_AS_ZERO).find(_LONG_DIGITS) >= 0
     if not long:
