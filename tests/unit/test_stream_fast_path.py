@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice_sidecar import errors
 from sluice_sidecar.contract import Backend, Route
-from sluice_sidecar.translate import Call
+from sluice_sidecar.translate import Call, openai_openai
 from sluice_sidecar.translate.openai_openai import OpenAIStream
 
 BACKEND = Backend(name="b", provider="openai-compatible", model="m", base_url="http://x")
@@ -107,3 +110,55 @@ def test_done_ends_the_stream_on_the_byte_path() -> None:
     event = _event(KINDS["finish"], "compact") + b"\n\n"
     out, _, _, complete = _meter([event + b"data: [DONE]\n\n"])
     assert out == event and complete
+
+
+#: Texts a stream may carry: quotes, backslashes, control characters, non-ASCII, empty.
+texts = st.text(alphabet=st.sampled_from(["a", " ", '"', "\\", "\n", "\x01", "é", "€", "😀", "/"]))
+shapes = st.sampled_from(
+    [
+        lambda t: {"choices": [_choice({"content": t})]},
+        lambda t: {"choices": [_choice({"role": "assistant", "content": t})]},
+        lambda t: {"choices": [_choice({"content": t}, "stop")]},
+        lambda t: {"choices": [_choice({"content": t})], "usage": None},
+        lambda t: {"choices": [_choice({"content": t})], "x": {"content": "y"}},
+        lambda t: {"choices": [_choice({"content": t})], "role": "content"},
+        lambda t: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": len(t)}},
+        lambda t: {"choices": [_choice({"content": None})]},
+    ]
+)
+#: Byte edits of an encoded event (inside its text, where the template puts its string).
+edits = st.sampled_from([None, b'"', b"\\", b"\x01", b"\xff", b"\xed\xa0\x80", b"\t"])
+
+
+def _raw(obj: dict[str, Any], style: str, edit: bytes | None) -> bytes:
+    data = _event(obj, style)
+    if edit is not None and b"zz" in data:
+        data = data.replace(b"zz", edit, 1)
+    return data + b"\n\n"
+
+
+def _outcome(pieces: list[bytes]) -> Any:
+    try:
+        return _meter(pieces)
+    except errors.UpstreamError as err:
+        return type(err).__name__, err.message
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.lists(st.tuples(shapes, texts, st.sampled_from(list(STYLES)), edits), max_size=12),
+    st.booleans(),
+)
+def test_a_templated_middle_event_meters_as_a_parsed_one(
+    events: list[tuple[Any, str, str, bytes | None]], one_read: bool
+) -> None:
+    """Events taken by the template (the last middle event with another string as its text)
+    are metered, passed on and refused exactly as when every event is parsed, whatever the
+    strings hold (quotes, escapes, control characters, invalid UTF-8 put in by hand) and
+    whatever else the events say."""
+    raws = [_raw(shape(text + "zz"), style, edit) for shape, text, style, edit in events]
+    pieces = [b"".join(raws)] if one_read else raws  # whole simple events: the byte-level path
+    templated = _outcome(pieces)
+    with mock.patch.object(openai_openai._Template, "of", return_value=None):
+        parsed = _outcome(pieces)
+    assert templated == parsed

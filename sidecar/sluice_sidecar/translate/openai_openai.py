@@ -17,6 +17,7 @@ sent ``stream_options`` (it reports usage on the last chunk anyway).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -110,7 +111,12 @@ class OpenAIStream(EventStream):
     each payload is checked as JSON and metered (``_check``), and the canonical bytes go on
     without being encoded again (runs of unchanged events as one slice of the chunk). Anything
     else (CR line ends, comments, multi-line data, an event split across reads) goes through
-    the full parser and is re-encoded canonically."""
+    the full parser and is re-encoded canonically.
+
+    The middle of a stream repeats one event with only its text changed, so the last middle
+    event that allows it is kept as a template (``_Template``): an event that is the template
+    with another plain JSON string as its ``delta.content`` is that event with that text —
+    valid JSON of the same shape — and is metered without being parsed."""
 
     def __init__(self, call: Call) -> None:
         super().__init__(call.backend.name)
@@ -119,8 +125,10 @@ class OpenAIStream(EventStream):
         self._tools: dict[Any, int] = {}
         #: ``_check`` changed the chunk: it is encoded again.
         self._dirty = False
+        #: The last middle event as a template (None until one could be taken).
+        self._template: _Template | None = None
 
-    def feed(self, chunk: bytes, out: list[bytes]) -> None:
+    def feed(self, chunk: bytes, out: list[bytes]) -> None:  # noqa: PLR0915 - one loop per event
         payloads = self.parser.simple_events(chunk)
         if payloads is None:
             super().feed(chunk, out)
@@ -132,10 +140,19 @@ class OpenAIStream(EventStream):
         kept = i = 0
         content = 0  # middle chunks with content, added to ``content_chunks`` at the end
         try:
+            tpl = self._template
+            head, tail, cut = (tpl.head, tpl.tail, tpl.cut) if tpl is not None else (b"", b"", 0)
             for i, payload in enumerate(payloads):
                 if payload == b"[DONE]":
                     self.complete = self.finished = True
                     return
+                if tpl is not None and payload.startswith(head) and payload.endswith(tail):
+                    # the template with another plain string as its text: a middle event
+                    literal = payload[len(head) : len(payload) - cut]
+                    if _PLAIN_STRING.fullmatch(literal) and (literal.isascii() or _utf8(literal)):
+                        if len(literal) > 2:  # more than the two quotes: some text
+                            content += 1
+                        continue
                 try:
                     obj = loads(payload)
                 except orjson.JSONDecodeError:
@@ -163,6 +180,11 @@ class OpenAIStream(EventStream):
                     ):
                         if text:
                             content += 1
+                        if type(text) is str:
+                            learnt = _Template.of(payload, text)
+                            if learnt is not None:
+                                tpl = self._template = learnt
+                                head, tail, cut = learnt.head, learnt.tail, learnt.cut
                         continue
                 # What orjson refused or read otherwise than the standard library (an integer
                 # beyond 64 bits as a float, which would turn a usage out of range into none)
@@ -245,6 +267,55 @@ class OpenAIStream(EventStream):
                 backend=self.backend,
             )
         return []
+
+
+#: A plain JSON string: quotes around anything but a quote, a backslash (no escapes) or a
+#: control character (the bytes must also be UTF-8: ``_utf8``).
+_PLAIN_STRING = re.compile(rb'"[^"\\\x00-\x1f]*"')
+_CONTENT_KEY = b'"content"'
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _Template:
+    """A middle event of a stream split around the JSON string of its ``delta.content``:
+    ``head``, that string, ``tail`` (``cut`` bytes).
+
+    Taken only from an event the full checks found to be the middle of a stream and that has
+    no backslash at all (so every quote delimits a string and every key is written as it is)
+    and the key ``"content"`` exactly once (so that key is ``delta.content``'s: the delta has
+    one). An event that is ``head + S + tail`` for a plain JSON string ``S`` (``_PLAIN_STRING``,
+    UTF-8) is then valid JSON with the same tokens but that one string: the same middle event
+    with ``S`` as its text. ``OpenAIStream.feed`` checks that inline."""
+
+    __slots__ = ("cut", "head", "tail")
+
+    def __init__(self, head: bytes, tail: bytes) -> None:
+        self.head = head
+        self.tail = tail
+        self.cut = len(tail)
+
+    @classmethod
+    def of(cls, payload: bytes, text: str) -> _Template | None:
+        """``payload`` (a middle event whose ``delta.content`` is ``text``) as a template, or
+        None when it cannot be one."""
+        if payload.find(b"\\") >= 0 or payload.count(_CONTENT_KEY) != 1:
+            return None
+        at = payload.find(_CONTENT_KEY) + len(_CONTENT_KEY)
+        rest = payload[at:].lstrip(b" \t")
+        if not rest.startswith(b":"):
+            return None
+        start = len(payload) - len(rest[1:].lstrip(b" \t"))
+        literal = b'"' + text.encode() + b'"'
+        if payload[start : start + len(literal)] != literal:
+            return None
+        return cls(payload[:start], payload[start + len(literal) :])
 
 
 def _run(chunk: bytes, payloads: list[bytes], first: int, end: int) -> bytes:
