@@ -93,8 +93,10 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def _wheel(name: str) -> zipfile.ZipFile:
-    version = PACKAGES[name]
+def _wheel(name: str, version: str | None = None) -> zipfile.ZipFile:
+    """The wheel of ``name`` (at ``version``, else the corpus's pinned one), downloaded from PyPI
+    into the bench cache once."""
+    version = version or PACKAGES[name]
     folder = CACHE / f"{name}-{version}"
     found = sorted(folder.glob("*.whl")) if folder.is_dir() else []
     if not found:

