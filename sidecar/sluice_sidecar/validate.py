@@ -45,14 +45,26 @@ def _no_constant(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
 
 
-#: Every digit as ``0``: a body with ``_LONG_DIGITS`` in it takes the standard library's decoder.
+#: Every digit as ``0``, so that one ``find`` tells whether a text has a run of 19 digits.
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_DIGITS = b"0" * 19
+_TEXT_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
+_LONG_DIGIT_BYTES = b"0" * 19
+_LONG_DIGITS = "0" * 19
+
+
+def long_digits(data: str | bytes) -> bool:
+    """Whether ``data`` has a run of 19 or more digits: where orjson may read an integer
+    (beyond 64 bits) otherwise than the standard library (as a float). Every orjson fast path
+    (``parse_object``, ``translate.base.loads_json``, the OpenAI stream decoder) leaves such a
+    text to the standard library."""
+    if isinstance(data, bytes):
+        return data.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_BYTES) >= 0
+    return data.translate(_TEXT_DIGITS_AS_ZERO).find(_LONG_DIGITS) >= 0
 
 
 def parse_object(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object; ``InvalidJSON`` (400) otherwise."""
-    if body.translate(_DIGITS_AS_ZERO).find(_LONG_DIGITS) < 0:
+    if not long_digits(body):
         # orjson reads what the standard library reads (RFC 8259 JSON, UTF-8, last duplicate
         # key wins) to the same values once no integer can exceed 64 bits, and refuses what
         # our decoder refuses (non-finite numbers, invalid UTF-8, lone surrogates); anything it

@@ -20,6 +20,7 @@ import orjson
 from .. import errors, sse
 from ..contract import Backend, Route
 from ..model import Operation, Usage
+from ..validate import long_digits
 from .signatures import SignatureStore
 
 #: A provider's view of its own error answer: (status, code, type, message) → (status, code,
@@ -237,17 +238,6 @@ def refuse_unknown(body: dict[str, Any], fields: dict[str, str], call: Call) -> 
 
 
 _STDLIB = json.JSONDecoder()
-#: Every digit as ``0``, so that one ``find`` tells whether a text has a run of 19 digits.
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_TEXT_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
-_LONG_DIGITS = "0" * 19
-_LONG_DIGIT_BYTES = b"0" * 19
-
-
-def long_digits(data: bytes) -> bool:
-    """Whether ``data`` has a run of 19 or more digits: where orjson may read an integer
-    (beyond 64 bits) otherwise than the standard library (as a float)."""
-    return data.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_BYTES) >= 0
 
 
 def loads_json(data: str | bytes) -> Any:
@@ -256,11 +246,7 @@ def loads_json(data: str | bytes) -> Any:
     reads an integer beyond 64 bits as a float; the standard library as an integer, which the
     scrubber then rejects as usage); the standard library reads that and whatever orjson
     refuses (``NaN``, numbers beyond a double's range)."""
-    if isinstance(data, bytes):
-        long = long_digits(data)
-    else:
-        long = data.translate(_TEXT_DIGITS_AS_ZERO).find(_LONG_DIGITS) >= 0
-    if not long:
+    if not long_digits(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

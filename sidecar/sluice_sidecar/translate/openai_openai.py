@@ -26,7 +26,7 @@ from .. import errors, sse, validate
 from ..contract import FailureClass, Provider
 from ..model import Operation, Usage
 from . import chat
-from .base import Answer, Call, EventStream, Normalised, dumps, loads_json, long_digits
+from .base import Answer, Call, EventStream, Normalised, dumps, loads_json
 
 DEFAULT_BASE_URLS = {
     Provider.OPENAI: "https://api.openai.com/v1",
@@ -189,7 +189,7 @@ class OpenAIStream(EventStream):
                 # What orjson refused or read otherwise than the standard library (an integer
                 # beyond 64 bits as a float, which would turn a usage out of range into none)
                 # is read again by ``loads_json``; an event that is not an object is an error.
-                if type(obj) is not dict or long_digits(payload):
+                if type(obj) is not dict or validate.long_digits(payload):
                     obj = _loads(payload, self.backend)
                 if not check(obj) or self._dirty:
                     if i > kept:
