@@ -18,7 +18,10 @@ may take part in any of four phases, each optional:
   must never raise.
 
 ``Stages`` keeps the stages in their declared order (``app.default_stages`` declares it) and, per
-phase, only those that implement it, so a phase no stage uses costs nothing per request.
+phase, only those that implement it, so a phase no stage uses costs nothing per request. A stage
+that can tell from the config alone that none of its phases will act (``Stage.active``: the
+guardrail stage of a config without guardrails) is left out of ``Stages.live(config)``, the
+stages a request that started with that config passes: it costs nothing per request either.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from .contract import SidecarConfig
 from .errors import SluiceError
 from .exchange import Exchange
 
@@ -114,6 +118,12 @@ class Stage:
 
     name = "stage"
 
+    def active(self, config: SidecarConfig) -> bool:
+        """False when no phase of the stage can act on a request that started with ``config``
+        (each would return at once): the request path then skips the stage for such requests
+        (``Stages.live``). Pure in ``config``; asked once per config, never per request."""
+        return True
+
     async def on_request(self, ex: Exchange) -> None:
         return None
 
@@ -137,7 +147,16 @@ def _overrides(stage: Stage, phase: str) -> bool:
 class Stages:
     """Stages in their declared order, split by phase."""
 
-    __slots__ = ("all", "answer", "finish", "request", "response", "streams")
+    __slots__ = (
+        "_config",
+        "_live",
+        "all",
+        "answer",
+        "finish",
+        "request",
+        "response",
+        "streams",
+    )
 
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.all = tuple(stages)
@@ -146,6 +165,20 @@ class Stages:
         self.streams = tuple(s for s in self.all if _overrides(s, "stream_filter"))
         self.answer = tuple(s for s in self.all if _overrides(s, "on_answer"))
         self.finish = tuple(s for s in self.all if _overrides(s, "on_finish"))
+        self._config: SidecarConfig | None = None
+        self._live = self
+
+    def live(self, config: SidecarConfig | None) -> Stages:
+        """The stages a request that started with ``config`` passes: those ``active`` for it,
+        in the same order and split (all of them without a config). The answer for the last
+        config asked is kept, so the request path pays one identity check per call."""
+        if config is None:
+            return self
+        if config is not self._config:
+            kept = [s for s in self.all if s.active(config)]
+            self._live = self if len(kept) == len(self.all) else Stages(kept)
+            self._config = config
+        return self._live
 
     def filters(self, ex: Exchange) -> list[DeltaFilter]:
         """The filters of one streamed choice of ``ex``, in stage order."""

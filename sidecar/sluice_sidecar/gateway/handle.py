@@ -33,7 +33,7 @@ from .. import errors, metering, prompts, tracing, validate
 from ..errors import SluiceError
 from ..exchange import Exchange
 from ..model import Operation, Usage
-from ..stage import UnaryAnswer
+from ..stage import Stages, UnaryAnswer
 from ..translate import OPENAI, Call, ClientAPI, Translator
 from ..upstream import Upstream
 from . import body as request_body
@@ -82,6 +82,7 @@ async def handle(
                 "The Sluice sidecar has no valid config yet; see its /readyz for why."
             )
         ex.config = snap.config
+        stages = gw.stages.live(snap.config)  # without the stages idle for this config
         # 1. read
         limits = ex.limits = snap.config.limits
         raw = request_body.buffered_body(request, limits.max_request_bytes)
@@ -112,16 +113,16 @@ async def handle(
                 ex.client_wants_usage = isinstance(so, dict) and so.get("include_usage") is True
         # 4. stages
         canonical = ex.body
-        for stage in gw.stages.request:
+        for stage in stages.request:
             await stage.on_request(ex)
         if ex.body is not canonical:
             ex.native = None  # a stage rewrote the request: the client's own body is stale
-        if op == "completions" and gw.stages.streams:
-            _checkable_completion(gw, ex)
+        if op == "completions" and stages.streams:
+            _checkable_completion(stages, ex)
         # 5-6. dispatch and respond
         if ex.stream:
-            return await stream.serve(gw, request, ex)
-        return await _unary(gw, ex)
+            return await stream.serve(gw, request, ex, stages)
+        return await _unary(gw, ex, stages)
     except SluiceError as err:
         return error_response(ex, err)
     except asyncio.CancelledError:
@@ -153,12 +154,12 @@ def _why(exc: Exception) -> str:
     return errors.sanitise(f"{type(exc).__name__}: {exc}")[:120]
 
 
-def _checkable_completion(gw: Gateway, ex: Exchange) -> None:
+def _checkable_completion(stages: Stages, ex: Exchange) -> None:
     """A text completion whose answer a stage checks (output guardrails, restored
     placeholders) is served only where the check can run: its stream, through the stages'
     filters. A whole answer (the stages' response phase reads chat completions only) and
     ``logprobs`` (token texts no filter sees) are refused — never passed on unchecked."""
-    if not gw.stages.filters(ex):
+    if not stages.filters(ex):
         return
     if not ex.stream:
         raise errors.InvalidField(
@@ -225,16 +226,16 @@ async def try_unary(gw: Gateway, ex: Exchange, call: Call, tr: Translator) -> Un
     return up, body, tr
 
 
-async def _unary(gw: Gateway, ex: Exchange) -> web.Response:
+async def _unary(gw: Gateway, ex: Exchange, stages: Stages) -> web.Response:
     up, body, tr = await dispatch.with_retries(gw, ex, lambda call, tr: try_unary(gw, ex, call, tr))
     ex.status = 200
     ex.ttft = gw.clock.now() - ex.started
     ex.usage = up.usage or _estimate(ex, up, body)
-    if gw.stages.response and tr.canonical:
+    if stages.response and tr.canonical:
         answer = UnaryAnswer(body)
-        for stage in gw.stages.response:
+        for stage in stages.response:
             stage.on_response(ex, answer)
-        for stage in gw.stages.answer:
+        for stage in stages.answer:
             await stage.on_answer(ex, answer)
         body = answer.encoded()
     if tr.reshape is not None:

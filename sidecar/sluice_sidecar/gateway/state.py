@@ -76,7 +76,8 @@ class Gateway:
     credentials: Credentials
     metrics: Metrics
     audit: AuditSink
-    #: The stages every request passes, in their declared order (``app.default_stages``).
+    #: The stages, in their declared order (``app.default_stages``); a request passes those of
+    #: its config (``Stages.live``: without the stages idle for it).
     stages: Stages = field(default_factory=lambda: Stages(()))
     #: Span export (``tracing``); off unless an OTLP endpoint is configured.
     tracer: tracing.Exporter = field(default_factory=tracing.NullExporter)
@@ -118,6 +119,7 @@ class Gateway:
         for name in list(self._routes):
             if name not in snap.routes:
                 del self._routes[name]
+        self.stages.live(config)  # worked out now, not by the first request of the config
         self.snapshot = snap
 
     def start(self, session: aiohttp.ClientSession) -> None:
@@ -196,11 +198,12 @@ class Gateway:
         classifiers never asked), then the metrics, the audit record and the spans of a finished
         request, which all see what the stages added. Never raises: each part runs whatever the
         others did, a failure is logged in one line (never with the exchange's or the config's
-        repr), and an audit record that cannot be built is replaced by a minimal one."""
+        repr), and an audit record that cannot be built is replaced by a minimal one. The
+        stages are those the request passed: those of its config (``Stages.live``)."""
         now = self.clock.now()
         now_wall = self.clock.wall()
         config_hash = self.snapshot.hash if self.snapshot else None
-        for stage in self.stages.finish:
+        for stage in self.stages.live(ex.config).finish:
             try:
                 stage.on_finish(ex)
             except Exception as exc:  # a stage must never fail a request's finish

@@ -41,6 +41,7 @@ from ..contract import MidStreamFailure
 from ..errors import UpstreamError
 from ..exchange import Exchange
 from ..model import Usage, total_usage
+from ..stage import Stages
 from ..translate import Call, StreamReshaper, Translator
 from ..upstream import Upstream
 from . import continuation, dispatch
@@ -262,9 +263,10 @@ class _Watchdog:
 
 
 async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one piece
-    gw: Gateway, request: web.Request, ex: Exchange
+    gw: Gateway, request: web.Request, ex: Exchange, stages: Stages
 ) -> web.StreamResponse:
-    """Answer ``ex`` (a chat request with ``stream: true``) as a stream."""
+    """Answer ``ex`` (a chat request with ``stream: true``) as a stream, through the filters of
+    ``stages`` (those of the request's config, ``Stages.live``)."""
     up, frames, first, tr = await dispatch.with_retries(
         gw, ex, lambda call, tr: try_stream(gw, ex, call, tr)
     )
@@ -277,7 +279,7 @@ async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one pie
         resp,
         ex.limits.max_stream_bytes,
         _transcript(ex),
-        _filters(gw, ex, tr),
+        _filters(stages, ex, tr),
         tr.reshape.stream() if tr.reshape is not None else None,
     )
     earlier: list[Usage] = []  # settled tries before a continuation
@@ -333,15 +335,15 @@ async def serve(  # noqa: PLR0915 - the commit-to-end loop reads best in one pie
     return resp
 
 
-def _filters(gw: Gateway, ex: Exchange, tr: Translator) -> ChunkFilters | None:
+def _filters(stages: Stages, ex: Exchange, tr: Translator) -> ChunkFilters | None:
     """The stages' filters over this stream, or None when no stage filters it (or the answer
     is not in the canonical shape)."""
-    if not gw.stages.streams or not tr.canonical:
+    if not stages.streams or not tr.canonical:
         return None
-    first = gw.stages.filters(ex)
+    first = stages.filters(ex)
     if not first:
         return None
-    return ChunkFilters(lambda: gw.stages.filters(ex), first)
+    return ChunkFilters(lambda: stages.filters(ex), first)
 
 
 def _transcript(ex: Exchange) -> continuation.Transcript | None:

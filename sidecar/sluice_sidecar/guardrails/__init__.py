@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..contract import Guardrail
+from ..contract import Guardrail, SidecarConfig
 from ..errors import GuardrailBlocked, SluiceError
 from ..exchange import Exchange
 from ..stage import DeltaFilter, Stage, UnaryAnswer
@@ -97,6 +97,10 @@ class GuardrailStage(Stage):
             self._engine = Engine(guardrails, self._labels)
             self._source = guardrails
         return self._engine
+
+    def active(self, config: SidecarConfig) -> bool:
+        """Idle (every phase returns at once, ``_for``) when no guardrail selects this pod."""
+        return bool(config.guardrails) and not self.engine(config.guardrails).empty
 
     def _for(self, ex: Exchange) -> Engine | None:
         config = ex.config

@@ -60,7 +60,8 @@ class PromptStage(Stage):
         return self._by_name
 
     async def on_request(self, ex: Exchange) -> None:
-        if ex.operation != "chat" or ex.config is None:
+        # without ``metadata`` (where ``from_headers`` puts a header's prompt) none is named
+        if "metadata" not in ex.body or ex.operation != "chat" or ex.config is None:
             return
         found = reference(ex.body, None)
         if found is None:
