@@ -20,13 +20,12 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock; ``now`` is the event loop's clock (``time.monotonic``)."""
+    """The real clock; ``now`` is the event loop's clock (``time.monotonic``). ``now`` and
+    ``wall`` are the ``time`` functions themselves (no Python frame around each read: the
+    request path reads the clock about ten times per request)."""
 
-    def now(self) -> float:
-        return time.monotonic()
-
-    def wall(self) -> float:
-        return time.time()
+    now = staticmethod(time.monotonic)
+    wall = staticmethod(time.time)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
