@@ -36,6 +36,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .contract import Backend, BackendState, Route
+from .errors import SluiceError
 from .exchange import Exchange, Try
 from .model import cost_usd
 
@@ -273,10 +274,12 @@ def audit_line(
     """``audit_record`` as one compact JSON line (``json.dumps(audit_record(…),
     separators=(",", ":"))``), written straight from the exchange into one f-string: the
     record has a fixed shape, and this is several times cheaper than building and encoding the
-    dict. The fields that only depend on the route and backend (``_where``) and the head of
-    each try's record are formatted once and remembered; ``cost`` is ``cost_usd(backend,
-    usage)`` when the caller has it already. A test keeps the two equal. A pure function (its
-    memo only saves work). The integer fields are ``int`` (an ``Exchange`` holds no other)."""
+    dict. The fields that only depend on the route and backend (``_where``), the head of
+    each try's record, and the fields from ``stream`` to ``fallbacks`` of a request that worked
+    at its first try (``_OUTCOMES``) are formatted once and remembered; ``cost`` is
+    ``cost_usd(backend, usage)`` when the caller has it already. A test keeps the two equal. A
+    pure function (its memo only saves work). The integer fields are ``int`` (an ``Exchange``
+    holds no other)."""
     usage = ex.usage
     err = ex.error
     route = ex.route
@@ -295,19 +298,29 @@ def audit_line(
     else:
         tokens_in = tokens_out = cached = 0
         source, usd = "null", 0.0
-    error_type = _ESC(err.type) if err is not None else "null"
-    error_code = _js(err.code) if err is not None else "null"
     trace_id = _js(ex.trace.trace_id) if ex.trace is not None else "null"
     where = _where(ex, route, b, who or _NOBODY)
     records = _try_line(tries[0]) if len(tries) == 1 else ",".join([_try_line(t) for t in tries])
-    verdicts = _ENCODE(ex.verdicts) if ex.verdicts else "[]"
+    if err is None and ex.attempts == 1 and not ex.retries and not ex.fallbacks:
+        key = (ex.stream, ex.status, ex.outcome)
+        outcome = _OUTCOMES.get(key)
+        if outcome is None:
+            outcome = _outcome(ex, None)
+            if len(_OUTCOMES) < _MEMO_SIZE:
+                _OUTCOMES[key] = outcome
+    else:
+        outcome = _outcome(ex, err)
+    if ex.prompt_ref is None and ex.prompt_version is None and not ex.verdicts:
+        prompt = _NO_PROMPT
+    else:
+        verdicts = _ENCODE(ex.verdicts) if ex.verdicts else "[]"
+        prompt = (
+            f'"prompt":{_js(ex.prompt_ref)},"promptVersion":{_jn(ex.prompt_version)},'
+            f'"guardrails":{verdicts},'
+        )
     return (
         f'{{"ts":{_r3(now_wall)},"requestId":{_ESC(ex.request_id)},"traceId":{trace_id},'
-        f'{where}"stream":{"true" if ex.stream else "false"},"status":{ex.status},'
-        f'"outcome":{_ESC(ex.outcome)},"errorType":{error_type},"errorCode":{error_code},'
-        f'"attempts":{ex.attempts},"retries":{ex.retries},"fallbacks":{ex.fallbacks},'
-        f'"tries":[{records}],"prompt":{_js(ex.prompt_ref)},'
-        f'"promptVersion":{_jn(ex.prompt_version)},"guardrails":{verdicts},'
+        f'{where}{outcome}"tries":[{records}],{prompt}'
         f'"inputTokens":{tokens_in},"outputTokens":{tokens_out},"cachedInputTokens":{cached},'
         f'"usageSource":{source},"costUSD":{usd!r},"durationMs":{_r3((now - ex.started) * 1000)},'
         f'"ttftMs":{_r3(ttft * 1000) if ttft is not None else "null"},"bytesIn":{ex.bytes_in},'
@@ -316,6 +329,21 @@ def audit_line(
 
 
 _NOBODY: Mapping[str, str | None] = {}
+_NO_PROMPT = '"prompt":null,"promptVersion":null,"guardrails":[],'
+#: The fields from ``stream`` to ``fallbacks`` of a request that worked at its first try, by
+#: (stream, status, outcome).
+_OUTCOMES: dict[tuple[bool, int, str], str] = {}
+
+
+def _outcome(ex: Exchange, err: SluiceError | None) -> str:
+    """The fields from ``stream`` to ``fallbacks`` of ``ex``'s record."""
+    error_type = _ESC(err.type) if err is not None else "null"
+    error_code = _js(err.code) if err is not None else "null"
+    return (
+        f'"stream":{"true" if ex.stream else "false"},"status":{ex.status},'
+        f'"outcome":{_ESC(ex.outcome)},"errorType":{error_type},"errorCode":{error_code},'
+        f'"attempts":{ex.attempts},"retries":{ex.retries},"fallbacks":{ex.fallbacks},'
+    )
 
 
 class AuditSink(Protocol):

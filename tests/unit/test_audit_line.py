@@ -19,6 +19,8 @@ from sluice_sidecar.translate import ANTHROPIC
 text = st.text(max_size=12)  # any unicode: quotes, controls, surrogate-free
 maybe_text = st.none() | text
 small = st.integers(min_value=0, max_value=10**9)
+#: 1, 0, 0: a request that worked at its first try (``audit_line`` remembers those fields)
+counts = st.sampled_from([0, 1]) | small
 finite = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
 
 
@@ -42,7 +44,7 @@ def exchanges(draw: Any) -> tuple[Exchange, dict[str, Any]]:
         ex.error = errors.UpstreamStatusError(draw(st.sampled_from([400, 429, 503])), draw(text))
     if draw(st.booleans()):
         ex.error = errors.SluiceError(draw(text))
-    ex.attempts, ex.retries, ex.fallbacks = draw(small), draw(small), draw(small)
+    ex.attempts, ex.retries, ex.fallbacks = draw(counts), draw(counts), draw(counts)
     for _ in range(draw(st.integers(0, 3))):
         t = Try(b, draw(finite))
         t.duration = draw(finite)
@@ -99,3 +101,26 @@ def test_json_lines_sink_writes_batches_and_on_flush() -> None:
     assert out.getvalue().splitlines()[-1] == '{"d":3}'
     sink.flush()
     assert len(out.getvalue().splitlines()) == 4
+
+
+def test_first_try_fields_are_remembered_per_stream_status_and_outcome() -> None:
+    """The fields from ``stream`` to ``fallbacks`` of a request that worked at its first try
+    are formatted once per (stream, status, outcome): each combination, asked twice, is still
+    its own record."""
+    b = Backend(name="b", provider="openai", model="m")
+    route = Route(name="r", source="r", backends=(b,))
+    for _ in range(2):
+        for stream in (False, True):
+            for status, outcome in (
+                (200, "ok"),
+                (200, "truncated"),
+                (200, "client_disconnected"),  # after its commit point
+                (499, "client_disconnected"),
+            ):
+                ex = Exchange("rid", "chat", 1.0)
+                ex.route, ex.backend, ex.model = route, b, "r"
+                ex.stream, ex.status, ex.outcome, ex.attempts = stream, status, outcome, 1
+                ex.tries.append(Try(b, 1.0))
+                kw: dict[str, Any] = {"now_wall": 1.7e9, "now": 2.0, "config_hash": None}
+                expected = json.dumps(metering.audit_record(ex, **kw), separators=(",", ":"))
+                assert metering.audit_line(ex, **kw) == expected
