@@ -188,9 +188,10 @@ _WHERE = (
 )
 #: Those fields, formatted, by their inputs (route and backend by identity: the frozen config
 #: objects, kept in the value so their ids stay theirs); and the head of a try's record by
-#: its backend. Cleared when full (a config swap brings new objects).
+#: its backend (alone, and with the fields of a try that worked). Cleared when full (a config
+#: swap brings new objects).
 _WHERE_MEMO: dict[tuple[Any, ...], tuple[Route | None, Backend | None, str]] = {}
-_TRY_MEMO: dict[int, tuple[Backend, str]] = {}
+_TRY_MEMO: dict[int, tuple[Backend, str, str]] = {}
 _MEMO_SIZE = 512
 
 
@@ -218,17 +219,17 @@ _F3 = "%.3f"
 def _try_line(t: Try) -> str:
     b = t.backend
     hit = _TRY_MEMO.get(id(b))
-    if hit is not None and hit[0] is b:
-        head = hit[1]
-    else:
+    if hit is None or hit[0] is not b:
         head = f'{{"backend":{_ESC(b.name)},"provider":{_ESC(b.provider)},"model":{_ESC(b.model)},'
         if len(_TRY_MEMO) >= _MEMO_SIZE:
             _TRY_MEMO.clear()
-        _TRY_MEMO[id(b)] = (b, head)
+        hit = _TRY_MEMO[id(b)] = (b, head, head + '"result":"ok","status":200,"reason":null,')
     result = t.result
+    if result == "ok" and t.reason is None:
+        return f'{hit[2]}"latencyMs":{_r3(t.duration * 1000)}}}'
     status = "200" if result == "ok" else _jn(t.status)
     return (
-        f'{head}"result":{_ESC(result)},"status":{status},"reason":{_js(t.reason)},'
+        f'{hit[1]}"result":{_ESC(result)},"status":{status},"reason":{_js(t.reason)},'
         f'"latencyMs":{_r3(t.duration * 1000)}}}'
     )
 
