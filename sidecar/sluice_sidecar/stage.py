@@ -144,12 +144,24 @@ def _overrides(stage: Stage, phase: str) -> bool:
     return getattr(type(stage), phase) is not getattr(Stage, phase)
 
 
+def _active(stage: Stage, config: SidecarConfig) -> bool:
+    try:
+        return stage.active(config)
+    except Exception:  # when in doubt the stage runs, and its phases decide as they always did
+        return True
+
+
+#: Configs whose stages ``Stages.live`` remembers.
+_SEEN = 8
+
+
 class Stages:
     """Stages in their declared order, split by phase."""
 
     __slots__ = (
         "_config",
         "_live",
+        "_seen",
         "all",
         "answer",
         "finish",
@@ -167,18 +179,28 @@ class Stages:
         self.finish = tuple(s for s in self.all if _overrides(s, "on_finish"))
         self._config: SidecarConfig | None = None
         self._live = self
+        #: id(config) -> (config, its stages), for the requests of earlier configs still running.
+        self._seen: dict[int, tuple[SidecarConfig, Stages]] = {}
 
     def live(self, config: SidecarConfig | None) -> Stages:
         """The stages a request that started with ``config`` passes: those ``active`` for it,
-        in the same order and split (all of them without a config). The answer for the last
-        config asked is kept, so the request path pays one identity check per call."""
+        in the same order and split (all of them without a config). Each config is asked about
+        once: the last one worked out costs one identity check, the few before it (requests
+        still running across a swap) a look-up. A stage whose ``active`` fails is kept."""
+        if config is self._config:
+            return self._live
         if config is None:
             return self
-        if config is not self._config:
-            kept = [s for s in self.all if s.active(config)]
-            self._live = self if len(kept) == len(self.all) else Stages(kept)
-            self._config = config
-        return self._live
+        hit = self._seen.get(id(config))
+        if hit is not None and hit[0] is config:
+            return hit[1]
+        kept = [s for s in self.all if _active(s, config)]
+        live = self if len(kept) == len(self.all) else Stages(kept)
+        if len(self._seen) >= _SEEN:
+            self._seen.clear()
+        self._seen[id(config)] = (config, live)
+        self._config, self._live = config, live
+        return live
 
     def filters(self, ex: Exchange) -> list[DeltaFilter]:
         """The filters of one streamed choice of ``ex``, in stage order."""
