@@ -290,6 +290,14 @@ def main() -> int:
         help="with --ref: files of sidecar/sluice_sidecar/ taken from the working tree instead "
         "(measure your own changes against a fixed base while others edit the tree)",
     )
+    p.add_argument(
+        "--mypyc",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="compile these modules of the copy with mypyc first (paths under sluice_sidecar/, "
+        "e.g. gateway/handle.py): what compiling the hot path would buy",
+    )
     args = p.parse_args()
     up_port = bench.free_port()
     upstream = bench.spawn([sys.executable, bench.__file__, "--upstream", str(up_port)])
@@ -313,6 +321,14 @@ def main() -> int:
             p.error(f"--patch: {old!r} is not once in {rel}")
         target.write_text(text.replace(old, new))
         what += f" with {rel}: {old!r} -> {new!r}"
+    if args.mypyc:
+        subprocess.run(
+            [sys.executable, "-m", "mypyc", *(f"sluice_sidecar/{m}" for m in args.mypyc)],
+            cwd=src,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        what += f" with {', '.join(args.mypyc)} compiled by mypyc"
     print(f"sidecar under test: {what}", flush=True)
     results: dict[tuple[str, str], dict[str, float]] = {}
     try:

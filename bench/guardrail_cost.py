@@ -22,6 +22,7 @@ prompt-injection scorer, ``guardrails/injection.py``, not in the policy above) o
 
 Run:  pip install -r bench/requirements-pii.txt
       python bench/guardrail_cost.py [--runs R] [--texts N] [--markdown] [--profile CASE]
+      python bench/guardrail_cost.py --mypyc guardrails/detectors.py ...  # those compiled
       python bench/guardrail_cost.py --ref REF ...   # the sidecar as committed at REF (a
                                                      # baseline to alternate runs with)
 """
@@ -158,9 +159,16 @@ def main() -> None:
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--profile", choices=sorted(CASES), help="cProfile one case on chat text")
     ap.add_argument("--ref", help="measure the sidecar as committed at this git ref")
+    ap.add_argument(
+        "--mypyc",
+        nargs="+",
+        metavar="MODULE",
+        help="measure a copy of the sidecar (the working tree's, or --ref's) with these modules "
+        "compiled by mypyc (paths under sluice_sidecar/, e.g. guardrails/holdback.py)",
+    )
     args = ap.parse_args()
-    if args.ref:
-        sys.exit(_at_ref(args.ref))
+    if args.ref or args.mypyc:
+        sys.exit(_at_ref(args.ref, args.mypyc or []))
 
     kinds = ("prose", "chat", "pii", "negatives")
     samples = {k: [texts(k, args.texts, seed) for seed in range(args.runs)] for k in kinds}
@@ -213,20 +221,31 @@ def main() -> None:
             )
 
 
-def _at_ref(ref: str) -> int:
-    """Run this bench again (same arguments, without ``--ref``) on the sidecar package as
-    committed at ``ref``."""
+def _at_ref(ref: str | None, mypyc: list[str]) -> int:
+    """Run this bench again (same arguments, without ``--ref`` and ``--mypyc``) on a copy of the
+    sidecar package: as committed at ``ref`` (the working tree's without), with the ``mypyc``
+    modules compiled."""
     from sidecar_bench import snapshot_sidecar
 
     with tempfile.TemporaryDirectory(prefix="guardrail-cost-") as work:
         src, what = snapshot_sidecar(Path(work), ref)
+        if mypyc:
+            subprocess.run(
+                [sys.executable, "-m", "mypyc", *(f"sluice_sidecar/{m}" for m in mypyc)],
+                cwd=src,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            what += f" with {', '.join(mypyc)} compiled by mypyc"
         print(f"sidecar under test: {what}", flush=True)
-        argv = list(sys.argv[1:])
-        at = argv.index("--ref") if "--ref" in argv else -1
-        if at >= 0:
-            del argv[at : at + 2]
-        else:
-            argv = [a for a in argv if not a.startswith("--ref=")]
+        argv, skip = [], False
+        for a in sys.argv[1:]:
+            if a in ("--ref", "--mypyc"):
+                skip = True
+            elif a.startswith("--"):
+                skip = False
+            if not skip and not a.startswith(("--ref=", "--mypyc=")):
+                argv.append(a)
         path = os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])
         env = dict(os.environ, PYTHONPATH=path)
         return subprocess.run([sys.executable, __file__, *argv], env=env, check=False).returncode
