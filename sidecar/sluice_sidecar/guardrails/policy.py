@@ -744,7 +744,7 @@ class OutputFilter:
         if self._holdback is not None:
             released = self._holdback.close()
             tail = self._take(released.text, released.spans)
-            if self.blocked is not None:
+            if self._is_blocked():  # ``_take`` may have set it
                 return ""
         if plan.injection:
             inj_v, blocking = _injection_verdicts(
@@ -755,6 +755,12 @@ class OutputFilter:
                 self.blocked = _blocked(plan, blocking)
                 return ""
         return tail
+
+    def _is_blocked(self) -> bool:
+        """``blocked is not None``, read anew: after a call that may set it, a plain test of the
+        attribute is one mypy takes as still narrowed by the test before the call (and code
+        compiled by mypyc checks that narrowing at run time)."""
+        return self.blocked is not None
 
     def _take(self, text: str, spans: tuple[Span, ...]) -> str:
         if not spans:
