@@ -302,9 +302,15 @@ async def test_slowloris_headers_connection_closed_others_served(
     slow = asyncio.create_task(_trickle(writer, b"a"))
     try:
         await _served_meanwhile(sc)
-        # The head never completes: the server closes the connection without an answer. (The
-        # wait is a bound for a broken build, not the timeout under test.)
-        assert await asyncio.wait_for(reader.read(), 20) == b""
+        # The head never completes: the server closes the connection without an answer, seen
+        # as an EOF, or as a reset when a trickled byte reaches the closed socket first (the
+        # audit below shows that no answer was written either way). (The wait is a bound for a
+        # broken build, not the timeout under test.)
+        try:
+            got = await asyncio.wait_for(reader.read(), 20)
+        except ConnectionResetError:
+            got = b""
+        assert got == b""
     finally:
         slow.cancel()
         writer.close()
