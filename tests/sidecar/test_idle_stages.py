@@ -53,6 +53,21 @@ def _spy(sc: Sidecar) -> tuple[GuardrailStage, Counter[str]]:
     return stage, calls
 
 
+async def _reloading(
+    start_sidecar: StartSidecar, fake: FakeOpenAI, tmp_path: Path, *, guarded_first: bool
+) -> tuple[Path, FileConfig, Sidecar, Counter[str], SidecarConfig, SidecarConfig]:
+    """A sidecar reading a config file that the test rewrites (plain: one route; guarded: the
+    same with a redacting guardrail), its guardrail stage's phases counted."""
+    plain = config(route("chat", backend("a", fake)))
+    guarded = plain.model_copy(update={"guardrails": (REDACT,)})
+    path = tmp_path / "config.json"
+    _write(path, guarded if guarded_first else plain)
+    source = FileConfig(path, interval=3600)
+    sc = await start_sidecar(source, pod_labels={})
+    _, calls = _spy(sc)
+    return path, source, sc, calls, plain, guarded
+
+
 async def _both(sc: Sidecar) -> None:
     """A whole and a streamed answer."""
     code, _, _ = await sc.post("/v1/chat/completions", {"model": "chat", "messages": MSG})
@@ -65,13 +80,9 @@ async def _both(sc: Sidecar) -> None:
 async def test_guardrail_stage_is_skipped_while_idle_and_back_after_a_reload(
     start_sidecar: StartSidecar, fake: FakeOpenAI, tmp_path: Path
 ) -> None:
-    plain = config(route("chat", backend("a", fake)))
-    guarded = plain.model_copy(update={"guardrails": (REDACT,)})
-    path = tmp_path / "config.json"
-    _write(path, plain)
-    source = FileConfig(path, interval=3600)
-    sc = await start_sidecar(source, pod_labels={})
-    _, calls = _spy(sc)
+    path, source, sc, calls, plain, guarded = await _reloading(
+        start_sidecar, fake, tmp_path, guarded_first=False
+    )
     gw = sc.gateway
 
     live = gw.stages.live(source.current)
@@ -109,13 +120,9 @@ async def test_guardrail_stage_is_skipped_while_idle_and_back_after_a_reload(
 async def test_a_request_finishes_with_the_stages_of_the_config_it_started_with(
     start_sidecar: StartSidecar, fake: FakeOpenAI, tmp_path: Path
 ) -> None:
-    plain = config(route("chat", backend("a", fake)))
-    guarded = plain.model_copy(update={"guardrails": (REDACT,)})
-    path = tmp_path / "config.json"
-    _write(path, guarded)
-    source = FileConfig(path, interval=3600)
-    sc = await start_sidecar(source, pod_labels={})
-    _, calls = _spy(sc)
+    path, source, sc, calls, plain, _ = await _reloading(
+        start_sidecar, fake, tmp_path, guarded_first=True
+    )
     old = source.current
     _write(path, plain)
     assert source.reload()
