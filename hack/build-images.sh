@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the sidecar and operator images with no container daemon and no registry:
 #   1. two bases from Debian bookworm packages with mmdebstrap, committed with buildah:
-#        sluice-base-build    python3, python3-venv and a shell: the Dockerfiles' build stage
+#        sluice-base-build    python3, python3-venv, a shell, gcc and Python's headers: the
+#                             Dockerfiles' build stage
 #        sluice-base-runtime  the interpreter and its standard library, libc, OpenSSL and Debian's
 #                             CA bundle; no shell, no package manager, no docs, man pages or
 #                             locales: the Dockerfiles' final stage
@@ -60,7 +61,8 @@ VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n1)"
 TAG="${SLUICE_IMAGE_TAG:-${VERSION}}"
 REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 if [[ ${REVISION} != unknown ]] && ! git diff --quiet HEAD -- pyproject.toml README.md \
-    operator/sluice_operator sidecar/sluice_sidecar cli/sluice_cli 2>/dev/null; then
+    operator/sluice_operator sidecar/sluice_sidecar sidecar/build_mypyc.py cli/sluice_cli \
+    2>/dev/null; then
     REVISION="${REVISION}-dirty"
 fi
 SOURCE="${SLUICE_IMAGE_SOURCE:-$(git remote get-url origin 2>/dev/null || echo https://github.com/sluice-dev/sluice)}"
@@ -71,13 +73,14 @@ EXCLUDES=('/usr/share/doc/*' '/usr/share/man/*' '/usr/share/info/*' '/usr/share/
 
 # ---- the bases ---------------------------------------------------------------------------------
 
-# The build stage: Debian's python3 with venv (ensurepip's pip and setuptools wheels) and the
-# Essential set (a shell, find). Never shipped.
+# The build stage: Debian's python3 with venv (ensurepip's pip and setuptools wheels), the
+# Essential set (a shell, find), and gcc with Python's headers for the modules the sidecar
+# compiles with mypyc. Never shipped.
 make_build_base() { # $1: output tarball
     local opts=()
     for x in "${EXCLUDES[@]}"; do opts+=("--dpkgopt=path-exclude=${x}"); done
-    mmdebstrap --quiet --variant=apt --include=python3,python3-venv "${opts[@]}" \
-        "${SUITE}" "$1" "${MIRROR}"
+    mmdebstrap --quiet --variant=apt --include=python3,python3-venv,gcc,libpython3.11-dev \
+        "${opts[@]}" "${SUITE}" "$1" "${MIRROR}"
 }
 
 # Runs as mmdebstrap's extract hook for the runtime base (the extract variant runs no customize

@@ -1,7 +1,8 @@
 """The real images: built by hack/build-images.sh (buildah, vfs, chroot isolation; no daemon, no
 registry), then run and inspected as a node would run them.
 
-- the sidecar image's entrypoint serves a rendered config and answers an HTTP request;
+- the sidecar image's entrypoint serves a rendered config and answers HTTP requests, unary and
+  streamed, filtered by the guardrail modules it compiled with mypyc;
 - the operator image's entrypoint prints its version;
 - the image config: the non-root UID the injector's securityContext runs as, an exec-form
   entrypoint with an absolute path and no shell anywhere in the image, the OCI labels;
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +39,8 @@ VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["versi
 MB = 1000 * 1000
 LIMITS = {"sidecar": 120 * MB, "operator": 250 * MB}
 ENV = {**os.environ, "BUILDAH_ISOLATION": "chroot"}
+#: What the mock backends answer in the sidecar image test (the quickstart redacts both).
+PERSONAL_REPLY = "Write to ana@example.com or pay with 4111 1111 1111 1111 today."
 
 
 def bh(*args: str, check: bool = True) -> str:
@@ -130,9 +134,24 @@ def free_port() -> int:
 def test_sidecar_image_serves_a_config_and_answers(
     container: Any, images: dict[str, str], tmp_path: Path
 ) -> None:
-    """The entrypoint, as the injector runs it: --config, ports, admin host; one real request."""
+    """The entrypoint, as the injector runs it: --config, ports, admin host; real requests.
+
+    The quickstart's mock backends answer with personal data, so the answers pass through the
+    guardrail modules the image compiled with mypyc (the quickstart redacts e-mail addresses and
+    card numbers in answers): unary, and streamed a word per event through the holdback."""
+    example = tmp_path / "example"
+    shutil.copytree(REPO / "examples" / "01-quickstart", example)
+    route = example / "modelroute.yaml"
+    route.write_text(
+        re.sub(
+            r"(?m)^(\s+)(completionTokens: \d+)$",
+            lambda m: f"{m[1]}{m[2]}\n{m[1]}reply: {json.dumps(PERSONAL_REPLY)}",
+            route.read_text(),
+        )
+    )
+    assert route.read_text().count("reply:") == 2
     rendered = subprocess.run(
-        ["sluice", "render", str(REPO / "examples" / "01-quickstart"), "-o", "json"],
+        ["sluice", "render", str(example), "-o", "json"],
         capture_output=True,
         text=True,
         check=True,
@@ -185,8 +204,28 @@ def test_sidecar_image_serves_a_config_and_answers(
             assert r.status == 200
             answer = json.loads(r.read())
         assert answer["object"] == "chat.completion"
-        assert answer["choices"][0]["message"]["content"]
         assert answer["model"] in {"mock-large", "mock-small"}
+        unary = answer["choices"][0]["message"]["content"]
+        assert "Write to" in unary and "4111" not in unary and "ana@" not in unary, unary
+        streamed = json.loads(body) | {"stream": True}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=json.dumps(streamed).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            events = [
+                line.removeprefix(b"data: ")
+                for line in r.read().splitlines()
+                if line.startswith(b"data: ")
+            ]
+        assert events[-1] == b"[DONE]", events[-3:]
+        text = "".join(
+            choice["delta"].get("content") or ""
+            for event in events[:-1]
+            for choice in json.loads(event)["choices"]
+        )
+        assert text == unary, (text, unary)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -282,6 +321,12 @@ def test_image_size_and_contents(name: str, container: Any) -> None:
     if name == "sidecar":
         assert not (site / "kopf").exists()
         assert not (site / "sluice_operator").exists()
+        # The guardrails' text scanning, compiled by mypyc (that build is tested against the
+        # guardrail tests in test_compiled_wheel.py), and their one shared library.
+        hooks = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+        for module in hooks["targets"]["wheel"]["hooks"]["custom"]["compile"]:
+            assert list(site.glob(module.removesuffix(".py") + ".cpython-311-*.so")), module
+        assert list(site.glob("*__mypyc.cpython-311-*.so"))
     # The build network's CA bundle (a build secret) is not in the image: neither the secret
     # mount nor any locally added CA (where such a CA lives on this machine) in the trust store.
     assert not (c.root / "run/secrets/build_ca").exists()
