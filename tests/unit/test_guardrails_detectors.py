@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice_sidecar.guardrails import detectors as d
@@ -396,3 +396,74 @@ def test_settled_is_never_later_than_any_single_kind_says(pieces: list[str]) -> 
     text = "".join(pieces)
     each = min(Scanner([entity]).settled(text) for entity in ENTITIES)
     assert Scanner(ENTITIES).settled(text) <= each
+
+
+# --- patterns spelled for the regex engine (detectors._ascii) ------------------------------------
+
+#: Characters the built-in patterns treat specially, their classes' neighbours, and non-ASCII
+#: digits and letters (which ``\d`` and ``\w`` do not match under re.ASCII).
+_PATTERN_ALPHABET = "0123456789 -.()/+@:_#,xetAZaz%sgkKIiopjS\n\u0663\u096b\u00e9\u00df"
+
+
+def test_every_ascii_pattern_of_the_detectors_goes_through_ascii() -> None:
+    ascii_patterns = {
+        det.pattern for dets in d.DETECTORS.values() for det in dets if det.pattern.flags & re.ASCII
+    }
+    assert ascii_patterns <= set(d.ASCII_SOURCES)
+    assert len(ascii_patterns) >= 8
+    # The spelling did change something: no category is left in them.
+    for pattern in ascii_patterns:
+        assert "\\d" not in pattern.pattern and "\\w" not in pattern.pattern, pattern.pattern
+
+
+#: Pieces of what the patterns look for, to be joined with noise.
+_PATTERN_PIECES = [
+    "4111", " 1111", "-1111", "078-05-1120", "(555) ", "123-4567", "+44 20 7946 0958", "0",
+    "192.168.", "1.1", "2001:db8::", ":1", "ana.b@example.com", "sk-proj-", "a1B2c3D4e5F6g7H8i9J0",
+    "AKIAABCDEFGHIJKLMNOP", "ghp_", "xoxb-", " x123", " ext. 12", "Tel.: ", "٣٣",
+]  # fmt: skip
+_PATTERN_TEXT = st.lists(
+    st.one_of(st.sampled_from(_PATTERN_PIECES), st.text(alphabet=_PATTERN_ALPHABET, max_size=4)),
+    max_size=24,
+).map("".join)
+#: Each ASCII pattern of the detectors matches in it at least once.
+_PATTERN_SAMPLE = (
+    "card 4111 1111 1111 1111, ssn 078-05-1120, call (555) 123-4567 or +44 20 7946 0958,"
+    " host 192.168.1.10 or 2001:db8::1, mail ana.b@example.com, key sk-proj-a1B2c3D4e5F6g7H8i9J0,"
+    " Tel.: 0473 529442 x12"
+)
+
+
+def test_ascii_spelling_matches_the_plain_compile_on_a_sample() -> None:
+    for pattern, source in d.ASCII_SOURCES.items():
+        plain = re.compile(source, re.ASCII)
+        got = [(m.span(), m.groups()) for m in pattern.finditer(_PATTERN_SAMPLE)]
+        assert got, pattern.pattern
+        assert got == [(m.span(), m.groups()) for m in plain.finditer(_PATTERN_SAMPLE)]
+
+
+@settings(max_examples=400)
+@given(_PATTERN_TEXT, st.data())
+def test_ascii_spelling_matches_the_plain_compile(text: str, data: st.DataObject) -> None:
+    pattern, source = data.draw(st.sampled_from(sorted(d.ASCII_SOURCES.items(), key=str)))
+    plain = re.compile(source, re.ASCII)
+    got = [(m.span(), m.groups()) for m in pattern.finditer(text)]
+    assert got == [(m.span(), m.groups()) for m in plain.finditer(text)]
+    pos = data.draw(st.integers(0, len(text)))
+    assert [m.span() for m in pattern.finditer(text, pos)] == [
+        m.span() for m in plain.finditer(text, pos)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "spelled"),
+    [
+        (r"[+(\d]\d{2}", "[+(0-9][0-9]{2}"),
+        (r"[^\w.]\1\.", r"[^0-9A-Za-z_.]\1\."),
+        (r"(?![\w]|-\d)", "(?![0-9A-Za-z_]|-[0-9])"),
+    ],
+)
+def test_ascii_spelling(source: str, spelled: str) -> None:
+    if source.endswith(r"\1\."):
+        source, spelled = "(x)" + source, "(x)" + spelled
+    assert d._ascii(source).pattern == spelled
