@@ -162,3 +162,65 @@ def test_a_templated_middle_event_meters_as_a_parsed_one(
     with mock.patch.object(openai_openai._Template, "of", return_value=None):
         parsed = _outcome(pieces)
     assert templated == parsed
+
+
+def _middle(text: str, *, ascii_only: bool = True) -> bytes:
+    obj = {**HEAD, "choices": [_choice({"content": text})]}
+    return b"data: " + json.dumps(obj, ensure_ascii=ascii_only).encode() + b"\n\n"
+
+
+def test_a_run_takes_the_templates_events_in_a_row_up_to_the_first_other() -> None:
+    """``_Template.run``: the events from a point of a read on that are the template with
+    another plain string as their text, not empty; how many and their bytes."""
+    first = _middle("Hi")
+    template = openai_openai._Template.of(first[6:-2], "Hi")
+    assert template is not None
+    run = [_middle("a"), _middle("b c"), _middle("d")]
+    size = len(b"".join(run))
+    finish = _event(KINDS["finish"], "compact") + b"\n\n"
+    assert template.run(b"".join(run), 0) == (3, size)
+    assert template.run(first + b"".join(run) + finish, len(first)) == (3, size)
+    assert template.run(b"".join(run[1:]) + _middle(""), 0) == (2, size - len(run[0]))
+    for other in (_middle('say "x"'), _middle("é"), _middle(""), finish, b"data: [DONE]\n\n"):
+        assert template.run(other + b"".join(run), 0) is None
+    assert template.run(_middle("é", ascii_only=False) + b"".join(run), 0) == (
+        4,
+        size + len(_middle("é", ascii_only=False)),
+    )
+    bad = _middle("zz").replace(b"zz", b"\xff")  # not UTF-8: the run ends before it
+    assert template.run(b"".join(run) + bad + b"".join(run), 0) == (3, size)
+
+
+#: Mostly texts a run takes (plain when encoded, unless ``ensure_ascii`` escapes them).
+run_texts = st.text(alphabet=st.sampled_from(["a", " ", "é", "😀", "/"]), max_size=5) | texts
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.lists(
+        st.tuples(run_texts, st.none() | st.none() | edits, st.booleans()), min_size=1, max_size=14
+    ),
+    st.sampled_from(list(KINDS)),
+    st.booleans(),
+    st.integers(min_value=1, max_value=5),
+)
+def test_runs_of_templated_events_meter_as_parsed_ones(
+    middles: list[tuple[str, bytes | None, bool]], last: str, ascii_only: bool, reads: int
+) -> None:
+    """Reads with several of the template's events in a row (``_Template.run``) are metered,
+    passed on and refused exactly as when every event is parsed, whatever the strings hold
+    (empty, quotes, escapes, control characters, non-ASCII, invalid UTF-8 put in by hand),
+    whatever event ends the run and however the stream is cut into reads."""
+    raws = [_middle("Hi", ascii_only=ascii_only)]
+    for text, edit, marked in middles:
+        raw = _middle(text + "zz" if marked else text, ascii_only=ascii_only)
+        if edit is not None and marked:
+            raw = raw.replace(b"zz", edit, 1)
+        raws.append(raw)
+    raws += [_event(KINDS[last], "compact") + b"\n\n", b"data: [DONE]\n\n"]
+    size = -(-len(raws) // reads)
+    pieces = [b"".join(raws[i : i + size]) for i in range(0, len(raws), size)]
+    templated = _outcome(pieces)
+    with mock.patch.object(openai_openai._Template, "of", return_value=None):
+        parsed = _outcome(pieces)
+    assert templated == parsed

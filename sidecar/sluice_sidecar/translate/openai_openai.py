@@ -116,7 +116,9 @@ class OpenAIStream(EventStream):
     The middle of a stream repeats one event with only its text changed, so the last middle
     event that allows it is kept as a template (``_Template``): an event that is the template
     with another plain JSON string as its ``delta.content`` is that event with that text —
-    valid JSON of the same shape — and is metered without being parsed."""
+    valid JSON of the same shape — and is metered without being parsed. Several such events
+    in a row in one read (``_RUN_MIN`` or more events left) are found in one go
+    (``_Template.run``)."""
 
     def __init__(self, call: Call) -> None:
         super().__init__(call.backend.name)
@@ -138,11 +140,24 @@ class OpenAIStream(EventStream):
         # case): events ``kept`` to ``i`` (exclusive) are the run not yet in ``out``; ``i``
         # ends as the number of events taken (all of them, unless [DONE] or an error).
         kept = i = 0
+        end = len(payloads)
+        at = 0  # where event ``i`` starts in ``chunk``
+        stopped = -1  # where the last run of the template's events ended: that event goes inline
         content = 0  # middle chunks with content, added to ``content_chunks`` at the end
         try:
             tpl = self._template
             head, tail, cut = (tpl.head, tpl.tail, tpl.cut) if tpl is not None else (b"", b"", 0)
-            for i, payload in enumerate(payloads):
+            while i < end:
+                if tpl is not None and end - i >= _RUN_MIN and i != stopped:
+                    run = tpl.run(chunk, at)
+                    if run is not None:
+                        i += run[0]
+                        content += run[0]
+                        at += run[1]
+                        stopped = i
+                        continue
+                payload = payloads[i]
+                at += len(payload) + 8
                 if payload == b"[DONE]":
                     self.complete = self.finished = True
                     return
@@ -152,6 +167,7 @@ class OpenAIStream(EventStream):
                     if _PLAIN_STRING.fullmatch(literal) and (literal.isascii() or _utf8(literal)):
                         if len(literal) > 2:  # more than the two quotes: some text
                             content += 1
+                        i += 1
                         continue
                 try:
                     obj = loads(payload)
@@ -185,6 +201,7 @@ class OpenAIStream(EventStream):
                             if learnt is not None:
                                 tpl = self._template = learnt
                                 head, tail, cut = learnt.head, learnt.tail, learnt.cut
+                        i += 1
                         continue
                 # What orjson refused or read otherwise than the standard library (an integer
                 # beyond 64 bits as a float, which would turn a usage out of range into none)
@@ -197,11 +214,11 @@ class OpenAIStream(EventStream):
                     if self._dirty:
                         out.append(self._encoded(obj))
                     kept = i + 1
-            i = len(payloads)
+                i += 1
         finally:
             self.content_chunks += content
             if i > kept:
-                whole = kept == 0 and i == len(payloads)
+                whole = kept == 0 and i == end
                 out.append(chunk if whole else _run(chunk, payloads, kept, i))
 
     def event(self, ev: sse.Event) -> list[bytes]:
@@ -273,6 +290,17 @@ class OpenAIStream(EventStream):
 #: control character (the bytes must also be UTF-8: ``_utf8``).
 _PLAIN_STRING = re.compile(rb'"[^"\\\x00-\x1f]*"')
 _CONTENT_KEY = b'"content"'
+#: A ``_Template``'s ``key``, then a run of its events with plain strings, not empty, as their
+#: text (the head and the tail matched as the key's groups). Each repetition is one whole
+#: event — ``data: ``, the head, the string, the tail and a blank line — as no line end comes
+#: before the event's blank line.
+_RUN = re.compile(rb'([^\x00]*)\x00([^\x00]*)\x00(?:data: \1"[^"\\\x00-\x1f]+"\2\n\n)*')
+#: ``_Template.run`` for this many events left in a read or more, the checks inline for fewer:
+#: for one event they cost 6k instructions, the run 10k.
+_RUN_MIN = 3
+#: The most bytes of a read one ``_Template.run`` looks at (what it copies): a longer run goes
+#: on with the next, after one event checked inline.
+_WINDOW = 8192
 
 
 def _utf8(data: bytes) -> bool:
@@ -292,14 +320,42 @@ class _Template:
     and the key ``"content"`` exactly once (so that key is ``delta.content``'s: the delta has
     one). An event that is ``head + S + tail`` for a plain JSON string ``S`` (``_PLAIN_STRING``,
     UTF-8) is then valid JSON with the same tokens but that one string: the same middle event
-    with ``S`` as its text. ``OpenAIStream.feed`` checks that inline."""
+    with ``S`` as its text. ``OpenAIStream.feed`` checks that inline for one event, and with
+    ``run`` for several in a row."""
 
-    __slots__ = ("cut", "head", "tail")
+    __slots__ = ("cut", "head", "key", "lead", "tail")
 
     def __init__(self, head: bytes, tail: bytes) -> None:
         self.head = head
         self.tail = tail
         self.cut = len(tail)
+        #: How an event of the template starts in a chunk.
+        self.lead = b"data: " + head
+        #: What ``_RUN`` reads the head and the tail from (neither holds a NUL: JSON has none).
+        self.key = b"%s\0%s\0" % (head, tail)
+
+    def run(self, chunk: bytes, at: int) -> tuple[int, int] | None:
+        """The events of ``chunk`` from ``at`` on (``at`` is where one starts; the chunk is
+        simple events, ``sse.Parser.simple_events``) that are this template with another plain
+        JSON string as their text, not empty (and UTF-8): how many there are and their length
+        in bytes; None when the event at ``at`` is not one. One regular expression over the
+        chunk (``_RUN``) instead of the checks per event: on a read of 23 events, 19 of them
+        the template's after the first, the decoder takes 200k instructions instead of 240k."""
+        if not chunk.startswith(self.lead, at):
+            return None
+        key = self.key
+        subject = key + chunk[at : at + _WINDOW]
+        start = len(key)
+        m = _RUN.match(subject)  # it always matches (``*``)
+        stop = m.end() if m is not None else start
+        if stop > start and not subject.isascii():
+            try:
+                subject[start:stop].decode()
+            except UnicodeDecodeError as exc:  # the events before the one with the bad byte
+                stop = subject.rfind(b"\n\n", start, start + exc.start) + 2
+        if stop <= start:
+            return None
+        return subject.count(b"\n\ndata: ", start, stop) + 1, stop - start
 
     @classmethod
     def of(cls, payload: bytes, text: str) -> _Template | None:
