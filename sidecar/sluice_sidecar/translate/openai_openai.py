@@ -180,29 +180,33 @@ class OpenAIStream(EventStream):
                 # finish, no tool calls, no usage, no error) is metered here, as ``_check``
                 # would; anything else takes ``_check``. The look-ups succeed only on objects:
                 # ``obj["choices"]`` on a dict, ``choice["delta"]`` on a dict, ``.get`` on a
-                # dict (no other JSON value has it).
+                # dict (no other JSON value has it). The number of choices is asked, not
+                # unpacked: an empty list (the usage event every stream ends with) would raise,
+                # and raising costs 6k instructions.
                 try:
-                    (choice,) = obj["choices"]
-                    delta = choice["delta"]
-                    text = delta.get("content")
-                except (LookupError, TypeError, ValueError, AttributeError):
-                    pass
-                else:
-                    if (
-                        not choice.get("finish_reason")
-                        and "tool_calls" not in delta
-                        and "error" not in obj
-                        and not obj.get("usage")
-                    ):
-                        if text:
-                            content += 1
-                        if type(text) is str:
-                            learnt = _Template.of(payload, text)
-                            if learnt is not None:
-                                tpl = self._template = learnt
-                                head, tail, cut = learnt.head, learnt.tail, learnt.cut
-                        i += 1
-                        continue
+                    choices = obj["choices"]
+                    one = len(choices) == 1
+                    if one:
+                        choice = choices[0]
+                        delta = choice["delta"]
+                        text = delta.get("content")
+                except (LookupError, TypeError, AttributeError):
+                    one = False
+                if one and (
+                    not choice.get("finish_reason")
+                    and "tool_calls" not in delta
+                    and "error" not in obj
+                    and not obj.get("usage")
+                ):
+                    if text:
+                        content += 1
+                    if type(text) is str:
+                        learnt = _Template.of(payload, text)
+                        if learnt is not None:
+                            tpl = self._template = learnt
+                            head, tail, cut = learnt.head, learnt.tail, learnt.cut
+                    i += 1
+                    continue
                 # What orjson refused or read otherwise than the standard library (an integer
                 # beyond 64 bits as a float, which would turn a usage out of range into none)
                 # is read again by ``loads_json``; an event that is not an object is an error.
