@@ -26,6 +26,10 @@ class Upstream(ABC):
     content_chunks: int = 0
     #: True once the provider said the answer is complete ([DONE] or a finish_reason).
     complete: bool = False
+    #: True once the frames handed out are all the provider will send: what is left of
+    #: ``frames`` reads nothing more from the connection (it may still yield closing frames
+    #: or raise).
+    drained: bool = False
 
     @abstractmethod
     async def read(self) -> bytes:

@@ -357,6 +357,7 @@ class HttpUpstream(Upstream):
             self.usage, self.usage_invalid = usage_in_range(reported)
         self.complete = decoder.complete
         self.content_chunks = decoder.content_chunks
+        self.drained = decoder.finished
 
     def close(self) -> None:
         self._resp.close()
