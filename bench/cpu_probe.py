@@ -322,13 +322,7 @@ def main() -> int:
         target.write_text(text.replace(old, new))
         what += f" with {rel}: {old!r} -> {new!r}"
     if args.mypyc:
-        subprocess.run(
-            [sys.executable, "-m", "mypyc", *(f"sluice_sidecar/{m}" for m in args.mypyc)],
-            cwd=src,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        what += f" with {', '.join(args.mypyc)} compiled by mypyc"
+        what += bench.compile_with_mypyc(src, args.mypyc)
     print(f"sidecar under test: {what}", flush=True)
     results: dict[tuple[str, str], dict[str, float]] = {}
     try:

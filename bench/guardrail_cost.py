@@ -225,18 +225,12 @@ def _at_ref(ref: str | None, mypyc: list[str]) -> int:
     """Run this bench again (same arguments, without ``--ref`` and ``--mypyc``) on a copy of the
     sidecar package: as committed at ``ref`` (the working tree's without), with the ``mypyc``
     modules compiled."""
-    from sidecar_bench import snapshot_sidecar
+    from sidecar_bench import compile_with_mypyc, snapshot_sidecar
 
     with tempfile.TemporaryDirectory(prefix="guardrail-cost-") as work:
         src, what = snapshot_sidecar(Path(work), ref)
         if mypyc:
-            subprocess.run(
-                [sys.executable, "-m", "mypyc", *(f"sluice_sidecar/{m}" for m in mypyc)],
-                cwd=src,
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-            what += f" with {', '.join(mypyc)} compiled by mypyc"
+            what += compile_with_mypyc(src, mypyc)
         print(f"sidecar under test: {what}", flush=True)
         argv, skip = [], False
         for a in sys.argv[1:]:

@@ -736,6 +736,19 @@ def snapshot_sidecar(work: Path, ref: str | None) -> tuple[Path, str]:
     )
 
 
+def compile_with_mypyc(src: Path, modules: Sequence[str]) -> str:
+    """Compile ``modules`` (paths under ``sluice_sidecar/``, e.g. ``guardrails/holdback.py``)
+    of the copy at ``src`` (``snapshot_sidecar``) with mypyc, in place: what compiling them
+    would buy. Returns the words for the report."""
+    subprocess.run(
+        [sys.executable, "-m", "mypyc", *(f"sluice_sidecar/{m}" for m in modules)],
+        cwd=src,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return f" with {', '.join(modules)} compiled by mypyc"
+
+
 def start_sidecar(name: str, upstream: int, work: Path, all_features: bool, src: Path) -> Target:
     work.mkdir(parents=True, exist_ok=True)
     (work / "secrets").mkdir(exist_ok=True)

@@ -34,6 +34,8 @@ import yaml
 
 from sluice_operator.inject.settings import NONROOT_UID
 
+from .test_compiled_wheel import COMPILED
+
 REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 MB = 1000 * 1000
@@ -323,8 +325,7 @@ def test_image_size_and_contents(name: str, container: Any) -> None:
         assert not (site / "sluice_operator").exists()
         # The guardrails' text scanning, compiled by mypyc (that build is tested against the
         # guardrail tests in test_compiled_wheel.py), and their one shared library.
-        hooks = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
-        for module in hooks["targets"]["wheel"]["hooks"]["custom"]["compile"]:
+        for module in COMPILED:
             assert list(site.glob(module.removesuffix(".py") + ".cpython-311-*.so")), module
         assert list(site.glob("*__mypyc.cpython-311-*.so"))
     # The build network's CA bundle (a build secret) is not in the image: neither the secret
