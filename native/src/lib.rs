@@ -1,8 +1,413 @@
-//! Sluice's native text scanner (stub while the engine lands).
+//! `sluice_native`: the sidecar's native text scanner, a Python extension module.
+//!
+//! Owns two classes the sidecar's guardrails use when this module is installed (and replace
+//! with their Python twins when it is not, or for policies with deny patterns):
+//!
+//! * `Engine`: `Scanner.find` of `sluice_sidecar/guardrails/detectors.py` for the built-in
+//!   detectors (`scan.rs`: the detectors' own pattern sources compiled by PCRE2 with its JIT,
+//!   the validators of `validate.rs`), in Python's character positions.
+//! * `Redactor`: `HoldbackRedactor` of `holdback.py` over one stream: deltas batched, the held
+//!   text rescanned per batch (`Scanner.settled` and `Scanner.find` of the held window, the
+//!   rescan that the Python `StreamScan` is property-tested equal to), redacted text released
+//!   as soon as no match can still span it. One call per delta.
+//!
+//! Positions cross the boundary as Python's (characters); inside, text is UTF-8 and positions
+//! are bytes. The Python implementation is the reference: `tests/unit/test_native_scan.py`
+//! holds the two equal on generated text, any split of it into deltas included.
+
+mod scan;
+mod validate;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use scan::{Context, DetectorSpec, Found};
+
+/// Released text kept as left context for the next scan (`holdback._CONTEXT`).
+const CONTEXT: usize = 64;
+
+/// Character ↔ byte positions of one text (UTF-8, lone surrogates as their three bytes: a
+/// character is a byte that is not a continuation byte).
+struct Index<'a> {
+    text: &'a [u8],
+    ascii: bool,
+}
+
+impl<'a> Index<'a> {
+    fn new(text: &'a [u8]) -> Index<'a> {
+        Index { text, ascii: text.is_ascii() }
+    }
+
+    fn to_char(&self, byte: usize) -> usize {
+        if self.ascii {
+            byte
+        } else {
+            chars(&self.text[..byte])
+        }
+    }
+
+    fn to_byte(&self, ch: usize) -> usize {
+        if self.ascii {
+            return ch.min(self.text.len());
+        }
+        let mut n = 0;
+        for (b, &byte) in self.text.iter().enumerate() {
+            if (byte & 0xC0) != 0x80 {
+                if n == ch {
+                    return b;
+                }
+                n += 1;
+            }
+        }
+        self.text.len()
+    }
+
+    fn chars(&self) -> usize {
+        if self.ascii {
+            self.text.len()
+        } else {
+            chars(self.text)
+        }
+    }
+}
+
+fn chars(text: &[u8]) -> usize {
+    text.iter().filter(|&&b| (b & 0xC0) != 0x80).count()
+}
+
+/// A Python str as UTF-8 bytes; lone surrogates (which Python strings may hold, and UTF-8
+/// may not) as their three bytes.
+fn utf8<'a>(text: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, [u8]>> {
+    match text.to_str() {
+        Ok(s) => Ok(Cow::Borrowed(s.as_bytes())),
+        Err(_) => {
+            let b = text.call_method1("encode", ("utf-8", "surrogatepass"))?;
+            Ok(Cow::Owned(b.extract::<Vec<u8>>()?))
+        }
+    }
+}
+
+/// `text` with each lone surrogate's three bytes replaced by U+FFFD's.
+fn without_surrogates(text: &[u8]) -> Vec<u8> {
+    let mut out = text.to_vec();
+    let mut i = 0;
+    while i + 2 < out.len() {
+        if out[i] == 0xED && (0xA0..=0xBF).contains(&out[i + 1]) {
+            out[i..i + 3].copy_from_slice(&[0xEF, 0xBF, 0xBD]);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `utf8`'s inverse.
+fn string<'py>(py: Python<'py>, text: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    match std::str::from_utf8(text) {
+        Ok(s) => Ok(PyString::new(py, s).into_any()),
+        Err(_) => PyBytes::new(py, text).call_method1("decode", ("utf-8", "surrogatepass")),
+    }
+}
+
+#[pyclass(module = "sluice_native", frozen)]
+struct Engine {
+    inner: scan::Engine,
+    card_words: Py<PyAny>,
+    phone_words: Py<PyAny>,
+    span: Py<PyAny>,
+}
+
+impl Engine {
+    /// `inner.find` with the context-word callbacks of this engine; a callback's exception
+    /// or a matching error becomes a Python exception.
+    fn search(
+        &self,
+        py: Python<'_>,
+        text: &[u8],
+        pos: usize,
+        extents: Option<&mut Vec<(usize, usize)>>,
+    ) -> PyResult<Vec<Found>> {
+        let mut failed: Option<PyErr> = None;
+        let mut words = |ctx: Context, before: &[u8]| -> bool {
+            let f = match ctx {
+                Context::Card => &self.card_words,
+                Context::Phone => &self.phone_words,
+            };
+            match string(py, before).and_then(|b| f.call1(py, (b,))).and_then(|r| r.is_truthy(py)) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    false
+                }
+            }
+        };
+        // Lone surrogates (their three bytes, ED A0-BF xx) are not UTF-8, which PCRE2 refuses:
+        // the scan reads U+FFFD (EF BF BD, as long, and as unmatched by every pattern) instead.
+        let sanitized: Vec<u8>;
+        let text = if std::str::from_utf8(text).is_ok() {
+            text
+        } else {
+            sanitized = without_surrogates(text);
+            &sanitized
+        };
+        let found = self.inner.find(text, pos, extents, &mut words);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        found.map_err(|e| PyRuntimeError::new_err(format!("native scan failed: {e}")))
+    }
+
+    fn span<'py>(&self, py: Python<'py>, start: usize, end: usize, entity: usize) -> PyResult<Bound<'py, PyAny>> {
+        self.span.bind(py).call1((start, end, self.inner.entities[entity].as_str()))
+    }
+}
+
+#[pymethods]
+impl Engine {
+    /// `detectors`: per detector `(entity, validator, pattern, run, hint, trigger or None)`;
+    /// `tails`: `Scanner._tails`; `any_pattern`: `_ANY`; `separators`: `_PHONE_SEPARATORS`;
+    /// `card_words(before)`, `phone_words(before)`: the context-word checks; `span`: the
+    /// `Span` class.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        detectors: Vec<(String, String, String, String, String, Option<String>)>,
+        tails: Vec<(String, usize)>,
+        any_pattern: &str,
+        separators: &str,
+        iban_lengths: HashMap<String, usize>,
+        context_before: usize,
+        card_words: Py<PyAny>,
+        phone_words: Py<PyAny>,
+        span: Py<PyAny>,
+    ) -> PyResult<Engine> {
+        let specs = detectors
+            .into_iter()
+            .map(|(entity, kind, pattern, run, hint, trigger)| DetectorSpec { entity, kind, pattern, run, hint, trigger })
+            .collect();
+        let inner = scan::Engine::new(specs, tails, any_pattern, separators, iban_lengths, context_before)
+            .map_err(PyValueError::new_err)?;
+        Ok(Engine { inner, card_words, phone_words, span })
+    }
+
+    /// `Scanner.find(text, pos, extents)`: spans (of the `span` class) from character `pos`;
+    /// every candidate's raw extent is appended to `extents` when it is given.
+    #[pyo3(signature = (text, pos=0, extents=None))]
+    fn find<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyString>,
+        pos: usize,
+        extents: Option<Bound<'py, PyList>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let text = utf8(text)?;
+        let text = &*text;
+        let index = Index::new(text);
+        let mut raw: Vec<(usize, usize)> = Vec::new();
+        let found = self.search(py, text, index.to_byte(pos), extents.as_ref().map(|_| &mut raw))?;
+        let out = PyList::empty(py);
+        for (s, e, entity) in found {
+            out.append(self.span(py, index.to_char(s), index.to_char(e), entity)?)?;
+        }
+        if let Some(list) = extents {
+            for (s, e) in raw {
+                list.append((index.to_char(s), index.to_char(e)))?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A streaming redactor over this engine: `labels` the entities replaced (None: all).
+    #[pyo3(signature = (labels=None, batch=32))]
+    fn redactor(slf: Py<Engine>, py: Python<'_>, labels: Option<Vec<String>>, batch: usize) -> Redactor {
+        let shown = labels.map(|names| {
+            slf.get().inner.entities.iter().map(|e| names.iter().any(|n| n == e)).collect()
+        });
+        let _ = py;
+        Redactor {
+            engine: slf,
+            shown,
+            batch: batch.max(1),
+            buf: Vec::new(),
+            pos: 0,
+            base: 0,
+            unscanned: Vec::new(),
+            unscanned_chars: 0,
+            room: batch.max(1),
+            closed: false,
+        }
+    }
+}
+
+/// `HoldbackRedactor` for one stream (see the module's docstring).
+#[pyclass(module = "sluice_native")]
+struct Redactor {
+    engine: Py<Engine>,
+    /// Per entity: replaced (None: every entity is).
+    shown: Option<Vec<bool>>,
+    batch: usize,
+    /// Left context and pending raw text.
+    buf: Vec<u8>,
+    /// Where the pending text starts in `buf` (bytes).
+    pos: usize,
+    /// The stream position (characters) of `buf`'s first character.
+    base: usize,
+    /// Received, waiting for a batch.
+    unscanned: Vec<u8>,
+    unscanned_chars: usize,
+    /// `batch` minus the characters waiting (0 once closed).
+    room: usize,
+    #[pyo3(get)]
+    closed: bool,
+}
+
+fn empty(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+    PyTuple::new(py, [PyString::new(py, "").into_any(), PyTuple::empty(py).into_any()])
+}
+
+impl Redactor {
+    /// Release `buf[pos..cut]` (bytes) with `spans` (bytes in `buf`) applied.
+    fn release<'py>(&mut self, py: Python<'py>, cut: usize, spans: &[Found]) -> PyResult<Bound<'py, PyTuple>> {
+        let engine = self.engine.get();
+        let index = Index::new(&self.buf);
+        let mut text: Vec<u8> = Vec::with_capacity(cut - self.pos);
+        let mut at = self.pos;
+        // merge: overlapping spans joined, labelled by the first (spans are sorted by start,
+        // longest first)
+        let mut merged: Vec<Found> = Vec::new();
+        for &(s, e, entity) in spans {
+            if let Some(shown) = &self.shown {
+                if !shown[entity] {
+                    continue;
+                }
+            }
+            match merged.last_mut() {
+                Some(last) if s < last.1 => {
+                    if e > last.1 {
+                        last.1 = e;
+                    }
+                }
+                _ => merged.push((s, e, entity)),
+            }
+        }
+        for (s, e, entity) in merged {
+            text.extend_from_slice(&self.buf[at..s]);
+            text.push(b'[');
+            text.extend_from_slice(engine.inner.entities[entity].as_bytes());
+            text.push(b']');
+            at = e;
+        }
+        text.extend_from_slice(&self.buf[at..cut]);
+        let out_spans = PyTuple::new(
+            py,
+            spans
+                .iter()
+                .map(|&(s, e, entity)| engine.span(py, self.base + index.to_char(s), self.base + index.to_char(e), entity))
+                .collect::<PyResult<Vec<_>>>()?,
+        )?;
+        let cut_chars = index.to_char(cut);
+        let keep_chars = cut_chars.saturating_sub(CONTEXT);
+        let keep = index.to_byte(keep_chars);
+        self.buf.drain(..keep);
+        self.pos = cut - keep;
+        self.base += keep_chars;
+        PyTuple::new(py, [string(py, &text)?, out_spans.into_any()])
+    }
+}
+
+#[pymethods]
+impl Redactor {
+    /// Characters received but not released yet.
+    #[getter]
+    fn pending(&self) -> usize {
+        chars(&self.buf[self.pos..]) + self.unscanned_chars
+    }
+
+    /// `HoldbackRedactor.step`: `(released text, spans found in it)`.
+    fn step<'py>(&mut self, py: Python<'py>, chunk: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyTuple>> {
+        let chunk = utf8(chunk)?;
+        let chunk = &*chunk;
+        let size = if chunk.is_ascii() { chunk.len() } else { chars(chunk) };
+        if 0 < size && size < self.room {
+            self.room -= size;
+            self.unscanned.extend_from_slice(chunk);
+            self.unscanned_chars += size;
+            return empty(py);
+        }
+        if self.closed {
+            return Err(PyRuntimeError::new_err("push after close"));
+        }
+        self.buf.extend_from_slice(&self.unscanned);
+        self.buf.extend_from_slice(chunk);
+        self.unscanned.clear();
+        self.unscanned_chars = 0;
+        self.room = self.batch;
+        let engine = self.engine.get();
+        let index = Index::new(&self.buf);
+        let settled = index.to_byte(engine.inner.settled(&self.buf, index.chars()));
+        if settled <= self.pos {
+            return empty(py);
+        }
+        let mut extents: Vec<(usize, usize)> = Vec::new();
+        let spans = engine.search(py, &self.buf, self.pos, Some(&mut extents))?;
+        let mut cut = settled;
+        if !extents.is_empty() {
+            extents.retain(|e| e.0 < settled);
+            extents.sort_unstable();
+            let mut merged: Vec<(usize, usize)> = Vec::new();
+            for (s, e) in extents {
+                match merged.last_mut() {
+                    Some(last) if s < last.1 => {
+                        if e > last.1 {
+                            last.1 = e;
+                        }
+                    }
+                    _ => merged.push((s, e)),
+                }
+            }
+            for (s, e) in merged {
+                if s < cut && cut < e {
+                    cut = s;
+                    break;
+                }
+            }
+            if cut <= self.pos {
+                return empty(py);
+            }
+        }
+        let kept: Vec<Found> = spans.into_iter().filter(|s| s.0 < cut).collect();
+        self.release(py, cut, &kept)
+    }
+
+    /// `HoldbackRedactor.close`: everything still held, redacted (`rest`: text the caller's
+    /// decoder still held, appended unscanned).
+    #[pyo3(signature = (rest=""))]
+    fn close<'py>(&mut self, py: Python<'py>, rest: &str) -> PyResult<Bound<'py, PyTuple>> {
+        self.buf.extend_from_slice(&self.unscanned);
+        self.buf.extend_from_slice(rest.as_bytes());
+        self.unscanned.clear();
+        self.unscanned_chars = 0;
+        self.room = 0;
+        self.closed = true;
+        if self.pos == self.buf.len() {
+            return empty(py);
+        }
+        let engine = self.engine.get();
+        let spans = engine.search(py, &self.buf, self.pos, None)?;
+        let end = self.buf.len();
+        self.release(py, end, &spans)
+    }
+}
 
 #[pymodule]
 fn sluice_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<Engine>()?;
+    m.add_class::<Redactor>()?;
     Ok(())
 }

@@ -430,7 +430,7 @@ _PATTERN_TEXT = st.lists(
 _PATTERN_SAMPLE = (
     "card 4111 1111 1111 1111, ssn 078-05-1120, call (555) 123-4567 or +44 20 7946 0958,"
     " host 192.168.1.10 or 2001:db8::1, mail ana.b@example.com, key sk-proj-a1B2c3D4e5F6g7H8i9J0,"
-    " Tel.: 0473 529442 x12"
+    " Tel.: 0473 529442 x12, IBAN GB82 WEST 1234 5698 7654 32"
 )
 
 

@@ -54,6 +54,7 @@ marker (``Detector.trigger``).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -284,7 +285,7 @@ def _card(m: re.Match[str]) -> tuple[int, int] | None:
     digits = text.replace(" ", "").replace("-", "")
     if card_ok(digits) and _card_groups_ok(text):
         # Bare 12 digits: a reference number unless a card is named just before.
-        if len(text) == 12 and _CARD_WORDS.search(_before(m)) is None:
+        if len(text) == 12 and not _card_context(_before(m)):
             return None
         return m.span()
     for i in range(len(text) - 1, 0, -1):
@@ -298,7 +299,7 @@ def _card(m: re.Match[str]) -> tuple[int, int] | None:
     return None
 
 
-_IBAN = re.compile(
+_IBAN = _ascii(
     r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}"
     r"(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)(?![A-Za-z0-9])"
 )
@@ -407,16 +408,27 @@ def _phone_loose(m: re.Match[str]) -> tuple[int, int] | None:
         return None
     if text.count(".") == 1 and _digits(text) == len(text) - 1:  # a decimal: 25.371217
         return None
-    if _PHONE_WORDS.search(" " + _before(m)) is None:
+    if not _phone_context(_before(m)):
         return None
     return m.span()
 
 
 def _before(m: re.Match[str]) -> str:
-    """The ``CONTEXT_BEFORE`` characters before a match, lower-cased (the word patterns are
-    lower case: a case-sensitive search is about three times faster than ``IGNORECASE``)."""
+    """The ``CONTEXT_BEFORE`` characters before a match."""
     start = m.start()
-    return m.string[max(0, start - CONTEXT_BEFORE) : start].lower()
+    return m.string[max(0, start - CONTEXT_BEFORE) : start]
+
+
+def _card_context(before: str) -> bool:
+    """A card word ends just before a bare 12-digit run (``before``: ``_before`` of it).
+    Lower-cased here: the word patterns are lower case (a case-sensitive search is about
+    three times faster than ``IGNORECASE``)."""
+    return _CARD_WORDS.search(before.lower()) is not None
+
+
+def _phone_context(before: str) -> bool:
+    """A phone word ends just before a loose phone-shaped number (``_PHONE_WORDS``)."""
+    return _PHONE_WORDS.search(" " + before.lower()) is not None
 
 
 _IPV4 = _ascii(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w]|\.\d)")
@@ -504,11 +516,23 @@ def _has_digit(text: str) -> bool:
     return _DIGIT.search(text) is not None
 
 
+def _has_dot(text: str) -> bool:
+    return "." in text
+
+
+def _has_at(text: str) -> bool:
+    return "@" in text
+
+
+def _may_hold_ipv6(text: str) -> bool:
+    return "::" in text or text.count(":") >= 7
+
+
 #: Something every built-in detector's match contains: a digit (cards, IBANs, SSNs, phones,
 #: IPv4), ``@`` (email), ``:`` (IPv6) or a key prefix. Text without any is not scanned.
 #: Written to start with a character class (``[\d@:]|sk-|AIza|…`` as one): the regex engine
 #: then skips to the characters in it instead of trying every alternative at every position.
-_ANY = re.compile(
+_ANY = _ascii(
     r"[\d@:sAgx](?:(?<=[\d@:])|(?<=s)k-|(?<=A)(?:Iza|KIA|SIA)|(?<=g)(?:h[pousr]_|ithub_pat_)"
     r"|(?<=x)ox)"
 )
@@ -518,7 +542,7 @@ _ANY = re.compile(
 _NUMBER_LEAD = re.compile(r"[+(0-9](?<![A-Za-z0-9_][0-9])")
 _EVERYWHERE = re.compile("")
 #: Where an IBAN match may start: its pattern's first four characters.
-_IBAN_LEAD = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}")
+_IBAN_LEAD = _ascii(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}")
 #: The longest text a trigger matches (``github_pat_``): a trigger that starts this far from
 #: the end of a text lies in it whole.
 TRIGGER_WIDTH: Final = 11
@@ -536,18 +560,78 @@ DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
                  lead=_NUMBER_LEAD),
     ),
     IP_ADDRESS: (
-        Detector(IP_ADDRESS, _IPV4, _ipv4, _chars("0-9."), 20, lambda t: "." in t,
+        Detector(IP_ADDRESS, _IPV4, _ipv4, _chars("0-9."), 20, _has_dot,
                  lead=_NUMBER_LEAD),
-        Detector(IP_ADDRESS, _IPV6, _ipv6, _chars("0-9A-Fa-f:"), 44, lambda t: "::" in t or (
-            t.count(":") >= 7), _IPV6_TRIGGER),
+        Detector(IP_ADDRESS, _IPV6, _ipv6, _chars("0-9A-Fa-f:"), 44, _may_hold_ipv6,
+                 _IPV6_TRIGGER),
     ),
-    EMAIL: (Detector(EMAIL, _EMAIL, _email, _chars("A-Za-z0-9._%+@-"), 610, lambda t: "@" in t,
+    EMAIL: (Detector(EMAIL, _EMAIL, _email, _chars("A-Za-z0-9._%+@-"), 610, _has_at,
                      re.compile("@")),),
     API_KEY: (
         # No hint: the trigger search is that test already.
         Detector(API_KEY, _KEY, _key, _chars("A-Za-z0-9_-"), 430, None, _KEY_HINT),
     ),
 }  # fmt: skip
+
+
+try:  # the optional native scanner (native/: Rust, PCRE2), installed in the sidecar image
+    import sluice_native as _native
+except ImportError:  # pragma: no cover - the pure-Python path
+    _native = None
+
+#: Which validator of the native scanner is each Python one's twin, and which hint.
+_NATIVE_VALIDATORS: Final[dict[Validator, str]] = {
+    _card: "card", _iban: "iban", _ssn: "ssn", _phone: "phone", _phone_loose: "phone_loose",
+    _ipv4: "ipv4", _ipv6: "ipv6", _email: "email", _key: "key",
+}  # fmt: skip
+_NATIVE_HINTS: Final[dict[Callable[[str], bool] | None, str]] = {
+    None: "",
+    _has_digit: "digit",
+    _has_dot: "dot",
+    _may_hold_ipv6: "ipv6",
+    _has_at: "at",
+}
+#: Native engines by the entity kinds they search (immutable, so scanners share them).
+_ENGINES: dict[frozenset[str], Any] = {}
+
+
+def native_available() -> bool:
+    """Whether the native scanner is installed and not turned off (``SLUICE_NATIVE_SCAN=0``)."""
+    return _native is not None and os.environ.get("SLUICE_NATIVE_SCAN", "1") != "0"
+
+
+def _native_engine(
+    entities: frozenset[str], detectors: Sequence[Detector], tails: Sequence[tuple[str, int]]
+) -> Any:
+    """The native twin of a scanner's built-in detectors, or None (not installed, turned off,
+    or no detector). The Python detectors hand over their own pattern sources."""
+    if not detectors or not native_available():
+        return None
+    engine = _ENGINES.get(entities)
+    if engine is None:
+        assert _native is not None
+        engine = _ENGINES[entities] = _native.Engine(
+            [
+                (
+                    d.entity,
+                    _NATIVE_VALIDATORS[d.validate],
+                    d.pattern.pattern,
+                    "".join(sorted(d.run)),
+                    _NATIVE_HINTS[d.hint],
+                    None if d.trigger is None else d.trigger.pattern,
+                )
+                for d in detectors
+            ],
+            list(tails),
+            _ANY.pattern,
+            _PHONE_SEPARATORS.pattern,
+            IBAN_LENGTHS,
+            CONTEXT_BEFORE,
+            _card_context,
+            _phone_context,
+            Span,
+        )
+    return engine
 
 
 #: Kinds that only a checksum-proved span of another kind can contain (and explain).
@@ -590,6 +674,7 @@ class Scanner:
         "_forward",
         "_lead_index",
         "_leads",
+        "_native",
         "_tails",
         "_triggers",
         "entities",
@@ -601,6 +686,8 @@ class Scanner:
         entities: Iterable[str],
         extra: Sequence[tuple[str, re.Pattern[str]]] = (),
         window: int = 64,
+        *,
+        native: bool = True,
     ) -> None:
         self.entities = frozenset(e for e in entities if e in DETECTORS)
         self._detectors = tuple(d for e in sorted(self.entities) for d in DETECTORS[e])
@@ -650,6 +737,15 @@ class Scanner:
         self._extra = tuple((DENY_PREFIX + key, pattern) for key, pattern in extra)
         #: The longest deny-pattern match (with lookaround) streaming must allow for.
         self.window = max(1, window)
+        #: The native twin of the built-in detectors (``native=False``: the Python ones).
+        self._native = (
+            _native_engine(self.entities, self._detectors, self._tails) if native else None
+        )
+
+    @property
+    def native(self) -> Any:
+        """The native engine of the built-in detectors, or None (the Python path)."""
+        return self._native
 
     @property
     def empty(self) -> bool:
@@ -669,6 +765,17 @@ class Scanner:
         a later scan that starts inside one would not see what this scan saw (the validator
         may have trimmed the span, or rejected the candidate and the scan moved past it).
         """
+        native = self._native
+        if native is not None:
+            try:
+                found: list[Span] = native.find(text, pos, extents)
+            except RuntimeError:  # the native matcher gave up (its stack): Python's path
+                if extents is not None:
+                    extents.clear()
+            else:
+                if not self._extra:
+                    return found
+                return self._with_extra(found, text, pos, extents)
         spans: list[Span] = []
         # A match starting at or after pos has what the hints look for in text[pos:]; a
         # stream's scans start at the first unreleased character, so this is short there.
@@ -697,6 +804,12 @@ class Scanner:
                 end = t.end() if tail is None else tail.end()
                 self._scan(det, text, start, end + 1, spans=spans, extents=extents)
                 at = end + 1
+        return self._with_extra(spans, text, pos, extents)
+
+    def _with_extra(
+        self, spans: list[Span], text: str, pos: int, extents: list[tuple[int, int]] | None
+    ) -> list[Span]:
+        """``spans`` of the built-in detectors with the deny patterns' added, resolved."""
         for label, pattern in self._extra:
             for m in pattern.finditer(text, pos):
                 if m.end() > m.start():

@@ -21,13 +21,19 @@ their window plus the chunk); every push releases exactly what rescanning the he
 scanned in batches of ``SCAN_BATCH`` characters: a batch is just another split of the text, so the
 guarantee above holds unchanged, while a stream of 4-character deltas pays one scan (and one
 release) per batch instead of per delta. Pure: no IO.
+
+Where the native scanner is installed (``sluice_native``, built from ``native/``; the sidecar
+image has it) and the scanner has no deny patterns, the whole redactor runs natively: one call
+per delta (``stepper``), batching, the rescan of the held window and the release in Rust,
+property-tested equal to this class's Python path (``tests/unit/test_native_scan.py``).
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .detectors import Scanner, Span
 from .redact import apply
@@ -78,6 +84,7 @@ class HoldbackRedactor:
         "_buf",
         "_decoder",
         "_labels",
+        "_native",
         "_pos",
         "_room",
         "_scan",
@@ -105,10 +112,28 @@ class HoldbackRedactor:
         #: (0 once closed: every chunk then takes the path that raises).
         self._room = batch
         self.closed = False
+        engine = scanner.native if not scanner.has_extra else None
+        #: The native redactor (None: this class's Python path).
+        self._native: Any = (
+            None
+            if engine is None
+            else engine.redactor(
+                None if labels is None else [e for e in sorted(scanner.entities) if e in labels],
+                batch,
+            )
+        )
+
+    @property
+    def stepper(self) -> Callable[[str], tuple[str, tuple[Span, ...]]]:
+        """``step`` itself, or the native redactor's: what a per-delta caller should keep."""
+        native = self._native
+        return self.step if native is None else native.step
 
     @property
     def pending(self) -> int:
         """Characters received but not released yet."""
+        if self._native is not None:
+            return int(self._native.pending)
         return len(self._buf) - self._pos + len(self._unscanned)
 
     def push(self, chunk: str) -> Released:
@@ -119,6 +144,10 @@ class HoldbackRedactor:
 
     def step(self, chunk: str) -> tuple[str, tuple[Span, ...]]:
         """``push`` without the ``Released`` (the per-delta path of ``policy.OutputFilter``)."""
+        native = self._native
+        if native is not None:
+            out: tuple[str, tuple[Span, ...]] = native.step(chunk)
+            return out
         size = len(chunk)
         if 0 < size < self._room:  # the batch is not full yet
             self._room -= size
@@ -158,6 +187,12 @@ class HoldbackRedactor:
 
     def close(self) -> Released:
         """Everything still held, redacted; the stream is over."""
+        native = self._native
+        if native is not None:
+            rest = "" if self._decoder is None else self._decoder.decode(b"", final=True)
+            self.closed = True
+            text, spans = native.close(rest)
+            return Released(text, spans) if text or spans else _NOTHING
         if self._unscanned:
             self._buf += self._unscanned
             self._unscanned = ""

@@ -677,7 +677,7 @@ class OutputFilter:
         #: Holdback without maxChars rules: ``feed`` goes straight to the redactor (the
         #: per-delta path of every such stream; the length is then never needed).
         self._step = (
-            self._holdback.step
+            self._holdback.stepper
             if self._holdback is not None and plan.streaming == "Holdback" and not self._limits
             else None
         )

@@ -1,0 +1,180 @@
+"""The native scanner (``sluice_native``, built from ``native/``) against the Python detectors
+it stands in for: ``Scanner.find`` (spans and raw extents, from any position) and the streaming
+redactor (every push and the close, for any split of the text into deltas, any batch size,
+with and without labels) give exactly what the Python path gives, on text rich in entities,
+look-alikes, multi-byte characters and lone surrogates. The Python path is the reference.
+
+The README's test command builds and installs the native scanner (``hack/test.sh``), so these
+tests run against it in CI; ``test_the_native_scanner_is_installed`` fails where it is missing
+rather than letting the rest pass without comparing anything."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sluice_sidecar.guardrails import detectors
+from sluice_sidecar.guardrails.detectors import ENTITIES, Scanner
+from sluice_sidecar.guardrails.holdback import HoldbackRedactor, Released
+
+from .test_holdback_incremental import PIECES, split
+
+ENTITY_SETS = [
+    sorted(ENTITIES),
+    ["EMAIL", "IP_ADDRESS", "API_KEY"],
+    ["CREDIT_CARD", "PHONE", "US_SSN", "IBAN"],
+    ["PHONE"],
+    ["CREDIT_CARD", "IBAN"],
+]
+MORE = [
+    "Karte: ",
+    "my number is ",
+    "T\u00e9l. ",
+    "m\u00f3vil ",
+    "\ud800",  # a lone surrogate (JSON "\ud800" decodes to one)
+    "\udfff9",
+    "\u2014",
+    "\u201c",
+    "\u0663\u0664",
+    "DE89 3704 0044 0532 0130 00",
+    "078-05-1120",
+    "+49 (0)30 1234567",
+    "020 7946 0958 ext. 12",
+    "25.371217",
+    "4111-1111-1111-1111",
+    "6011 0009 9013 9424 2025",
+    "1::",
+    "::ffff",
+    "a" * 70 + "@",
+    "5" * 25,
+]
+TEXT = st.lists(
+    st.sampled_from(PIECES + MORE)
+    | st.text(alphabet="0123456789 -.@:+()/#,abcdefxAB_k\u00e9\u2014", max_size=8),
+    max_size=30,
+).map("".join)
+
+
+def _pair(entities: list[str]) -> tuple[Scanner, Scanner]:
+    native, python = Scanner(entities), Scanner(entities, native=False)
+    assert native.native is not None and python.native is None
+    return native, python
+
+
+def test_the_native_scanner_is_installed() -> None:
+    assert detectors.native_available(), (
+        "sluice_native is not installed: build it with `pip wheel ./native -w build/native-wheel`"
+        " and install that wheel (hack/test.sh does; it needs cargo)"
+    )
+    assert Scanner(ENTITIES).native is not None
+
+
+@settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TEXT, st.integers(0, 40), st.sampled_from(range(len(ENTITY_SETS))))
+def test_find_is_the_python_find(text: str, pos: int, which: int) -> None:
+    native, python = _pair(ENTITY_SETS[which])
+    pos = min(pos, len(text))
+    got_extents: list[tuple[int, int]] = []
+    want_extents: list[tuple[int, int]] = []
+    got = native.find(text, pos, got_extents)
+    assert got == python.find(text, pos, want_extents), text
+    assert got_extents == want_extents, text
+    assert [type(s) for s in got] == [detectors.Span] * len(got)
+
+
+def _same_stream(
+    entities: list[str], chunks: list[str], labels: frozenset[str] | None, batch: int
+) -> None:
+    native, python = _pair(entities)
+    new = HoldbackRedactor(native, labels, batch=batch)
+    old = HoldbackRedactor(python, labels, batch=batch)
+    assert new.stepper != new.step  # the native redactor's own step
+    for i, chunk in enumerate(chunks):
+        assert new.stepper(chunk) == old.step(chunk), (i, chunks)
+        assert new.pending == old.pending
+    assert new.close() == old.close(), chunks
+    assert new.closed and old.closed
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    TEXT,
+    st.lists(st.integers(0, 600), max_size=40),
+    st.sampled_from(range(len(ENTITY_SETS))),
+    st.sampled_from([1, 4, 32]),
+)
+def test_every_push_releases_what_the_python_redactor_released(
+    text: str, cuts: list[int], which: int, batch: int
+) -> None:
+    _same_stream(ENTITY_SETS[which], split(text, cuts), None, batch)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TEXT, st.integers(1, 6), st.data())
+def test_small_deltas_with_labels(text: str, size: int, data: st.DataObject) -> None:
+    labels = data.draw(st.none() | st.frozensets(st.sampled_from(sorted(ENTITIES))))
+    chunks = [text[i : i + size] for i in range(0, len(text), size)]
+    chunks = [c for chunk in chunks for c in (chunk, "")]  # push("") asks again
+    _same_stream(sorted(ENTITIES), chunks, labels, 32)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(PIECES + MORE), min_size=1, max_size=12), st.integers(1, 5))
+def test_runs_longer_than_a_reach(pieces: list[str], size: int) -> None:
+    text = "k" * 500 + "".join(pieces) + "7" * 90 + " " + "".join(pieces) + "a1" * 350
+    _same_stream(sorted(ENTITIES), [text[i : i + size] for i in range(0, len(text), size)], None, 4)
+
+
+def test_bytes_split_inside_characters_and_a_card_over_many_deltas() -> None:
+    text = "Caf\u00e9 \u2014 Karte 4111 1111 1111 1111, bob@example.com \U0001f4b3 done."
+    data = text.encode()
+    native, python = _pair(sorted(ENTITIES))
+    new, old = HoldbackRedactor(native), HoldbackRedactor(python)
+    got, want = [], []
+    for i in range(0, len(data), 3):
+        got.append(new.push_bytes(data[i : i + 3]))
+        want.append(old.push_bytes(data[i : i + 3]))
+    got.append(new.close())
+    want.append(old.close())
+    assert got == want
+    released = "".join(r.text for r in got)
+    assert released == "Caf\u00e9 \u2014 Karte [CREDIT_CARD], [EMAIL] \U0001f4b3 done."
+    assert [s.entity for r in got for s in r.spans] == ["CREDIT_CARD", "EMAIL"]
+
+
+def test_push_after_close_raises_as_the_python_path_does() -> None:
+    redactor = HoldbackRedactor(Scanner(ENTITIES))
+    assert redactor.close() == Released("")
+    try:
+        redactor.stepper("more text than a batch holds, more than thirty-two characters")
+    except RuntimeError as e:
+        assert "after close" in str(e)
+    else:
+        raise AssertionError("push after close did not raise")
+
+
+def test_deny_patterns_keep_the_python_redactor_and_find_adds_them() -> None:
+    deny = [("p#0", re.compile(r"(?i)project bluebird"))]
+    scanner = Scanner(ENTITIES, deny, window=32)
+    assert scanner.native is not None  # the built-in detectors' unary search
+    assert HoldbackRedactor(scanner).stepper.__self__ is not None
+    text = "Project Bluebird: card 4111 1111 1111 1111"
+    assert scanner.find(text) == Scanner(ENTITIES, deny, window=32, native=False).find(text)
+    assert [s.entity for s in scanner.find(text)] == ["deny:p#0", "CREDIT_CARD"]
+
+
+def test_turned_off_by_the_environment() -> None:
+    code = (
+        "from sluice_sidecar.guardrails.detectors import Scanner, ENTITIES;"
+        "print(Scanner(ENTITIES).native is None)"
+    )
+    env = {**os.environ, "SLUICE_NATIVE_SCAN": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "True"
