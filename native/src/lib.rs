@@ -31,22 +31,39 @@ use scan::{Context, DetectorSpec, Found};
 const CONTEXT: usize = 64;
 
 /// Character ↔ byte positions of one text (UTF-8, lone surrogates as their three bytes: a
-/// character is a byte that is not a continuation byte).
+/// character is a byte that is not a continuation byte). Identity for ASCII text; otherwise a
+/// table of the characters before each byte, made on first use.
 struct Index<'a> {
     text: &'a [u8],
     ascii: bool,
+    before: std::cell::OnceCell<Vec<u32>>,
 }
 
 impl<'a> Index<'a> {
     fn new(text: &'a [u8]) -> Index<'a> {
-        Index { text, ascii: text.is_ascii() }
+        Index { text, ascii: text.is_ascii(), before: std::cell::OnceCell::new() }
+    }
+
+    fn table(&self) -> &[u32] {
+        self.before.get_or_init(|| {
+            let mut out = Vec::with_capacity(self.text.len() + 1);
+            let mut n = 0u32;
+            for &b in self.text {
+                out.push(n);
+                if (b & 0xC0) != 0x80 {
+                    n += 1;
+                }
+            }
+            out.push(n);
+            out
+        })
     }
 
     fn to_char(&self, byte: usize) -> usize {
         if self.ascii {
             byte
         } else {
-            chars(&self.text[..byte])
+            self.table()[byte] as usize
         }
     }
 
@@ -54,23 +71,20 @@ impl<'a> Index<'a> {
         if self.ascii {
             return ch.min(self.text.len());
         }
-        let mut n = 0;
-        for (b, &byte) in self.text.iter().enumerate() {
-            if (byte & 0xC0) != 0x80 {
-                if n == ch {
-                    return b;
-                }
-                n += 1;
-            }
+        // the first byte with `ch` characters before it that starts a character (or the end)
+        let table = self.table();
+        let mut b = table.partition_point(|&n| (n as usize) < ch);
+        while b < self.text.len() && (self.text[b] & 0xC0) == 0x80 {
+            b += 1;
         }
-        self.text.len()
+        b.min(self.text.len())
     }
 
     fn chars(&self) -> usize {
         if self.ascii {
             self.text.len()
         } else {
-            chars(self.text)
+            self.table()[self.text.len()] as usize
         }
     }
 }

@@ -8,6 +8,7 @@
 //! window by window around each trigger, then the spans sorted and resolved.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use pcre2::bytes::{CaptureLocations, Regex, RegexBuilder};
 
@@ -120,6 +121,9 @@ pub struct Detector {
     trigger: Option<Regex>,
     /// Capture group indices the validator reads (by kind; `usize::MAX` when unused).
     groups: [usize; 5],
+    /// The capture slots of the validators that read groups, kept: making them makes a match
+    /// data block and a JIT stack. (Callers hold the GIL, so the lock is never contended.)
+    locations: Mutex<Option<CaptureLocations>>,
 }
 
 pub struct Engine {
@@ -202,7 +206,8 @@ impl Engine {
                 Some(t) => Some(compile(&t)?),
                 None => None,
             };
-            detectors.push(Detector { entity, kind, pattern, run: Run::new(&spec.run), hint, trigger, groups });
+            let locations = Mutex::new((groups[0] != usize::MAX).then(|| pattern.capture_locations()));
+            detectors.push(Detector { entity, kind, pattern, run: Run::new(&spec.run), hint, trigger, groups, locations });
         }
         let index = |name: &str| entities.iter().position(|e| e == name).unwrap_or(usize::MAX);
         let (iban, card) = (index("IBAN"), index("CREDIT_CARD"));
@@ -290,7 +295,8 @@ impl Engine {
         let end = end.min(text.len());
         let subject = &text[..end];
         let mut at = start;
-        let mut locs = if det.groups[0] != usize::MAX { Some(det.pattern.capture_locations()) } else { None };
+        let mut guard = det.locations.lock().unwrap_or_else(|e| e.into_inner());
+        let locs = &mut *guard;
         while at <= end {
             let found = match locs.as_mut() {
                 Some(l) => det.pattern.captures_read_at(l, subject, at).map(|m| m.map(|m| (m.start(), m.end()))),
