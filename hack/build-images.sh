@@ -15,6 +15,11 @@
 #        ghcr.io/sluice-dev/sluice-sidecar:<version>   ghcr.io/sluice-dev/sluice-operator:<version>
 #      <version> is pyproject.toml's version, which is the chart's appVersion (the chart's default
 #      image references); labels org.opencontainers.image.{title,version,revision,source}.
+#      Before the sidecar: the native scanner's wheel (native/: Rust, PyO3, PCRE2) in
+#      build/native-wheel/, which sidecar/Dockerfile installs. The build base has no Rust toolchain
+#      (Debian's rustc is too old), so it is built here on the host, whose glibc is the image's
+#      (Debian 12), by hack/native-wheel.sh: `pip wheel ./native`, which needs cargo (rustup's);
+#      cargo keeps native/target/, so an unchanged crate takes seconds.
 # buildah runs with the vfs storage driver and chroot isolation, so it needs neither overlayfs nor
 # user namespaces. Publish with `buildah push` (see docs/install.md#images).
 #
@@ -27,6 +32,9 @@
 #                         TLS (default: $PIP_CERT, else $SSL_CERT_FILE, else the system bundle
 #                         /etc/ssl/certs/ca-certificates.crt, where present). Passed as a
 #                         build secret: mounted for the pip step only, never in a layer.
+#   SLUICE_NATIVE_WHEEL_DIR  a directory holding the sluice_native wheel of this tree, built
+#                         already (hack/test.sh passes the one it just built): used instead of
+#                         building it again. Unset (the default), the wheel is built.
 # Usage: hack/build-images.sh [--refresh-bases] [sidecar|operator ...]   (default: both)
 # Prints the built image references, one per line, on stdout; progress goes to stderr.
 set -euo pipefail
@@ -61,7 +69,7 @@ VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n1)"
 TAG="${SLUICE_IMAGE_TAG:-${VERSION}}"
 REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 if [[ ${REVISION} != unknown ]] && ! git diff --quiet HEAD -- pyproject.toml README.md \
-    operator/sluice_operator sidecar/sluice_sidecar sidecar/build_mypyc.py cli/sluice_cli \
+    operator/sluice_operator sidecar/sluice_sidecar sidecar/build_mypyc.py cli/sluice_cli native \
     2>/dev/null; then
     REVISION="${REVISION}-dirty"
 fi
@@ -206,6 +214,20 @@ sources_hash() {
         | xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 SOURCES="$(sources_hash)"
+
+# The native scanner's wheel for the sidecar image (hack/native-wheel.sh: built, or taken from
+# SLUICE_NATIVE_WHEEL_DIR), in build/native-wheel/, the one place .dockerignore admits it from.
+# Its file is an input of the sidecar image: the script keeps the file when a rebuild has the same
+# contents, so an unchanged crate leaves the image current.
+NATIVE=""
+if [[ " ${images[*]} " == *" sidecar "* ]]; then
+    if [[ -n ${SLUICE_NATIVE_WHEEL_DIR:-} ]]; then
+        wheel="$(bash hack/native-wheel.sh --from "${SLUICE_NATIVE_WHEEL_DIR}")"
+    else
+        wheel="$(bash hack/native-wheel.sh)"
+    fi
+    NATIVE="$(basename "${wheel}") $(sha256sum < "${wheel}" | cut -c1-16)"
+fi
 buildlog="$(mktemp -d)"
 trap 'rm -rf "${buildlog}"' EXIT
 nbuilt=0
@@ -215,6 +237,7 @@ for image in "${images[@]}"; do
     inputs="$(
         printf '%s\n' "${BUILD_KEY}" "${RUNTIME_KEY}" "${SOURCES}" "${VERSION}" "${REVISION}" "${SOURCE}"
         cat "${image}/Dockerfile" .dockerignore
+        if [[ ${image} == sidecar ]]; then echo "${NATIVE}"; fi
     )"
     inputs="$(sha256sum <<<"${inputs}" | cut -c1-16)"
     built="$(bh inspect --type image --format '{{index .ImageAnnotations "dev.sluice.inputs"}}' \

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need, then runs every check and test.
 #   1. the Python package with its [dev,operator] extras (editable)
-#   2. kube-apiserver, etcd, kubectl and helm, built from Go modules and cached (hack/ensure-tools.sh;
+#   2. the native scanner (native/: Rust, PyO3, PCRE2): its wheel built into build/native-wheel/
+#      (hack/native-wheel.sh; needs cargo, from rustup) and installed into the same environment
+#   3. kube-apiserver, etcd, kubectl and helm, built from Go modules and cached (hack/ensure-tools.sh;
 #      the first build takes a while, later runs are a no-op)
-#   3. ruff, mypy --strict, import-linter, the CRD freshness check
-#   4. the sidecar and operator images (hack/build-images.sh: mmdebstrap + buildah, no daemon; the
-#      bases are cached, unchanged images are not rebuilt)
-#   5. pytest (warnings are errors)
+#   4. ruff, mypy --strict, import-linter, the CRD freshness check
+#   5. the sidecar and operator images (hack/build-images.sh: mmdebstrap + buildah, no daemon; the
+#      bases are cached, unchanged images are not rebuilt); the sidecar image ships the same wheel
+#   6. pytest (warnings are errors)
 # Extra arguments go to pytest, e.g. `hack/test.sh tests/unit -x`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,6 +18,16 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "installing sluicegate[dev,operator]"
 "${PY}" -m pip install --disable-pip-version-check -q -e '.[dev,operator]'
+
+step "the native scanner's wheel (native/; hack/native-wheel.sh), installed beside the package"
+# Needs cargo (rustup's; the script says so and fails without it). Cold: cargo builds the crate
+# and its dependencies (PyO3, PCRE2's C sources); warm: cargo's native/target/ makes it seconds.
+native_start=${SECONDS}
+PYTHON="${PY}" bash hack/native-wheel.sh >/dev/null
+"${PY}" -m pip install --disable-pip-version-check -q --force-reinstall --no-deps \
+    build/native-wheel/*.whl
+"${PY}" -c 'import sluice_native'
+echo "native wheel: $((SECONDS - native_start)) s"
 
 step "Node.js for the Vercel AI SDK tests"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
@@ -48,7 +60,8 @@ step "the sidecar and operator images (hack/build-images.sh; tests/images runs t
 # Cold: the two Debian bases (mmdebstrap) and both images, a few minutes; warm: the bases come
 # from ~/.cache/sluice/images and buildah's storage, unchanged images are not rebuilt.
 images_start=${SECONDS}
-bash hack/build-images.sh
+# The native wheel is the one built above (SLUICE_NATIVE_WHEEL_DIR: not built again).
+SLUICE_NATIVE_WHEEL_DIR=build/native-wheel bash hack/build-images.sh
 echo "images: $((SECONDS - images_start)) s"
 
 step "pytest"

@@ -3,6 +3,8 @@ registry), then run and inspected as a node would run them.
 
 - the sidecar image's entrypoint serves a rendered config and answers HTTP requests, unary and
   streamed, filtered by the guardrail modules it compiled with mypyc;
+- the sidecar image's venv loads the native scanner (sluice_native, built from native/ on the
+  host) with the image's own interpreter and libraries;
 - the operator image's entrypoint prints its version;
 - the image config: the non-root UID the injector's securityContext runs as, an exec-form
   entrypoint with an absolute path and no shell anywhere in the image, the OCI labels;
@@ -258,6 +260,32 @@ def test_sidecar_image_runs_as_the_injected_uid_and_trusts_the_public_cas(
     assert int(out[2]) > 100
 
 
+def test_sidecar_image_loads_the_native_scanner(container: Any) -> None:
+    """The wheel built on the host (hack/native-wheel.sh) loads in the final stage: the image's
+    interpreter, glibc and nothing else (no libpcre2: PCRE2 is compiled in), as the injected UID."""
+    c = container("sidecar")
+    # maturin's package: __init__.py imports the extension module beside it. And the guardrails
+    # take it up (they fall back to Python where it is missing).
+    probe = (
+        "import sluice_native, sluice_native.sluice_native as ext; print(ext.__file__);"
+        " from sluice_sidecar.guardrails.detectors import native_available;"
+        " print(native_available())"
+    )
+    out = subprocess.run(
+        c.run_args("/opt/venv/bin/python", "-c", probe),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    path, used = out.stdout.split()
+    assert used == "True", out.stdout
+    assert path.startswith("/opt/venv/lib/python3.11/site-packages/sluice_native/"), path
+    assert path.endswith(".abi3.so"), path
+
+
 def test_operator_image_prints_its_version(container: Any, images: dict[str, str]) -> None:
     c = container("operator")
     cfg = config(images["operator"])
@@ -328,6 +356,8 @@ def test_image_size_and_contents(name: str, container: Any) -> None:
         for module in COMPILED:
             assert list(site.glob(module.removesuffix(".py") + ".cpython-311-*.so")), module
         assert list(site.glob("*__mypyc.cpython-311-*.so"))
+        # The native scanner: maturin's package dir with the abi3 extension module in it.
+        assert list(site.glob("sluice_native/sluice_native*.so")), "no native scanner"
     # The build network's CA bundle (a build secret) is not in the image: neither the secret
     # mount nor any locally added CA (where such a CA lives on this machine) in the trust store.
     assert not (c.root / "run/secrets/build_ca").exists()
