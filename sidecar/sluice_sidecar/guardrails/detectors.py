@@ -58,6 +58,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Final, NamedTuple
 
 EMAIL: Final = "EMAIL"
@@ -574,8 +575,11 @@ DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
 }  # fmt: skip
 
 
+_native: ModuleType | None
 try:  # the optional native scanner (native/: Rust, PCRE2), installed in the sidecar image
-    import sluice_native as _native
+    import sluice_native as _native_module
+
+    _native = _native_module
 except ImportError:  # pragma: no cover - the pure-Python path
     _native = None
 
