@@ -1,11 +1,13 @@
 //! `sluice_native`: the sidecar's native text scanner, a Python extension module.
 //!
-//! Owns two classes the sidecar's guardrails use when this module is installed (and replace
+//! Owns three classes the sidecar's guardrails use when this module is installed (and replace
 //! with their Python twins when it is not, or for policies with deny patterns):
 //!
 //! * `Engine`: `Scanner.find` of `sluice_sidecar/guardrails/detectors.py` for the built-in
 //!   detectors (`scan.rs`: the detectors' own pattern sources compiled by PCRE2 with its JIT,
 //!   the validators of `validate.rs`), in Python's character positions.
+//! * `WordModel`: the features and weights of the learned injection signal
+//!   (`injection_model.py`) for ASCII text (`model.rs`).
 //! * `Redactor`: `HoldbackRedactor` of `holdback.py` over one stream: deltas batched, the held
 //!   text rescanned per batch (`Scanner.settled` and `Scanner.find` of the held window, the
 //!   rescan that the Python `StreamScan` is property-tested equal to), redacted text released
@@ -15,6 +17,7 @@
 //! are bytes. The Python implementation is the reference: `tests/unit/test_native_scan.py`
 //! holds the two equal on generated text, any split of it into deltas included.
 
+mod model;
 mod scan;
 mod validate;
 
@@ -418,10 +421,33 @@ impl Redactor {
     }
 }
 
+/// The learned injection signal's features and weights (`model.rs`).
+#[pyclass(module = "sluice_native", frozen)]
+struct WordModel {
+    inner: model::WordModel,
+}
+
+#[pymethods]
+impl WordModel {
+    /// `weights`: feature → integer weight; `negations`, `scope`: `injection_model`'s.
+    #[new]
+    fn new(weights: HashMap<String, i64>, negations: Vec<String>, scope: usize) -> WordModel {
+        WordModel { inner: model::WordModel::new(weights, negations, scope) }
+    }
+
+    /// `(sum of the weights of the distinct features, their number)` of an ASCII text; None
+    /// for any other text (the Python path's).
+    fn total(&self, text: &Bound<'_, PyString>) -> Option<(i64, usize)> {
+        let s = text.to_str().ok()?;
+        s.is_ascii().then(|| self.inner.total(s.as_bytes()))
+    }
+}
+
 #[pymodule]
 fn sluice_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Engine>()?;
     m.add_class::<Redactor>()?;
+    m.add_class::<WordModel>()?;
     Ok(())
 }

@@ -1,8 +1,10 @@
-"""The native scanner (``sluice_native``, built from ``native/``) against the Python detectors
-it stands in for: ``Scanner.find`` (spans and raw extents, from any position) and the streaming
-redactor (every push and the close, for any split of the text into deltas, any batch size,
-with and without labels) give exactly what the Python path gives, on text rich in entities,
-look-alikes, multi-byte characters and lone surrogates. The Python path is the reference.
+"""The native scanner (``sluice_native``, built from ``native/``) against the Python code it
+stands in for. The detectors: ``Scanner.find`` (spans and raw extents, from any position) and
+the streaming redactor (every push and the close, for any split of the text into deltas, any
+batch size, with and without labels) give exactly what the Python path gives, on text rich in
+entities, look-alikes, multi-byte characters and lone surrogates. The injection model's
+features and weights (``WordModel``): the same logit for any text. The Python path is the
+reference.
 
 The README's test command builds and installs the native scanner (``hack/test.sh``), so these
 tests run against it in CI; ``test_the_native_scanner_is_installed`` fails where it is missing
@@ -18,7 +20,7 @@ import sys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sluice_sidecar.guardrails import detectors
+from sluice_sidecar.guardrails import detectors, injection_model
 from sluice_sidecar.guardrails.detectors import ENTITIES, Scanner
 from sluice_sidecar.guardrails.holdback import HoldbackRedactor, Released
 
@@ -178,3 +180,31 @@ def test_turned_off_by_the_environment() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "True"
+
+
+_MODEL = injection_model.load()
+_VOCAB = sorted(_MODEL.weights)[:: max(1, len(_MODEL.weights) // 300)]
+WORDS = st.lists(
+    st.sampled_from([w for v in _VOCAB for w in v.split()] + sorted(injection_model._NEGATIONS))
+    | st.text(alphabet="abcdeIgnorPvs_019 .,'!?\n-\u00e9", max_size=10),
+    max_size=60,
+).map(" ".join)
+
+
+def test_the_native_word_model_is_loaded() -> None:
+    assert _MODEL.native is not None
+
+
+@settings(max_examples=400, deadline=None)
+@given(WORDS)
+def test_word_model_logit_is_the_python_one(text: str) -> None:
+    python = injection_model.Model(_MODEL.bias, _MODEL.weights, _MODEL.min_features)
+    assert python.native is None
+    assert _MODEL.logit(text) == python.logit(text)
+    got = _MODEL.native.total(text)
+    if text.isascii():
+        assert got is not None
+        found = injection_model.features(text)
+        assert got == (sum(_MODEL.weights.get(f, 0) for f in found), len(found))
+    else:
+        assert got is None  # the Python path's: Unicode words

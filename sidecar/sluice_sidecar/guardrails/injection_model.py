@@ -22,13 +22,15 @@ feature.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
 import json
 import math
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -78,19 +80,27 @@ def _mark_negated(words: list[str]) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class Model:
     """Weights (in ``UNIT``) of the features kept (the others weigh 0), the bias, and the fewest
-    features a text is scaled as having."""
+    features a text is scaled as having; ``native``: the same features and weights in the native
+    scanner (``sluice_native.WordModel``, for ASCII text), when it is installed."""
 
     bias: float
     weights: dict[str, int]
     min_features: int = 1
+    native: Any = field(default=None, compare=False, repr=False)
 
     def logit(self, canonical_text: str) -> float:
-        found = features(canonical_text)
-        if not found:
+        native = self.native
+        got: tuple[int, int] | None = None if native is None else native.total(canonical_text)
+        if got is not None:
+            total, count = got
+        else:
+            found = features(canonical_text)
+            get = self.weights.get
+            total = sum(map(get, found, itertools.repeat(0, len(found))))  # integers: any order
+            count = len(found)
+        if not count:
             return self.bias
-        get = self.weights.get
-        total = sum(map(get, found, itertools.repeat(0, len(found))))  # integers: any order
-        return self.bias + total * UNIT / math.sqrt(max(len(found), self.min_features))
+        return self.bias + total * UNIT / math.sqrt(max(count, self.min_features))
 
     def probability(self, canonical_text: str) -> float:
         """The model's probability that the text is an injection attempt."""
@@ -125,5 +135,19 @@ def read_document() -> dict[str, Any]:
 
 @functools.cache
 def load() -> Model:
-    """The committed model (read once, on the first score)."""
-    return from_document(read_document(), verify=False)
+    """The committed model (read once, on the first score), with its native twin when the
+    native scanner is installed and not turned off (``SLUICE_NATIVE_SCAN=0``)."""
+    model = from_document(read_document(), verify=False)
+    return with_native(model)
+
+
+def with_native(model: Model) -> Model:
+    """``model`` with its native twin (``Model.native``), or as it is without the scanner."""
+    try:
+        import sluice_native
+    except ImportError:  # pragma: no cover - the pure-Python path
+        return model
+    if os.environ.get("SLUICE_NATIVE_SCAN", "1") == "0":
+        return model
+    twin = sluice_native.WordModel(model.weights, sorted(_NEGATIONS), NEGATION_SCOPE)
+    return dataclasses.replace(model, native=twin)
