@@ -1,6 +1,6 @@
 //! `sluice_native`: the sidecar's native text scanner, a Python extension module.
 //!
-//! Owns three classes the sidecar's guardrails use when this module is installed (and replace
+//! Owns the classes the sidecar's guardrails use when this module is installed (and replace
 //! with their Python twins when it is not, or for policies with deny patterns):
 //!
 //! * `Engine`: `Scanner.find` of `sluice_sidecar/guardrails/detectors.py` for the built-in
@@ -8,6 +8,8 @@
 //!   the validators of `validate.rs`), in Python's character positions.
 //! * `WordModel`: the features and weights of the learned injection signal
 //!   (`injection_model.py`) for ASCII text (`model.rs`).
+//! * `AnchorScan`: where the injection families' anchors occur in ASCII text
+//!   (`injection.py`'s `_scan_anchors`; `anchors.rs`).
 //! * `Redactor`: `HoldbackRedactor` of `holdback.py` over one stream: deltas batched, the held
 //!   text rescanned per batch (`Scanner.settled` and `Scanner.find` of the held window, the
 //!   rescan that the Python `StreamScan` is property-tested equal to), redacted text released
@@ -17,6 +19,7 @@
 //! are bytes. The Python implementation is the reference: `tests/unit/test_native_scan.py`
 //! holds the two equal on generated text, any split of it into deltas included.
 
+mod anchors;
 mod model;
 mod scan;
 mod validate;
@@ -441,6 +444,50 @@ impl WordModel {
         let s = text.to_str().ok()?;
         s.is_ascii().then(|| self.inner.total(s.as_bytes()))
     }
+
+    /// The same for a text's words (Python's `\w+` of it, in order: any text), joined by NUL
+    /// (which no word holds): one string to cross over instead of one per word.
+    fn total_words(&self, joined: &Bound<'_, PyString>) -> PyResult<(i64, usize)> {
+        let text = utf8(joined)?;
+        let raw: Vec<&[u8]> = if text.is_empty() { Vec::new() } else { text.split(|&b| b == 0).collect() };
+        Ok(self.inner.total_words(&raw))
+    }
+}
+
+/// Where the injection families' anchors occur (`anchors.rs`).
+#[pyclass(module = "sluice_native", frozen)]
+struct AnchorScan {
+    inner: anchors::AnchorScan,
+}
+
+#[pymethods]
+impl AnchorScan {
+    /// `at_start`: `_AT_START` (word → anchors it starts with, persona cue); `others`:
+    /// `_OTHER_ANCHORS`.
+    #[new]
+    fn new(at_start: HashMap<String, (Vec<String>, bool)>, others: Vec<String>) -> PyResult<AnchorScan> {
+        let inner = anchors::AnchorScan::new(at_start, others).map_err(PyValueError::new_err)?;
+        Ok(AnchorScan { inner })
+    }
+
+    /// `_scan_anchors(text)` of an ASCII text: `({anchor: [position, ...]}, [persona cue
+    /// position, ...])`; None for any other text (the Python path's).
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyString>,
+    ) -> PyResult<Option<(Bound<'py, pyo3::types::PyDict>, Vec<usize>)>> {
+        let s = match text.to_str() {
+            Ok(s) if s.is_ascii() => s,
+            _ => return Ok(None),
+        };
+        let (found, persona) = self.inner.scan(s.as_bytes());
+        let out = pyo3::types::PyDict::new(py);
+        for (i, at) in found {
+            out.set_item(self.inner.anchors[i].as_str(), at)?;
+        }
+        Ok(Some((out, persona)))
+    }
 }
 
 #[pymodule]
@@ -449,5 +496,6 @@ fn sluice_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<Redactor>()?;
     m.add_class::<WordModel>()?;
+    m.add_class::<AnchorScan>()?;
     Ok(())
 }

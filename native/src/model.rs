@@ -2,12 +2,19 @@
 //! the sum of their weights in `Model.logit`) for ASCII text, where `\w+` is
 //! `[A-Za-z0-9_]+`. The Python module is the reference and keeps the arithmetic: this returns
 //! the integer sum of the weights of the distinct features and how many there are.
+//!
+//! No allocation per feature: a word is a slice of the text and a flag (negated: `!word`), a
+//! pair two of them; distinct features are told apart in a set of those, and a pair's weight
+//! is looked up by its text spelled into one reused buffer.
 
 use std::collections::{HashMap, HashSet};
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 pub struct WordModel {
-    weights: HashMap<Vec<u8>, i64>,
-    negations: HashSet<Vec<u8>>,
+    /// Feature text (`word`, `!word`, `a b`, `!a !b`, ...) → weight.
+    weights: FxHashMap<Box<[u8]>, i64>,
+    negations: FxHashSet<Box<[u8]>>,
     scope: usize,
 }
 
@@ -15,18 +22,27 @@ fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
+type Word<'t> = (&'t [u8], bool);
+
 impl WordModel {
     pub fn new(weights: HashMap<String, i64>, negations: Vec<String>, scope: usize) -> WordModel {
         WordModel {
-            weights: weights.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect(),
-            negations: negations.into_iter().map(String::into_bytes).collect(),
+            weights: weights.into_iter().map(|(k, v)| (k.into_bytes().into_boxed_slice(), v)).collect(),
+            negations: negations.into_iter().map(|n| n.into_bytes().into_boxed_slice()).collect(),
             scope,
         }
     }
 
+    fn spell(buf: &mut Vec<u8>, (word, negated): Word<'_>) {
+        if negated {
+            buf.push(b'!');
+        }
+        buf.extend_from_slice(word);
+    }
+
     /// `(sum of the weights of the distinct features, their number)` of ASCII `text`.
     pub fn total(&self, text: &[u8]) -> (i64, usize) {
-        let mut words: Vec<Vec<u8>> = Vec::new();
+        let mut raw: Vec<&[u8]> = Vec::new();
         let mut i = 0;
         while i < text.len() {
             if is_word(text[i]) {
@@ -34,34 +50,54 @@ impl WordModel {
                 while i < text.len() && is_word(text[i]) {
                     i += 1;
                 }
-                words.push(text[start..i].to_vec());
+                raw.push(&text[start..i]);
             } else {
                 i += 1;
             }
         }
-        if words.iter().any(|w| self.negations.contains(w)) {
-            let mut scope = 0;
-            for w in words.iter_mut() {
-                if self.negations.contains(w.as_slice()) {
-                    scope = self.scope;
-                } else if scope > 0 {
-                    scope -= 1;
-                    w.insert(0, b'!');
-                }
+        self.total_words(&raw)
+    }
+
+    /// The same for a text's words (`\w+`, in order), found by the caller.
+    pub fn total_words(&self, raw: &[&[u8]]) -> (i64, usize) {
+        let mut words: Vec<Word<'_>> = Vec::with_capacity(raw.len());
+        let mut scope = 0;
+        for &w in raw {
+            // `_mark_negated`: a negation opens a scope of `scope` words marked `!`
+            if self.negations.contains(w) {
+                scope = self.scope;
+                words.push((w, false));
+            } else if scope > 0 {
+                scope -= 1;
+                words.push((w, true));
+            } else {
+                words.push((w, false));
             }
         }
-        let mut found: HashSet<Vec<u8>> = HashSet::with_capacity(words.len() * 2);
+        let mut buf: Vec<u8> = Vec::with_capacity(64);
+        let mut total = 0i64;
+        // The sets of what a text holds hash with std's keyed SipHash: their keys are the
+        // client's words, which must not be able to make a set degenerate (FxHash is for the
+        // model's own keys).
+        let mut seen_words: HashSet<Word<'_>> = HashSet::with_capacity(words.len());
+        for &w in &words {
+            if seen_words.insert(w) {
+                buf.clear();
+                Self::spell(&mut buf, w);
+                total += self.weights.get(buf.as_slice()).copied().unwrap_or(0);
+            }
+        }
+        let mut seen_pairs: HashSet<(Word<'_>, Word<'_>)> = HashSet::with_capacity(words.len());
         for pair in words.windows(2) {
-            let mut joined = Vec::with_capacity(pair[0].len() + 1 + pair[1].len());
-            joined.extend_from_slice(&pair[0]);
-            joined.push(b' ');
-            joined.extend_from_slice(&pair[1]);
-            found.insert(joined);
+            if seen_pairs.insert((pair[0], pair[1])) {
+                buf.clear();
+                Self::spell(&mut buf, pair[0]);
+                buf.push(b' ');
+                Self::spell(&mut buf, pair[1]);
+                total += self.weights.get(buf.as_slice()).copied().unwrap_or(0);
+            }
         }
-        for w in words {
-            found.insert(w);
-        }
-        let total = found.iter().map(|f| self.weights.get(f).copied().unwrap_or(0)).sum();
-        (total, found.len())
+        // A word feature and a pair feature never have the same text (a pair holds a space).
+        (total, seen_words.len() + seen_pairs.len())
     }
 }

@@ -3,8 +3,8 @@ stands in for. The detectors: ``Scanner.find`` (spans and raw extents, from any 
 the streaming redactor (every push and the close, for any split of the text into deltas, any
 batch size, with and without labels) give exactly what the Python path gives, on text rich in
 entities, look-alikes, multi-byte characters and lone surrogates. The injection model's
-features and weights (``WordModel``): the same logit for any text. The Python path is the
-reference.
+features and weights (``WordModel``): the same logit for any text; the injection anchors
+(``AnchorScan``): the same positions. The Python path is the reference.
 
 The README's test command builds and installs the native scanner (``hack/test.sh``), so these
 tests run against it in CI; ``test_the_native_scanner_is_installed`` fails where it is missing
@@ -20,7 +20,7 @@ import sys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sluice_sidecar.guardrails import detectors, injection_model
+from sluice_sidecar.guardrails import detectors, injection, injection_model
 from sluice_sidecar.guardrails.detectors import ENTITIES, Scanner
 from sluice_sidecar.guardrails.holdback import HoldbackRedactor, Released
 
@@ -207,4 +207,54 @@ def test_word_model_logit_is_the_python_one(text: str) -> None:
         found = injection_model.features(text)
         assert got == (sum(_MODEL.weights.get(f, 0) for f in found), len(found))
     else:
-        assert got is None  # the Python path's: Unicode words
+        assert got is None  # Unicode words: Python finds them
+        words = injection_model._WORD.findall(text)
+        found = injection_model.features(text)
+        assert _MODEL.native.total_words("\0".join(words)) == (
+            sum(_MODEL.weights.get(f, 0) for f in found),
+            len(found),
+        )
+
+
+def test_the_native_anchor_scan_is_loaded() -> None:
+    assert injection._native_anchors() is not None
+
+
+ANCHOR_TEXT = st.lists(
+    st.sampled_from(
+        sorted({*injection._PERSONA_WORDS, *injection._BY_ANCHOR, "you are now", "ignore all"})
+    )
+    | st.sampled_from([" ", ".", "[", "]", "2", "22", "_", "-", "'", "\n", "<|", "###"])
+    | st.sampled_from(["\u00e9", "\u0142", "\u00b2", "\u20ac", "\u00b0", "\u0301", "\ud800"])
+    | st.text(alphabet="abdnoy2[ _.<|#\u00e9\u65e5\u00b2\u2014", max_size=4),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ANCHOR_TEXT)
+def test_anchor_scan_is_the_python_one(text: str) -> None:
+    """Non-ASCII text is scanned as its ASCII twin (``_ascii_twin``)."""
+    got = injection._native_anchors().scan(text)
+    if text.isascii():
+        assert got == injection._scan_anchors_python(text)
+    else:
+        assert got is None  # the native scan takes ASCII text only
+    assert injection._scan_anchors(text) == injection._scan_anchors_python(text)
+
+
+class _GivesUp:
+    """A native engine whose matcher gives up (as PCRE2 does when its JIT stack overflows)."""
+
+    def find(self, text: str, pos: int = 0, extents: object = None) -> list[object]:
+        raise RuntimeError("native scan failed: JIT stack limit reached")
+
+
+def test_a_native_scan_that_gives_up_is_redone_in_python() -> None:
+    scanner = Scanner(ENTITIES)
+    scanner._native = _GivesUp()
+    text = "Card 4111 1111 1111 1111, mail bob@example.com"
+    extents: list[tuple[int, int]] = []
+    want: list[tuple[int, int]] = []
+    assert scanner.find(text, 0, extents) == Scanner(ENTITIES, native=False).find(text, 0, want)
+    assert extents == want and want

@@ -58,6 +58,8 @@ reads its weights file once, on the first score).
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -914,9 +916,48 @@ _AT_START: dict[str, tuple[tuple[str, ...], bool]] = {
 _AT_START["2"] = ((), True)
 
 
+@functools.cache
+def _native_anchors() -> Any:
+    """The native twin of ``_scan_anchors`` for ASCII text (``sluice_native.AnchorScan``), or
+    None where the native scanner is not installed or turned off (``SLUICE_NATIVE_SCAN=0``)."""
+    try:
+        import sluice_native
+    except ImportError:  # pragma: no cover - the pure-Python path
+        return None
+    if os.environ.get("SLUICE_NATIVE_SCAN", "1") == "0":
+        return None
+    return sluice_native.AnchorScan(_AT_START, list(_OTHER_ANCHORS))
+
+
+#: Non-ASCII characters that are not word characters (Python's Unicode ``\w``), and the rest.
+_NONASCII_NONWORD = re.compile(r"[^\x00-\x7f\w]")
+_NONASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _ascii_twin(text: str) -> str:
+    """``text`` with each non-ASCII character replaced by an ASCII one of the same kind for the
+    anchor scan: ``_`` for a word character, ``\x01`` for any other. Every anchor and persona
+    word is ASCII and holds neither, so the anchors occur at the same positions, and the word
+    boundaries around them are where they were (one character for one)."""
+    if text.isascii():
+        return text
+    return _NONASCII.sub("_", _NONASCII_NONWORD.sub("\x01", text))
+
+
 def _scan_anchors(text: str) -> tuple[dict[str, list[int]], list[int]]:
     """Anchor → where it occurs, ascending (an anchor starting with a letter or digit only at
-    the start of a word, the others anywhere), and where a persona cue may start, ascending."""
+    the start of a word, the others anywhere), and where a persona cue may start, ascending.
+    Natively where the native scanner is installed (over ``_ascii_twin(text)``)."""
+    native = _native_anchors()
+    if native is not None:
+        got: tuple[dict[str, list[int]], list[int]] | None = native.scan(_ascii_twin(text))
+        if got is not None:
+            return got
+    return _scan_anchors_python(text)
+
+
+def _scan_anchors_python(text: str) -> tuple[dict[str, list[int]], list[int]]:
+    """``_scan_anchors`` in Python: the reference, and the path of other text."""
     found: dict[str, list[int]] = {}
     persona: list[int] = []
     scan = _ANCHOR_SCAN_ASCII if text.isascii() else _ANCHOR_SCAN

@@ -81,7 +81,8 @@ def _mark_negated(words: list[str]) -> list[str]:
 class Model:
     """Weights (in ``UNIT``) of the features kept (the others weigh 0), the bias, and the fewest
     features a text is scaled as having; ``native``: the same features and weights in the native
-    scanner (``sluice_native.WordModel``, for ASCII text), when it is installed."""
+    scanner (``sluice_native.WordModel``; it finds the words of ASCII text itself), when it is
+    installed."""
 
     bias: float
     weights: dict[str, int]
@@ -90,8 +91,12 @@ class Model:
 
     def logit(self, canonical_text: str) -> float:
         native = self.native
-        got: tuple[int, int] | None = None if native is None else native.total(canonical_text)
-        if got is not None:
+        if native is not None:  # the words found here when they are not ASCII (Unicode \w)
+            got: tuple[int, int] = (
+                native.total(canonical_text)
+                if canonical_text.isascii()
+                else native.total_words("\0".join(_WORD.findall(canonical_text)))
+            )
             total, count = got
         else:
             found = features(canonical_text)
