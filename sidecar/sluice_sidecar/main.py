@@ -28,6 +28,7 @@ from .budget import BudgetStage
 from .config_source import ConfigSource, source_from
 from .contract import SidecarConfig
 from .gateway import GATEWAY
+from .guardrails.detectors import scanning
 from .metering import AuditSink, JsonLinesAudit, NullAudit, who_from_env
 
 log = logging.getLogger("sluice.sidecar")
@@ -130,11 +131,12 @@ async def serve_async(
         await web.TCPSite(runner, host, port).start()
         await web.TCPSite(admin_runner, admin_host, admin_port).start()
         log.info(
-            "sluice sidecar serving the API on %s:%d, admin on %s:%d",
+            "sluice sidecar serving the API on %s:%d, admin on %s:%d; guardrail text scanning: %s",
             host,
             port,
             admin_host,
             admin_port,
+            scanning(),
         )
         if gc_tuning:
             tune_gc()

@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 
+import sluice_native
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -172,14 +173,17 @@ def test_deny_patterns_keep_the_python_redactor_and_find_adds_them() -> None:
 
 def test_turned_off_by_the_environment() -> None:
     code = (
-        "from sluice_sidecar.guardrails.detectors import Scanner, ENTITIES;"
-        "print(Scanner(ENTITIES).native is None)"
+        "from sluice_sidecar.guardrails.detectors import Scanner, ENTITIES, scanning;"
+        "from sluice_sidecar.guardrails import injection, injection_model;"
+        "print(Scanner(ENTITIES).native is None, injection._native_anchors() is None,"
+        " injection_model.load().native is None, scanning())"
     )
     env = {**os.environ, "SLUICE_NATIVE_SCAN": "0"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "True"
+    assert out.stdout.strip() == "True True True Python (SLUICE_NATIVE_SCAN=0)"
+    assert detectors.scanning() == f"native (sluice_native {sluice_native.__version__})"
 
 
 _MODEL = injection_model.load()

@@ -604,6 +604,16 @@ def native_available() -> bool:
     return _native is not None and os.environ.get("SLUICE_NATIVE_SCAN", "1") != "0"
 
 
+def scanning() -> str:
+    """Which implementation scans text, for the sidecar's start-up line: ``native
+    (sluice_native 0.1.0)``, or ``Python`` with why."""
+    if _native is None:
+        return "Python (the native scanner sluice_native is not installed)"
+    if not native_available():
+        return "Python (SLUICE_NATIVE_SCAN=0)"
+    return f"native (sluice_native {_native.__version__})"
+
+
 def _native_engine(
     entities: frozenset[str], detectors: Sequence[Detector], tails: Sequence[tuple[str, int]]
 ) -> Any:
