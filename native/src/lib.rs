@@ -445,13 +445,15 @@ impl WordModel {
         s.is_ascii().then(|| self.inner.total(s.as_bytes()))
     }
 
-    /// The same for a text's words (Python's `\w+` of it, in order: any text), joined by NUL
-    /// (which no word holds): one string to cross over instead of one per word.
-    fn total_words(&self, joined: &Bound<'_, PyString>) -> PyResult<(i64, usize)> {
-        let text = utf8(joined)?;
-        let raw: Vec<&[u8]> = if text.is_empty() { Vec::new() } else { text.split(|&b| b == 0).collect() };
-        Ok(self.inner.total_words(&raw))
+    /// The same for any text given its ASCII twin (`injection_model.ascii_twin`: one
+    /// character for one, a word character where Python's `\w` has one); None when the twin
+    /// is not one character per character of the text.
+    fn total_twin(&self, text: &Bound<'_, PyString>, twin: &Bound<'_, PyString>) -> PyResult<Option<(i64, usize)>> {
+        let text = utf8(text)?;
+        let twin = utf8(twin)?;
+        Ok(self.inner.total_twin(&text, &twin))
     }
+
 }
 
 /// Where the injection families' anchors occur (`anchors.rs`).

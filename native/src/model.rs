@@ -58,6 +58,37 @@ impl WordModel {
         self.total_words(&raw)
     }
 
+    /// The same for any text, given its ASCII twin (one byte per character of `text`, a word
+    /// character where Python's Unicode `\w` has one): words are the runs of characters whose
+    /// twin is a word character, taken from `text` (UTF-8; lone surrogates as three bytes).
+    pub fn total_twin(&self, text: &[u8], twin: &[u8]) -> Option<(i64, usize)> {
+        let mut raw: Vec<&[u8]> = Vec::new();
+        let mut start: Option<usize> = None;
+        let mut ch = 0usize;
+        for (b, &byte) in text.iter().enumerate() {
+            if (byte & 0xC0) == 0x80 {
+                continue; // inside a character
+            }
+            let word = is_word(*twin.get(ch)?);
+            match (word, start) {
+                (true, None) => start = Some(b),
+                (false, Some(s)) => {
+                    raw.push(&text[s..b]);
+                    start = None;
+                }
+                _ => {}
+            }
+            ch += 1;
+        }
+        if ch != twin.len() {
+            return None;
+        }
+        if let Some(s) = start {
+            raw.push(&text[s..]);
+        }
+        Some(self.total_words(&raw))
+    }
+
     /// The same for a text's words (`\w+`, in order), found by the caller.
     pub fn total_words(&self, raw: &[&[u8]]) -> (i64, usize) {
         let mut words: Vec<Word<'_>> = Vec::with_capacity(raw.len());

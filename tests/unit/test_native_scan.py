@@ -190,7 +190,10 @@ _MODEL = injection_model.load()
 _VOCAB = sorted(_MODEL.weights)[:: max(1, len(_MODEL.weights) // 300)]
 WORDS = st.lists(
     st.sampled_from([w for v in _VOCAB for w in v.split()] + sorted(injection_model._NEGATIONS))
-    | st.text(alphabet="abcdeIgnorPvs_019 .,'!?\n-\u00e9", max_size=10),
+    | st.text(
+        alphabet="abcdeIgnorPvs_019 .,'!?\n-\u00e9\u0142\u00b2\u0301\u65e5\u2014", max_size=10
+    )
+    | st.sampled_from(["\ud800", "\u00c9cole", "\u00e9t\u00e9", "na\u0308ive"]),
     max_size=60,
 ).map(" ".join)
 
@@ -211,10 +214,9 @@ def test_word_model_logit_is_the_python_one(text: str) -> None:
         found = injection_model.features(text)
         assert got == (sum(_MODEL.weights.get(f, 0) for f in found), len(found))
     else:
-        assert got is None  # Unicode words: Python finds them
-        words = injection_model._WORD.findall(text)
+        assert got is None  # Unicode words: found through the text's ASCII twin
         found = injection_model.features(text)
-        assert _MODEL.native.total_words("\0".join(words)) == (
+        assert _MODEL.native.total_twin(text, injection_model.ascii_twin(text)) == (
             sum(_MODEL.weights.get(f, 0) for f in found),
             len(found),
         )
@@ -238,7 +240,7 @@ ANCHOR_TEXT = st.lists(
 @settings(max_examples=400, deadline=None)
 @given(ANCHOR_TEXT)
 def test_anchor_scan_is_the_python_one(text: str) -> None:
-    """Non-ASCII text is scanned as its ASCII twin (``_ascii_twin``)."""
+    """Non-ASCII text is scanned as its ASCII twin (``injection_model.ascii_twin``)."""
     got = injection._native_anchors().scan(text)
     if text.isascii():
         assert got == injection._scan_anchors_python(text)

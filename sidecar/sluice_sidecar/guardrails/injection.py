@@ -929,28 +929,17 @@ def _native_anchors() -> Any:
     return sluice_native.AnchorScan(_AT_START, list(_OTHER_ANCHORS))
 
 
-#: Non-ASCII characters that are not word characters (Python's Unicode ``\w``), and the rest.
-_NONASCII_NONWORD = re.compile(r"[^\x00-\x7f\w]")
-_NONASCII = re.compile(r"[^\x00-\x7f]")
-
-
-def _ascii_twin(text: str) -> str:
-    """``text`` with each non-ASCII character replaced by an ASCII one of the same kind for the
-    anchor scan: ``_`` for a word character, ``\x01`` for any other. Every anchor and persona
-    word is ASCII and holds neither, so the anchors occur at the same positions, and the word
-    boundaries around them are where they were (one character for one)."""
-    if text.isascii():
-        return text
-    return _NONASCII.sub("_", _NONASCII_NONWORD.sub("\x01", text))
-
-
 def _scan_anchors(text: str) -> tuple[dict[str, list[int]], list[int]]:
-    """Anchor → where it occurs, ascending (an anchor starting with a letter or digit only at
+    r"""Anchor → where it occurs, ascending (an anchor starting with a letter or digit only at
     the start of a word, the others anywhere), and where a persona cue may start, ascending.
-    Natively where the native scanner is installed (over ``_ascii_twin(text)``)."""
+    Natively where the native scanner is installed (over ``injection_model.ascii_twin``: every
+    anchor and persona word is ASCII and holds neither ``_`` nor ``\x01``, so they occur where
+    they did)."""
     native = _native_anchors()
     if native is not None:
-        got: tuple[dict[str, list[int]], list[int]] | None = native.scan(_ascii_twin(text))
+        got: tuple[dict[str, list[int]], list[int]] | None = native.scan(
+            injection_model.ascii_twin(text)
+        )
         if got is not None:
             return got
     return _scan_anchors_python(text)

@@ -42,6 +42,21 @@ _WORD = re.compile(r"\w+")
 #: ``_WORD`` for ASCII text (the same words there; a table look-up per character instead of
 #: several Unicode database look-ups).
 _WORD_ASCII = re.compile(r"\w+", re.ASCII)
+#: Non-ASCII characters that are not word characters (Python's Unicode ``\w``), and the rest.
+_NONASCII_NONWORD = re.compile(r"[^\x00-\x7f\w]")
+_NONASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def ascii_twin(text: str) -> str:
+    r"""``text`` with each non-ASCII character replaced by an ASCII one of the same kind: ``_``
+    for a word character (Python's Unicode ``\w``), ``\x01`` for any other. One character for
+    one, so positions and word boundaries stay where they were: the native scanner finds the
+    injection anchors (all ASCII) in it, and where the model's words are."""
+    if text.isascii():
+        return text
+    return _NONASCII.sub("_", _NONASCII_NONWORD.sub("\x01", text))
+
+
 #: Words that negate what follows (``don't`` is the words ``don`` and ``t``).
 _NEGATIONS: Final = frozenset(
     ("not", "never", "no", "nor", "without", "cannot", "dont", "don", "doesn", "didn", "isn",
@@ -91,12 +106,14 @@ class Model:
 
     def logit(self, canonical_text: str) -> float:
         native = self.native
-        if native is not None:  # the words found here when they are not ASCII (Unicode \w)
-            got: tuple[int, int] = (
+        got: tuple[int, int] | None = None
+        if native is not None:  # other text: where its words are, told by its ASCII twin
+            got = (
                 native.total(canonical_text)
                 if canonical_text.isascii()
-                else native.total_words("\0".join(_WORD.findall(canonical_text)))
+                else native.total_twin(canonical_text, ascii_twin(canonical_text))
             )
+        if got is not None:
             total, count = got
         else:
             found = features(canonical_text)
