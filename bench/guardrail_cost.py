@@ -46,7 +46,7 @@ from typing import Any
 from faker import Faker
 from pii_corpus import ENTITIES, build
 
-from sluice_sidecar.contract import GuardAction, Guardrail, GuardStage, PiiRule
+from sluice_sidecar.contract import GuardAction, Guardrail, GuardStage, InjectionRule, PiiRule
 from sluice_sidecar.guardrails import Engine, HoldbackRedactor, Scanner
 from sluice_sidecar.guardrails.injection import score
 
@@ -92,6 +92,18 @@ def policy() -> Guardrail:
     )
 
 
+def policy_with_injection() -> Guardrail:
+    """``policy()`` with the prompt-injection check on input too (flagging, so every text is
+    checked whole by both): what one policy that does both costs."""
+    pii = PiiRule(entities=ENTITIES, action=GuardAction.REDACT)
+    injection = InjectionRule(action=GuardAction.LOG)
+    stage = GuardStage(pii=pii, prompt_injection=injection).model_dump()
+    return Guardrail.model_validate({"name": "pii-and-injection", "input": stage})
+
+
+_BOTH = Engine([policy_with_injection()])
+
+
 def _whole(text: str) -> str:
     return text
 
@@ -130,6 +142,7 @@ _SCANNER = Scanner(ENTITIES)
 #: Per case: what is prepared from a text before the clock starts, and what is timed.
 CASES: dict[str, tuple[Callable[[str], Any], Callable[[Engine, Any], None]]] = {
     "input check": (_whole, _input),
+    "input check, personal data and injection": (_whole, lambda _e, t: _input(_BOTH, t)),
     "output, unary": (_whole, _unary),
     f"output, streamed ({DELTA}-char deltas)": (_deltas(DELTA), _streamed),
     "output, streamed (32-char deltas)": (_deltas(32), _streamed),

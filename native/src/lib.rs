@@ -111,21 +111,6 @@ fn utf8<'a>(text: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, [u8]>> {
     }
 }
 
-/// `text` with each lone surrogate's three bytes replaced by U+FFFD's.
-fn without_surrogates(text: &[u8]) -> Vec<u8> {
-    let mut out = text.to_vec();
-    let mut i = 0;
-    while i + 2 < out.len() {
-        if out[i] == 0xED && (0xA0..=0xBF).contains(&out[i + 1]) {
-            out[i..i + 3].copy_from_slice(&[0xEF, 0xBF, 0xBD]);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    out
-}
-
 /// `utf8`'s inverse.
 fn string<'py>(py: Python<'py>, text: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     match std::str::from_utf8(text) {
@@ -165,15 +150,6 @@ impl Engine {
                     false
                 }
             }
-        };
-        // Lone surrogates (their three bytes, ED A0-BF xx) are not UTF-8, which PCRE2 refuses:
-        // the scan reads U+FFFD (EF BF BD, as long, and as unmatched by every pattern) instead.
-        let sanitized: Vec<u8>;
-        let text = if std::str::from_utf8(text).is_ok() {
-            text
-        } else {
-            sanitized = without_surrogates(text);
-            &sanitized
         };
         let found = self.inner.find(text, pos, extents, &mut words);
         if let Some(e) = failed {

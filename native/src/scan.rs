@@ -1,6 +1,6 @@
 //! The search: `Engine::find` is `Scanner.find` of `sluice_sidecar/guardrails/detectors.py`
 //! for the built-in detectors (no deny patterns), over UTF-8 text (a lone
-//! surrogate as its three bytes, which PCRE2's invalid-UTF mode never matches), in bytes. The
+//! surrogate as its three bytes), in bytes. The
 //! patterns are the Python detectors' own sources (compiled by PCRE2, whose backtracking gives
 //! the same matches as Python's `re` for these patterns), handed over by the Python side at
 //! construction; the validators are `validate.rs`. Same order of work as the Python: the
@@ -145,12 +145,40 @@ pub type Found = (usize, usize, usize);
 /// A pattern under PCRE2 with its JIT, on its default stack (32 KB: the built-in patterns have
 /// bounded repetition; a text that overflows it gets an error, and the Python side then scans
 /// that text in Python).
+///
+/// Byte mode, not UTF mode: UTF mode checks the whole subject's encoding at every match call
+/// (60 % of a scan's instructions). It gives the same matches here because every character
+/// class and literal of these patterns is ASCII and none is negated (`[^…]`) or `.`: a byte of a
+/// multi-byte character is in none of them, exactly as the character is in none of them, so a
+/// match never starts, ends or looks around differently, and lookbehinds, which step back over
+/// ASCII characters only when they can match at all, see the same. A pattern that breaks this
+/// rule is refused (and the Python side then scans in Python).
 fn compile(source: &str) -> Result<Regex, String> {
+    if !source.is_ascii() || source.contains("[^") || has_bare_dot(source) {
+        return Err(format!("the pattern {source:?} is not ASCII-only without negated classes or `.`"));
+    }
     RegexBuilder::new()
-        .utf(true)
+        .utf(false)
         .jit_if_available(true)
         .build(source)
         .map_err(|e| format!("{e} in the pattern {source:?}"))
+}
+
+/// Whether `source` has a `.` outside a character class that is not escaped.
+fn has_bare_dot(source: &str) -> bool {
+    let bytes = source.as_bytes();
+    let (mut i, mut in_class) = (0, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'[' if !in_class => in_class = true,
+            b']' if in_class => in_class = false,
+            b'.' if !in_class => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 pub struct DetectorSpec {

@@ -264,3 +264,16 @@ def test_a_native_scan_that_gives_up_is_redone_in_python() -> None:
     want: list[tuple[int, int]] = []
     assert scanner.find(text, 0, extents) == Scanner(ENTITIES, native=False).find(text, 0, want)
     assert extents == want and want
+
+
+def test_a_pattern_the_engine_cannot_run_byte_by_byte_is_refused() -> None:
+    """The engine matches byte by byte: sound only for ASCII classes that are not negated."""
+    for pattern in (r"[^0-9]\d{4}", r"\d.\d", "caf\u00e9 \\d"):
+        detector = ("CREDIT_CARD", "card", pattern, "0123456789", "digit", None)
+        try:
+            sluice_native.Engine([detector], [], "[0-9]", "[ ]", {}, 32, bool, bool, detectors.Span)
+        except ValueError as e:
+            assert "ASCII-only" in str(e)
+        else:
+            raise AssertionError(f"{pattern!r} was accepted")
+    assert detectors._native_engine_of(Scanner(ENTITIES)._detectors, []) is not None

@@ -621,31 +621,42 @@ def _native_engine(
     or no detector). The Python detectors hand over their own pattern sources."""
     if not detectors or not native_available():
         return None
-    engine = _ENGINES.get(entities)
-    if engine is None:
+    engine = _ENGINES.get(entities, False)
+    if engine is False:
         assert _native is not None
-        engine = _ENGINES[entities] = _native.Engine(
-            [
-                (
-                    d.entity,
-                    _NATIVE_VALIDATORS[d.validate],
-                    d.pattern.pattern,
-                    "".join(sorted(d.run)),
-                    _NATIVE_HINTS[d.hint],
-                    None if d.trigger is None else d.trigger.pattern,
-                )
-                for d in detectors
-            ],
-            list(tails),
-            _ANY.pattern,
-            _PHONE_SEPARATORS.pattern,
-            IBAN_LENGTHS,
-            CONTEXT_BEFORE,
-            _card_context,
-            _phone_context,
-            Span,
-        )
+        try:
+            engine = _native_engine_of(detectors, tails)
+        except ValueError:  # a pattern the native engine cannot run as Python does: Python's
+            engine = None
+        _ENGINES[entities] = engine
     return engine
+
+
+def _native_engine_of(detectors: Sequence[Detector], tails: Sequence[tuple[str, int]]) -> Any:
+    """``sluice_native.Engine`` of ``detectors``; ValueError when it refuses a pattern (it runs
+    only ASCII patterns without negated classes or ``.``, byte by byte: see native/src/scan.rs)."""
+    assert _native is not None
+    return _native.Engine(
+        [
+            (
+                d.entity,
+                _NATIVE_VALIDATORS[d.validate],
+                d.pattern.pattern,
+                "".join(sorted(d.run)),
+                _NATIVE_HINTS[d.hint],
+                None if d.trigger is None else d.trigger.pattern,
+            )
+            for d in detectors
+        ],
+        list(tails),
+        _ANY.pattern,
+        _PHONE_SEPARATORS.pattern,
+        IBAN_LENGTHS,
+        CONTEXT_BEFORE,
+        _card_context,
+        _phone_context,
+        Span,
+    )
 
 
 #: Kinds that only a checksum-proved span of another kind can contain (and explain).
