@@ -97,7 +97,7 @@ class Model:
     """Weights (in ``UNIT``) of the features kept (the others weigh 0), the bias, and the fewest
     features a text is scaled as having; ``native``: the same features and weights in the native
     scanner (``sluice_native.WordModel``; it finds the words of ASCII text itself), when it is
-    installed."""
+    installed, and then ``weights`` is left empty (``with_native``)."""
 
     bias: float
     weights: dict[str, int]
@@ -106,14 +106,14 @@ class Model:
 
     def logit(self, canonical_text: str) -> float:
         native = self.native
-        got: tuple[int, int] | None = None
         if native is not None:  # other text: where its words are, told by its ASCII twin
-            got = (
+            got: tuple[int, int] | None = (
                 native.total(canonical_text)
                 if canonical_text.isascii()
                 else native.total_twin(canonical_text, ascii_twin(canonical_text))
             )
-        if got is not None:
+            if got is None:  # cannot happen: the twin has one character per character
+                raise RuntimeError("the native injection model refused a text's ASCII twin")
             total, count = got
         else:
             found = features(canonical_text)
@@ -172,4 +172,5 @@ def with_native(model: Model) -> Model:
     if os.environ.get("SLUICE_NATIVE_SCAN", "1") == "0":
         return model
     twin = sluice_native.WordModel(model.weights, sorted(_NEGATIONS), NEGATION_SCOPE)
-    return dataclasses.replace(model, native=twin)
+    # The twin holds the weights: the model keeps no second copy (about 0.8 MB of the sidecar).
+    return dataclasses.replace(model, weights={}, native=twin)
