@@ -54,7 +54,16 @@ def ascii_twin(text: str) -> str:
     injection anchors (all ASCII) in it, and where the model's words are."""
     if text.isascii():
         return text
-    return _NONASCII.sub("_", _NONASCII_NONWORD.sub("\x01", text))
+    last = _LAST_TWIN[0]  # one read: a pair swapped whole, never half of two
+    if last[0] is text:  # the anchor scan and the model ask for the same text's twin in turn
+        return last[1]
+    twin = _NONASCII.sub("_", _NONASCII_NONWORD.sub("\x01", text))
+    _LAST_TWIN[0] = (text, twin)
+    return twin
+
+
+#: The last text ``ascii_twin`` rewrote and its twin (kept by identity: one entry).
+_LAST_TWIN: list[tuple[str, str]] = [("", "")]
 
 
 #: Words that negate what follows (``don't`` is the words ``don`` and ``t``).
