@@ -20,7 +20,14 @@ class Engine:
     def find(
         self, text: str, pos: int = 0, extents: list[tuple[int, int]] | None = None
     ) -> list[object]: ...
-    def redactor(self, labels: list[str] | None = None, batch: int = 32) -> Redactor: ...
+    def redactor(
+        self,
+        labels: list[str] | None = None,
+        batch: int = 32,
+        deny: Callable[[str, int], list[tuple[int, int, int]]] | None = None,
+        deny_labels: list[str] = ...,
+        window: int = 0,
+    ) -> Redactor: ...
 
 class Redactor:
     closed: bool

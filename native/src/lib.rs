@@ -137,6 +137,18 @@ impl Engine {
         pos: usize,
         extents: Option<&mut Vec<(usize, usize)>>,
     ) -> PyResult<Vec<Found>> {
+        let spans = self.search_raw(py, text, pos, extents)?;
+        Ok(self.inner.resolve(sorted(spans), self.inner.entities.len()))
+    }
+
+    /// `search` before the spans are sorted and resolved.
+    fn search_raw(
+        &self,
+        py: Python<'_>,
+        text: &[u8],
+        pos: usize,
+        extents: Option<&mut Vec<(usize, usize)>>,
+    ) -> PyResult<Vec<Found>> {
         let mut failed: Option<PyErr> = None;
         let mut words = |ctx: Context, before: &[u8]| -> bool {
             let f = match ctx {
@@ -151,7 +163,7 @@ impl Engine {
                 }
             }
         };
-        let found = self.inner.find(text, pos, extents, &mut words);
+        let found = self.inner.find_raw(text, pos, extents, &mut words);
         if let Some(e) = failed {
             return Err(e);
         }
@@ -161,6 +173,11 @@ impl Engine {
     fn span<'py>(&self, py: Python<'py>, start: usize, end: usize, entity: usize) -> PyResult<Bound<'py, PyAny>> {
         self.span.bind(py).call1((start, end, self.inner.entities[entity].as_str()))
     }
+}
+
+fn sorted(mut spans: Vec<Found>) -> Vec<Found> {
+    scan::sort_spans(&mut spans);
+    spans
 }
 
 #[pymethods]
@@ -219,14 +236,28 @@ impl Engine {
     }
 
     /// A streaming redactor over this engine: `labels` the entities replaced (None: all).
-    #[pyo3(signature = (labels=None, batch=32))]
-    fn redactor(slf: Py<Engine>, py: Python<'_>, labels: Option<Vec<String>>, batch: usize) -> Redactor {
-        let shown = labels.map(|names| {
-            slf.get().inner.entities.iter().map(|e| names.iter().any(|n| n == e)).collect()
-        });
-        let _ = py;
+    /// With deny patterns: `deny(text, pos)` gives their matches in `text` from character
+    /// `pos` as `(start, end, index into deny_labels)`, in the order `Scanner.find` adds them,
+    /// and `window` is `Scanner.window` (the longest match they are assumed to have).
+    #[pyo3(signature = (labels=None, batch=32, deny=None, deny_labels=Vec::new(), window=0))]
+    fn redactor(
+        slf: Py<Engine>,
+        labels: Option<Vec<String>>,
+        batch: usize,
+        deny: Option<Py<PyAny>>,
+        deny_labels: Vec<String>,
+        window: usize,
+    ) -> Redactor {
+        let mut names: Vec<String> = slf.get().inner.entities.clone();
+        let builtin = names.len();
+        names.extend(deny_labels);
+        let shown = labels.map(|wanted| names.iter().map(|e| wanted.iter().any(|n| n == e)).collect());
         Redactor {
             engine: slf,
+            names,
+            builtin,
+            deny,
+            window: if window == 0 { 1 } else { window },
             shown,
             batch: batch.max(1),
             buf: Vec::new(),
@@ -244,6 +275,14 @@ impl Engine {
 #[pyclass(module = "sluice_native")]
 struct Redactor {
     engine: Py<Engine>,
+    /// Entity names by index: the engine's, then the deny patterns' labels.
+    names: Vec<String>,
+    /// How many of `names` are the engine's.
+    builtin: usize,
+    /// The deny patterns' search (Python regexes), if the policy has any.
+    deny: Option<Py<PyAny>>,
+    /// `Scanner.window`, with deny patterns.
+    window: usize,
     /// Per entity: replaced (None: every entity is).
     shown: Option<Vec<bool>>,
     batch: usize,
@@ -267,6 +306,29 @@ fn empty(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
 }
 
 impl Redactor {
+    /// `Scanner.find(buf, pos, extents)`: the engine's candidates and the deny patterns'
+    /// matches, sorted and resolved together.
+    fn find(&self, py: Python<'_>, mut extents: Option<&mut Vec<(usize, usize)>>) -> PyResult<Vec<Found>> {
+        let engine = self.engine.get();
+        let mut spans = engine.search_raw(py, &self.buf, self.pos, extents.as_deref_mut())?;
+        if let Some(deny) = &self.deny {
+            let index = Index::new(&self.buf);
+            let found: Vec<(usize, usize, usize)> =
+                deny.call1(py, (string(py, &self.buf)?, index.to_char(self.pos)))?.extract(py)?;
+            for (s, e, label) in found {
+                if label >= self.names.len() - self.builtin {
+                    return Err(PyValueError::new_err("a deny match named no deny label"));
+                }
+                let (s, e) = (index.to_byte(s), index.to_byte(e));
+                spans.push((s, e, self.builtin + label));
+                if let Some(x) = extents.as_deref_mut() {
+                    x.push((s, e));
+                }
+            }
+        }
+        Ok(engine.inner.resolve(sorted(spans), self.names.len()))
+    }
+
     /// Release `buf[pos..cut]` (bytes) with `spans` (bytes in `buf`) applied.
     fn release<'py>(&mut self, py: Python<'py>, cut: usize, spans: &[Found]) -> PyResult<Bound<'py, PyTuple>> {
         let engine = self.engine.get();
@@ -293,9 +355,13 @@ impl Redactor {
         }
         for (s, e, entity) in merged {
             text.extend_from_slice(&self.buf[at..s]);
-            text.push(b'[');
-            text.extend_from_slice(engine.inner.entities[entity].as_bytes());
-            text.push(b']');
+            if entity < self.builtin {
+                text.push(b'[');
+                text.extend_from_slice(self.names[entity].as_bytes());
+                text.push(b']');
+            } else {
+                text.extend_from_slice(b"[REDACTED]"); // a deny pattern's match
+            }
             at = e;
         }
         text.extend_from_slice(&self.buf[at..cut]);
@@ -303,7 +369,10 @@ impl Redactor {
             py,
             spans
                 .iter()
-                .map(|&(s, e, entity)| engine.span(py, self.base + index.to_char(s), self.base + index.to_char(e), entity))
+                .map(|&(s, e, entity)| {
+                    let (s, e) = (self.base + index.to_char(s), self.base + index.to_char(e));
+                    engine.span.bind(py).call1((s, e, self.names[entity].as_str()))
+                })
                 .collect::<PyResult<Vec<_>>>()?,
         )?;
         let cut_chars = index.to_char(cut);
@@ -345,12 +414,17 @@ impl Redactor {
         self.room = self.batch;
         let engine = self.engine.get();
         let index = Index::new(&self.buf);
-        let settled = index.to_byte(engine.inner.settled(&self.buf, index.chars()));
+        let chars = index.chars();
+        let mut settled = engine.inner.settled(&self.buf, chars);
+        if self.deny.is_some() {
+            settled = settled.min(chars.saturating_sub(self.window)); // the deny window
+        }
+        let settled = index.to_byte(settled);
         if settled <= self.pos {
             return empty(py);
         }
         let mut extents: Vec<(usize, usize)> = Vec::new();
-        let spans = engine.search(py, &self.buf, self.pos, Some(&mut extents))?;
+        let spans = self.find(py, Some(&mut extents))?;
         let mut cut = settled;
         if !extents.is_empty() {
             extents.retain(|e| e.0 < settled);
@@ -393,8 +467,7 @@ impl Redactor {
         if self.pos == self.buf.len() {
             return empty(py);
         }
-        let engine = self.engine.get();
-        let spans = engine.search(py, &self.buf, self.pos, None)?;
+        let spans = self.find(py, None)?;
         let end = self.buf.len();
         self.release(py, end, &spans)
     }

@@ -256,9 +256,10 @@ impl Engine {
         })
     }
 
-    /// `Scanner.find(text, pos, extents)` in byte offsets: the resolved spans, and (when
-    /// `extents` is given) every candidate's raw extent.
-    pub fn find(
+    /// `Scanner.find(text, pos, extents)` in byte offsets, before its spans are sorted
+    /// (`sort_spans`) and resolved (`resolve`): the caller adds the deny patterns' first, as
+    /// `Scanner.find` does. Every candidate's raw extent goes to `extents` when it is given.
+    pub fn find_raw(
         &self,
         text: &[u8],
         pos: usize,
@@ -307,8 +308,7 @@ impl Engine {
                 }
             }
         }
-        spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        Ok(if spans.len() > 1 { self.resolve(spans) } else { spans })
+        Ok(spans)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -515,8 +515,13 @@ impl Engine {
 
     /// `_resolve`: drop spans that say nothing new (inside an earlier span of their entity, or
     /// a phone/SSN inside a card or IBAN, a card inside an IBAN).
-    fn resolve(&self, spans: Vec<Found>) -> Vec<Found> {
-        let mut reach: Vec<Option<usize>> = vec![None; self.entities.len()];
+    /// (`entities`: how many entity indices the spans may use: this engine's, then the deny
+    /// patterns' labels of a redactor.)
+    pub fn resolve(&self, spans: Vec<Found>, entities: usize) -> Vec<Found> {
+        if spans.len() < 2 {
+            return spans;
+        }
+        let mut reach: Vec<Option<usize>> = vec![None; entities];
         let get = |reach: &Vec<Option<usize>>, e: usize| -> Option<usize> { reach.get(e).copied().flatten() };
         let mut out = Vec::with_capacity(spans.len());
         for span in spans {
@@ -551,6 +556,11 @@ impl Engine {
         }
         out
     }
+}
+
+/// Sorted as `Scanner.find` sorts: by start, the longest first; stable.
+pub fn sort_spans(spans: &mut [Found]) {
+    spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
 }
 
 /// The byte offset just past the character at `at` (or `at + 1` at the end, as Python's

@@ -27,12 +27,21 @@ from sluice_sidecar.guardrails.holdback import HoldbackRedactor, Released
 
 from .test_holdback_incremental import PIECES, split
 
-ENTITY_SETS = [
-    sorted(ENTITIES),
-    ["EMAIL", "IP_ADDRESS", "API_KEY"],
-    ["CREDIT_CARD", "PHONE", "US_SSN", "IBAN"],
-    ["PHONE"],
-    ["CREDIT_CARD", "IBAN"],
+DENY = re.compile(r"(?i)project bluebird")
+GREEDY = re.compile(r"a[^.]*b")  # longer than any window: as wrong in both paths
+#: Scanners as ``(entities, deny patterns, window)``: the built-in detectors, with and without
+#: a policy's deny patterns (Python regexes the native redactor calls back for).
+Spec = tuple[list[str], list[tuple[str, re.Pattern[str]]], int]
+ALL = sorted(ENTITIES)
+ENTITY_SETS: list[Spec] = [
+    (ALL, [], 64),
+    (["EMAIL", "IP_ADDRESS", "API_KEY"], [], 64),
+    (["CREDIT_CARD", "PHONE", "US_SSN", "IBAN"], [], 64),
+    (["PHONE"], [], 64),
+    (["CREDIT_CARD", "IBAN"], [], 64),
+    (ALL, [("p#0", DENY)], 32),
+    (ALL, [("p#0", DENY), ("p#1", GREEDY)], 8),
+    (["CREDIT_CARD", "PHONE", "US_SSN", "IBAN"], [("p#0", DENY)], 64),
 ]
 MORE = [
     "Karte: ",
@@ -63,8 +72,10 @@ TEXT = st.lists(
 ).map("".join)
 
 
-def _pair(entities: list[str]) -> tuple[Scanner, Scanner]:
-    native, python = Scanner(entities), Scanner(entities, native=False)
+def _pair(spec: Spec) -> tuple[Scanner, Scanner]:
+    entities, extra, window = spec
+    native = Scanner(entities, extra, window)
+    python = Scanner(entities, extra, window, native=False)
     assert native.native is not None and python.native is None
     return native, python
 
@@ -90,10 +101,8 @@ def test_find_is_the_python_find(text: str, pos: int, which: int) -> None:
     assert [type(s) for s in got] == [detectors.Span] * len(got)
 
 
-def _same_stream(
-    entities: list[str], chunks: list[str], labels: frozenset[str] | None, batch: int
-) -> None:
-    native, python = _pair(entities)
+def _same_stream(spec: Spec, chunks: list[str], labels: frozenset[str] | None, batch: int) -> None:
+    native, python = _pair(spec)
     new = HoldbackRedactor(native, labels, batch=batch)
     old = HoldbackRedactor(python, labels, batch=batch)
     assert new.stepper != new.step  # the native redactor's own step
@@ -120,23 +129,23 @@ def test_every_push_releases_what_the_python_redactor_released(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(TEXT, st.integers(1, 6), st.data())
 def test_small_deltas_with_labels(text: str, size: int, data: st.DataObject) -> None:
-    labels = data.draw(st.none() | st.frozensets(st.sampled_from(sorted(ENTITIES))))
+    labels = data.draw(st.none() | st.frozensets(st.sampled_from([*ALL, "deny:p#0"])))
     chunks = [text[i : i + size] for i in range(0, len(text), size)]
     chunks = [c for chunk in chunks for c in (chunk, "")]  # push("") asks again
-    _same_stream(sorted(ENTITIES), chunks, labels, 32)
+    _same_stream(data.draw(st.sampled_from(ENTITY_SETS)), chunks, labels, 32)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(PIECES + MORE), min_size=1, max_size=12), st.integers(1, 5))
 def test_runs_longer_than_a_reach(pieces: list[str], size: int) -> None:
     text = "k" * 500 + "".join(pieces) + "7" * 90 + " " + "".join(pieces) + "a1" * 350
-    _same_stream(sorted(ENTITIES), [text[i : i + size] for i in range(0, len(text), size)], None, 4)
+    _same_stream((ALL, [], 64), [text[i : i + size] for i in range(0, len(text), size)], None, 4)
 
 
 def test_bytes_split_inside_characters_and_a_card_over_many_deltas() -> None:
     text = "Caf\u00e9 \u2014 Karte 4111 1111 1111 1111, bob@example.com \U0001f4b3 done."
     data = text.encode()
-    native, python = _pair(sorted(ENTITIES))
+    native, python = _pair((ALL, [], 64))
     new, old = HoldbackRedactor(native), HoldbackRedactor(python)
     got, want = [], []
     for i in range(0, len(data), 3):
@@ -161,14 +170,17 @@ def test_push_after_close_raises_as_the_python_path_does() -> None:
         raise AssertionError("push after close did not raise")
 
 
-def test_deny_patterns_keep_the_python_redactor_and_find_adds_them() -> None:
-    deny = [("p#0", re.compile(r"(?i)project bluebird"))]
+def test_deny_patterns_are_matched_in_python_for_the_native_scan() -> None:
+    deny = [("p#0", DENY)]
     scanner = Scanner(ENTITIES, deny, window=32)
-    assert scanner.native is not None  # the built-in detectors' unary search
-    assert HoldbackRedactor(scanner).stepper.__self__ is not None
-    text = "Project Bluebird: card 4111 1111 1111 1111"
+    assert scanner.native is not None
+    text = "Project Bluebird: card 4111 1111 1111 1111, then nothing"
     assert scanner.find(text) == Scanner(ENTITIES, deny, window=32, native=False).find(text)
     assert [s.entity for s in scanner.find(text)] == ["deny:p#0", "CREDIT_CARD"]
+    redactor = HoldbackRedactor(scanner)
+    assert redactor.stepper != redactor.step  # streamed natively, deny patterns called back
+    out = [redactor.stepper(text[i : i + 3])[0] for i in range(0, len(text), 3)]
+    assert "".join(out) + redactor.close().text == "[REDACTED]: card [CREDIT_CARD], then nothing"
 
 
 def test_turned_off_by_the_environment() -> None:

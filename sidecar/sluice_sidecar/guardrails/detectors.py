@@ -831,6 +831,21 @@ class Scanner:
                 at = end + 1
         return self._with_extra(spans, text, pos, extents)
 
+    @property
+    def deny_labels(self) -> list[str]:
+        """The deny patterns' span labels (``deny:<key>``), in order."""
+        return [label for label, _ in self._extra]
+
+    def deny_matches(self, text: str, pos: int) -> list[tuple[int, int, int]]:
+        """The deny patterns' matches in ``text`` from ``pos`` as ``(start, end, index into
+        deny_labels)``, in the order ``find`` adds them (the native redactor's deny search)."""
+        out: list[tuple[int, int, int]] = []
+        for i, (_, pattern) in enumerate(self._extra):
+            for m in pattern.finditer(text, pos):
+                if m.end() > m.start():
+                    out.append((m.start(), m.end(), i))
+        return out
+
     def _with_extra(
         self, spans: list[Span], text: str, pos: int, extents: list[tuple[int, int]] | None
     ) -> list[Span]:

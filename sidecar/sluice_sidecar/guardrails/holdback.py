@@ -23,9 +23,10 @@ guarantee above holds unchanged, while a stream of 4-character deltas pays one s
 release) per batch instead of per delta. Pure: no IO.
 
 Where the native scanner is installed (``sluice_native``, built from ``native/``; the sidecar
-image has it) and the scanner has no deny patterns, the whole redactor runs natively: one call
-per delta (``stepper``), batching, the rescan of the held window and the release in Rust,
-property-tested equal to this class's Python path (``tests/unit/test_native_scan.py``).
+image has it), the whole redactor runs natively: one call per delta (``stepper``), batching,
+the rescan of the held window and the release in Rust, with one call back per batch for the
+deny patterns' matches (Python regexes) when the policy has any; property-tested equal to this
+class's Python path (``tests/unit/test_native_scan.py``).
 """
 
 from __future__ import annotations
@@ -112,16 +113,20 @@ class HoldbackRedactor:
         #: (0 once closed: every chunk then takes the path that raises).
         self._room = batch
         self.closed = False
-        engine = scanner.native if not scanner.has_extra else None
-        #: The native redactor (None: this class's Python path).
-        self._native: Any = (
-            None
-            if engine is None
-            else engine.redactor(
-                None if labels is None else [e for e in sorted(scanner.entities) if e in labels],
+        engine = scanner.native
+        #: The native redactor (None: this class's Python path). Deny patterns are Python
+        #: regexes: it calls back for their matches in the held text.
+        self._native: Any = None
+        if engine is not None:
+            deny = scanner.deny_labels
+            names = [*sorted(scanner.entities), *deny]
+            self._native = engine.redactor(
+                None if labels is None else [e for e in names if e in labels],
                 batch,
+                scanner.deny_matches if deny else None,
+                deny,
+                scanner.window if deny else 0,
             )
-        )
 
     @property
     def stepper(self) -> Callable[[str], tuple[str, tuple[Span, ...]]]:
