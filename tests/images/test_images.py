@@ -239,6 +239,18 @@ def test_sidecar_image_serves_a_config_and_answers(
             proc.wait(timeout=20)
 
 
+def _python_in(c: Any, code: str, *, check: bool) -> subprocess.CompletedProcess[str]:
+    """``code`` run by the image's interpreter in a container of it, as the injected UID."""
+    return subprocess.run(
+        c.run_args("/opt/venv/bin/python", "-c", code),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=120,
+    )
+
+
 def test_sidecar_image_runs_as_the_injected_uid_and_trusts_the_public_cas(
     container: Any,
 ) -> None:
@@ -247,14 +259,7 @@ def test_sidecar_image_runs_as_the_injected_uid_and_trusts_the_public_cas(
         "import os, ssl; print(os.getuid(), os.getgid(),"
         " ssl.create_default_context().cert_store_stats()['x509_ca'])"
     )
-    out = subprocess.run(
-        c.run_args("/opt/venv/bin/python", "-c", probe),
-        env=ENV,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.split()
+    out = _python_in(c, probe, check=True).stdout.split()
     assert out[:2] == [str(NONROOT_UID), str(NONROOT_UID)]
     # Debian's Mozilla set: upstream HTTPS providers verify against it.
     assert int(out[2]) > 100
@@ -271,14 +276,7 @@ def test_sidecar_image_loads_the_native_scanner(container: Any) -> None:
         " from sluice_sidecar.guardrails.detectors import native_available;"
         " print(native_available())"
     )
-    out = subprocess.run(
-        c.run_args("/opt/venv/bin/python", "-c", probe),
-        env=ENV,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    out = _python_in(c, probe, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     path, used = out.stdout.split()
     assert used == "True", out.stdout
