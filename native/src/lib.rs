@@ -487,6 +487,15 @@ impl WordModel {
         WordModel { inner: model::WordModel::new(weights, negations, scope) }
     }
 
+    /// `(bias, min_features, model)` of a weights file (`injection_model.json`), read here:
+    /// the weights never become a Python dict.
+    #[staticmethod]
+    fn load(path: &str, negations: Vec<String>, scope: usize) -> PyResult<(f64, i64, WordModel)> {
+        let (bias, min_features, inner) =
+            model::WordModel::from_file(path, negations, scope).map_err(PyValueError::new_err)?;
+        Ok((bias, min_features, WordModel { inner }))
+    }
+
     /// `(sum of the weights of the distinct features, their number)` of an ASCII text; None
     /// for any other text (the Python path's).
     fn total(&self, text: &Bound<'_, PyString>) -> Option<(i64, usize)> {

@@ -25,6 +25,24 @@ fn is_word(b: u8) -> bool {
 type Word<'t> = (&'t [u8], bool);
 
 impl WordModel {
+    /// The model of a weights file (`injection_model.json`: `bias`, `min_features`,
+    /// `weights`): `(bias, min_features, model)`.
+    pub fn from_file(path: &str, negations: Vec<String>, scope: usize) -> Result<(f64, i64, WordModel), String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("{path}: {e}"))?;
+        let bias = doc["bias"].as_f64().ok_or_else(|| format!("{path}: no number at bias"))?;
+        let min_features = doc["min_features"].as_i64().ok_or_else(|| format!("{path}: no integer at min_features"))?;
+        let table = doc["weights"].as_object().ok_or_else(|| format!("{path}: no object at weights"))?;
+        let mut weights: FxHashMap<Box<[u8]>, i64> = FxHashMap::default();
+        weights.reserve(table.len());
+        for (feature, weight) in table {
+            let w = weight.as_i64().ok_or_else(|| format!("{path}: weights[{feature:?}] is not an integer"))?;
+            weights.insert(feature.as_bytes().into(), w);
+        }
+        let negations = negations.into_iter().map(|n| n.into_bytes().into_boxed_slice()).collect();
+        Ok((bias, min_features, WordModel { weights, negations, scope }))
+    }
+
     pub fn new(weights: HashMap<String, i64>, negations: Vec<String>, scope: usize) -> WordModel {
         WordModel {
             weights: weights.into_iter().map(|(k, v)| (k.into_bytes().into_boxed_slice(), v)).collect(),

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import sluice_native
 from hypothesis import HealthCheck, given, settings
@@ -215,6 +216,8 @@ WORDS = st.lists(
 def test_the_native_word_model_is_loaded() -> None:
     assert _MODEL.native is not None
     assert _MODEL.weights == {} and len(_PYTHON.weights) > 1000  # one copy of the weights
+    # read by the native scanner from the same file: the same numbers
+    assert (_MODEL.bias, _MODEL.min_features) == (_PYTHON.bias, _PYTHON.min_features)
 
 
 @settings(max_examples=400, deadline=None)
@@ -292,3 +295,15 @@ def test_a_pattern_the_engine_cannot_run_byte_by_byte_is_refused() -> None:
         else:
             raise AssertionError(f"{pattern!r} was accepted")
     assert detectors._native_engine_of(Scanner(ENTITIES)._detectors, []) is not None
+
+
+def test_a_weights_file_the_native_model_cannot_read_says_which_and_why(tmp_path: Path) -> None:
+    bad = tmp_path / "weights.json"
+    bad.write_text('{"bias": 0.5, "min_features": 3, "weights": {"ignore": "heavy"}}')
+    for path, why in ((tmp_path / "missing.json", "missing.json"), (bad, "is not an integer")):
+        try:
+            sluice_native.WordModel.load(str(path), [], 3)
+        except ValueError as e:
+            assert why in str(e) and str(tmp_path) in str(e)
+        else:
+            raise AssertionError(f"{path} was read")

@@ -22,7 +22,6 @@ feature.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -106,7 +105,7 @@ class Model:
     """Weights (in ``UNIT``) of the features kept (the others weigh 0), the bias, and the fewest
     features a text is scaled as having; ``native``: the same features and weights in the native
     scanner (``sluice_native.WordModel``; it finds the words of ASCII text itself), when it is
-    installed, and then ``weights`` is left empty (``with_native``)."""
+    installed, and then ``weights`` is left empty (``load``)."""
 
     bias: float
     weights: dict[str, int]
@@ -166,20 +165,17 @@ def read_document() -> dict[str, Any]:
 
 @functools.cache
 def load() -> Model:
-    """The committed model (read once, on the first score), with its native twin when the
-    native scanner is installed and not turned off (``SLUICE_NATIVE_SCAN=0``)."""
-    model = from_document(read_document(), verify=False)
-    return with_native(model)
-
-
-def with_native(model: Model) -> Model:
-    """``model`` with its native twin (``Model.native``), or as it is without the scanner."""
+    """The committed model (read once, on the first score). Where the native scanner is
+    installed and not turned off (``SLUICE_NATIVE_SCAN=0``), it reads the weights file itself
+    and keeps the weights (``Model.native``; ``weights`` stays empty): the sidecar never holds
+    them as a Python dict as well (about 0.9 MB)."""
     try:
         import sluice_native
     except ImportError:  # pragma: no cover - the pure-Python path
-        return model
+        return from_document(read_document(), verify=False)
     if os.environ.get("SLUICE_NATIVE_SCAN", "1") == "0":
-        return model
-    twin = sluice_native.WordModel(model.weights, sorted(_NEGATIONS), NEGATION_SCOPE)
-    # The twin holds the weights: the model keeps no second copy (about 0.8 MB of the sidecar).
-    return dataclasses.replace(model, weights={}, native=twin)
+        return from_document(read_document(), verify=False)
+    bias, min_features, twin = sluice_native.WordModel.load(
+        str(PATH), sorted(_NEGATIONS), NEGATION_SCOPE
+    )
+    return Model(bias, {}, min_features, native=twin)
