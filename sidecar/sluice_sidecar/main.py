@@ -28,7 +28,7 @@ from .budget import BudgetStage
 from .config_source import ConfigSource, source_from
 from .contract import SidecarConfig
 from .gateway import GATEWAY
-from .guardrails.detectors import scanning
+from .guardrails.native import scanning
 from .metering import AuditSink, JsonLinesAudit, NullAudit, who_from_env
 
 log = logging.getLogger("sluice.sidecar")

@@ -22,7 +22,7 @@ import sluice_native
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sluice_sidecar.guardrails import detectors, injection, injection_model
+from sluice_sidecar.guardrails import detectors, injection, injection_model, native
 from sluice_sidecar.guardrails.detectors import ENTITIES, Scanner
 from sluice_sidecar.guardrails.holdback import HoldbackRedactor, Released
 
@@ -186,7 +186,8 @@ def test_deny_patterns_are_matched_in_python_for_the_native_scan() -> None:
 
 def test_turned_off_by_the_environment() -> None:
     code = (
-        "from sluice_sidecar.guardrails.detectors import Scanner, ENTITIES, scanning;"
+        "from sluice_sidecar.guardrails.detectors import Scanner, ENTITIES;"
+        "from sluice_sidecar.guardrails.native import scanning;"
         "from sluice_sidecar.guardrails import injection, injection_model;"
         "print(Scanner(ENTITIES).native is None, injection._native_anchors() is None,"
         " injection_model.load().native is None, scanning())"
@@ -196,7 +197,7 @@ def test_turned_off_by_the_environment() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "True True True Python (SLUICE_NATIVE_SCAN=0)"
-    assert detectors.scanning() == f"native (sluice_native {sluice_native.__version__})"
+    assert native.scanning() == f"native (sluice_native {sluice_native.__version__})"
 
 
 _MODEL = injection_model.load()
@@ -294,7 +295,7 @@ def test_a_pattern_the_engine_cannot_run_byte_by_byte_is_refused() -> None:
             assert "ASCII-only" in str(e)
         else:
             raise AssertionError(f"{pattern!r} was accepted")
-    assert detectors._native_engine_of(Scanner(ENTITIES)._detectors, []) is not None
+    assert detectors._native_engine_of(sluice_native, Scanner(ENTITIES)._detectors, []) is not None
 
 
 def test_a_weights_file_the_native_model_cannot_read_says_which_and_why(tmp_path: Path) -> None:

@@ -54,12 +54,13 @@ marker (``Detector.trigger``).
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Final, NamedTuple
+
+from . import native
 
 EMAIL: Final = "EMAIL"
 PHONE: Final = "PHONE"
@@ -575,14 +576,6 @@ DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
 }  # fmt: skip
 
 
-_native: ModuleType | None
-try:  # the optional native scanner (native/: Rust, PCRE2), installed in the sidecar image
-    import sluice_native as _native_module
-
-    _native = _native_module
-except ImportError:  # pragma: no cover - the pure-Python path
-    _native = None
-
 #: Which validator of the native scanner is each Python one's twin, and which hint.
 _NATIVE_VALIDATORS: Final[dict[Validator, str]] = {
     _card: "card", _iban: "iban", _ssn: "ssn", _phone: "phone", _phone_loose: "phone_loose",
@@ -600,18 +593,8 @@ _ENGINES: dict[frozenset[str], Any] = {}
 
 
 def native_available() -> bool:
-    """Whether the native scanner is installed and not turned off (``SLUICE_NATIVE_SCAN=0``)."""
-    return _native is not None and os.environ.get("SLUICE_NATIVE_SCAN", "1") != "0"
-
-
-def scanning() -> str:
-    """Which implementation scans text, for the sidecar's start-up line: ``native
-    (sluice_native 0.1.0)``, or ``Python`` with why."""
-    if _native is None:
-        return "Python (the native scanner sluice_native is not installed)"
-    if not native_available():
-        return "Python (SLUICE_NATIVE_SCAN=0)"
-    return f"native (sluice_native {_native.__version__})"
+    """Whether the native scanner is installed and not turned off (``native.module``)."""
+    return native.module() is not None
 
 
 def _native_engine(
@@ -619,24 +602,25 @@ def _native_engine(
 ) -> Any:
     """The native twin of a scanner's built-in detectors, or None (not installed, turned off,
     or no detector). The Python detectors hand over their own pattern sources."""
-    if not detectors or not native_available():
+    ext = native.module()
+    if not detectors or ext is None:
         return None
     engine = _ENGINES.get(entities, False)
     if engine is False:
-        assert _native is not None
         try:
-            engine = _native_engine_of(detectors, tails)
+            engine = _native_engine_of(ext, detectors, tails)
         except ValueError:  # a pattern the native engine cannot run as Python does: Python's
             engine = None
         _ENGINES[entities] = engine
     return engine
 
 
-def _native_engine_of(detectors: Sequence[Detector], tails: Sequence[tuple[str, int]]) -> Any:
+def _native_engine_of(
+    ext: ModuleType, detectors: Sequence[Detector], tails: Sequence[tuple[str, int]]
+) -> Any:
     """``sluice_native.Engine`` of ``detectors``; ValueError when it refuses a pattern (it runs
     only ASCII patterns without negated classes or ``.``, byte by byte: see native/src/scan.rs)."""
-    assert _native is not None
-    return _native.Engine(
+    return ext.Engine(
         [
             (
                 d.entity,

@@ -59,13 +59,12 @@ reads its weights file once, on the first score).
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import injection_model
+from . import injection_model, native
 from .canonical import Canonical, canonicalize
 
 _S = r"[\W_]+"  # between words: any run of non-letters
@@ -920,13 +919,8 @@ _AT_START["2"] = ((), True)
 def _native_anchors() -> Any:
     """The native twin of ``_scan_anchors`` for ASCII text (``sluice_native.AnchorScan``), or
     None where the native scanner is not installed or turned off (``SLUICE_NATIVE_SCAN=0``)."""
-    try:
-        import sluice_native
-    except ImportError:  # pragma: no cover - the pure-Python path
-        return None
-    if os.environ.get("SLUICE_NATIVE_SCAN", "1") == "0":
-        return None
-    return sluice_native.AnchorScan(_AT_START, list(_OTHER_ANCHORS))
+    ext = native.module()
+    return None if ext is None else ext.AnchorScan(_AT_START, list(_OTHER_ANCHORS))
 
 
 def _scan_anchors(text: str) -> tuple[dict[str, list[int]], list[int]]:

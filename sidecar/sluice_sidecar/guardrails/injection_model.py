@@ -27,11 +27,12 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from . import native
 
 WEIGHTS_FILE: Final = "injection_model.json"
 PATH: Final = Path(__file__).with_name(WEIGHTS_FILE)
@@ -169,13 +170,8 @@ def load() -> Model:
     installed and not turned off (``SLUICE_NATIVE_SCAN=0``), it reads the weights file itself
     and keeps the weights (``Model.native``; ``weights`` stays empty): the sidecar never holds
     them as a Python dict as well (about 0.9 MB)."""
-    try:
-        import sluice_native
-    except ImportError:  # pragma: no cover - the pure-Python path
+    ext = native.module()
+    if ext is None:
         return from_document(read_document(), verify=False)
-    if os.environ.get("SLUICE_NATIVE_SCAN", "1") == "0":
-        return from_document(read_document(), verify=False)
-    bias, min_features, twin = sluice_native.WordModel.load(
-        str(PATH), sorted(_NEGATIONS), NEGATION_SCOPE
-    )
+    bias, min_features, twin = ext.WordModel.load(str(PATH), sorted(_NEGATIONS), NEGATION_SCOPE)
     return Model(bias, {}, min_features, native=twin)
