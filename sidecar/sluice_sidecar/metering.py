@@ -355,14 +355,19 @@ class AuditSink(Protocol):
 
 class JsonLinesAudit:
     """Writes one compact JSON object per line to a text stream. Lines are collected and
-    written in batches (``batch`` lines, and whatever is pending at each ``flush``: the app's
-    ticker calls it every second, and at shutdown). The gateway hands it ready lines
+    written in batches (``batch`` lines or ``batch_chars`` characters, whichever comes first,
+    and whatever is pending at each ``flush``: the app's ticker calls it every second, and at
+    shutdown). The character bound keeps a batch small next to the stream's own buffer: a
+    batch is held three times while it is written (the lines, their join, its encoding), and
+    256 records with guardrail verdicts are about 300 KB. The gateway hands it ready lines
     (``audit_line``) through ``write_line``."""
 
-    def __init__(self, stream: IO[str], batch: int = 256) -> None:
+    def __init__(self, stream: IO[str], batch: int = 256, batch_chars: int = 1 << 14) -> None:
         self._stream = stream
         self._batch = batch
+        self._batch_chars = batch_chars
         self._lines: list[str] = []
+        self._chars = 0
 
     def write(self, record: dict[str, Any]) -> None:
         self.write_line(_ENCODE(record))
@@ -370,7 +375,8 @@ class JsonLinesAudit:
     def write_line(self, line: str) -> None:
         lines = self._lines
         lines.append(line)
-        if len(lines) >= self._batch:
+        self._chars += len(line)
+        if self._chars >= self._batch_chars or len(lines) >= self._batch:
             self._write_pending()
 
     def _write_pending(self) -> None:
@@ -378,6 +384,7 @@ class JsonLinesAudit:
         if lines:
             self._stream.write("\n".join(lines) + "\n")
             lines.clear()
+            self._chars = 0
 
     def flush(self) -> None:
         self._write_pending()

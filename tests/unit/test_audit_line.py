@@ -103,6 +103,26 @@ def test_json_lines_sink_writes_batches_and_on_flush() -> None:
     assert len(out.getvalue().splitlines()) == 4
 
 
+def test_json_lines_sink_batches_are_bounded_in_characters() -> None:
+    """Long records (guardrail verdicts, annotations) are written once their batch reaches
+    ``batch_chars`` characters, before it has ``batch`` lines: a batch is held three times
+    while it is written, so its size is the sink's peak memory."""
+    import io
+
+    out = io.StringIO()
+    sink = metering.JsonLinesAudit(out, batch=256, batch_chars=100)
+    line = '{"x":"' + "a" * 40 + '"}'
+    sink.write_line(line)
+    sink.write_line(line)
+    assert out.getvalue() == ""
+    sink.write_line(line)  # 144 characters pending: written
+    assert out.getvalue().splitlines() == [line] * 3
+    sink.write_line(line)
+    assert out.getvalue().splitlines() == [line] * 3  # the count starts again
+    sink.flush()
+    assert out.getvalue().splitlines() == [line] * 4
+
+
 def test_first_try_fields_are_remembered_per_stream_status_and_outcome() -> None:
     """The fields from ``stream`` to ``fallbacks`` of a request that worked at its first try
     are formatted once per (stream, status, outcome): each combination, asked twice, is still

@@ -189,15 +189,36 @@ def test_turned_off_by_the_environment() -> None:
         "from sluice_sidecar.guardrails.detectors import Scanner, ENTITIES;"
         "from sluice_sidecar.guardrails.native import scanning;"
         "from sluice_sidecar.guardrails import injection, injection_model;"
+        "import sys;"
         "print(Scanner(ENTITIES).native is None, injection._native_anchors() is None,"
-        " injection_model.load().native is None, scanning())"
+        " injection_model.load().native is None, 'sluice_native' in sys.modules, scanning())"
     )
     env = {**os.environ, "SLUICE_NATIVE_SCAN": "0"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "True True True Python (SLUICE_NATIVE_SCAN=0)"
+    assert out.stdout.strip() == "True True True False Python (SLUICE_NATIVE_SCAN=0)"
     assert native.scanning() == f"native (sluice_native {sluice_native.__version__})"
+
+
+def test_loaded_only_when_a_policy_needs_it() -> None:
+    """Importing the sidecar never loads the extension (about 0.6 MB of code a sidecar without
+    a guardrail policy has no use for); the first scanner a policy builds does, and the start-up
+    line says which of the two it is."""
+    code = (
+        "import sys; import sluice_sidecar.main, sluice_sidecar.app;"
+        "from sluice_sidecar.guardrails import native;"
+        "from sluice_sidecar.guardrails.detectors import Scanner, ENTITIES;"
+        "print('sluice_native' in sys.modules, native.scanning(), sep='|');"
+        "print(Scanner(ENTITIES).native is not None, 'sluice_native' in sys.modules,"
+        " native.scanning(), sep='|')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    version = sluice_native.__version__
+    assert out.stdout.splitlines() == [
+        f"False|native (sluice_native {version}, loaded when a guardrail policy first needs it)",
+        f"True|True|native (sluice_native {version})",
+    ]
 
 
 _MODEL = injection_model.load()
