@@ -113,7 +113,11 @@ elif out.endswith(".json"):
 
     def local(frame, event, arg):
         if event == "opcode":
-            counts[frame.f_code.co_filename, frame.f_code.co_qualname] += 1
+            code = frame.f_code
+            name = code.co_qualname
+            if code.co_filename == "<string>" and "self" in frame.f_locals:
+                name += f" of {type(frame.f_locals['self']).__qualname__}"  # a dataclass's
+            counts[code.co_filename, name] += 1
         return local
 
     def call(frame, event, arg):
