@@ -487,6 +487,12 @@ impl WordModel {
         WordModel { inner: model::WordModel::new(weights, negations, scope) }
     }
 
+    /// How many features have a weight.
+    #[getter]
+    fn features(&self) -> usize {
+        self.inner.features()
+    }
+
     /// `(bias, min_features, model)` of a weights file (`injection_model.json`), read here:
     /// the weights never become a Python dict.
     #[staticmethod]

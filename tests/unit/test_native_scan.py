@@ -320,12 +320,43 @@ def test_a_pattern_the_engine_cannot_run_byte_by_byte_is_refused() -> None:
 
 
 def test_a_weights_file_the_native_model_cannot_read_says_which_and_why(tmp_path: Path) -> None:
-    bad = tmp_path / "weights.json"
-    bad.write_text('{"bias": 0.5, "min_features": 3, "weights": {"ignore": "heavy"}}')
-    for path, why in ((tmp_path / "missing.json", "missing.json"), (bad, "is not an integer")):
+    cases = {
+        "missing.json": None,
+        "weight.json": (
+            '{"bias": 0.5, "min_features": 3, "weights": {"ignore": "heavy"}}',
+            "is not an integer",
+        ),
+        "bias.json": ('{"min_features": 3, "weights": {}}', "no number at bias"),
+        "table.json": ('{"bias": 0.5, "min_features": 3, "weights": [1]}', "expected an object"),
+        "trailing.json": ('{"bias": 0.5, "min_features": 3, "weights": {}} {}', "trailing"),
+    }
+    for name, case in cases.items():
+        path = tmp_path / name
+        why = name
+        if case is not None:
+            path.write_text(case[0])
+            why = case[1]
         try:
             sluice_native.WordModel.load(str(path), [], 3)
         except ValueError as e:
-            assert why in str(e) and str(tmp_path) in str(e)
+            assert why in str(e) and str(path) in str(e), (name, str(e))
         else:
             raise AssertionError(f"{path} was read")
+
+
+def test_the_native_model_holds_every_weight_of_the_file(tmp_path: Path) -> None:
+    """The weights live in one compact table (every feature's text in one buffer, an index
+    into it), filled from the file as it is read: every feature of the committed file is in
+    it, a table larger than the reader's first guess grows and keeps every weight, and a
+    feature the file names twice has its last weight, as Python's ``json`` reads it."""
+    _, _, committed = sluice_native.WordModel.load(str(injection_model.PATH), [], 3)
+    assert committed.features == len(_PYTHON.weights) > 1000
+    many = {f"w{i}": i for i in range(20_000)}
+    body = ", ".join(f'"{k}": {v}' for k, v in many.items())
+    path = tmp_path / "many.json"
+    path.write_text(f'{{"bias": 0.5, "min_features": 1, "weights": {{{body}, "w7": -7}}}}')
+    bias, min_features, model = sluice_native.WordModel.load(str(path), [], 3)
+    assert (bias, min_features, model.features) == (0.5, 1, 20_000)
+    for i in (0, 1, 8191, 8192, 19_999):
+        assert model.total(f"w{i}") == (i, 1)
+    assert model.total("w7 w19999 nothing") == (-7 + 19_999, 5)  # 3 words, 2 pairs
