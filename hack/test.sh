@@ -5,7 +5,7 @@
 #      (hack/native-wheel.sh; needs cargo, from rustup) and installed into the same environment
 #   3. kube-apiserver, etcd, kubectl and helm, built from Go modules and cached (hack/ensure-tools.sh;
 #      the first build takes a while, later runs are a no-op)
-#   4. ruff, mypy --strict, import-linter, the CRD freshness check
+#   4. ruff, mypy --strict, import-linter, rustfmt and clippy (native/), the CRD freshness check
 #   5. the sidecar and operator images (hack/build-images.sh: mmdebstrap + buildah, no daemon; the
 #      bases are cached, unchanged images are not rebuilt); the sidecar image ships the same wheel
 #   6. pytest (warnings are errors)
@@ -51,6 +51,13 @@ step "mypy --strict"
 
 step "import-linter"
 lint-imports
+
+step "rustfmt and clippy (native/)"
+# cargo is there: the wheel step above fails without it (rustup puts it in ~/.cargo/bin).
+if ! command -v cargo >/dev/null 2>&1; then
+    PATH="${CARGO_HOME:-${HOME}/.cargo}/bin:${PATH}"
+fi
+(cd native && cargo fmt --check && PCRE2_SYS_STATIC=1 cargo clippy --release --quiet -- -D warnings)
 
 step "CRDs and generated docs are current"
 sluice crds --check

@@ -36,7 +36,10 @@ fn is_word(b: u8) -> bool {
 }
 
 impl AnchorScan {
-    pub fn new(at_start: HashMap<String, (Vec<String>, bool)>, others: Vec<String>) -> Result<AnchorScan, String> {
+    pub fn new(
+        at_start: HashMap<String, (Vec<String>, bool)>,
+        others: Vec<String>,
+    ) -> Result<AnchorScan, String> {
         let mut anchors: Vec<String> = Vec::new();
         let index = |a: &str, anchors: &mut Vec<String>| -> usize {
             match anchors.iter().position(|x| x == a) {
@@ -54,7 +57,9 @@ impl AnchorScan {
         entries.sort(); // anchor indices in a fixed order, whatever the dict's
         for (word, (names, cue)) in entries {
             if !word.is_ascii() || word.is_empty() || !is_word(word.as_bytes()[0]) {
-                return Err(format!("anchor word {word:?} is not ASCII starting with a word character"));
+                return Err(format!(
+                    "anchor word {word:?} is not ASCII starting with a word character"
+                ));
             }
             let ids = names.iter().map(|n| index(n, &mut anchors)).collect();
             words.push((ids, cue));
@@ -78,7 +83,13 @@ impl AnchorScan {
             nodes[node].word = Some(id);
         }
         let others = others.iter().map(|a| index(a, &mut anchors)).collect();
-        Ok(AnchorScan { nodes, words, two, anchors, others })
+        Ok(AnchorScan {
+            nodes,
+            words,
+            two,
+            anchors,
+            others,
+        })
     }
 
     /// The word of `words` found at `at` (the start of a word), if any.
@@ -150,7 +161,10 @@ impl AnchorScan {
                 }
             }
         }
-        let found = order.into_iter().map(|i| (i, std::mem::take(&mut positions[i]))).collect();
+        let found = order
+            .into_iter()
+            .map(|i| (i, std::mem::take(&mut positions[i])))
+            .collect();
         (found, persona)
     }
 }

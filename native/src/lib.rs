@@ -47,7 +47,11 @@ struct Index<'a> {
 
 impl<'a> Index<'a> {
     fn new(text: &'a [u8]) -> Index<'a> {
-        Index { text, ascii: text.is_ascii(), before: std::cell::OnceCell::new() }
+        Index {
+            text,
+            ascii: text.is_ascii(),
+            before: std::cell::OnceCell::new(),
+        }
     }
 
     fn table(&self) -> &[u32] {
@@ -155,7 +159,10 @@ impl Engine {
                 Context::Card => &self.card_words,
                 Context::Phone => &self.phone_words,
             };
-            match string(py, before).and_then(|b| f.call1(py, (b,))).and_then(|r| r.is_truthy(py)) {
+            match string(py, before)
+                .and_then(|b| f.call1(py, (b,)))
+                .and_then(|r| r.is_truthy(py))
+            {
                 Ok(ok) => ok,
                 Err(e) => {
                     failed.get_or_insert(e);
@@ -170,8 +177,16 @@ impl Engine {
         found.map_err(|e| PyRuntimeError::new_err(format!("native scan failed: {e}")))
     }
 
-    fn span<'py>(&self, py: Python<'py>, start: usize, end: usize, entity: usize) -> PyResult<Bound<'py, PyAny>> {
-        self.span.bind(py).call1((start, end, self.inner.entities[entity].as_str()))
+    fn span<'py>(
+        &self,
+        py: Python<'py>,
+        start: usize,
+        end: usize,
+        entity: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.span
+            .bind(py)
+            .call1((start, end, self.inner.entities[entity].as_str()))
     }
 }
 
@@ -201,11 +216,30 @@ impl Engine {
     ) -> PyResult<Engine> {
         let specs = detectors
             .into_iter()
-            .map(|(entity, kind, pattern, run, hint, trigger)| DetectorSpec { entity, kind, pattern, run, hint, trigger })
+            .map(|(entity, kind, pattern, run, hint, trigger)| DetectorSpec {
+                entity,
+                kind,
+                pattern,
+                run,
+                hint,
+                trigger,
+            })
             .collect();
-        let inner = scan::Engine::new(specs, tails, any_pattern, separators, iban_lengths, context_before)
-            .map_err(PyValueError::new_err)?;
-        Ok(Engine { inner, card_words, phone_words, span })
+        let inner = scan::Engine::new(
+            specs,
+            tails,
+            any_pattern,
+            separators,
+            iban_lengths,
+            context_before,
+        )
+        .map_err(PyValueError::new_err)?;
+        Ok(Engine {
+            inner,
+            card_words,
+            phone_words,
+            span,
+        })
     }
 
     /// `Scanner.find(text, pos, extents)`: spans (of the `span` class) from character `pos`;
@@ -222,7 +256,12 @@ impl Engine {
         let text = &*text;
         let index = Index::new(text);
         let mut raw: Vec<(usize, usize)> = Vec::new();
-        let found = self.search(py, text, index.to_byte(pos), extents.as_ref().map(|_| &mut raw))?;
+        let found = self.search(
+            py,
+            text,
+            index.to_byte(pos),
+            extents.as_ref().map(|_| &mut raw),
+        )?;
         let out = PyList::empty(py);
         for (s, e, entity) in found {
             out.append(self.span(py, index.to_char(s), index.to_char(e), entity)?)?;
@@ -251,7 +290,12 @@ impl Engine {
         let mut names: Vec<String> = slf.get().inner.entities.clone();
         let builtin = names.len();
         names.extend(deny_labels);
-        let shown = labels.map(|wanted| names.iter().map(|e| wanted.iter().any(|n| n == e)).collect());
+        let shown = labels.map(|wanted| {
+            names
+                .iter()
+                .map(|e| wanted.iter().any(|n| n == e))
+                .collect()
+        });
         Redactor {
             engine: slf,
             names,
@@ -302,19 +346,30 @@ struct Redactor {
 }
 
 fn empty(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
-    PyTuple::new(py, [PyString::new(py, "").into_any(), PyTuple::empty(py).into_any()])
+    PyTuple::new(
+        py,
+        [
+            PyString::new(py, "").into_any(),
+            PyTuple::empty(py).into_any(),
+        ],
+    )
 }
 
 impl Redactor {
     /// `Scanner.find(buf, pos, extents)`: the engine's candidates and the deny patterns'
     /// matches, sorted and resolved together.
-    fn find(&self, py: Python<'_>, mut extents: Option<&mut Vec<(usize, usize)>>) -> PyResult<Vec<Found>> {
+    fn find(
+        &self,
+        py: Python<'_>,
+        mut extents: Option<&mut Vec<(usize, usize)>>,
+    ) -> PyResult<Vec<Found>> {
         let engine = self.engine.get();
         let mut spans = engine.search_raw(py, &self.buf, self.pos, extents.as_deref_mut())?;
         if let Some(deny) = &self.deny {
             let index = Index::new(&self.buf);
-            let found: Vec<(usize, usize, usize)> =
-                deny.call1(py, (string(py, &self.buf)?, index.to_char(self.pos)))?.extract(py)?;
+            let found: Vec<(usize, usize, usize)> = deny
+                .call1(py, (string(py, &self.buf)?, index.to_char(self.pos)))?
+                .extract(py)?;
             for (s, e, label) in found {
                 if label >= self.names.len() - self.builtin {
                     return Err(PyValueError::new_err("a deny match named no deny label"));
@@ -330,7 +385,12 @@ impl Redactor {
     }
 
     /// Release `buf[pos..cut]` (bytes) with `spans` (bytes in `buf`) applied.
-    fn release<'py>(&mut self, py: Python<'py>, cut: usize, spans: &[Found]) -> PyResult<Bound<'py, PyTuple>> {
+    fn release<'py>(
+        &mut self,
+        py: Python<'py>,
+        cut: usize,
+        spans: &[Found],
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let engine = self.engine.get();
         let index = Index::new(&self.buf);
         let mut text: Vec<u8> = Vec::with_capacity(cut - self.pos);
@@ -371,7 +431,10 @@ impl Redactor {
                 .iter()
                 .map(|&(s, e, entity)| {
                     let (s, e) = (self.base + index.to_char(s), self.base + index.to_char(e));
-                    engine.span.bind(py).call1((s, e, self.names[entity].as_str()))
+                    engine
+                        .span
+                        .bind(py)
+                        .call1((s, e, self.names[entity].as_str()))
                 })
                 .collect::<PyResult<Vec<_>>>()?,
         )?;
@@ -394,10 +457,18 @@ impl Redactor {
     }
 
     /// `HoldbackRedactor.step`: `(released text, spans found in it)`.
-    fn step<'py>(&mut self, py: Python<'py>, chunk: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyTuple>> {
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        chunk: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let chunk = utf8(chunk)?;
         let chunk = &*chunk;
-        let size = if chunk.is_ascii() { chunk.len() } else { chars(chunk) };
+        let size = if chunk.is_ascii() {
+            chunk.len()
+        } else {
+            chars(chunk)
+        };
         if 0 < size && size < self.room {
             self.room -= size;
             self.unscanned.extend_from_slice(chunk);
@@ -484,7 +555,9 @@ impl WordModel {
     /// `weights`: feature → integer weight; `negations`, `scope`: `injection_model`'s.
     #[new]
     fn new(weights: HashMap<String, i64>, negations: Vec<String>, scope: usize) -> WordModel {
-        WordModel { inner: model::WordModel::new(weights, negations, scope) }
+        WordModel {
+            inner: model::WordModel::new(weights, negations, scope),
+        }
     }
 
     /// How many features have a weight.
@@ -512,12 +585,15 @@ impl WordModel {
     /// The same for any text given its ASCII twin (`injection_model.ascii_twin`: one
     /// character for one, a word character where Python's `\w` has one); None when the twin
     /// is not one character per character of the text.
-    fn total_twin(&self, text: &Bound<'_, PyString>, twin: &Bound<'_, PyString>) -> PyResult<Option<(i64, usize)>> {
+    fn total_twin(
+        &self,
+        text: &Bound<'_, PyString>,
+        twin: &Bound<'_, PyString>,
+    ) -> PyResult<Option<(i64, usize)>> {
         let text = utf8(text)?;
         let twin = utf8(twin)?;
         Ok(self.inner.total_twin(&text, &twin))
     }
-
 }
 
 /// Where the injection families' anchors occur (`anchors.rs`).
@@ -531,7 +607,10 @@ impl AnchorScan {
     /// `at_start`: `_AT_START` (word → anchors it starts with, persona cue); `others`:
     /// `_OTHER_ANCHORS`.
     #[new]
-    fn new(at_start: HashMap<String, (Vec<String>, bool)>, others: Vec<String>) -> PyResult<AnchorScan> {
+    fn new(
+        at_start: HashMap<String, (Vec<String>, bool)>,
+        others: Vec<String>,
+    ) -> PyResult<AnchorScan> {
         let inner = anchors::AnchorScan::new(at_start, others).map_err(PyValueError::new_err)?;
         Ok(AnchorScan { inner })
     }

@@ -59,7 +59,9 @@ impl Weights {
         loop {
             match self.slots[at] {
                 0 => return at,
-                i if self.hashes[i as usize - 1] == hash as u32 && self.key(i as usize - 1) == key => {
+                i if self.hashes[i as usize - 1] == hash as u32
+                    && self.key(i as usize - 1) == key =>
+                {
                     return at
                 }
                 _ => at = (at + 1) & mask,
@@ -136,7 +138,9 @@ impl<'de> Visitor<'de> for WeightsSeed {
             let w = weight.as_i64().ok_or_else(|| {
                 de::Error::custom(format!("weights[{feature:?}] is not an integer"))
             })?;
-            weights.insert(feature.as_bytes(), w).map_err(de::Error::custom)?;
+            weights
+                .insert(feature.as_bytes(), w)
+                .map_err(de::Error::custom)?;
         }
         Ok(weights)
     }
@@ -183,29 +187,48 @@ type Word<'t> = (&'t [u8], bool);
 impl WordModel {
     /// The model of a weights file (`injection_model.json`: `bias`, `min_features`,
     /// `weights`): `(bias, min_features, model)`.
-    pub fn from_file(path: &str, negations: Vec<String>, scope: usize) -> Result<(f64, i64, WordModel), String> {
+    pub fn from_file(
+        path: &str,
+        negations: Vec<String>,
+        scope: usize,
+    ) -> Result<(f64, i64, WordModel), String> {
         let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
         let mut reader = serde_json::Deserializer::from_reader(std::io::BufReader::new(file));
-        let (bias, min_features, weights) =
-            reader.deserialize_map(FileSeed).map_err(|e| format!("{path}: {e}"))?;
+        let (bias, min_features, weights) = reader
+            .deserialize_map(FileSeed)
+            .map_err(|e| format!("{path}: {e}"))?;
         reader.end().map_err(|e| format!("{path}: {e}"))?;
         let bias = bias.ok_or_else(|| format!("{path}: no number at bias"))?;
-        let min_features = min_features.ok_or_else(|| format!("{path}: no integer at min_features"))?;
+        let min_features =
+            min_features.ok_or_else(|| format!("{path}: no integer at min_features"))?;
         let weights = weights.ok_or_else(|| format!("{path}: no object at weights"))?;
-        Ok((bias, min_features, WordModel::with(weights, negations, scope)))
+        Ok((
+            bias,
+            min_features,
+            WordModel::with(weights, negations, scope),
+        ))
     }
 
     pub fn new(table: HashMap<String, i64>, negations: Vec<String>, scope: usize) -> WordModel {
         let mut weights = Weights::with_capacity(table.len());
         for (feature, w) in &table {
-            weights.insert(feature.as_bytes(), *w).expect("a model's features fit in 4 GB");
+            weights
+                .insert(feature.as_bytes(), *w)
+                .expect("a model's features fit in 4 GB");
         }
         WordModel::with(weights, negations, scope)
     }
 
     fn with(weights: Weights, negations: Vec<String>, scope: usize) -> WordModel {
-        let negations = negations.into_iter().map(|n| n.into_bytes().into_boxed_slice()).collect();
-        WordModel { weights, negations, scope }
+        let negations = negations
+            .into_iter()
+            .map(|n| n.into_bytes().into_boxed_slice())
+            .collect();
+        WordModel {
+            weights,
+            negations,
+            scope,
+        }
     }
 
     /// How many features have a weight.

@@ -74,7 +74,8 @@ impl Hint {
             Hint::Dot => rest.contains(&b'.'),
             Hint::At => rest.contains(&b'@'),
             Hint::Ipv6 => {
-                rest.windows(2).any(|w| w == b"::") || rest.iter().filter(|&&c| c == b':').count() >= 7
+                rest.windows(2).any(|w| w == b"::")
+                    || rest.iter().filter(|&&c| c == b':').count() >= 7
             }
         }
     }
@@ -155,7 +156,9 @@ pub type Found = (usize, usize, usize);
 /// rule is refused (and the Python side then scans in Python).
 fn compile(source: &str) -> Result<Regex, String> {
     if !source.is_ascii() || source.contains("[^") || has_bare_dot(source) {
-        return Err(format!("the pattern {source:?} is not ASCII-only without negated classes or `.`"));
+        return Err(format!(
+            "the pattern {source:?} is not ASCII-only without negated classes or `.`"
+        ));
     }
     RegexBuilder::new()
         .utf(false)
@@ -216,8 +219,10 @@ impl Engine {
                     entities.len() - 1
                 }
             };
-            let kind = Kind::parse(&spec.kind).ok_or_else(|| format!("unknown validator {:?}", spec.kind))?;
-            let hint = Hint::parse(&spec.hint).ok_or_else(|| format!("unknown hint {:?}", spec.hint))?;
+            let kind = Kind::parse(&spec.kind)
+                .ok_or_else(|| format!("unknown validator {:?}", spec.kind))?;
+            let hint =
+                Hint::parse(&spec.hint).ok_or_else(|| format!("unknown hint {:?}", spec.hint))?;
             let pattern = compile(&spec.pattern)?;
             let groups = match kind {
                 Kind::Phone => [
@@ -227,27 +232,60 @@ impl Engine {
                     usize::MAX,
                     usize::MAX,
                 ],
-                Kind::PhoneLoose => [group(&pattern, "ext"), usize::MAX, usize::MAX, usize::MAX, usize::MAX],
+                Kind::PhoneLoose => [
+                    group(&pattern, "ext"),
+                    usize::MAX,
+                    usize::MAX,
+                    usize::MAX,
+                    usize::MAX,
+                ],
                 Kind::Ssn => [2, 3, usize::MAX, usize::MAX, usize::MAX],
-                Kind::Key => [group(&pattern, "sk"), group(&pattern, "body"), usize::MAX, usize::MAX, usize::MAX],
+                Kind::Key => [
+                    group(&pattern, "sk"),
+                    group(&pattern, "body"),
+                    usize::MAX,
+                    usize::MAX,
+                    usize::MAX,
+                ],
                 _ => [usize::MAX; 5],
             };
             let trigger = match spec.trigger {
                 Some(t) => Some(compile(&t)?),
                 None => None,
             };
-            let locations = Mutex::new((groups[0] != usize::MAX).then(|| pattern.capture_locations()));
-            detectors.push(Detector { entity, kind, pattern, run: Run::new(&spec.run), hint, trigger, groups, locations });
+            let locations =
+                Mutex::new((groups[0] != usize::MAX).then(|| pattern.capture_locations()));
+            detectors.push(Detector {
+                entity,
+                kind,
+                pattern,
+                run: Run::new(&spec.run),
+                hint,
+                trigger,
+                groups,
+                locations,
+            });
         }
-        let index = |name: &str| entities.iter().position(|e| e == name).unwrap_or(usize::MAX);
+        let index = |name: &str| {
+            entities
+                .iter()
+                .position(|e| e == name)
+                .unwrap_or(usize::MAX)
+        };
         let (iban, card) = (index("IBAN"), index("CREDIT_CARD"));
         let shape_only = [index("PHONE"), index("US_SSN")];
         Ok(Engine {
             detectors,
-            tails: tails.into_iter().map(|(run, reach)| (Run::new(&run), reach)).collect(),
+            tails: tails
+                .into_iter()
+                .map(|(run, reach)| (Run::new(&run), reach))
+                .collect(),
             any: compile(any)?,
             separators: compile(separators)?,
-            iban_lengths: iban_lengths.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect(),
+            iban_lengths: iban_lengths
+                .into_iter()
+                .map(|(k, v)| (k.into_bytes(), v))
+                .collect(),
             context_before,
             iban,
             card,
@@ -268,7 +306,12 @@ impl Engine {
     ) -> Result<Vec<Found>, String> {
         let bytes = text;
         let mut spans: Vec<Found> = Vec::new();
-        if self.detectors.is_empty() || !self.any.is_match_at(bytes, pos).map_err(|e| e.to_string())? {
+        if self.detectors.is_empty()
+            || !self
+                .any
+                .is_match_at(bytes, pos)
+                .map_err(|e| e.to_string())?
+        {
             return Ok(spans);
         }
         let rest = &bytes[pos..];
@@ -280,7 +323,15 @@ impl Engine {
                 continue;
             }
             match &det.trigger {
-                None => self.scan(det, text, pos, bytes.len(), &mut spans, extents.as_deref_mut(), words)?,
+                None => self.scan(
+                    det,
+                    text,
+                    pos,
+                    bytes.len(),
+                    &mut spans,
+                    extents.as_deref_mut(),
+                    words,
+                )?,
                 Some(trigger) => {
                     let mut at = pos;
                     while at <= bytes.len() {
@@ -299,7 +350,15 @@ impl Engine {
                         }
                         // Python's endpos `end + 1`: the character after the run is visible.
                         let stop = next_char(bytes, end);
-                        self.scan(det, text, start, stop, &mut spans, extents.as_deref_mut(), words)?;
+                        self.scan(
+                            det,
+                            text,
+                            start,
+                            stop,
+                            &mut spans,
+                            extents.as_deref_mut(),
+                            words,
+                        )?;
                         if end >= bytes.len() {
                             break;
                         }
@@ -329,8 +388,14 @@ impl Engine {
         let locs = &mut *guard;
         while at <= end {
             let found = match locs.as_mut() {
-                Some(l) => det.pattern.captures_read_at(l, subject, at).map(|m| m.map(|m| (m.start(), m.end()))),
-                None => det.pattern.find_at(subject, at).map(|m| m.map(|m| (m.start(), m.end()))),
+                Some(l) => det
+                    .pattern
+                    .captures_read_at(l, subject, at)
+                    .map(|m| m.map(|m| (m.start(), m.end()))),
+                None => det
+                    .pattern
+                    .find_at(subject, at)
+                    .map(|m| m.map(|m| (m.start(), m.end()))),
             };
             let (ms, me) = match found {
                 Ok(Some(m)) => m,
@@ -415,7 +480,8 @@ impl Engine {
                             if cut < m.len() && m[cut] != b' ' {
                                 return None;
                             }
-                            let compact: Vec<u8> = m[..cut].iter().copied().filter(|&c| c != b' ').collect();
+                            let compact: Vec<u8> =
+                                m[..cut].iter().copied().filter(|&c| c != b' ').collect();
                             return if validate::iban_ok(&compact, &self.iban_lengths) {
                                 Some((start, start + cut))
                             } else {
@@ -429,7 +495,8 @@ impl Engine {
             Kind::Ssn => {
                 let g = grp(det.groups[0])?;
                 let s = grp(det.groups[1])?;
-                let ok = validate::ssn_ok(&bytes[start..start + 3], &bytes[g.0..g.1], &bytes[s.0..s.1]);
+                let ok =
+                    validate::ssn_ok(&bytes[start..start + 3], &bytes[g.0..g.1], &bytes[s.0..s.1]);
                 ok.then_some((start, end))
             }
             Kind::Phone => {
@@ -522,14 +589,19 @@ impl Engine {
             return spans;
         }
         let mut reach: Vec<Option<usize>> = vec![None; entities];
-        let get = |reach: &Vec<Option<usize>>, e: usize| -> Option<usize> { reach.get(e).copied().flatten() };
+        let get = |reach: &Vec<Option<usize>>, e: usize| -> Option<usize> {
+            reach.get(e).copied().flatten()
+        };
         let mut out = Vec::with_capacity(spans.len());
         for span in spans {
             let end = span.1;
-            if get(&reach, span.2).is_some_and(|r| r >= end) || get(&reach, self.iban).is_some_and(|r| r >= end) {
+            if get(&reach, span.2).is_some_and(|r| r >= end)
+                || get(&reach, self.iban).is_some_and(|r| r >= end)
+            {
                 continue;
             }
-            if self.shape_only.contains(&span.2) && get(&reach, self.card).is_some_and(|r| r >= end) {
+            if self.shape_only.contains(&span.2) && get(&reach, self.card).is_some_and(|r| r >= end)
+            {
                 continue;
             }
             out.push(span);

@@ -18,11 +18,13 @@ pub fn luhn_ok(digits: &[u8]) -> bool {
         }
         total += d;
     }
-    total % 10 == 0
+    total.is_multiple_of(10)
 }
 
 fn num(digits: &[u8]) -> u32 {
-    digits.iter().fold(0, |acc, &c| acc * 10 + (c - b'0') as u32)
+    digits
+        .iter()
+        .fold(0, |acc, &c| acc * 10 + (c - b'0') as u32)
 }
 
 pub fn card_prefix_ok(digits: &[u8]) -> bool {
@@ -61,12 +63,15 @@ pub fn ean13_ok(digits: &[u8]) -> bool {
         .enumerate()
         .map(|(i, &c)| (c - b'0') as u32 * if i % 2 == 1 { 3 } else { 1 })
         .sum();
-    total % 10 == 0
+    total.is_multiple_of(10)
 }
 
 pub fn card_ok(digits: &[u8]) -> bool {
     let n = digits.len();
-    (12..=19).contains(&n) && card_prefix_ok(digits) && luhn_ok(digits) && !(n == 13 && ean13_ok(digits))
+    (12..=19).contains(&n)
+        && card_prefix_ok(digits)
+        && luhn_ok(digits)
+        && !(n == 13 && ean13_ok(digits))
 }
 
 /// Printed cards start with a group of four and have no group longer than six.
@@ -76,7 +81,10 @@ pub fn card_groups_ok(text: &[u8]) -> bool {
 }
 
 pub fn without_separators(text: &[u8]) -> Vec<u8> {
-    text.iter().copied().filter(|&c| c != b' ' && c != b'-').collect()
+    text.iter()
+        .copied()
+        .filter(|&c| c != b' ' && c != b'-')
+        .collect()
 }
 
 /// `compact` (no spaces) has its country's length, two check digits and mod-97 == 1.
@@ -95,7 +103,11 @@ pub fn iban_ok(compact: &[u8], lengths: &HashMap<Vec<u8>, usize>) -> bool {
             b'a'..=b'z' => (ch - b'a') as u64 + 10,
             _ => return false,
         };
-        rem = if v < 10 { (rem * 10 + v) % 97 } else { (rem * 100 + v) % 97 };
+        rem = if v < 10 {
+            (rem * 10 + v) % 97
+        } else {
+            (rem * 100 + v) % 97
+        };
     }
     rem == 1
 }
@@ -113,7 +125,12 @@ pub fn ipv6_ok(candidate: &[u8]) -> bool {
     if !has_double && colons != 7 {
         return false;
     }
-    if candidate.iter().filter(|&&c| c != b':' && c != b'.').count() < 4 {
+    if candidate
+        .iter()
+        .filter(|&&c| c != b':' && c != b'.')
+        .count()
+        < 4
+    {
         return false;
     }
     ipv6_parses(candidate)
@@ -135,8 +152,8 @@ fn ipv6_parses(text: &[u8]) -> bool {
         return false;
     }
     let mut skip_index: Option<usize> = None;
-    for i in 1..parts.len() - 1 {
-        if parts[i].is_empty() {
+    for (i, part) in parts.iter().enumerate().take(parts.len() - 1).skip(1) {
+        if part.is_empty() {
             if skip_index.is_some() {
                 return false; // more than one '::'
             }
@@ -161,7 +178,10 @@ fn ipv6_parses(text: &[u8]) -> bool {
         if hi + lo > 7 {
             return false; // nothing left for "::" to stand for
         }
-        parts[..hi].iter().chain(parts[parts.len() - lo..].iter()).all(|p| hextet_ok(p))
+        parts[..hi]
+            .iter()
+            .chain(parts[parts.len() - lo..].iter())
+            .all(|p| hextet_ok(p))
     } else {
         if parts.len() != 8 {
             return false;
