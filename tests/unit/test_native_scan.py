@@ -319,6 +319,33 @@ def test_a_pattern_the_engine_cannot_run_byte_by_byte_is_refused() -> None:
     assert detectors._native_engine_of(sluice_native, Scanner(ENTITIES)._detectors, []) is not None
 
 
+def test_an_installed_scanner_that_does_not_load_is_logged_and_python_scans(
+    tmp_path: Path,
+) -> None:
+    """A wheel built for another machine: found, but its import fails. The guardrails scan in
+    Python, one warning says why and what to do, and the start-up line says so too."""
+    broken = tmp_path / "sluice_native"
+    broken.mkdir()
+    (broken / "__init__.py").write_text('raise ImportError("wrong ELF class: ELFCLASS32")\n')
+    code = (
+        "import logging; logging.basicConfig(format='%(levelname)s %(message)s');"
+        "from sluice_sidecar.guardrails import native;"
+        "from sluice_sidecar.guardrails.detectors import Scanner, ENTITIES;"
+        "print(Scanner(ENTITIES).native is None, native.module() is None, native.scanning(),"
+        " sep='|')"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == (
+        "True|True|Python (the native scanner sluice_native does not load; see the warning)"
+    )
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1, out.stderr
+    assert "ELFCLASS32" in warnings[0] and "Reinstall the sluice-native wheel" in warnings[0]
+
+
 def test_a_weights_file_the_native_model_cannot_read_says_which_and_why(tmp_path: Path) -> None:
     cases = {
         "missing.json": None,

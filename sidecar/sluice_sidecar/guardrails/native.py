@@ -57,9 +57,9 @@ def module() -> ModuleType | None:
     return _load()
 
 
-def loaded() -> bool:
-    """Whether this process has loaded the extension (a policy needed it)."""
-    return _NAME in sys.modules
+def _tried() -> bool:
+    """Whether this process has loaded the extension or tried to (a policy needed it)."""
+    return _NAME in sys.modules or _load.cache_info().currsize > 0
 
 
 def scanning() -> str:
@@ -69,7 +69,7 @@ def scanning() -> str:
         return "Python (SLUICE_NATIVE_SCAN=0)"
     if not _installed():
         return "Python (the native scanner sluice_native is not installed)"
-    if loaded():
+    if _tried():
         ext = _load()
         if ext is None:
             return "Python (the native scanner sluice_native does not load; see the warning)"
