@@ -147,9 +147,9 @@ impl<'de> Visitor<'de> for WeightsSeed {
 }
 
 /// A weights file: `bias`, `min_features`, `weights`; every other field is skipped.
-struct FileSeed;
+struct FileVisitor;
 
-impl<'de> Visitor<'de> for FileSeed {
+impl<'de> Visitor<'de> for FileVisitor {
     type Value = (Option<f64>, Option<i64>, Option<Weights>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -195,7 +195,7 @@ impl WordModel {
         let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
         let mut reader = serde_json::Deserializer::from_reader(std::io::BufReader::new(file));
         let (bias, min_features, weights) = reader
-            .deserialize_map(FileSeed)
+            .deserialize_map(FileVisitor)
             .map_err(|e| format!("{path}: {e}"))?;
         reader.end().map_err(|e| format!("{path}: {e}"))?;
         let bias = bias.ok_or_else(|| format!("{path}: no number at bias"))?;

@@ -273,8 +273,8 @@ def test_sidecar_image_loads_the_native_scanner(container: Any) -> None:
     # take it up (they fall back to Python where it is missing).
     probe = (
         "import sluice_native, sluice_native.sluice_native as ext; print(ext.__file__);"
-        " from sluice_sidecar.guardrails.detectors import native_available;"
-        " print(native_available())"
+        " from sluice_sidecar.guardrails import native;"
+        " print(native.module() is not None)"
     )
     out = _python_in(c, probe, check=False)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -592,11 +592,6 @@ _NATIVE_HINTS: Final[dict[Callable[[str], bool] | None, str]] = {
 _ENGINES: dict[frozenset[str], Any] = {}
 
 
-def native_available() -> bool:
-    """Whether the native scanner is installed and not turned off (``native.module``)."""
-    return native.module() is not None
-
-
 def _native_engine(
     entities: frozenset[str], detectors: Sequence[Detector], tails: Sequence[tuple[str, int]]
 ) -> Any:

@@ -929,9 +929,9 @@ def _scan_anchors(text: str) -> tuple[dict[str, list[int]], list[int]]:
     Natively where the native scanner is installed (over ``injection_model.ascii_twin``: every
     anchor and persona word is ASCII and holds neither ``_`` nor ``\x01``, so they occur where
     they did)."""
-    native = _native_anchors()
-    if native is not None:
-        got: tuple[dict[str, list[int]], list[int]] | None = native.scan(
+    anchors = _native_anchors()
+    if anchors is not None:
+        got: tuple[dict[str, list[int]], list[int]] | None = anchors.scan(
             injection_model.ascii_twin(text)
         )
         if got is not None:

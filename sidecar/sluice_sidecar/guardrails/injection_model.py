@@ -114,12 +114,12 @@ class Model:
     native: Any = field(default=None, compare=False, repr=False)
 
     def logit(self, canonical_text: str) -> float:
-        native = self.native
-        if native is not None:  # other text: where its words are, told by its ASCII twin
+        twin = self.native
+        if twin is not None:  # other text: where its words are, told by its ASCII twin
             got: tuple[int, int] | None = (
-                native.total(canonical_text)
+                twin.total(canonical_text)
                 if canonical_text.isascii()
-                else native.total_twin(canonical_text, ascii_twin(canonical_text))
+                else twin.total_twin(canonical_text, ascii_twin(canonical_text))
             )
             if got is None:  # cannot happen: the twin has one character per character
                 raise RuntimeError("the native injection model refused a text's ASCII twin")
